@@ -1,0 +1,50 @@
+"""One error root for everything the bot can tell a user.
+
+Each subclass carries the short, friendly text shown in Slack; the detail (cause, ids) goes to the log only,
+so no exception text, token or secret ever reaches a user.
+"""
+
+from __future__ import annotations
+
+
+class BotError(Exception):
+    """Root of the bot's own errors. `user_message` is safe to show in Slack."""
+
+    user_message = "Sorry, something went wrong on my side. Please try again in a moment."
+
+    def __init__(self, detail: str = "", *, user_message: str | None = None) -> None:
+        super().__init__(detail or self.__class__.__name__)
+        if user_message is not None:
+            self.user_message = user_message
+
+
+class ConfigError(BotError):
+    """Start-up configuration is missing or malformed; the message names each variable."""
+
+
+class AssistantUnavailable(BotError):
+    user_message = "Sorry, I couldn't reach the assistant just now. Please try again in a moment."
+
+
+class AssistantRateLimited(AssistantUnavailable):
+    user_message = "The assistant is getting a lot of requests right now. Please try again in a minute."
+
+
+class AssistantBusy(AssistantUnavailable):
+    user_message = "The assistant is still busy with this thread. Please try again in a moment."
+
+
+class AssistantFailed(AssistantUnavailable):
+    user_message = "Sorry, the assistant couldn't finish that answer. Please try again."
+
+
+class AnswerIncomplete(AssistantUnavailable):
+    user_message = "The answer was cut short (it reached the assistant's output limit)."
+
+
+class StoreUnavailable(BotError):
+    user_message = "I'm briefly unavailable (my storage is not answering). Please try again in a minute."
+
+
+class SlackDeliveryError(BotError):
+    """Slack refused to show the answer; there is no channel left to tell the user through."""

@@ -1,0 +1,63 @@
+"""Every Redis key and TTL the bot uses, named in one place.
+
+Keys are namespaced per Slack workspace (enterprise + team) so workspaces never see each other's
+threads, and the namespace sits in a hash tag (`{...}`) so one workspace's keys share a Redis Cluster
+slot and the multi-key scripts stay legal there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+PREFIX = "sa"
+
+# A Slack retry arrives within minutes; a day covers every retry and the app_mention/message twin.
+DEDUPE_TTL = timedelta(hours=24)
+# The Slack key -> assistant thread map lives long and is refreshed on every turn.
+THREAD_TTL = timedelta(days=180)
+# Held by the process running a thread's turns; refreshed while it runs, so a dead holder frees it soon.
+RUNNER_LOCK_TTL = timedelta(seconds=60)
+# What the user is looking at in Slack (app_context_changed) matters only for a while.
+CONTEXT_TTL = timedelta(hours=12)
+
+
+def ms(td: timedelta) -> int:
+    return int(td.total_seconds() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key builder for one workspace."""
+
+    team_id: str
+    enterprise_id: str | None = None
+
+    @property
+    def ns(self) -> str:
+        return f"{PREFIX}:{{{self.enterprise_id or '-'}:{self.team_id}}}"
+
+    def thread(self, thread_ref: str) -> str:
+        """HASH: conversation_id, created_at, channel, thread_ts, user, last_turn_at."""
+        return f"{self.ns}:thread:{thread_ref}"
+
+    def alias(self, thread_ref: str) -> str:
+        """STRING: a Slack thread that continues another assistant thread (top-level DM replies)."""
+        return f"{self.ns}:alias:{thread_ref}"
+
+    def seen_event(self, event_id: str) -> str:
+        return f"{self.ns}:seen:ev:{event_id}"
+
+    def seen_message(self, channel: str, ts: str) -> str:
+        return f"{self.ns}:seen:msg:{channel}:{ts}"
+
+    def queue(self, thread_ref: str) -> str:
+        """ZSET of pending turns for one assistant thread, ordered by Slack message ts."""
+        return f"{self.ns}:queue:{thread_ref}"
+
+    def runner(self, thread_ref: str) -> str:
+        """STRING lock: the token of the worker running this thread's turns."""
+        return f"{self.ns}:runner:{thread_ref}"
+
+    def user_context(self, user_id: str) -> str:
+        return f"{self.ns}:context:{user_id}"

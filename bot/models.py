@@ -1,0 +1,80 @@
+"""Typed shapes that cross from the Slack listeners into the bot, and between bot modules."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bot.keys import Keys
+
+
+class Workspace(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    team_id: str = Field(min_length=1)
+    enterprise_id: str | None = None
+
+    @property
+    def keys(self) -> Keys:
+        return Keys(self.team_id, self.enterprise_id)
+
+
+class IncomingMessage(BaseModel):
+    """A user's message the bot may answer, read from an `app_mention` or `message.*` event."""
+
+    model_config = ConfigDict(frozen=True)
+
+    workspace: Workspace
+    event_id: str | None = None
+    source: Literal["mention", "message"]
+    channel: str
+    channel_type: Literal["channel", "group", "im", "mpim", "app_home"]
+    user: str
+    text: str
+    ts: str
+    thread_ts: str | None = None
+
+    @property
+    def is_dm(self) -> bool:
+        return self.channel_type in ("im", "app_home")
+
+    @property
+    def reply_thread_ts(self) -> str:
+        """The Slack thread the answer goes to: the message's thread, or a new one under the message."""
+        return self.thread_ts or self.ts
+
+
+def thread_ref(msg: IncomingMessage) -> str:
+    """The Slack key of the assistant thread this message belongs to (DESIGN.md's mapping table).
+
+    A top-level DM continues the user's own thread; anything inside a Slack thread (or a channel
+    mention, which starts one) belongs to that Slack thread.
+    """
+    if msg.is_dm and msg.thread_ts is None:
+        return f"u:{msg.user}"
+    return f"c:{msg.channel}:{msg.reply_thread_ts}"
+
+
+class Turn(BaseModel):
+    """One user message queued for an answer: what the worker needs, and nothing from Slack's payload."""
+
+    workspace: Workspace
+    thread: str
+    channel: str
+    user: str
+    text: str
+    ts: str
+    reply_thread_ts: str
+    is_dm: bool
+    received_at: float
+
+    @property
+    def id(self) -> str:
+        return f"{self.channel}:{self.ts}"
+
+
+class UserContext(BaseModel):
+    """What the user is looking at in Slack (from `app_context_changed`), given to the model."""
+
+    channel_ids: list[str] = Field(default_factory=list, max_length=10)

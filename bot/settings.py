@@ -1,0 +1,147 @@
+"""All configuration, read once from the environment (and `.env`) at start-up and passed down.
+
+The assistant definition (model, instructions, tools) lives here rather than in an OpenAI prompt object,
+since prompt objects are shut down on 2026-11-30.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal
+
+from dotenv import dotenv_values
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from bot.errors import ConfigError
+
+
+class Mode(StrEnum):
+    SOCKET = "socket"
+    HTTP = "http"
+
+
+class SuggestedPrompt(BaseModel):
+    title: str = Field(min_length=1, max_length=75)
+    message: str = Field(min_length=1)
+
+
+ToolName = Literal["web_search"]
+
+DEFAULT_INSTRUCTIONS = (
+    "You are a helpful assistant inside Slack. Answer concisely and format with Markdown "
+    "(short paragraphs, lists, code blocks). When a question is ambiguous, ask one clarifying question."
+)
+
+DEFAULT_PROMPTS = [
+    SuggestedPrompt(title="Summarize a topic", message="Give me a short overview of "),
+    SuggestedPrompt(title="Draft a message", message="Help me write a friendly message to my team about "),
+    SuggestedPrompt(title="Explain code", message="Explain what this code does:\n"),
+]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True)
+
+    slack_bot_token: SecretStr
+    slack_app_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
+
+    openai_api_key: SecretStr
+    openai_base_url: str | None = None
+    openai_timeout: float = Field(default=120.0, gt=0)
+
+    redis_url: str | None = None
+    data_dir: Path = Path("data")
+
+    assistant_model: str = Field(default="gpt-5.1", min_length=1)
+    assistant_instructions: str = DEFAULT_INSTRUCTIONS
+    assistant_tools: Annotated[list[ToolName], NoDecode] = Field(default_factory=list)
+    assistant_suggested_prompts: list[SuggestedPrompt] = Field(
+        default_factory=lambda: list(DEFAULT_PROMPTS), max_length=4
+    )
+
+    # Streaming: send the first text at once, then at most one Slack call per interval (rate limits).
+    stream_flush_seconds: float = Field(default=0.5, ge=0.05, le=5)
+    # Slack accepts 12,000 Markdown characters per call; leave room for a closing code fence.
+    max_message_chars: int = Field(default=11_000, ge=500, le=12_000)
+    turn_timeout_seconds: float = Field(default=600.0, gt=0)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("slack_bot_token")
+    @classmethod
+    def _bot_token_shape(cls, v: SecretStr) -> SecretStr:
+        if not v.get_secret_value().startswith("xoxb-"):
+            raise ValueError("must be a bot token starting with xoxb-")
+        return v
+
+    @field_validator("slack_app_token")
+    @classmethod
+    def _app_token_shape(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value().startswith("xapp-"):
+            raise ValueError("must be an app-level token starting with xapp-")
+        return v
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _api_url_shape(cls, v: str) -> str:
+        if not v.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s) URL such as https://slack.com/api/")
+        return v if v.endswith("/") else v + "/"
+
+    @field_validator("assistant_tools", mode="before")
+    @classmethod
+    def _split_tools(cls, v: object) -> object:
+        # Accept "web_search,other" as well as a JSON list, since env vars are flat strings.
+        if isinstance(v, str):
+            v = v.strip()
+            if v.startswith("["):
+                import json
+
+                return json.loads(v)
+            return [part.strip() for part in v.split(",") if part.strip()]
+        return v
+
+
+def _describe(err: dict[str, object]) -> str:
+    loc = err.get("loc") or ()
+    name = str(loc[0]).upper() if isinstance(loc, tuple) and loc else "SETTINGS"
+    if err.get("type") == "missing":
+        return f"{name} is not set"
+    # Never echo the input: it may be a secret.
+    msg = str(err.get("msg", "is invalid")).removeprefix("Value error, ")
+    return f"{name}: {msg}"
+
+
+def _given(field: str, settings: Settings | None, overrides: dict[str, object]) -> bool:
+    if settings is not None:
+        return getattr(settings, field) is not None
+    # Validation failed elsewhere: look at the raw sources so every problem is reported in one go.
+    env_file = Path(".env")
+    from_file = dotenv_values(env_file) if env_file.is_file() else {}
+    name = field.upper()
+    return bool(overrides.get(field) or os.environ.get(name) or from_file.get(name))
+
+
+def load_settings(mode: Mode, **overrides: object) -> Settings:
+    """Read settings once; raise ConfigError naming every missing or malformed variable."""
+    problems: list[str] = []
+    settings: Settings | None = None
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems.extend(_describe(dict(e)) for e in exc.errors())
+    required = "slack_app_token" if mode is Mode.SOCKET else "slack_signing_secret"
+    if not _given(required, settings, overrides):
+        why = "needed for Socket Mode; or run with --http" if mode is Mode.SOCKET else "needed for HTTP mode"
+        problems.append(f"{required.upper()} is not set ({why})")
+    if problems or settings is None:
+        lines = "\n".join(f"  - {p}" for p in problems)
+        raise ConfigError(
+            "Configuration problem; set these in the environment or in .env (see .env.example):\n" + lines
+        )
+    return settings

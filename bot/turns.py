@@ -1,0 +1,113 @@
+"""One turn: a queued user message -> status -> assistant thread -> streamed answer in the Slack thread."""
+
+from __future__ import annotations
+
+import logging
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.assistant import AssistantBackend
+from bot.errors import BotError, SlackDeliveryError
+from bot.models import Turn, UserContext
+from bot.replies import ReplyStream
+from bot.settings import Settings
+from bot.thread_store import ThreadStore
+
+log = logging.getLogger(__name__)
+
+THINKING_STATUS = "is thinking…"
+LOADING_MESSAGES = ["Thinking…", "Reading the thread…", "Writing an answer…"]
+
+
+def conversation_metadata(turn: Turn) -> dict[str, str]:
+    """The bot's own metadata keys on each conversation (read-only for users)."""
+    return {
+        "slack_team": turn.workspace.team_id,
+        "slack_channel": turn.channel,
+        "slack_thread_ts": "" if turn.thread.startswith("u:") else turn.reply_thread_ts,
+        "slack_user": turn.user,
+    }
+
+
+def turn_instructions(base: str, turn: Turn, context: UserContext | None) -> str:
+    """Per-turn instructions: who is speaking and where, which the conversation itself does not hold."""
+    where = "a direct message" if turn.is_dm else f"a thread in the Slack channel <#{turn.channel}>"
+    lines = [base, "", f"You are in {where}. This message is from the Slack user <@{turn.user}>."]
+    if context and context.channel_ids:
+        viewing = ", ".join(f"<#{c}>" for c in context.channel_ids)
+        lines.append(f"The user is currently looking at {viewing} in Slack.")
+    return "\n".join(lines)
+
+
+class TurnRunner:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        web_client: AsyncWebClient,
+        store: ThreadStore,
+        backend: AssistantBackend,
+    ) -> None:
+        self._settings = settings
+        self._client = web_client
+        self._store = store
+        self._backend = backend
+
+    async def __call__(self, turn: Turn) -> None:
+        reply = ReplyStream(
+            self._client,
+            channel=turn.channel,
+            thread_ts=turn.reply_thread_ts,
+            team_id=turn.workspace.team_id,
+            user_id=turn.user,
+            flush_seconds=self._settings.stream_flush_seconds,
+            max_chars=self._settings.max_message_chars,
+        )
+        await self._set_status(turn, THINKING_STATUS)
+        try:
+            await self._answer(turn, reply)
+        except SlackDeliveryError:
+            log.exception("turn %s: Slack refused the answer", turn.id)
+            await self._set_status(turn, "")
+        except BotError as exc:
+            log.warning("turn %s: %s: %s", turn.id, type(exc).__name__, exc)
+            await self._tell(turn, reply, exc.user_message)
+        except Exception:
+            log.exception("turn %s failed", turn.id)
+            await self._tell(turn, reply, BotError.user_message)
+
+    async def _answer(self, turn: Turn, reply: ReplyStream) -> None:
+        keys = turn.workspace.keys
+        conversation_id, context = await self._store.load(keys, turn.thread, turn.user)
+        if conversation_id is None:
+            conversation_id = await self._backend.create_conversation(conversation_metadata(turn))
+            await self._store.bind(keys, turn.thread, conversation_id)
+            log.info("turn %s: new assistant thread %s for %s", turn.id, conversation_id, turn.thread)
+        instructions = turn_instructions(self._settings.assistant_instructions, turn, context)
+        user_key = f"{turn.workspace.team_id}:{turn.user}"
+        async for delta in self._backend.answer(
+            conversation_id, turn.text, instructions=instructions, user_key=user_key
+        ):
+            await reply.append(delta)
+        await reply.finish()
+        log.info("turn %s answered in %s message(s)", turn.id, len(reply.message_ts))
+
+    async def _tell(self, turn: Turn, reply: ReplyStream, message: str) -> None:
+        try:
+            await reply.fail(message)
+        except SlackDeliveryError:
+            log.exception("turn %s: could not tell the user about the failure", turn.id)
+            await self._set_status(turn, "")
+
+    async def _set_status(self, turn: Turn, status: str) -> None:
+        # Best effort: the status is a nicety and is not available on every surface.
+        try:
+            await self._client.assistant_threads_setStatus(
+                channel_id=turn.channel,
+                thread_ts=turn.reply_thread_ts,
+                status=status,
+                loading_messages=LOADING_MESSAGES if status else None,
+            )
+        except SlackApiError as exc:
+            log.debug("setStatus not shown: %s", exc.response.get("error") if exc.response else "?")

@@ -1,0 +1,107 @@
+"""`slack-assistant`: Socket Mode by default, `--http --port N` for Bolt's HTTP endpoint."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from aiohttp import web
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+from bot.errors import ConfigError
+from bot.service import BotService
+from bot.settings import Mode, Settings, load_settings
+from handlers.app import build_app
+
+log = logging.getLogger("slack_assistant")
+
+SHUTDOWN_GRACE_SECONDS = 25.0
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="slack-assistant",
+        description="Slack <-> OpenAI assistant threads. Socket Mode by default.",
+    )
+    parser.add_argument(
+        "--http", action="store_true", help="serve Slack's HTTP requests instead of Socket Mode"
+    )
+    parser.add_argument("--host", default="0.0.0.0", help="HTTP mode: address to bind (default 0.0.0.0)")
+    parser.add_argument("--port", type=int, default=3000, help="HTTP mode: port (default 3000)")
+    return parser.parse_args(argv)
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Library debug logs can include request bodies; keep them quiet unless asked for.
+    for noisy in ("slack_bolt", "slack_sdk", "openai", "httpx2", "httpcore2", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if level != "DEBUG" else logging.INFO)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parse_args(argv)
+    mode = Mode.HTTP if args.http else Mode.SOCKET
+    try:
+        settings = load_settings(mode)
+    except ConfigError as exc:
+        print(f"slack-assistant: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    _configure_logging(settings.log_level)
+    asyncio.run(_serve(settings, mode, args.host, args.port))
+
+
+async def _serve(settings: Settings, mode: Mode, host: str, port: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    service = BotService.from_settings(settings)
+    app = build_app(settings, service, mode)
+    try:
+        if mode is Mode.HTTP:
+            await _serve_http(app.web_app(path="/slack/events"), service, host, port, stop)
+        else:
+            await _serve_socket_mode(app, service, settings, stop)
+    finally:
+        await service.aclose(SHUTDOWN_GRACE_SECONDS)
+        log.info("stopped")
+
+
+async def _serve_http(
+    web_app: web.Application, service: BotService, host: str, port: int, stop: asyncio.Event
+) -> None:
+    async def healthz(_: web.Request) -> web.Response:
+        redis_ok = await service.ping()
+        return web.json_response({"ok": redis_ok, "redis": redis_ok}, status=200 if redis_ok else 503)
+
+    web_app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(web_app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    log.info("HTTP mode: serving POST /slack/events and GET /healthz on %s:%d", host, port)
+    await stop.wait()
+    log.info("SIGTERM: no new requests; finishing turns in flight")
+    # Stop accepting first, then let BotService.aclose() drain the running turns.
+    await site.stop()
+    await runner.cleanup()
+
+
+async def _serve_socket_mode(
+    app: object, service: BotService, settings: Settings, stop: asyncio.Event
+) -> None:
+    assert settings.slack_app_token is not None  # load_settings() guarantees it in Socket Mode
+    handler = AsyncSocketModeHandler(
+        app,  # type: ignore[arg-type]
+        app_token=settings.slack_app_token.get_secret_value(),
+        web_client=service.web_client,
+    )
+    await handler.connect_async()
+    log.info("Socket Mode: connected")
+    await stop.wait()
+    log.info("SIGTERM: disconnecting; finishing turns in flight")
+    await handler.close_async()

@@ -1,0 +1,98 @@
+"""Fixtures: a real Redis, the fake Slack and fake OpenAI on 127.0.0.1, and the bot as a real process."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.fakes.openai_api import FakeOpenAI
+from tests.fakes.slack_api import FakeSlack
+from tests.harness import SECRETS, BotProcess, RedisServer, SlackSender, bot_env
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def rdb(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def _slack_server() -> Iterator[FakeSlack]:
+    fake = FakeSlack().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="session")
+def _openai_server() -> Iterator[FakeOpenAI]:
+    fake = FakeOpenAI().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def slack(_slack_server: FakeSlack) -> FakeSlack:
+    _slack_server.reset()
+    return _slack_server
+
+
+@pytest.fixture
+def openai_fake(_openai_server: FakeOpenAI) -> Iterator[FakeOpenAI]:
+    _openai_server.reset()
+    yield _openai_server
+    # Every request the bot sent must be one the real API accepts.
+    assert _openai_server.spec_violations == []
+
+
+BotFactory = Callable[..., BotProcess]
+
+
+@pytest.fixture
+def start_bot(
+    slack: FakeSlack, openai_fake: FakeOpenAI, rdb: redis.Redis, redis_url: str, tmp_path: Path
+) -> Iterator[BotFactory]:
+    """Start `slack-assistant --http` processes; extra keyword arguments become environment variables."""
+    bots: list[BotProcess] = []
+
+    def start(**env: str) -> BotProcess:
+        bot = BotProcess(
+            bot_env(slack_api_url=slack.api_url, openai_base_url=openai_fake.base_url, redis_url=redis_url, **env),
+            workdir=tmp_path,
+        ).start()
+        bots.append(bot)
+        return bot
+
+    yield start
+    for bot in bots:
+        bot.stop()
+    for bot in bots:
+        logs = bot.logs()
+        leaked = [s for s in SECRETS if s in logs]
+        assert not leaked, "a secret reached the bot's log"
+        assert "Traceback" not in logs, logs[-3000:]
+
+
+@pytest.fixture
+def bot(start_bot: BotFactory) -> BotProcess:
+    return start_bot()
+
+
+@pytest.fixture
+def sender(bot: BotProcess) -> SlackSender:
+    return SlackSender(bot.url)

@@ -1,0 +1,1144 @@
+"""A stateful fake of the OpenAI Conversations + Responses API, validated against the official spec.
+
+The bot under test runs as a separate process with ``OPENAI_BASE_URL=<fake.base_url>`` and talks to this
+fake through the real ``openai`` client. Every request body (and the query string) is validated against
+``shared/specs/openai-openapi.yaml``: a request the real API would reject is answered with a 400 *and*
+recorded in ``spec_violations`` so tests can assert nothing slipped through.
+
+Semantics chosen where the real API is vague (kept simple on purpose):
+
+* A response's input items and its output message are added to the conversation together, and only when
+  the response **completes** (the API docs: "Input items and output items from this response are
+  automatically added to this conversation after this response completes"). A scripted HTTP error, a
+  ``response.failed`` (``fail_with``), a dropped stream and a client that hangs up all leave the
+  conversation exactly as it was, so a retry by the bot does not duplicate the user's message.
+* While a response runs, its conversation is locked: another ``POST /v1/responses`` on it gets a 400
+  ``conversation_locked``. The lock is released when the response ends, whatever the outcome.
+* ``drop_after_chunks`` cuts the TCP connection after that many text deltas. By default the server-side
+  response dies too: ``GET /v1/responses/{id}`` then shows status ``failed`` (error ``server_error``).
+  With ``Reply(server_completes=True)`` only the connection is lost: the response keeps generating
+  (honouring the remaining delays), then is stored as ``completed`` and committed to the conversation,
+  so a bot can recover it with ``GET /v1/responses/{id}``.
+* A client that disconnects mid-stream leaves the stored response ``cancelled``.
+* Non-streaming requests honour the same delays; ``fail_with`` returns the ``failed`` Response object
+  (HTTP 200) and ``drop_after_chunks`` closes the connection without any answer.
+* ``background: true`` without streaming returns the ``in_progress`` Response at once and generates in
+  the background (poll ``GET /v1/responses/{id}``). Streaming retrieval (``GET ...?stream=true``) is not
+  supported (400).
+* ``model_inputs`` gets one entry per ``POST /v1/responses`` that reached the "model", i.e. not for
+  requests rejected with an HTTP error (auth, validation, 404, lock, scripted ``http_status``).
+
+Spec quirks handled when loading (see ``_prepare``): OpenAPI's ``nullable: true`` becomes a JSON Schema
+``null`` type; ``oneOf`` becomes ``anyOf`` because the spec's discriminated unions overlap (an
+``EasyInputMessage`` is also a valid ``InputMessage``), which strict ``oneOf`` would wrongly reject, while
+the real API picks the first match; ``discriminator`` is left as a no-op annotation; the two
+``$recursiveRef: "#"`` (2019-09 syntax) become a ``$ref`` to their enclosing component.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import json
+import math
+import os
+import re
+import secrets
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiohttp import web
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+from multidict import MultiMapping
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+from tests.fakes.server import ServerThread
+
+SPEC_PATH = Path(__file__).resolve().parents[2].parent / "shared" / "specs" / "openai-openapi.yaml"
+_SPEC_URI = "urn:openai-openapi"
+# Bump when _prepare changes so stale cache files are not reused.
+_PREPARE_VERSION = 2
+
+Json = dict[str, Any]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_JSON = web.RequestKey("json", dict)  # the parsed JSON body ({} when there is none)
+
+
+# --------------------------------------------------------------------------------------------------
+# Spec loading and validation (module level: loaded once per process, shared by all fakes)
+# --------------------------------------------------------------------------------------------------
+
+
+class _YamlLoader(yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader):  # type: ignore[misc]
+    """YAML 1.2-ish loading: JSON has no dates, and only true/false are booleans (not yes/no/on/off)."""
+
+
+_YamlLoader.yaml_implicit_resolvers = {
+    first: [
+        (tag, rx)
+        for tag, rx in resolvers
+        if tag not in ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:bool")
+    ]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+_NAME_MAPS = ("properties", "patternProperties", "dependentSchemas", "$defs", "definitions")
+
+
+def _prepare(node: Any, component: str | None = None) -> Any:
+    """Rewrite OpenAPI-isms that JSON Schema 2020-12 validators would get wrong (see module docstring)."""
+    if isinstance(node, list):
+        return [_prepare(x, component) for x in node]
+    if not isinstance(node, dict):
+        return node
+    out: Json = {}
+    for key, value in node.items():
+        if key in _NAME_MAPS and isinstance(value, dict):
+            # Keys here are property names, not keywords: a property may well be called "nullable".
+            out[key] = {name: _prepare(sub, component) for name, sub in value.items()}
+            continue
+        if key == "oneOf":
+            key = "anyOf"
+        elif key == "$recursiveRef":
+            if component is None:
+                continue
+            key, value = "$ref", f"#/components/schemas/{component}"
+        out[key] = _prepare(value, component)
+    if isinstance(out.get("nullable"), bool) and out.pop("nullable"):
+        kind = out.get("type")
+        if isinstance(kind, str):
+            out["type"] = [kind, "null"]
+        elif isinstance(kind, list):
+            out["type"] = [*kind, "null"] if "null" not in kind else kind
+        else:
+            out = {"anyOf": [out, {"type": "null"}]}
+        if isinstance(out.get("enum"), list) and None not in out["enum"]:
+            out["enum"] = [*out["enum"], None]
+    return out
+
+
+def _prepare_spec(raw: Json) -> Json:
+    spec = {key: _prepare(value) for key, value in raw.items() if key != "components"}
+    components = dict(raw.get("components", {}))
+    schemas = components.pop("schemas", {})
+    spec["components"] = {key: _prepare(value) for key, value in components.items()}
+    spec["components"]["schemas"] = {name: _prepare(schema, name) for name, schema in schemas.items()}
+    return spec
+
+
+def _cache_file(spec_path: Path) -> Path:
+    st = spec_path.stat()
+    name = f"openai-openapi-{st.st_size}-{st.st_mtime_ns}-p{_PREPARE_VERSION}.json"
+    return Path(tempfile.gettempdir()) / name
+
+
+def _load_spec_uncached(spec_path: Path) -> Json:
+    cache = _cache_file(spec_path)
+    with contextlib.suppress(OSError, ValueError):
+        return json.loads(cache.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+    with spec_path.open("rb") as f:
+        spec = _prepare_spec(yaml.load(f, Loader=_YamlLoader))  # a safe loader subclass
+    # Write-then-rename so parallel test processes never read a half-written cache file.
+    tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+    with contextlib.suppress(OSError):
+        tmp.write_text(json.dumps(spec), encoding="utf-8")
+        os.replace(tmp, cache)
+    return spec
+
+
+@dataclass(frozen=True)
+class _Operation:
+    template: str  # e.g. "/conversations/{conversation_id}/items"
+    method: str
+    pointer: str  # JSON pointer of the operation inside the spec
+    operation: Json
+
+
+def _pointer_escape(token: str) -> str:
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+class Spec:
+    """The parsed spec plus compiled, cached validators (build via ``get_spec()``)."""
+
+    def __init__(self, document: Json) -> None:
+        self.document = document
+        resource = Resource.from_contents(document, default_specification=DRAFT202012)
+        self._registry: Registry[Any] = Registry().with_resource(_SPEC_URI, resource)
+        self._validators: dict[str, Draft202012Validator] = {}
+        self._validators_lock = threading.Lock()
+        self._routes: list[tuple[re.Pattern[str], str, Json]] = []
+        for template, item in document.get("paths", {}).items():
+            if "?" in template:  # "/responses?beta=true" variants describe the same URL
+                continue
+            regex = re.compile("^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template)) + "$")
+            self._routes.append((regex, template, item))
+        # Literal paths win over templated ones ("/responses/compact" vs "/responses/{response_id}").
+        self._routes.sort(key=lambda r: r[1].count("{"))
+
+    def validator(self, pointer: str) -> Draft202012Validator:
+        """A validator for the schema at ``pointer`` (``/components/schemas/Response``), compiled once."""
+        found = self._validators.get(pointer)
+        if found is None:
+            with self._validators_lock:
+                found = self._validators.get(pointer)
+                if found is None:
+                    found = Draft202012Validator({"$ref": f"{_SPEC_URI}#{pointer}"}, registry=self._registry)
+                    self._validators[pointer] = found
+        return found
+
+    def errors(self, pointer: str, instance: Any) -> list[str]:
+        """Readable validation errors of ``instance`` against the schema at ``pointer`` (empty if valid)."""
+        # Not best_match: it may descend into the wrong branch of a union before _describe can narrow it.
+        errors = sorted(self.validator(pointer).iter_errors(instance), key=lambda e: list(map(str, e.path)))
+        return list(dict.fromkeys(_describe(e) for e in errors))[:3]
+
+    def schema_errors(self, name: str, instance: Any) -> list[str]:
+        return self.errors(f"/components/schemas/{_pointer_escape(name)}", instance)
+
+    def operation(self, method: str, path: str) -> _Operation | None:
+        """The spec operation for a concrete path (without the ``/v1`` prefix), if the spec has one."""
+        for regex, template, item in self._routes:
+            if regex.match(path):
+                op = item.get(method.lower())
+                if not isinstance(op, dict):
+                    continue
+                pointer = f"/paths/{_pointer_escape(template)}/{method.lower()}"
+                merged = dict(op)
+                # Path-level parameters apply to every method of the path.
+                merged["parameters"] = [*item.get("parameters", []), *op.get("parameters", [])]
+                return _Operation(template, method.upper(), pointer, merged)
+        return None
+
+    def request_errors(
+        self, method: str, path: str, query: MultiMapping[str], body: Any, has_body: bool
+    ) -> list[str]:
+        """Everything in a request that the spec's operation forbids (empty if valid or not in the spec)."""
+        op = self.operation(method, path)
+        if op is None:
+            return []
+        problems = self._query_errors(op, query)
+        request_body = op.operation.get("requestBody")
+        if isinstance(request_body, dict):
+            if "$ref" in request_body:
+                request_body = self._deref(request_body["$ref"])
+            content = request_body.get("content", {})
+            if not has_body:
+                if request_body.get("required"):
+                    problems.append("a JSON request body is required")
+            elif "application/json" in content and "schema" in content["application/json"]:
+                pointer = f"{op.pointer}/requestBody/content/application~1json/schema"
+                if "$ref" in op.operation["requestBody"]:
+                    ref = op.operation["requestBody"]["$ref"].lstrip("#")
+                    pointer = f"{ref}/content/application~1json/schema"
+                problems += self.errors(pointer, body)
+        return problems
+
+    def _deref(self, ref: str) -> Json:
+        node: Any = self.document
+        for token in ref.lstrip("#/").split("/"):
+            node = node[token.replace("~1", "/").replace("~0", "~")]
+        return node  # type: ignore[no-any-return]
+
+    def _query_errors(self, op: _Operation, query: MultiMapping[str]) -> list[str]:
+        problems: list[str] = []
+        for index, param in enumerate(op.operation["parameters"]):
+            pointer = f"{op.pointer}/parameters/{index}"
+            if "$ref" in param:
+                pointer = param["$ref"].lstrip("#")
+                param = self._deref(param["$ref"])
+            if param.get("in") != "query" or "schema" not in param:
+                continue
+            name = param["name"]
+            raw = [*query.getall(name, []), *query.getall(f"{name}[]", [])]
+            if not raw:
+                if param.get("required"):
+                    problems.append(f"query parameter {name!r} is required")
+                continue
+            schema = param["schema"]
+            if "$ref" in schema:
+                schema = self._deref(schema["$ref"])
+            try:
+                if schema.get("type") == "array" or (
+                    isinstance(schema.get("type"), list) and "array" in schema["type"]
+                ):
+                    value: Any = [_coerce(v, schema.get("items", {})) for v in raw]
+                else:
+                    value = _coerce(raw[-1], schema)
+            except ValueError as exc:
+                problems.append(f"query parameter {name!r}: {exc}")
+                continue
+            problems += [
+                f"query parameter {name!r}: {e.removeprefix('$: ')}"
+                for e in self.errors(f"{pointer}/schema", value)
+            ]
+        return problems
+
+
+def _coerce(raw: str, schema: Json) -> Any:
+    """Turn a query-string value into the JSON type its schema asks for."""
+    kinds = schema.get("type")
+    kinds = [kinds] if isinstance(kinds, str) else (kinds or [])
+    if "integer" in kinds:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"{raw!r} is not an integer") from None
+    if "number" in kinds:
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError(f"{raw!r} is not a number") from None
+    if "boolean" in kinds:
+        if raw not in ("true", "false"):
+            raise ValueError(f"{raw!r} is not a boolean")
+        return raw == "true"
+    return raw
+
+
+def _is_tag_mismatch(error: ValidationError, union: ValidationError) -> bool:
+    """Whether ``error`` says the union member is for another ``type`` tag than the instance's."""
+    if error.validator in ("enum", "const"):
+        return list(error.absolute_path) == [*union.absolute_path, "type"]
+    return (
+        error.validator == "required"
+        and list(error.absolute_path) == list(union.absolute_path)
+        and "type" in error.validator_value
+        and "type" not in union.instance
+    )
+
+
+def _leaves(error: ValidationError) -> Iterator[ValidationError]:
+    """The innermost errors of an anyOf tree, skipping members whose ``type`` tag does not match.
+
+    The spec's unions are tagged by a ``type`` property; a member for another tag says nothing useful
+    about what is wrong with the instance. A union where no member fits the tag is itself a leaf.
+    """
+    if not error.context:
+        yield error
+        return
+    members: dict[Any, list[ValidationError]] = {}
+    for sub in error.context:
+        members.setdefault(sub.relative_schema_path[0], []).append(sub)
+    followed = False
+    for errors in members.values():
+        if isinstance(error.instance, dict) and any(_is_tag_mismatch(e, error) for e in errors):
+            continue
+        followed = True
+        for sub in errors:
+            yield from _leaves(sub)
+    if not followed:
+        yield error
+
+
+def _rank(error: ValidationError) -> int:
+    """At equal depth prefer a concrete complaint, then "wrong type", "not in enum", "no member fits"."""
+    if error.context:
+        return 0
+    return {"enum": 1, "const": 1, "type": 2}.get(str(error.validator), 3)
+
+
+def _describe(error: ValidationError) -> str:
+    """A readable line: the deepest problems within the union members matching the instance's tag."""
+    if not error.context:
+        return _line(error)
+    # "is not of type 'null'" only says the field is not null: never the interesting complaint.
+    leaves = [e for e in _leaves(error) if not (e.validator == "type" and e.validator_value == "null")] or [
+        error
+    ]
+    leaves.sort(key=lambda e: (len(e.absolute_path), _rank(e)), reverse=True)
+    first = leaves[0]
+    lines = [_line(first)]
+    # Two members may each be "almost" right (e.g. a bad role vs. a bad content shape): show both.
+    for other in leaves[1:]:
+        same_depth = len(other.absolute_path) == len(first.absolute_path)
+        distinct = other.absolute_path != first.absolute_path or _rank(other) == _rank(first)
+        if same_depth and distinct and (line := _line(other)) not in lines:
+            lines.append(line)
+            break
+    return " | or: ".join(lines)
+
+
+def _line(error: ValidationError) -> str:
+    if error.context and isinstance(error.instance, dict) and isinstance(error.instance.get("type"), str):
+        return f"{error.json_path}: type {error.instance['type']!r} is not allowed here"
+    message = error.message
+    if len(message) > 300:  # anyOf failures repeat the whole (possibly huge) instance
+        message = message[:150] + " ... " + message[-120:]
+    return f"{error.json_path}: {message}"
+
+
+_spec: Spec | None = None
+_spec_lock = threading.Lock()
+
+
+def get_spec() -> Spec:
+    """The process-wide spec (parsed YAML cached as JSON in the temp dir, keyed by the file's size+mtime)."""
+    global _spec
+    if _spec is None:
+        with _spec_lock:
+            if _spec is None:
+                if not SPEC_PATH.is_file():
+                    raise FileNotFoundError(f"OpenAI spec not found at {SPEC_PATH}")
+                _spec = Spec(_load_spec_uncached(SPEC_PATH))
+    return _spec
+
+
+# --------------------------------------------------------------------------------------------------
+# Scripted behaviour
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the next ``POST /v1/responses`` does (see the module docstring for the failure semantics)."""
+
+    text: str | None = None  # None: f"Echo: {last user input text}"
+    chunk_size: int = 8
+    first_token_delay: float = 0.0
+    chunk_delay: float = 0.0
+    # Answer with this HTTP error instead; nothing is stored.
+    http_status: int | None = None
+    error_code: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None  # also the message of a `fail_with` failure
+    retry_after: float | None = None  # sets the `retry-after` header
+    # Stream this many text deltas, then cut the connection (no response.completed).
+    drop_after_chunks: int | None = None
+    # After a drop, the server still finishes the response (stored completed, committed to the conversation).
+    server_completes: bool = False
+    # Emit `response.failed` with this error code (e.g. "server_error") after the deltas.
+    fail_with: str | None = None
+
+
+_DEFAULT_ERRORS: dict[int, tuple[str, str | None, str]] = {
+    400: ("invalid_request_error", None, "Invalid request."),
+    401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
+    403: ("invalid_request_error", "unsupported_country_region_territory", "Country not supported."),
+    404: ("invalid_request_error", None, "Not found."),
+    429: ("requests", "rate_limit_exceeded", "Rate limit reached for requests. Please try again later."),
+    500: ("server_error", "server_error", "The server had an error while processing your request."),
+    502: ("server_error", "bad_gateway", "Bad gateway."),
+    503: (
+        "server_error",
+        "service_unavailable",
+        "The engine is currently overloaded, please try again later.",
+    ),
+}
+
+
+def _error(
+    status: int,
+    message: str,
+    *,
+    type_: str = "invalid_request_error",
+    code: str | None = None,
+    param: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
+    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    return web.json_response(body, status=status, headers=headers)
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(24)}"
+
+
+_ITEM_PREFIXES = {
+    "message": "msg",
+    "function_call": "fc",
+    "function_call_output": "fco",
+    "reasoning": "rs",
+    "item_reference": "ref",
+}
+
+
+def _normalize_item(item: Json) -> Json:
+    """An input item as the conversation stores it: with an id, a type and a status; text content as parts."""
+    stored = copy.deepcopy(item)
+    kind = stored.setdefault("type", "message")
+    stored.setdefault("id", _new_id(_ITEM_PREFIXES.get(kind, "item")))
+    if kind == "message":
+        stored["status"] = "completed"
+        content = stored.get("content")
+        if isinstance(content, str):
+            if stored.get("role") == "assistant":
+                stored["content"] = [
+                    {"type": "output_text", "text": content, "annotations": [], "logprobs": []}
+                ]
+            else:
+                stored["content"] = [{"type": "input_text", "text": content}]
+    return stored
+
+
+def _item_text(item: Json) -> str:
+    content = item.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return ""
+
+
+def _estimate_tokens(text: str) -> int:
+    return math.ceil(len(text) / 4) if text else 0
+
+
+def _conversation_object(conv: Json) -> Json:
+    return {k: conv[k] for k in ("id", "object", "created_at", "metadata")}
+
+
+# --------------------------------------------------------------------------------------------------
+# One response being generated
+# --------------------------------------------------------------------------------------------------
+
+
+_DROP = object()  # marker yielded by the generator where the connection must be cut
+
+
+@dataclass
+class _Run:
+    id: str
+    body: Json
+    model: str
+    conversation_id: str | None
+    reply: Reply
+    text: str
+    new_items: list[Json]  # normalized input of this request
+    seen_items: list[Json]  # everything the model saw
+    epoch: int
+    created_at: int = field(default_factory=lambda: int(time.time()))
+    message_id: str = field(default_factory=lambda: _new_id("msg"))
+    sequence: int = 0
+    finished: bool = False
+
+    @property
+    def store(self) -> bool:
+        return self.body.get("store") is not False
+
+    def event(self, type_: str, **fields: Any) -> Json:
+        event = {"type": type_, "sequence_number": self.sequence, **fields}
+        self.sequence += 1
+        return event
+
+    def output_message(self, status: str, text: str | None) -> Json:
+        content = [] if text is None else [self.output_part(text)]
+        return {
+            "id": self.message_id,
+            "type": "message",
+            "status": status,
+            "role": "assistant",
+            "content": content,
+        }
+
+    @staticmethod
+    def output_part(text: str) -> Json:
+        return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+    def response_object(
+        self, status: str, *, output: list[Json] | None = None, error: Json | None = None
+    ) -> Json:
+        body = self.body
+        done = status in ("completed", "failed", "cancelled", "incomplete")
+        usage = None
+        if status == "completed":
+            input_tokens = _estimate_tokens(
+                "".join(_item_text(i) for i in self.seen_items) + (body.get("instructions") or "")
+            )
+            output_tokens = _estimate_tokens(self.text)
+            usage = {
+                "input_tokens": input_tokens,
+                "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+                "output_tokens": output_tokens,
+                "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": input_tokens + output_tokens,
+            }
+        response = {
+            "id": self.id,
+            "object": "response",
+            "created_at": self.created_at,
+            "status": status,
+            "background": bool(body.get("background")),
+            "completed_at": int(time.time()) if status == "completed" else None,
+            "conversation": {"id": self.conversation_id} if self.conversation_id else None,
+            "error": error,
+            "incomplete_details": None,
+            "instructions": body.get("instructions"),
+            "max_output_tokens": body.get("max_output_tokens"),
+            "max_tool_calls": body.get("max_tool_calls"),
+            "metadata": body.get("metadata") or {},
+            "model": self.model,
+            "output": output if output is not None else [],
+            "parallel_tool_calls": body.get("parallel_tool_calls") is not False,
+            "previous_response_id": body.get("previous_response_id"),
+            "prompt_cache_key": body.get("prompt_cache_key"),
+            "reasoning": body.get("reasoning") or {"effort": None, "summary": None},
+            "safety_identifier": body.get("safety_identifier"),
+            "service_tier": "default",
+            "store": self.store,
+            "temperature": body.get("temperature") if body.get("temperature") is not None else 1.0,
+            "text": body.get("text") or {"format": {"type": "text"}, "verbosity": "medium"},
+            "tool_choice": body.get("tool_choice") or "auto",
+            "tools": body.get("tools") or [],
+            "top_logprobs": body.get("top_logprobs") or 0,
+            "top_p": body.get("top_p") if body.get("top_p") is not None else 1.0,
+            "truncation": body.get("truncation") or "disabled",
+            "usage": usage if done else None,
+            "user": body.get("user"),
+        }
+        # The spec does not allow null for these two: leave them out instead.
+        for key in ("usage", "user"):
+            if response[key] is None:
+                del response[key]
+        return response
+
+
+# --------------------------------------------------------------------------------------------------
+# The fake
+# --------------------------------------------------------------------------------------------------
+
+
+class FakeOpenAI:
+    """See the module docstring. State attributes return deep copies, safe to read from any thread."""
+
+    def __init__(self, api_key: str = "sk-test-fake") -> None:
+        self.api_key = api_key
+        self.spec = get_spec()
+        self._lock = threading.Lock()  # guards all state below; never held across an await
+        self._epoch = 0  # bumped by reset() so runs still in flight cannot write into the new state
+        self._conversations: dict[str, Json] = {}
+        self._responses: dict[str, Json] = {}
+        self._histories: dict[str, list[Json]] = {}  # response id -> items, for previous_response_id
+        self._busy: set[str] = set()  # conversations with a response in progress
+        self._model_inputs: list[Json] = []
+        self._requests: list[Json] = []
+        self._violations: list[str] = []
+        self._scripts: deque[Reply] = deque()
+        self._tasks: set[asyncio.Task[None]] = set()  # background generations, kept alive
+        self._server: ServerThread | None = None
+        self.app = self._build_app()
+
+    # ---- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> FakeOpenAI:
+        self._server = ServerThread(self.app).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def __enter__(self) -> FakeOpenAI:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("FakeOpenAI is not started")
+        return f"{self._server.base_url}/v1"
+
+    # ---- state for assertions ----------------------------------------------------------------------
+
+    @property
+    def conversations(self) -> dict[str, Json]:
+        with self._lock:
+            return copy.deepcopy(self._conversations)
+
+    def conversation(self, conv_id: str) -> Json:
+        with self._lock:
+            return copy.deepcopy(self._conversations[conv_id])
+
+    def response(self, response_id: str) -> Json:
+        """The stored Response object (as ``GET /v1/responses/{id}`` would return it)."""
+        with self._lock:
+            return copy.deepcopy(self._responses[response_id])
+
+    @property
+    def model_inputs(self) -> list[Json]:
+        with self._lock:
+            return copy.deepcopy(self._model_inputs)
+
+    @property
+    def requests(self) -> list[Json]:
+        with self._lock:
+            return copy.deepcopy(self._requests)
+
+    @property
+    def spec_violations(self) -> list[str]:
+        with self._lock:
+            return list(self._violations)
+
+    def script(self, *behaviours: Reply) -> None:
+        with self._lock:
+            self._scripts.extend(behaviours)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._epoch += 1
+            self._conversations.clear()
+            self._responses.clear()
+            self._histories.clear()
+            self._busy.clear()
+            self._model_inputs.clear()
+            self._requests.clear()
+            self._violations.clear()
+            self._scripts.clear()
+
+    # ---- app and cross-cutting checks --------------------------------------------------------------
+
+    def _build_app(self) -> web.Application:
+        app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024 * 1024)
+        app.on_response_prepare.append(self._add_request_id)
+        app.on_cleanup.append(self._cancel_background)
+        routes: list[tuple[str, str, Handler]] = [
+            ("POST", "/v1/conversations", self._create_conversation),
+            ("GET", "/v1/conversations/{conversation_id}", self._get_conversation),
+            ("POST", "/v1/conversations/{conversation_id}", self._update_conversation),
+            ("DELETE", "/v1/conversations/{conversation_id}", self._delete_conversation),
+            ("GET", "/v1/conversations/{conversation_id}/items", self._list_items),
+            ("POST", "/v1/conversations/{conversation_id}/items", self._create_items),
+            ("GET", "/v1/conversations/{conversation_id}/items/{item_id}", self._get_item),
+            ("DELETE", "/v1/conversations/{conversation_id}/items/{item_id}", self._delete_item),
+            ("POST", "/v1/responses", self._create_response),
+            ("GET", "/v1/responses/{response_id}", self._get_response),
+        ]
+        for method, path, handler in routes:
+            app.router.add_route(method, path, handler)
+        return app
+
+    async def _cancel_background(self, app: web.Application) -> None:
+        # Background generations are not request handlers, so aiohttp would not cancel them itself.
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    @staticmethod
+    async def _add_request_id(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers.setdefault("x-request-id", _new_id("req"))
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        raw = await request.read() if request.body_exists else b""
+        body: Any = None
+        bad_json = False
+        if raw.strip():
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                bad_json = True
+        auth_ok = request.headers.get("Authorization") == f"Bearer {self.api_key}"
+        with self._lock:
+            self._requests.append(
+                {
+                    "method": request.method,
+                    "path": request.path,
+                    "query": dict(request.query),
+                    "json": body,
+                    "authorization_ok": auth_ok,
+                }
+            )
+        if not auth_ok:
+            given = request.headers.get("Authorization", "")
+            message = (
+                "Incorrect API key provided."
+                if given
+                else "You didn't provide an API key in the Authorization header."
+            )
+            return _error(401, message, code="invalid_api_key")
+        api_path = request.path.removeprefix("/v1")
+        if bad_json:
+            return self._violation(request, ["body: the request body is not valid JSON"])
+        problems = self.spec.request_errors(request.method, api_path, request.query, body, bool(raw.strip()))
+        if problems:
+            return self._violation(request, problems)
+        if request.match_info.http_exception is not None:
+            return _error(404, f"Invalid URL ({request.method} {request.path})")
+        request[_JSON] = body if isinstance(body, dict) else {}
+        return await handler(request)
+
+    def _violation(self, request: web.Request, problems: list[str]) -> web.Response:
+        with self._lock:
+            self._violations += [f"{request.method} {request.path}: {p}" for p in problems]
+        return _error(400, "Invalid request: " + "; ".join(problems))
+
+    # ---- conversations -----------------------------------------------------------------------------
+
+    def _find_conversation(self, request: web.Request) -> Json | None:
+        return self._conversations.get(request.match_info["conversation_id"])
+
+    @staticmethod
+    def _conversation_missing(conv_id: str, param: str | None = None) -> web.Response:
+        return _error(404, f"Conversation with id '{conv_id}' not found.", param=param)
+
+    async def _create_conversation(self, request: web.Request) -> web.StreamResponse:
+        body = request[_JSON]
+        conv: Json = {
+            "id": _new_id("conv"),
+            "object": "conversation",
+            "created_at": int(time.time()),
+            "metadata": body.get("metadata") or {},
+            "items": [_normalize_item(i) for i in body.get("items") or []],
+        }
+        with self._lock:
+            self._conversations[conv["id"]] = conv
+            return web.json_response(_conversation_object(conv))
+
+    async def _get_conversation(self, request: web.Request) -> web.StreamResponse:
+        with self._lock:
+            conv = self._find_conversation(request)
+            if conv is None:
+                return self._conversation_missing(request.match_info["conversation_id"])
+            return web.json_response(_conversation_object(conv))
+
+    async def _update_conversation(self, request: web.Request) -> web.StreamResponse:
+        with self._lock:
+            conv = self._find_conversation(request)
+            if conv is None:
+                return self._conversation_missing(request.match_info["conversation_id"])
+            conv["metadata"] = request[_JSON].get("metadata") or {}
+            return web.json_response(_conversation_object(conv))
+
+    async def _delete_conversation(self, request: web.Request) -> web.StreamResponse:
+        conv_id = request.match_info["conversation_id"]
+        with self._lock:
+            if self._conversations.pop(conv_id, None) is None:
+                return self._conversation_missing(conv_id)
+        return web.json_response({"id": conv_id, "object": "conversation.deleted", "deleted": True})
+
+    async def _list_items(self, request: web.Request) -> web.StreamResponse:
+        query = request.query
+        order = query.get("order", "desc")
+        try:
+            limit = int(query.get("limit", "20"))
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= 100:
+            return _error(400, "Invalid 'limit': must be between 1 and 100.", param="limit")
+        with self._lock:
+            conv = self._find_conversation(request)
+            if conv is None:
+                return self._conversation_missing(request.match_info["conversation_id"])
+            items = list(conv["items"])
+            if order == "desc":
+                items.reverse()
+            after = query.get("after")
+            if after:
+                ids = [i["id"] for i in items]
+                items = items[ids.index(after) + 1 :] if after in ids else []
+            page = copy.deepcopy(items[:limit])
+        return web.json_response(
+            {
+                "object": "list",
+                "data": page,
+                "first_id": page[0]["id"] if page else "",
+                "last_id": page[-1]["id"] if page else "",
+                "has_more": len(items) > limit,
+            }
+        )
+
+    async def _create_items(self, request: web.Request) -> web.StreamResponse:
+        new_items = [_normalize_item(i) for i in request[_JSON].get("items", [])]
+        with self._lock:
+            conv = self._find_conversation(request)
+            if conv is None:
+                return self._conversation_missing(request.match_info["conversation_id"])
+            conv["items"].extend(new_items)
+            data = copy.deepcopy(new_items)
+        return web.json_response(
+            {
+                "object": "list",
+                "data": data,
+                "first_id": data[0]["id"] if data else "",
+                "last_id": data[-1]["id"] if data else "",
+                "has_more": False,
+            }
+        )
+
+    async def _get_item(self, request: web.Request) -> web.StreamResponse:
+        item_id = request.match_info["item_id"]
+        with self._lock:
+            conv = self._find_conversation(request)
+            if conv is None:
+                return self._conversation_missing(request.match_info["conversation_id"])
+            for item in conv["items"]:
+                if item["id"] == item_id:
+                    return web.json_response(item)
+        return _error(404, f"Item with id '{item_id}' not found.")
+
+    async def _delete_item(self, request: web.Request) -> web.StreamResponse:
+        item_id = request.match_info["item_id"]
+        with self._lock:
+            conv = self._find_conversation(request)
+            if conv is None:
+                return self._conversation_missing(request.match_info["conversation_id"])
+            kept = [i for i in conv["items"] if i["id"] != item_id]
+            if len(kept) == len(conv["items"]):
+                return _error(404, f"Item with id '{item_id}' not found.")
+            conv["items"] = kept
+            return web.json_response(_conversation_object(conv))
+
+    # ---- responses ---------------------------------------------------------------------------------
+
+    async def _get_response(self, request: web.Request) -> web.StreamResponse:
+        if request.query.get("stream") == "true":
+            return _error(400, "The fake does not support streaming retrieval of responses.", param="stream")
+        response_id = request.match_info["response_id"]
+        with self._lock:
+            stored = self._responses.get(response_id)
+            if stored is not None:
+                return web.json_response(stored)
+        return _error(404, f"Response with id '{response_id}' not found.")
+
+    async def _create_response(self, request: web.Request) -> web.StreamResponse:
+        body: Json = request[_JSON]
+        conversation = body.get("conversation")
+        conv_id = conversation.get("id") if isinstance(conversation, dict) else conversation
+        previous_id = body.get("previous_response_id")
+        raw_input = body.get("input")
+        if isinstance(raw_input, str):
+            raw_input = [
+                {"type": "message", "role": "user", "content": [{"type": "input_text", "text": raw_input}]}
+            ]
+        new_items = [_normalize_item(i) for i in raw_input or []]
+
+        with self._lock:
+            if conv_id and previous_id:
+                return _error(
+                    400,
+                    "Mutually exclusive parameters: 'previous_response_id' and 'conversation'.",
+                    param="conversation",
+                )
+            history: list[Json] = []
+            if conv_id:
+                conv = self._conversations.get(conv_id)
+                if conv is None:
+                    return self._conversation_missing(conv_id, param="conversation")
+                if conv_id in self._busy:
+                    return _error(
+                        400,
+                        "Another response is currently in progress for this conversation.",
+                        code="conversation_locked",
+                        param="conversation",
+                    )
+                history = conv["items"]
+            elif previous_id:
+                if previous_id not in self._histories:
+                    return _error(
+                        404,
+                        f"Previous response with id '{previous_id}' not found.",
+                        param="previous_response_id",
+                    )
+                history = self._histories[previous_id]
+            reply = self._scripts.popleft() if self._scripts else Reply()
+            if reply.http_status is not None:
+                return self._scripted_error(reply)
+            seen = copy.deepcopy(history) + new_items
+            if reply.text is not None:
+                text = reply.text
+            else:
+                users = [i for i in seen if i.get("type") == "message" and i.get("role") == "user"]
+                text = f"Echo: {_item_text(users[-1]) if users else ''}"
+            run = _Run(
+                id=_new_id("resp"),
+                body=body,
+                model=str(body.get("model", "")),
+                conversation_id=conv_id,
+                reply=reply,
+                text=text,
+                new_items=new_items,
+                seen_items=seen,
+                epoch=self._epoch,
+            )
+            if conv_id:
+                self._busy.add(conv_id)
+            if run.store:
+                self._responses[run.id] = run.response_object("in_progress")
+            self._model_inputs.append(
+                {
+                    "response_id": run.id,
+                    "conversation": conv_id,
+                    "model": run.model,
+                    "instructions": body.get("instructions"),
+                    "tools": copy.deepcopy(body.get("tools") or []),
+                    "input_items": copy.deepcopy(seen),
+                }
+            )
+
+        try:
+            if body.get("stream"):
+                return await self._stream(request, run)
+            if body.get("background"):
+                snapshot = run.response_object("in_progress")
+                task = asyncio.create_task(self._drain(self._generate(run)))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                return web.json_response(snapshot)
+            return await self._respond_once(request, run)
+        finally:
+            if not body.get("background") or body.get("stream"):
+                self._finish(run, "cancelled")  # no-op unless the handler died midway
+
+    @staticmethod
+    def _scripted_error(reply: Reply) -> web.Response:
+        status = reply.http_status
+        assert status is not None
+        default_type, default_code, default_message = _DEFAULT_ERRORS.get(
+            status, ("server_error" if status >= 500 else "invalid_request_error", None, f"HTTP {status}")
+        )
+        headers = {}
+        if reply.retry_after is not None:
+            seconds = reply.retry_after
+            headers["retry-after"] = str(int(seconds)) if float(seconds).is_integer() else str(seconds)
+        return _error(
+            status,
+            reply.error_message or default_message,
+            type_=reply.error_type or default_type,
+            code=reply.error_code or default_code,
+            headers=headers,
+        )
+
+    async def _generate(self, run: _Run) -> AsyncGenerator[Any, None]:
+        """The event sequence of one response, with the scripted delays; updates state as it ends."""
+        reply = run.reply
+        yield run.event("response.created", response=run.response_object("in_progress"))
+        yield run.event("response.in_progress", response=run.response_object("in_progress"))
+        yield run.event(
+            "response.output_item.added", output_index=0, item=run.output_message("in_progress", None)
+        )
+        yield run.event(
+            "response.content_part.added",
+            item_id=run.message_id,
+            output_index=0,
+            content_index=0,
+            part=run.output_part(""),
+        )
+        size = max(1, reply.chunk_size)
+        chunks = [run.text[i : i + size] for i in range(0, len(run.text), size)]
+        if reply.first_token_delay:
+            await asyncio.sleep(reply.first_token_delay)
+        for index, chunk in enumerate(chunks):
+            if index == reply.drop_after_chunks:
+                yield _DROP
+                if not reply.server_completes:
+                    self._finish_dropped(run)
+                    return
+            if index and reply.chunk_delay:
+                await asyncio.sleep(reply.chunk_delay)
+            yield run.event(
+                "response.output_text.delta",
+                item_id=run.message_id,
+                output_index=0,
+                content_index=0,
+                delta=chunk,
+                logprobs=[],
+            )
+        if reply.drop_after_chunks is not None and reply.drop_after_chunks >= len(chunks):
+            yield _DROP
+            if not reply.server_completes:
+                self._finish_dropped(run)
+                return
+        if reply.fail_with is not None:
+            error = {
+                "code": reply.fail_with,
+                "message": reply.error_message or "The model failed to respond.",
+            }
+            failed = run.response_object("failed", error=error)
+            self._finish(run, "failed", failed)
+            yield run.event("response.failed", response=failed)
+            return
+        message = run.output_message("completed", run.text)
+        common = {"item_id": run.message_id, "output_index": 0, "content_index": 0}
+        yield run.event("response.output_text.done", **common, text=run.text, logprobs=[])
+        yield run.event("response.content_part.done", **common, part=run.output_part(run.text))
+        yield run.event("response.output_item.done", output_index=0, item=message)
+        completed = run.response_object("completed", output=[message])
+        self._finish(run, "completed", completed)
+        yield run.event("response.completed", response=completed)
+
+    def _finish_dropped(self, run: _Run) -> None:
+        error = {"code": "server_error", "message": "The response was interrupted."}
+        self._finish(run, "failed", run.response_object("failed", error=error))
+
+    def _finish(self, run: _Run, status: str, final: Json | None = None) -> None:
+        """End a run once: store its final Response, release the lock, commit items if completed."""
+        with self._lock:
+            if run.finished:
+                return
+            run.finished = True
+            if run.epoch != self._epoch:
+                return  # reset() happened meanwhile
+            if run.conversation_id:
+                self._busy.discard(run.conversation_id)
+            if final is None:
+                final = run.response_object(status)
+            if run.store:
+                self._responses[run.id] = final
+            if status != "completed":
+                return
+            output = copy.deepcopy(final["output"])
+            if run.store:
+                self._histories[run.id] = run.seen_items + output
+            conv = self._conversations.get(run.conversation_id or "")
+            if conv is not None:
+                conv["items"].extend(copy.deepcopy(run.new_items) + output)
+
+    @staticmethod
+    async def _drain(events: AsyncIterator[Any]) -> None:
+        async for _ in events:
+            pass
+
+    @staticmethod
+    def _cut(request: web.Request) -> None:
+        # Closing the transport mid-body makes the client see an incomplete chunked response.
+        if request.transport is not None:
+            request.transport.close()
+
+    async def _stream(self, request: web.Request, run: _Run) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
+        response.headers["Cache-Control"] = "no-cache"
+        await response.prepare(request)
+        events = self._generate(run)
+        async for event in events:
+            if event is _DROP:
+                self._cut(request)
+                await self._drain(events)  # server_completes: keep generating after the cut
+                return response
+            data = json.dumps(event, separators=(",", ":"))
+            try:
+                await response.write(f"event: {event['type']}\ndata: {data}\n\n".encode())
+            except (ConnectionError, RuntimeError):  # the client hung up
+                await events.aclose()
+                self._finish(run, "cancelled")
+                return response
+        await response.write_eof()
+        return response
+
+    async def _respond_once(self, request: web.Request, run: _Run) -> web.StreamResponse:
+        final: Json | None = None
+        events = self._generate(run)
+        async for event in events:
+            if event is _DROP:
+                self._cut(request)
+                await self._drain(events)
+                return web.Response(status=500)  # never reaches the client: the connection is closed
+            if event["type"] in ("response.completed", "response.failed"):
+                final = event["response"]
+        return web.json_response(final)

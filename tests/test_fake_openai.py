@@ -1,0 +1,518 @@
+"""Proves the fake OpenAI server behaves like the real API as seen through the official SDK and the spec."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+from multidict import MultiDict
+from openai.types.conversations import Conversation, ConversationDeletedResource, Message
+from openai.types.responses import (
+    Response,
+    ResponseCompletedEvent,
+    ResponseContentPartAddedEvent,
+    ResponseContentPartDoneEvent,
+    ResponseCreatedEvent,
+    ResponseFailedEvent,
+    ResponseInProgressEvent,
+    ResponseOutputItemAddedEvent,
+    ResponseOutputItemDoneEvent,
+    ResponseTextDeltaEvent,
+    ResponseTextDoneEvent,
+)
+
+from tests.fakes.openai_api import FakeOpenAI, Reply, get_spec
+
+MODEL = "gpt-4.1-mini"
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeOpenAI]:
+    server = FakeOpenAI().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def client(fake: FakeOpenAI) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(api_key=fake.api_key, base_url=fake.base_url, max_retries=0, timeout=10) as c:
+        yield c
+
+
+def _texts(items: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [(i["role"], "".join(p["text"] for p in i["content"])) for i in items]
+
+
+def _raw_sse(fake: FakeOpenAI, body: dict[str, Any]) -> list[dict[str, Any]]:
+    """POST /v1/responses with stream=true and parse the SSE wire format by hand."""
+    headers = {"Authorization": f"Bearer {fake.api_key}"}
+    events = []
+    with httpx2.stream("POST", f"{fake.base_url}/responses", json=body, headers=headers, timeout=10) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        for block in r.read().decode().split("\n\n"):
+            if not block.strip():
+                continue
+            lines = dict(line.split(": ", 1) for line in block.split("\n"))
+            assert set(lines) == {"event", "data"}, block
+            data = json.loads(lines["data"])
+            assert data["type"] == lines["event"]
+            events.append(data)
+    return events
+
+
+# ---- conversations ------------------------------------------------------------------------------
+
+
+def test_conversation_create_retrieve_update_delete(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    conv = client.conversations.create(
+        metadata={"slack_thread": "C1:1.2"}, items=[{"role": "user", "content": "hi"}]
+    )
+    assert isinstance(conv, Conversation)
+    assert conv.id.startswith("conv_") and conv.object == "conversation"
+    assert isinstance(conv.created_at, int) and conv.metadata == {"slack_thread": "C1:1.2"}
+
+    stored = fake.conversation(conv.id)
+    assert stored["metadata"] == {"slack_thread": "C1:1.2"}
+    [item] = stored["items"]
+    assert item["id"].startswith("msg_") and item["type"] == "message" and item["status"] == "completed"
+    assert item["content"] == [{"type": "input_text", "text": "hi"}]
+
+    assert client.conversations.retrieve(conv.id).id == conv.id
+    updated = client.conversations.update(conv.id, metadata={"k": "v"})
+    assert updated.metadata == {"k": "v"}  # replaced, not merged
+    assert fake.conversations[conv.id]["metadata"] == {"k": "v"}
+
+    deleted = client.conversations.delete(conv.id)
+    assert isinstance(deleted, ConversationDeletedResource)
+    assert (deleted.id, deleted.object, deleted.deleted) == (conv.id, "conversation.deleted", True)
+    assert conv.id not in fake.conversations
+    with pytest.raises(openai.NotFoundError):
+        client.conversations.retrieve(conv.id)
+    assert client.conversations.create().metadata == {}
+    assert fake.spec_violations == []
+
+
+def test_items_list_orders_limits_and_pagination(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    conv = client.conversations.create(items=[{"role": "user", "content": f"m{i}"} for i in range(5)])
+    ids = [i["id"] for i in fake.conversation(conv.id)["items"]]
+
+    page = client.conversations.items.list(conv.id, limit=2)  # default order: desc
+    assert [i.id for i in page.data] == [ids[4], ids[3]]
+    assert page.has_more is True and page.last_id == ids[3]
+    page = client.conversations.items.list(conv.id, limit=2, order="asc", after=ids[1])
+    assert [i.id for i in page.data] == [ids[2], ids[3]]
+    last = client.conversations.items.list(conv.id, limit=10, order="asc")
+    assert [i.id for i in last.data] == ids and last.has_more is False
+    # The SDK's auto-pagination walks `after` cursors.
+    assert [i.id for i in client.conversations.items.list(conv.id, limit=2, order="asc")] == ids
+
+    created = client.conversations.items.create(
+        conv.id,
+        items=[{"type": "message", "role": "assistant", "content": "x"}],
+    )
+    assert created.object == "list" and len(created.data) == 1
+    new_id = str(created.data[0].id)
+    assert fake.conversation(conv.id)["items"][-1]["id"] == new_id
+    got = client.conversations.items.retrieve(new_id, conversation_id=conv.id)
+    assert isinstance(got, Message) and got.role == "assistant"
+    after_delete = client.conversations.items.delete(new_id, conversation_id=conv.id)
+    assert after_delete.id == conv.id
+    assert [i["id"] for i in fake.conversation(conv.id)["items"]] == ids
+    with pytest.raises(openai.NotFoundError):
+        client.conversations.items.retrieve(new_id, conversation_id=conv.id)
+    assert fake.spec_violations == []
+
+
+# ---- responses ----------------------------------------------------------------------------------
+
+
+def test_streaming_response_yields_typed_events_and_stores_turn(
+    fake: FakeOpenAI, client: openai.OpenAI
+) -> None:
+    conv = client.conversations.create()
+    fake.script(Reply(text="Hello from the fake model!", chunk_size=5))
+    stream = client.responses.create(
+        model=MODEL, conversation=conv.id, input="Say hello", instructions="Be brief.", stream=True
+    )
+    events = list(stream)
+
+    expected_types = [
+        ResponseCreatedEvent,
+        ResponseInProgressEvent,
+        ResponseOutputItemAddedEvent,
+        ResponseContentPartAddedEvent,
+        *[ResponseTextDeltaEvent] * 6,
+        ResponseTextDoneEvent,
+        ResponseContentPartDoneEvent,
+        ResponseOutputItemDoneEvent,
+        ResponseCompletedEvent,
+    ]
+    assert [type(e) for e in events] == expected_types
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    deltas = [e for e in events if isinstance(e, ResponseTextDeltaEvent)]
+    assert "".join(d.delta for d in deltas) == "Hello from the fake model!"
+    assert deltas[0].delta == "Hello"
+
+    final = events[-1]
+    assert isinstance(final, ResponseCompletedEvent)
+    response = final.response
+    assert response.status == "completed" and response.id.startswith("resp_")
+    assert response.output_text == "Hello from the fake model!"
+    assert response.conversation is not None and response.conversation.id == conv.id
+    assert response.usage is not None and response.usage.total_tokens > 0
+    assert response.instructions == "Be brief."
+
+    items = fake.conversation(conv.id)["items"]
+    assert _texts(items) == [("user", "Say hello"), ("assistant", "Hello from the fake model!")]
+    assert items[1]["content"][0] == {
+        "type": "output_text",
+        "text": "Hello from the fake model!",
+        "annotations": [],
+        "logprobs": [],
+    }
+    assert items[1]["id"] == response.output[0].id
+    # Recoverable by id, e.g. after a dropped stream.
+    assert client.responses.retrieve(response.id).output_text == "Hello from the fake model!"
+    assert fake.spec_violations == []
+
+
+def test_non_streaming_response_and_default_echo(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    response = client.responses.create(model=MODEL, input=[{"role": "user", "content": "ping"}])
+    assert isinstance(response, Response)
+    assert response.output_text == "Echo: ping" and response.conversation is None
+    assert fake.spec_violations == []
+
+
+def test_model_input_includes_earlier_turns(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    conv = client.conversations.create()
+    tools: Any = [{"type": "web_search"}]
+    client.responses.create(model=MODEL, conversation=conv.id, input="first", tools=tools)
+    client.responses.create(
+        model=MODEL,
+        conversation={"id": conv.id},
+        input=[{"role": "user", "content": "second"}],
+        instructions="sys",
+    )
+
+    first, second = fake.model_inputs
+    assert _texts(first["input_items"]) == [("user", "first")]
+    assert first["tools"] == tools and first["conversation"] == conv.id and first["model"] == MODEL
+    assert _texts(second["input_items"]) == [
+        ("user", "first"),
+        ("assistant", "Echo: first"),
+        ("user", "second"),
+    ]
+    assert second["instructions"] == "sys" and second["response_id"].startswith("resp_")
+    assert _texts(fake.conversation(conv.id)["items"])[-1] == ("assistant", "Echo: second")
+    assert fake.spec_violations == []
+
+
+def test_previous_response_id_chains_without_conversation(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    first = client.responses.create(model=MODEL, input="one")
+    client.responses.create(model=MODEL, input="two", previous_response_id=first.id)
+    assert _texts(fake.model_inputs[1]["input_items"]) == [
+        ("user", "one"),
+        ("assistant", "Echo: one"),
+        ("user", "two"),
+    ]
+
+
+def test_conversation_locked_while_response_in_progress(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    conv = client.conversations.create()
+    other = client.conversations.create()
+    fake.script(Reply(text="slow answer", first_token_delay=0.5))
+    stream = client.responses.create(model=MODEL, conversation=conv.id, input="slow", stream=True)
+
+    with pytest.raises(openai.BadRequestError) as info:
+        client.responses.create(model=MODEL, conversation=conv.id, input="impatient")
+    assert info.value.status_code == 400
+    assert info.value.body == {
+        "message": "Another response is currently in progress for this conversation.",
+        "type": "invalid_request_error",
+        "param": "conversation",
+        "code": "conversation_locked",
+    }
+    # Other conversations are not blocked.
+    assert client.responses.create(model=MODEL, conversation=other.id, input="x").status == "completed"
+
+    assert list(stream)[-1].type == "response.completed"
+    assert client.responses.create(model=MODEL, conversation=conv.id, input="now").status == "completed"
+    assert _texts(fake.conversation(conv.id)["items"]) == [
+        ("user", "slow"),
+        ("assistant", "slow answer"),
+        ("user", "now"),
+        ("assistant", "Echo: now"),
+    ]
+
+
+def test_concurrent_streams_do_not_block_each_other(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    convs = [client.conversations.create().id for _ in range(4)]
+    fake.script(*[Reply(text="abcdefgh", chunk_size=2, first_token_delay=0.3, chunk_delay=0.05)] * 4)
+    results: list[str] = []
+
+    def run(conv_id: str) -> None:
+        stream = client.responses.create(model=MODEL, conversation=conv_id, input="go", stream=True)
+        results.append("".join(e.delta for e in stream if isinstance(e, ResponseTextDeltaEvent)))
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=run, args=(c,)) for c in convs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == ["abcdefgh"] * 4
+    assert time.monotonic() - started < 1.2  # 4 x 0.45 s would take 1.8 s if serialized
+
+
+def test_scripted_http_errors(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    conv = client.conversations.create()
+    fake.script(
+        Reply(http_status=500),
+        Reply(http_status=429, retry_after=7, error_message="Slow down"),
+    )
+    with pytest.raises(openai.InternalServerError) as server_error:
+        client.responses.create(model=MODEL, conversation=conv.id, input="a")
+    assert server_error.value.status_code == 500 and server_error.value.code == "server_error"
+    assert server_error.value.type == "server_error"
+
+    with pytest.raises(openai.RateLimitError) as rate_limited:
+        client.responses.create(model=MODEL, conversation=conv.id, input="b", stream=True)
+    assert rate_limited.value.response.headers["retry-after"] == "7"
+    assert rate_limited.value.code == "rate_limit_exceeded"
+    assert rate_limited.value.message.endswith("Slow down")
+
+    # Rejected requests leave no trace in the conversation and never reached the model.
+    assert fake.conversation(conv.id)["items"] == []
+    assert fake.model_inputs == []
+    # The queue is empty again: back to the default reply, and the conversation is not locked.
+    assert client.responses.create(model=MODEL, conversation=conv.id, input="c").output_text == "Echo: c"
+
+
+def test_drop_mid_stream_raises_and_stores_nothing(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    conv = client.conversations.create()
+    fake.script(Reply(text="0123456789", chunk_size=2, drop_after_chunks=2))
+    deltas: list[str] = []
+    response_id = ""
+    with pytest.raises(openai.APIConnectionError):
+        for event in client.responses.create(model=MODEL, conversation=conv.id, input="hi", stream=True):
+            if isinstance(event, ResponseCreatedEvent):
+                response_id = event.response.id
+            if isinstance(event, ResponseTextDeltaEvent):
+                deltas.append(event.delta)
+    assert deltas == ["01", "23"]
+    assert fake.conversation(conv.id)["items"] == []
+    recovered = client.responses.retrieve(response_id)
+    assert recovered.status == "failed" and recovered.error is not None
+    # Non-streaming: the connection closes without an answer.
+    fake.script(Reply(drop_after_chunks=0))
+    with pytest.raises(openai.APIConnectionError):
+        client.responses.create(model=MODEL, conversation=conv.id, input="again")
+    assert fake.conversation(conv.id)["items"] == []
+    assert client.responses.create(model=MODEL, conversation=conv.id, input="ok").status == "completed"
+
+
+def test_drop_with_server_completing_is_recoverable(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    conv = client.conversations.create()
+    fake.script(
+        Reply(text="full answer", chunk_size=4, chunk_delay=0.1, drop_after_chunks=1, server_completes=True)
+    )
+    response_id = ""
+    with pytest.raises(openai.APIConnectionError):
+        for event in client.responses.create(model=MODEL, conversation=conv.id, input="hi", stream=True):
+            if isinstance(event, ResponseCreatedEvent):
+                response_id = event.response.id
+    assert client.responses.retrieve(response_id).status == "in_progress"
+    deadline = time.monotonic() + 5
+    while (recovered := client.responses.retrieve(response_id)).status == "in_progress":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert recovered.status == "completed" and recovered.output_text == "full answer"
+    assert _texts(fake.conversation(conv.id)["items"]) == [("user", "hi"), ("assistant", "full answer")]
+
+
+def test_fail_with_emits_response_failed(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    conv = client.conversations.create()
+    fake.script(Reply(text="partial", fail_with="server_error", error_message="boom"))
+    events = list(client.responses.create(model=MODEL, conversation=conv.id, input="hi", stream=True))
+    failed = events[-1]
+    assert isinstance(failed, ResponseFailedEvent)
+    assert failed.response.status == "failed"
+    assert failed.response.error is not None
+    assert (failed.response.error.code, failed.response.error.message) == ("server_error", "boom")
+    assert "".join(e.delta for e in events if isinstance(e, ResponseTextDeltaEvent)) == "partial"
+    assert fake.conversation(conv.id)["items"] == []
+    assert client.responses.retrieve(failed.response.id).status == "failed"
+
+
+def test_background_response_can_be_polled(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    fake.script(Reply(text="later", first_token_delay=0.2))
+    created = client.responses.create(model=MODEL, input="bg", background=True)
+    assert created.status == "in_progress"
+    deadline = time.monotonic() + 5
+    while (polled := client.responses.retrieve(created.id)).status == "in_progress":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert polled.output_text == "later"
+
+
+def test_unknown_conversation_is_404(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError):
+        client.responses.create(model=MODEL, conversation="conv_missing", input="x")
+    with pytest.raises(openai.NotFoundError):
+        client.conversations.items.list("conv_missing")
+    assert fake.model_inputs == []
+
+
+# ---- request checking ---------------------------------------------------------------------------
+
+
+def test_spec_violation_is_rejected_and_recorded(fake: FakeOpenAI) -> None:
+    headers = {"Authorization": f"Bearer {fake.api_key}"}
+    r = httpx2.post(f"{fake.base_url}/responses", json={"model": 123, "input": "x"}, headers=headers)
+    assert r.status_code == 400
+    error = r.json()["error"]
+    assert error["type"] == "invalid_request_error" and "$.model" in error["message"]
+    [violation] = fake.spec_violations
+    assert violation.startswith("POST /v1/responses: $.model")
+    assert fake.model_inputs == []
+
+    # Nested problems and other endpoints are checked too.
+    bad_items = {"items": [{"role": "user", "content": [{"type": "input_txt", "text": "x"}]}]}
+    conv = httpx2.post(f"{fake.base_url}/conversations", json={}, headers=headers).json()
+    r = httpx2.post(f"{fake.base_url}/conversations/{conv['id']}/items", json=bad_items, headers=headers)
+    assert r.status_code == 400
+    assert "$.items[0]" in fake.spec_violations[-1]
+    r = httpx2.post(f"{fake.base_url}/conversations/{conv['id']}", json={}, headers=headers)
+    assert r.status_code == 400 and "'metadata' is a required property" in fake.spec_violations[-1]
+    r = httpx2.get(f"{fake.base_url}/conversations/{conv['id']}/items?order=sideways", headers=headers)
+    assert r.status_code == 400 and "query parameter 'order'" in fake.spec_violations[-1]
+    r = httpx2.post(f"{fake.base_url}/responses", content=b"{not json", headers=headers)
+    assert r.status_code == 400 and "not valid JSON" in fake.spec_violations[-1]
+    assert len(fake.spec_violations) == 5
+
+
+def test_requests_are_recorded_and_unknown_paths_404(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    client.conversations.create(metadata={"a": "b"})
+    r = httpx2.get(f"{fake.base_url}/nope", headers={"Authorization": f"Bearer {fake.api_key}"})
+    assert r.status_code == 404 and r.json()["error"]["type"] == "invalid_request_error"
+    first, second = fake.requests
+    assert first == {
+        "method": "POST",
+        "path": "/v1/conversations",
+        "query": {},
+        "json": {"metadata": {"a": "b"}},
+        "authorization_ok": True,
+    }
+    assert (second["method"], second["path"]) == ("GET", "/v1/nope")
+
+
+def test_bad_api_key_is_401(fake: FakeOpenAI) -> None:
+    bad = openai.OpenAI(api_key="sk-wrong", base_url=fake.base_url, max_retries=0)
+    with bad, pytest.raises(openai.AuthenticationError) as info:
+        bad.conversations.create()
+    assert info.value.status_code == 401 and info.value.code == "invalid_api_key"
+    r = httpx2.post(f"{fake.base_url}/conversations", json={})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+    assert [req["authorization_ok"] for req in fake.requests] == [False, False]
+    assert fake.conversations == {}
+
+
+def test_reset_clears_everything(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    client.conversations.create()
+    fake.script(Reply(text="never used"))
+    httpx2.post(
+        f"{fake.base_url}/responses", json={"model": 1}, headers={"Authorization": f"Bearer {fake.api_key}"}
+    )
+    fake.reset()
+    assert (fake.conversations, fake.requests, fake.spec_violations, fake.model_inputs) == ({}, [], [], [])
+    assert client.responses.create(model=MODEL, input="x").output_text == "Echo: x"
+
+
+# ---- what the fake emits follows the spec ---------------------------------------------------------
+
+
+def _event_schemas() -> dict[str, str]:
+    """Map each stream event type to its component schema, from the ResponseStreamEvent union."""
+    spec = get_spec()
+    schemas = spec.document["components"]["schemas"]
+    out = {}
+    for ref in schemas["ResponseStreamEvent"]["anyOf"]:
+        name = ref["$ref"].rsplit("/", 1)[-1]
+        [event_type] = schemas[name]["properties"]["type"]["enum"]
+        out[event_type] = name
+    return out
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [Reply(text="Spec-shaped text", chunk_size=4), Reply(text="partial", fail_with="server_error")],
+    ids=["completed", "failed"],
+)
+def test_emitted_events_and_objects_validate_against_spec(fake: FakeOpenAI, reply: Reply) -> None:
+    spec = get_spec()
+    headers = {"Authorization": f"Bearer {fake.api_key}"}
+    conv = httpx2.post(
+        f"{fake.base_url}/conversations", json={"metadata": {"t": "1"}}, headers=headers
+    ).json()
+    assert spec.schema_errors("ConversationResource", conv) == []
+
+    fake.script(reply)
+    body = {
+        "model": MODEL,
+        "conversation": conv["id"],
+        "input": [{"role": "user", "content": "hi"}],
+        "instructions": "Be nice.",
+        "tools": [{"type": "web_search"}],
+        "metadata": {"slack": "C1"},
+        "stream": True,
+        "store": True,
+    }
+    events = _raw_sse(fake, body)
+    by_type = _event_schemas()
+    for event in events:
+        assert spec.schema_errors(by_type[event["type"]], event) == [], event["type"]
+        assert spec.schema_errors("ResponseStreamEvent", event) == [], event["type"]
+    final = events[-1]["response"]
+    assert spec.schema_errors("Response", final) == []
+    assert final["status"] == ("failed" if reply.fail_with else "completed")
+    stored = httpx2.get(f"{fake.base_url}/responses/{final['id']}", headers=headers).json()
+    assert stored == final
+
+    if not reply.fail_with:
+        items = httpx2.get(f"{fake.base_url}/conversations/{conv['id']}/items", headers=headers).json()
+        assert spec.schema_errors("ConversationItemList", items) == []
+        assert len(items["data"]) == 2
+    non_stream = httpx2.post(
+        f"{fake.base_url}/responses", json={**body, "stream": False, "conversation": None}, headers=headers
+    ).json()
+    assert spec.schema_errors("Response", non_stream) == []
+    deleted = httpx2.delete(f"{fake.base_url}/conversations/{conv['id']}", headers=headers).json()
+    assert spec.schema_errors("DeletedConversationResource", deleted) == []
+    assert fake.spec_violations == []
+
+
+def test_spec_validation_is_fast_and_cached() -> None:
+    spec = get_spec()
+    body = {
+        "model": MODEL,
+        "conversation": "conv_1",
+        "input": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}] * 5,
+        "tools": [{"type": "web_search"}],
+        "stream": True,
+    }
+    no_query: MultiDict[str] = MultiDict()
+    assert spec.request_errors("POST", "/responses", no_query, body, True) == []
+    started = time.perf_counter()
+    for _ in range(50):
+        spec.request_errors("POST", "/responses", no_query, body, True)
+    assert (time.perf_counter() - started) / 50 < 0.02
+    assert get_spec() is spec

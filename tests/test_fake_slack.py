@@ -1,0 +1,529 @@
+"""The Slack fake, driven by the real slack_sdk clients, behaves the way the bot will rely on."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
+from slack_sdk.socket_mode.aiohttp import SocketModeClient
+from slack_sdk.socket_mode.request import SocketModeRequest
+from slack_sdk.socket_mode.response import SocketModeResponse
+from slack_sdk.web.async_client import AsyncWebClient
+
+from tests.fakes.slack_api import FakeSlack
+
+DM = "D0DM00001"
+CHANNEL = "C0CHAN001"
+THREAD = "1700000000.000100"
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeSlack]:
+    with FakeSlack() as f:
+        yield f
+
+
+def web(fake: FakeSlack, token: str | None = None) -> WebClient:
+    return WebClient(token=token or fake.bot_token, base_url=fake.api_url)
+
+
+def aweb(fake: FakeSlack, **kwargs: Any) -> AsyncWebClient:
+    return AsyncWebClient(token=fake.bot_token, base_url=fake.api_url, **kwargs)
+
+
+def api_error(call: Callable[[], Any]) -> SlackApiError:
+    with pytest.raises(SlackApiError) as info:
+        call()
+    return info.value
+
+
+async def until(predicate: Callable[[], bool], within: float = 10.0) -> None:
+    """Poll without blocking the event loop the Socket Mode client runs on."""
+    deadline = time.monotonic() + within
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+# ---------------------------------------------------------------- auth
+
+
+def test_auth_test_identifies_the_bot(fake: FakeSlack) -> None:
+    resp = web(fake).auth_test()
+
+    assert resp["user_id"] == "U0BOT"
+    assert resp["bot_id"] == "B0BOT"
+    assert resp["team_id"] == "T0TEAM1"
+    assert resp["is_enterprise_install"] is False
+    (call,) = fake.calls_to("auth.test")
+    assert call.ok and call.token == fake.bot_token
+
+
+def test_bad_tokens_are_rejected_and_recorded(fake: FakeSlack) -> None:
+    assert api_error(lambda: web(fake, "xoxb-wrong").auth_test()).response["error"] == "invalid_auth"
+    assert api_error(lambda: WebClient(base_url=fake.api_url).auth_test()).response["error"] == "not_authed"
+    # A real token of the wrong kind, both ways round.
+    wrong_kind = api_error(lambda: web(fake, fake.app_token).chat_postMessage(channel=DM, text="hi"))
+    assert wrong_kind.response["error"] == "not_allowed_token_type"
+    assert api_error(lambda: web(fake).apps_connections_open(app_token=fake.bot_token)).response["error"] == (
+        "not_allowed_token_type"
+    )
+
+    assert [c.error for c in fake.calls] == [
+        "invalid_auth",
+        "not_authed",
+        "not_allowed_token_type",
+        "not_allowed_token_type",
+    ]
+    assert fake.messages(DM) == []
+
+
+def test_token_in_form_body_is_accepted(fake: FakeSlack) -> None:
+    client = WebClient(base_url=fake.api_url)
+    resp = client.api_call("chat.postMessage", data={"token": fake.bot_token, "channel": DM, "text": "form"})
+
+    assert resp["ok"]
+    assert fake.messages(DM)[0].text == "form"
+    assert fake.calls_to("chat.postMessage")[0].args == {"channel": DM, "text": "form"}
+
+
+def test_unknown_method_is_answered_and_recorded(fake: FakeSlack) -> None:
+    assert api_error(lambda: web(fake).api_call("reactions.add")).response["error"] == "unknown_method"
+    assert fake.calls_to("reactions.add")[0].error == "unknown_method"
+
+
+# ---------------------------------------------------------------- messages
+
+
+def test_post_message_is_recorded_per_thread(fake: FakeSlack) -> None:
+    client = web(fake)
+    top = client.chat_postMessage(channel=CHANNEL, text="top level")
+    reply = client.chat_postMessage(channel=CHANNEL, thread_ts=THREAD, markdown_text="**reply**")
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": "hi"}}]
+    client.chat_postMessage(channel=CHANNEL, thread_ts=THREAD, text="fallback", blocks=blocks)
+
+    assert top["channel"] == CHANNEL
+    assert top["message"]["user"] == "U0BOT"
+    assert float(top["ts"]) < float(reply["ts"])
+    assert [m.text for m in fake.messages(CHANNEL)] == ["top level", "**reply**", "fallback"]
+    in_thread = fake.messages(CHANNEL, thread_ts=THREAD)
+    assert [m.kind for m in in_thread] == ["post", "post"]
+    assert in_thread[1].blocks == blocks
+    assert fake.messages(DM) == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"channel": DM}, "no_text"),
+        ({"channel": DM, "text": "a", "markdown_text": "b"}, "markdown_text_conflict"),
+        ({"channel": DM, "markdown_text": "x" * 12_001}, "msg_too_long"),
+        ({"channel": DM, "text": "t", "blocks": [{"type": "divider"}] * 51}, "invalid_blocks"),
+        ({"channel": "not-a-channel", "text": "t"}, "channel_not_found"),
+    ],
+)
+@pytest.mark.filterwarnings("ignore:The top-level `text` argument is missing:UserWarning")
+def test_post_message_enforces_slack_rules(fake: FakeSlack, kwargs: dict[str, Any], error: str) -> None:
+    assert api_error(lambda: web(fake).chat_postMessage(**kwargs)).response["error"] == error
+    assert fake.messages(DM) == []
+
+
+def test_markdown_at_the_limit_is_accepted(fake: FakeSlack) -> None:
+    web(fake).chat_postMessage(channel=DM, markdown_text="x" * 12_000)
+    assert len(fake.messages(DM)[0].text) == 12_000
+
+
+def test_ephemerals_are_kept_apart(fake: FakeSlack) -> None:
+    resp = web(fake).chat_postEphemeral(channel=CHANNEL, user="U0USER1", text="only you")
+
+    assert resp["message_ts"]
+    assert fake.messages(CHANNEL) == []
+    (eph,) = fake.ephemerals(CHANNEL, user="U0USER1")
+    assert (eph.text, eph.kind) == ("only you", "ephemeral")
+    assert fake.ephemerals(CHANNEL, user="U0OTHER") == []
+
+
+def test_update_replaces_text_and_counts(fake: FakeSlack) -> None:
+    client = web(fake)
+    ts = client.chat_postMessage(channel=DM, text="draft")["ts"]
+    resp = client.chat_update(channel=DM, ts=ts, markdown_text="final")
+
+    assert (resp["ts"], resp["text"]) == (ts, "final")
+    (msg,) = fake.messages(DM)
+    assert (msg.text, msg.updates) == ("final", 1)
+    missing = api_error(lambda: client.chat_update(channel=DM, ts="1.000001", text="x"))
+    assert missing.response["error"] == "message_not_found"
+
+
+# ---------------------------------------------------------------- streaming
+
+
+def test_chat_stream_yields_one_message_with_the_whole_text(fake: FakeSlack) -> None:
+    parts = ["Hello", ", ", "streaming ", "world", "!"]
+
+    async def run() -> str:
+        client = aweb(fake)
+        streamer = await client.chat_stream(channel=DM, thread_ts=THREAD, buffer_size=4)
+        for part in parts:
+            await streamer.append(markdown_text=part)
+            assert fake.messages(DM)[0].streaming
+        await streamer.stop(markdown_text=" Bye.")
+        assert streamer.ts is not None
+        return streamer.ts
+
+    ts = asyncio.run(run())
+
+    (msg,) = fake.messages(DM, thread_ts=THREAD)
+    assert msg.ts == ts
+    assert msg.kind == "stream"
+    assert msg.text == "".join(parts) + " Bye."
+    assert not msg.streaming
+    assert len(fake.calls_to("chat.startStream")) == 1
+    assert len(fake.calls_to("chat.appendStream")) == msg.appends >= 1
+    assert len(fake.calls_to("chat.stopStream")) == 1
+
+
+def test_stream_to_a_channel_needs_a_recipient(fake: FakeSlack) -> None:
+    client = web(fake)
+    err = api_error(lambda: client.chat_startStream(channel=CHANNEL, thread_ts=THREAD, markdown_text="x"))
+    assert err.response["error"] == "missing_recipient_team_id"
+
+    client.chat_startStream(
+        channel=CHANNEL,
+        thread_ts=THREAD,
+        markdown_text="x",
+        recipient_team_id="T0TEAM1",
+        recipient_user_id="U0USER1",
+    )
+    assert fake.messages(CHANNEL)[0].streaming
+
+
+def test_stream_argument_rules(fake: FakeSlack) -> None:
+    client = web(fake)
+    ts = client.chat_startStream(channel=DM, thread_ts=THREAD, markdown_text="start")["ts"]
+    chunk = [{"type": "markdown_text", "text": "x"}]
+
+    def error_of(call: Callable[[], Any]) -> str:
+        return str(api_error(call).response["error"])
+
+    assert error_of(lambda: client.chat_appendStream(channel=DM, ts=ts)) == "markdown_text_or_chunks_required"
+    assert error_of(lambda: client.chat_appendStream(channel=DM, ts=ts, markdown_text="a", chunks=chunk)) == (
+        "cannot_provide_both_markdown_text_and_chunks"
+    )
+    assert (
+        error_of(lambda: client.chat_appendStream(channel=DM, ts=ts, chunks=chunk))
+        == "streaming_mode_mismatch"
+    )
+    assert (
+        error_of(lambda: client.chat_appendStream(channel=DM, ts=ts, markdown_text="y" * 12_001))
+        == "msg_too_long"
+    )
+    assert error_of(lambda: client.chat_update(channel=DM, ts=ts, text="no")) == "streaming_state_conflict"
+
+    client.chat_appendStream(channel=DM, ts=ts, markdown_text=" more")
+    client.chat_stopStream(channel=DM, ts=ts, blocks=[{"type": "divider"}])
+    assert error_of(lambda: client.chat_appendStream(channel=DM, ts=ts, markdown_text="late")) == (
+        "message_not_in_streaming_state"
+    )
+    (msg,) = fake.messages(DM)
+    assert (msg.text, msg.blocks, msg.streaming) == ("start more", [{"type": "divider"}], False)
+
+
+def test_chunks_of_every_type_are_recorded(fake: FakeSlack) -> None:
+    client = web(fake)
+    task = {"type": "task_update", "id": "t1", "title": "Searching", "status": "in_progress"}
+    ts = client.chat_startStream(channel=DM, thread_ts=THREAD, chunks=[task])["ts"]
+    client.chat_appendStream(channel=DM, ts=ts, chunks=[{"type": "markdown_text", "text": "answer"}])
+    client.chat_stopStream(channel=DM, ts=ts, chunks=[{"type": "plan_update", "title": "Done"}])
+
+    (msg,) = fake.messages(DM)
+    assert msg.text == "answer"
+    assert [c["type"] for c in msg.chunks] == ["task_update", "markdown_text", "plan_update"]
+    bad = api_error(lambda: client.chat_startStream(channel=DM, thread_ts=THREAD, chunks=[{"type": "bogus"}]))
+    assert bad.response["error"] == "invalid_chunks"
+
+
+def test_expired_stream_rejects_appends_but_accepts_update(fake: FakeSlack) -> None:
+    async def run() -> None:
+        client = aweb(fake)
+        streamer = await client.chat_stream(channel=DM, thread_ts=THREAD, buffer_size=1)
+        await streamer.append(markdown_text="first")  # chat.startStream
+        await streamer.append(markdown_text=" second")  # chat.appendStream #1
+        fake.expire_streams(after_appends=1)
+        assert not fake.messages(DM)[0].streaming
+
+        with pytest.raises(SlackApiError) as info:
+            await streamer.append(markdown_text=" third")
+        assert info.value.response["error"] == "message_not_in_streaming_state"
+
+        assert streamer.ts is not None
+        resp = await client.chat_update(channel=DM, ts=streamer.ts, markdown_text="first second third")
+        assert resp["ok"]
+
+    asyncio.run(run())
+
+    (msg,) = fake.messages(DM)
+    assert (msg.text, msg.updates, msg.expired, msg.streaming) == ("first second third", 1, True, False)
+    assert [c.ok for c in fake.calls_to("chat.appendStream")] == [True, False]
+
+
+def test_expiry_policy_covers_later_streams_until_switched_off(fake: FakeSlack) -> None:
+    client = web(fake)
+    fake.expire_streams(after_appends=2)
+    ts = client.chat_startStream(channel=DM, thread_ts=THREAD, markdown_text="a")["ts"]
+    client.chat_appendStream(channel=DM, ts=ts, markdown_text="b")
+    client.chat_appendStream(channel=DM, ts=ts, markdown_text="c")
+    err = api_error(lambda: client.chat_stopStream(channel=DM, ts=ts))
+    assert err.response["error"] == "message_not_in_streaming_state"
+
+    fake.expire_streams(None)
+    ts2 = client.chat_startStream(channel=DM, thread_ts=THREAD, markdown_text="x")["ts"]
+    for _ in range(3):
+        client.chat_appendStream(channel=DM, ts=ts2, markdown_text="y")
+    client.chat_stopStream(channel=DM, ts=ts2)
+    assert [m.text for m in fake.messages(DM)] == ["abc", "xyyy"]
+
+
+# ---------------------------------------------------------------- scripted failures
+
+
+def test_rate_limit_reaches_a_client_without_retry_handler(fake: FakeSlack) -> None:
+    fake.fail_next("chat.postMessage", "ratelimited", status=429, retry_after=7)
+
+    async def run() -> SlackApiError:
+        client = aweb(fake)
+        with pytest.raises(SlackApiError) as info:
+            await client.chat_postMessage(channel=DM, text="hi")
+        await client.chat_postMessage(channel=DM, text="again")  # only the next call fails
+        return info.value
+
+    err = asyncio.run(run())
+
+    assert err.response.status_code == 429
+    assert err.response["error"] == "ratelimited"
+    assert err.response.headers["Retry-After"] == "7"
+    assert [(c.ok, c.error) for c in fake.calls_to("chat.postMessage")] == [
+        (False, "ratelimited"),
+        (True, None),
+    ]
+    assert [m.text for m in fake.messages(DM)] == ["again"]
+
+
+def test_rate_limit_is_retried_by_sdk_handler(fake: FakeSlack) -> None:
+    fake.fail_next("chat.postMessage", "ratelimited", status=429, retry_after=1)
+
+    async def run() -> None:
+        client = aweb(fake, retry_handlers=[AsyncRateLimitErrorRetryHandler(max_retry_count=1)])
+        resp = await client.chat_postMessage(channel=DM, text="hi")
+        assert resp["ok"]
+
+    asyncio.run(run())
+
+    calls = fake.calls_to("chat.postMessage")
+    assert [c.error for c in calls] == ["ratelimited", None]
+    assert calls[1].at - calls[0].at >= 1.0  # the SDK honoured Retry-After
+    assert [m.text for m in fake.messages(DM)] == ["hi"]
+
+
+def test_fail_next_counts_down(fake: FakeSlack) -> None:
+    fake.fail_next("auth.test", "internal_error", times=2, status=500)
+    client = web(fake)
+    for _ in range(2):
+        err = api_error(client.auth_test)
+        assert (err.response.status_code, err.response["error"]) == (500, "internal_error")
+    assert client.auth_test()["ok"]
+
+
+# ---------------------------------------------------------------- assistant threads, users, views
+
+
+def test_assistant_thread_calls_are_recorded(fake: FakeSlack) -> None:
+    async def run() -> None:
+        client = aweb(fake)
+        await client.assistant_threads_setStatus(
+            channel_id=DM, thread_ts=THREAD, status="is thinking...", loading_messages=["Reading", "Thinking"]
+        )
+        await client.assistant_threads_setStatus(channel_id=DM, thread_ts=THREAD, status="")
+        await client.assistant_threads_setSuggestedPrompts(
+            channel_id=DM, thread_ts=THREAD, title="Try", prompts=[{"title": "Sum", "message": "Summarize"}]
+        )
+        await client.assistant_threads_setTitle(channel_id=DM, thread_ts=THREAD, title="Weather")
+
+    asyncio.run(run())
+
+    statuses = fake.statuses(DM, THREAD)
+    assert [s.status for s in statuses] == ["is thinking...", ""]
+    assert statuses[0].loading_messages == ["Reading", "Thinking"]
+    assert fake.suggested_prompts()[0]["prompts"] == [{"title": "Sum", "message": "Summarize"}]
+    assert fake.titles() == [{"channel_id": DM, "thread_ts": THREAD, "title": "Weather"}]
+    too_many = api_error(
+        lambda: web(fake).assistant_threads_setStatus(
+            channel_id=DM, thread_ts=THREAD, status="x", loading_messages=["m"] * 11
+        )
+    )
+    assert too_many.response["error"] == "invalid_arguments"
+
+
+def test_users_and_conversations_info(fake: FakeSlack) -> None:
+    client = web(fake)
+    user = client.users_info(user="U0USER1")["user"]
+    assert user["tz"] == "America/New_York"
+    assert user["real_name"] and user["profile"]["display_name"]
+    fake.set_user("U0USER1", tz="Europe/Paris", profile={"display_name": "ana"})
+    user = client.users_info(user="U0USER1")["user"]
+    assert (user["tz"], user["profile"]["display_name"]) == ("Europe/Paris", "ana")
+    assert user["profile"]["real_name"]  # the rest of the profile survives the override
+    assert api_error(lambda: client.users_info(user="nobody")).response["error"] == "user_not_found"
+
+    assert client.conversations_info(channel=DM)["channel"]["is_im"] is True
+    assert client.conversations_info(channel=CHANNEL)["channel"]["is_im"] is False
+    assert (
+        api_error(lambda: client.conversations_info(channel="xyz")).response["error"] == "channel_not_found"
+    )
+
+
+def test_views_are_echoed_and_updatable(fake: FakeSlack) -> None:
+    client = web(fake)
+    home = {"type": "home", "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "Hi"}}]}
+    view = client.views_publish(user_id="U0USER1", view=home)["view"]
+    assert view["type"] == "home" and view["blocks"] == home["blocks"] and view["id"]
+
+    updated = client.views_update(view_id=view["id"], view={"type": "home", "blocks": []})["view"]
+    assert updated["id"] == view["id"] and updated["blocks"] == []
+    assert (
+        api_error(lambda: client.views_update(view_id="V0NOPE", view=home)).response["error"] == "not_found"
+    )
+    assert [v["id"] for v in fake.views()] == [view["id"], view["id"]]
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def test_wait_for_times_out_with_a_dump_of_recent_calls(fake: FakeSlack) -> None:
+    web(fake).chat_postMessage(channel=DM, text="hello")
+    with pytest.raises(AssertionError, match=r"chat\.postMessage ok"):
+        fake.wait_for(lambda: False, timeout=0.1)
+
+
+def test_reset_forgets_everything(fake: FakeSlack) -> None:
+    client = web(fake)
+    client.chat_postMessage(channel=DM, text="x")
+    fake.fail_next("auth.test", "fatal_error")
+    fake.expire_streams()
+    fake.reset()
+
+    assert fake.calls == [] and fake.messages(DM) == []
+    assert client.auth_test()["ok"]
+    ts = client.chat_startStream(channel=DM, thread_ts=THREAD, markdown_text="a")["ts"]
+    assert client.chat_appendStream(channel=DM, ts=ts, markdown_text="b")["ok"]
+
+
+# ---------------------------------------------------------------- Socket Mode
+
+
+def test_socket_mode_round_trip(fake: FakeSlack) -> None:
+    event = {
+        "type": "message",
+        "channel": DM,
+        "user": "U0USER1",
+        "text": "hi",
+        "ts": THREAD,
+        "channel_type": "im",
+    }
+    payload = fake.event_payload(event)
+
+    async def run() -> tuple[str, list[SocketModeRequest]]:
+        received: list[SocketModeRequest] = []
+
+        async def on_request(client: Any, req: SocketModeRequest) -> None:
+            received.append(req)
+            await client.send_socket_mode_response(SocketModeResponse(envelope_id=req.envelope_id))
+
+        client = SocketModeClient(app_token=fake.app_token, web_client=aweb(fake))
+        client.socket_mode_request_listeners.append(on_request)
+        try:
+            await client.connect()
+            await until(fake.socket_connected)
+            envelope_id = fake.socket_send(payload, retry_attempt=1, retry_reason="timeout")
+            await until(lambda: any(a.get("envelope_id") == envelope_id for a in fake.socket_acks()))
+        finally:
+            await client.close()
+        return envelope_id, received
+
+    envelope_id, received = asyncio.run(run())
+
+    (req,) = received
+    assert (req.envelope_id, req.type, req.payload) == (envelope_id, "events_api", payload)
+    assert (req.accepts_response_payload, req.retry_attempt, req.retry_reason) == (False, 1, "timeout")
+    assert fake.socket_acks() == [{"envelope_id": envelope_id}]
+    (opened,) = fake.calls_to("apps.connections.open")
+    assert opened.ok and opened.token == fake.app_token
+    fake.wait_for(lambda: not fake.socket_connected(), timeout=5)
+
+
+def test_each_envelope_goes_to_one_of_several_connections(fake: FakeSlack) -> None:
+    async def run() -> list[list[str]]:
+        seen: list[list[str]] = [[], []]
+        clients = []
+        for box in seen:
+
+            async def on_request(client: Any, req: SocketModeRequest, box: list[str] = box) -> None:
+                box.append(req.envelope_id)
+                await client.send_socket_mode_response(SocketModeResponse(envelope_id=req.envelope_id))
+
+            client = SocketModeClient(app_token=fake.app_token, web_client=aweb(fake))
+            client.socket_mode_request_listeners.append(on_request)
+            clients.append(client)
+        try:
+            for client in clients:
+                await client.connect()
+            await until(lambda: len(fake.calls_to("apps.connections.open")) == 2 and fake.socket_connected())
+            await asyncio.sleep(0.1)  # let the second hello go out too
+            ids = [fake.socket_send({"n": i}) for i in range(4)]
+            await until(lambda: len(fake.socket_acks()) == 4)
+            assert sorted(seen[0] + seen[1]) == sorted(ids)
+        finally:
+            for client in clients:
+                await client.close()
+        return seen
+
+    seen = asyncio.run(run())
+    assert len(seen[0]) == len(seen[1]) == 2  # round robin, never duplicated
+
+
+def test_disconnect_frame_makes_the_client_reconnect(fake: FakeSlack) -> None:
+    async def run() -> None:
+        client = SocketModeClient(app_token=fake.app_token, web_client=aweb(fake))
+        try:
+            await client.connect()
+            await until(fake.socket_connected)
+            fake.socket_disconnect()
+            await until(lambda: len(fake.calls_to("apps.connections.open")) == 2)
+            await until(fake.socket_connected)
+        finally:
+            await client.close()
+
+    asyncio.run(run())
+
+
+def test_socket_send_without_a_client_fails_loudly(fake: FakeSlack) -> None:
+    with pytest.raises(AssertionError, match="no Socket Mode client"):
+        fake.socket_send({"x": 1})
+
+
+def test_link_rejects_unknown_tickets(fake: FakeSlack) -> None:
+    async def run() -> int:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(fake.socket_url + "?ticket=forged") as resp,
+        ):
+            return resp.status
+
+    assert asyncio.run(run()) == 401
