@@ -56,6 +56,14 @@ class AssistantBackend:
             raise AssistantUnavailable(f"conversations.create: {_describe(exc)}") from exc
         return conversation.id
 
+    async def delete_conversation(self, conversation_id: str) -> None:
+        try:
+            await self._client.conversations.delete(conversation_id)
+        except openai.NotFoundError:
+            log.info("conversation %s was already gone", conversation_id)
+        except openai.APIError as exc:
+            raise AssistantUnavailable(f"conversations.delete: {_describe(exc)}") from exc
+
     def _request(
         self, conversation_id: str, text: str, *, instructions: str, user_key: str
     ) -> dict[str, Any]:

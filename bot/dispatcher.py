@@ -15,16 +15,20 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
+from typing import TypeVar
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from bot.commands import is_reset_request
 from bot.errors import StoreUnavailable
 from bot.keys import DEDUPE_TTL, RUNNER_LOCK_TTL, THREAD_TTL, Keys, ms
 from bot.models import IncomingMessage, Turn, thread_ref
 from bot.thread_store import ThreadStore
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # KEYS: seen_event, seen_message, queue, thread, runner, alias
 # ARGV: dedupe_ttl_ms, turn_json, now, runner_token, runner_ttl_ms, thread_ttl_ms, alias_target,
@@ -88,29 +92,43 @@ class Dispatcher:
     async def submit(self, msg: IncomingMessage, *, require_known_thread: bool = False) -> Submitted:
         """Queue a user's message for an answer unless it was seen before. Fast: the listener awaits it."""
         keys = msg.workspace.keys
-        try:
-            thread = thread_ref(msg)
-            if msg.is_dm and msg.thread_ts is not None:
-                thread = await self._store.resolve(keys, thread)
-            turn = Turn(
-                workspace=msg.workspace,
-                thread=thread,
-                channel=msg.channel,
-                user=msg.user,
-                text=msg.text,
-                ts=msg.ts,
-                reply_thread_ts=msg.reply_thread_ts,
-                is_dm=msg.is_dm,
-                received_at=time.time(),
-            )
-            # Replies to a top-level DM land in a Slack thread under it; that thread continues the
-            # user's own assistant thread.
-            alias = f"c:{msg.channel}:{msg.ts}" if thread.startswith("u:") else ""
-            token = secrets.token_hex(8)
-            result = await self._submit(
+        thread = thread_ref(msg)
+        if msg.is_dm and msg.thread_ts is not None:
+            thread = await self._guard(self._store.resolve(keys, thread))
+        turn = Turn(
+            kind="reset" if msg.source == "mention" and is_reset_request(msg.text) else "message",
+            workspace=msg.workspace,
+            thread=thread,
+            channel=msg.channel,
+            user=msg.user,
+            text=msg.text,
+            ts=msg.ts,
+            reply_thread_ts=msg.reply_thread_ts,
+            is_dm=msg.is_dm,
+            received_at=time.time(),
+        )
+        # Replies to a top-level DM land in a Slack thread under it; that thread continues the
+        # user's own assistant thread.
+        alias = f"c:{msg.channel}:{msg.ts}" if thread.startswith("u:") else None
+        seen = [keys.seen_message(msg.channel, msg.ts)]
+        if msg.event_id:
+            seen.append(keys.seen_event(msg.event_id))
+        return await self._enqueue(turn, seen=seen, alias=alias, require_known_thread=require_known_thread)
+
+    async def submit_reset(self, turn: Turn, *, request_id: str) -> Submitted:
+        """Queue a reset behind the thread's pending turns. `request_id` (e.g. a trigger id) dedupes it."""
+        return await self._enqueue(turn, seen=[turn.workspace.keys.seen_event(f"reset:{request_id}")])
+
+    async def _enqueue(
+        self, turn: Turn, *, seen: list[str], alias: str | None = None, require_known_thread: bool = False
+    ) -> Submitted:
+        keys, thread = turn.workspace.keys, turn.thread
+        token = secrets.token_hex(8)
+        result = await self._guard(
+            self._submit(
                 keys=[
-                    keys.seen_event(msg.event_id) if msg.event_id else keys.seen_message(msg.channel, msg.ts),
-                    keys.seen_message(msg.channel, msg.ts),
+                    seen[-1],
+                    seen[0],
                     keys.queue(thread),
                     keys.thread(thread),
                     keys.runner(thread),
@@ -126,21 +144,27 @@ class Dispatcher:
                     ms(RUNNER_LOCK_TTL),
                     ms(THREAD_TTL),
                     thread if alias else "",
-                    msg.channel,
-                    msg.user,
+                    turn.channel,
+                    turn.user,
                     "1" if require_known_thread else "0",
                 ],
             )
-        except RedisError as exc:
-            raise StoreUnavailable(f"submit failed: {type(exc).__name__}") from exc
+        )
         if result == -1:
             return Submitted.IGNORED
         if result == 0:
-            log.info("duplicate message %s (event %s) ignored", turn.id, msg.event_id)
+            log.info("duplicate %s %s ignored", turn.kind, turn.id)
             return Submitted.DUPLICATE
         if result == 2:
             self._spawn(keys, thread, token)
         return Submitted.QUEUED
+
+    @staticmethod
+    async def _guard(call: Awaitable[T]) -> T:
+        try:
+            return await call
+        except RedisError as exc:
+            raise StoreUnavailable(f"Redis: {type(exc).__name__}") from exc
 
     def _spawn(self, keys: Keys, thread: str, token: str) -> None:
         task = asyncio.create_task(self._drain(keys, thread, token), name=f"drain {thread}")

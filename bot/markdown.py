@@ -21,19 +21,3 @@ def split_point(text: str, room: int) -> int:
         if at >= room // 2:
             return at + len(sep)
     return room
-
-
-def split_markdown(text: str, limit: int) -> list[str]:
-    """Split a whole answer into messages of at most `limit` chars, closing and reopening code fences."""
-    parts: list[str] = []
-    rest = text
-    while len(rest) > limit:
-        # Leave room for the closing fence we may have to add.
-        cut = split_point(rest, limit - len(FENCE) - 1)
-        head, rest = rest[:cut], rest[cut:]
-        if inside_code_block(head):
-            head += "\n" + FENCE
-            rest = FENCE + "\n" + rest
-        parts.append(head)
-    parts.append(rest)
-    return [p for p in parts if p.strip()] or [text]

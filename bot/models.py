@@ -57,15 +57,20 @@ def thread_ref(msg: IncomingMessage) -> str:
 
 
 class Turn(BaseModel):
-    """One user message queued for an answer: what the worker needs, and nothing from Slack's payload."""
+    """One queued piece of work on an assistant thread: a user message to answer, or a reset.
 
+    Resets go through the same queue so they never cut into a running answer.
+    """
+
+    kind: Literal["message", "reset"] = "message"
     workspace: Workspace
     thread: str
     channel: str
     user: str
     text: str
     ts: str
-    reply_thread_ts: str
+    # Where the answer or notice goes; None: top-level in the channel (a DM thread reset by command).
+    reply_thread_ts: str | None
     is_dm: bool
     received_at: float
 
@@ -78,3 +83,39 @@ class UserContext(BaseModel):
     """What the user is looking at in Slack (from `app_context_changed`), given to the model."""
 
     channel_ids: list[str] = Field(default_factory=list, max_length=10)
+
+
+class CommandRequest(BaseModel):
+    """A `/assistant` slash command (it has no thread)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    workspace: Workspace
+    channel: str
+    user: str
+    text: str = ""
+
+    @property
+    def is_dm(self) -> bool:
+        return self.channel.startswith("D")
+
+
+class MessageAction(BaseModel):
+    """A message shortcut ("Reset this thread") used on a message."""
+
+    model_config = ConfigDict(frozen=True)
+
+    workspace: Workspace
+    channel: str
+    user: str
+    message_ts: str
+    thread_ts: str | None = None
+
+    @property
+    def is_dm(self) -> bool:
+        return self.channel.startswith("D")
+
+    @property
+    def thread(self) -> str:
+        """The Slack thread the message is in (before aliases are followed)."""
+        return f"c:{self.channel}:{self.thread_ts or self.message_ts}"

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from openai import AsyncOpenAI
+from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.assistant import AssistantBackend, build_openai_client
+from bot.commands import CHANNEL_RESET_HINT, HELP_TEXT, Command, UnknownCommand, parse_command
 from bot.dispatcher import Dispatcher, Submitted
 from bot.errors import StoreUnavailable
-from bot.models import IncomingMessage, UserContext, Workspace
+from bot.models import CommandRequest, IncomingMessage, MessageAction, Turn, UserContext, Workspace
 from bot.redis_conn import RedisHandle, connect_redis
 from bot.settings import Settings
 from bot.slack_client import build_web_client
@@ -19,6 +22,10 @@ from bot.thread_store import ThreadStore
 from bot.turns import TurnRunner
 
 log = logging.getLogger(__name__)
+
+NOTHING_TO_RESET = "There's no assistant thread here to reset yet."
+NOT_YOURS = "Only the person who started this assistant thread can reset it."
+RESET_QUEUED = "Resetting this thread's assistant memory…"
 
 
 class BotService:
@@ -55,6 +62,78 @@ class BotService:
     async def receive_message(self, msg: IncomingMessage, *, require_known_thread: bool = False) -> Submitted:
         """Queue a person's message for an answer. Raises StoreUnavailable (with a user message)."""
         return await self.dispatcher.submit(msg, require_known_thread=require_known_thread)
+
+    async def run_command(self, req: CommandRequest, *, request_id: str) -> str:
+        """Answer `/assistant ...`: the ephemeral text to show the user."""
+        try:
+            command = parse_command(req.text)
+        except UnknownCommand as exc:
+            return exc.user_message
+        if command is Command.HELP:
+            return HELP_TEXT
+        if not req.is_dm:
+            return CHANNEL_RESET_HINT
+        return await self._queue_reset(
+            req.workspace,
+            f"u:{req.user}",
+            channel=req.channel,
+            user=req.user,
+            notice_ts=None,
+            request_id=request_id,
+        )
+
+    async def reset_from_action(self, action: MessageAction, *, request_id: str) -> str:
+        """The "Reset this thread" shortcut on a message: reset the assistant thread it belongs to."""
+        try:
+            thread = await self.store.resolve(action.workspace.keys, action.thread)
+        except RedisError as exc:
+            log.warning("reset: Redis unavailable: %s", type(exc).__name__)
+            return StoreUnavailable.user_message
+        # A DM thread that continues the user's own thread gets its notice at the top level.
+        notice_ts = None if thread.startswith("u:") else thread.rsplit(":", 1)[1]
+        return await self._queue_reset(
+            action.workspace,
+            thread,
+            channel=action.channel,
+            user=action.user,
+            notice_ts=notice_ts,
+            request_id=request_id,
+        )
+
+    async def _queue_reset(
+        self,
+        workspace: Workspace,
+        thread: str,
+        *,
+        channel: str,
+        user: str,
+        notice_ts: str | None,
+        request_id: str,
+    ) -> str:
+        try:
+            known, owner = await self.store.owner(workspace.keys, thread)
+            if not known:
+                return NOTHING_TO_RESET
+            # A DM thread is private to the person who started it.
+            if channel.startswith("D") and owner is not None and owner != user:
+                return NOT_YOURS
+            turn = Turn(
+                kind="reset",
+                workspace=workspace,
+                thread=thread,
+                channel=channel,
+                user=user,
+                text="",
+                ts=f"{time.time():.6f}",
+                reply_thread_ts=notice_ts,
+                is_dm=channel.startswith("D"),
+                received_at=time.time(),
+            )
+            await self.dispatcher.submit_reset(turn, request_id=request_id)
+        except (RedisError, StoreUnavailable) as exc:
+            log.warning("reset not queued: %s", type(exc).__name__)
+            return StoreUnavailable.user_message
+        return RESET_QUEUED
 
     async def show_suggested_prompts(self, channel: str) -> None:
         prompts = [p.model_dump() for p in self.settings.assistant_suggested_prompts]

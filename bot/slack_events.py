@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from bot.models import IncomingMessage, UserContext, Workspace
+from bot.models import CommandRequest, IncomingMessage, MessageAction, UserContext, Workspace
 
 # Message subtypes that are still a person talking to the bot; every other subtype (edits, deletions,
 # joins, bot messages...) is ignored.
@@ -62,6 +62,35 @@ def parse_user_message(
         text=clean_text(str(event.get("text") or ""), bot_user_id),
         ts=str(ts),
         thread_ts=event.get("thread_ts"),
+    )
+
+
+def parse_command_request(body: Mapping[str, Any], context: Mapping[str, Any]) -> CommandRequest | None:
+    workspace = workspace_of(body, context)
+    if workspace is None or not body.get("channel_id") or not body.get("user_id"):
+        return None
+    return CommandRequest(
+        workspace=workspace,
+        channel=str(body["channel_id"]),
+        user=str(body["user_id"]),
+        text=str(body.get("text") or ""),
+    )
+
+
+def parse_message_action(body: Mapping[str, Any], context: Mapping[str, Any]) -> MessageAction | None:
+    workspace = workspace_of(body, context)
+    channel = (body.get("channel") or {}).get("id")
+    user = (body.get("user") or {}).get("id")
+    message = body.get("message") or {}
+    ts = message.get("ts") or body.get("message_ts")
+    if workspace is None or not channel or not user or not ts:
+        return None
+    return MessageAction(
+        workspace=workspace,
+        channel=channel,
+        user=user,
+        message_ts=str(ts),
+        thread_ts=message.get("thread_ts"),
     )
 
 

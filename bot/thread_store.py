@@ -46,3 +46,15 @@ class ThreadStore:
 
     async def remember_context(self, keys: Keys, user: str, context: UserContext) -> None:
         await self._redis.set(keys.user_context(user), context.model_dump_json(), px=ms(CONTEXT_TTL))
+
+    async def forget(self, keys: Keys, thread: str) -> None:
+        """Drop the thread's conversation; the thread stays known, so its next message starts afresh."""
+        await self._redis.hdel(keys.thread(thread), "conversation_id", "created_at")
+
+    async def owner(self, keys: Keys, thread: str) -> tuple[bool, str | None]:
+        """Whether the thread is known, and the user who started it."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.exists(keys.thread(thread))
+            pipe.hget(keys.thread(thread), "user")
+            exists, user = await pipe.execute()
+        return bool(exists), (str(user) if user else None)

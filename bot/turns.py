@@ -10,13 +10,16 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.assistant import AssistantBackend
 from bot.errors import BotError, SlackDeliveryError
 from bot.models import Turn, UserContext
-from bot.replies import ReplyStream
+from bot.replies import WARNING_ICON, ReplyStream
 from bot.settings import Settings
 from bot.thread_store import ThreadStore
 
 log = logging.getLogger(__name__)
 
 THINKING_STATUS = "is thinking…"
+RESET_NOTICE = (
+    "<@{user}> reset this thread's assistant memory. The next message starts a fresh assistant thread."
+)
 LOADING_MESSAGES = ["Thinking…", "Reading the thread…", "Writing an answer…"]
 
 
@@ -25,7 +28,7 @@ def conversation_metadata(turn: Turn) -> dict[str, str]:
     return {
         "slack_team": turn.workspace.team_id,
         "slack_channel": turn.channel,
-        "slack_thread_ts": "" if turn.thread.startswith("u:") else turn.reply_thread_ts,
+        "slack_thread_ts": "" if turn.thread.startswith("u:") else (turn.reply_thread_ts or ""),
         "slack_user": turn.user,
     }
 
@@ -55,6 +58,10 @@ class TurnRunner:
         self._backend = backend
 
     async def __call__(self, turn: Turn) -> None:
+        if turn.kind == "reset":
+            await self._reset(turn)
+            return
+        assert turn.reply_thread_ts is not None  # a message is always answered in a Slack thread
         reply = ReplyStream(
             self._client,
             channel=turn.channel,
@@ -100,8 +107,30 @@ class TurnRunner:
             log.exception("turn %s: could not tell the user about the failure", turn.id)
             await self._set_status(turn, "")
 
+    async def _reset(self, turn: Turn) -> None:
+        """Delete the remote conversation and forget the mapping; the next message starts afresh."""
+        keys = turn.workspace.keys
+        try:
+            conversation_id = await self._store.conversation_id(keys, turn.thread)
+            if conversation_id is not None:
+                await self._backend.delete_conversation(conversation_id)
+            await self._store.forget(keys, turn.thread)
+            log.info("turn %s: reset %s (conversation %s)", turn.id, turn.thread, conversation_id)
+            notice = RESET_NOTICE.format(user=turn.user)
+        except BotError as exc:
+            log.warning("turn %s: reset failed: %s: %s", turn.id, type(exc).__name__, exc)
+            notice = f"{WARNING_ICON} Couldn't reset this thread. {exc.user_message}"
+        try:
+            await self._client.chat_postMessage(
+                channel=turn.channel, thread_ts=turn.reply_thread_ts, markdown_text=notice
+            )
+        except SlackApiError as exc:
+            log.warning("turn %s: reset notice not posted: %s", turn.id, exc.response.get("error"))
+
     async def _set_status(self, turn: Turn, status: str) -> None:
         # Best effort: the status is a nicety and is not available on every surface.
+        if turn.reply_thread_ts is None:
+            return
         try:
             await self._client.assistant_threads_setStatus(
                 channel_id=turn.channel,

@@ -5,18 +5,29 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from slack_bolt.async_app import AsyncApp
+from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_bolt.context.say.async_say import AsyncSay
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.commands import COMMAND
 from bot.errors import BotError
 from bot.models import IncomingMessage
 from bot.service import BotService
-from bot.slack_events import parse_context, parse_user_message, workspace_of
+from bot.slack_events import (
+    parse_command_request,
+    parse_context,
+    parse_message_action,
+    parse_user_message,
+    workspace_of,
+)
 
 log = logging.getLogger(__name__)
 
 # What the code listens to; the manifest test checks these against manifest.yml both ways.
 EVENTS = ("app_mention", "message", "app_home_opened", "app_context_changed")
+COMMANDS = (COMMAND,)
+MESSAGE_SHORTCUTS = ("reset_thread",)
 
 
 async def _receive(
@@ -46,6 +57,33 @@ def register(app: AsyncApp, service: BotService) -> None:
         elif msg.thread_ts is not None:
             # In channels, only replies in a thread the bot already answers; top-level needs a mention.
             await _receive(service, msg, say, known_only=True)
+
+    @app.command(COMMANDS[0])
+    async def on_command(ack: AsyncAck, body: dict[str, Any], context: dict[str, Any]) -> None:
+        req = parse_command_request(body, context)
+        if req is None:
+            await ack()
+            return
+        # The text goes back in the ack: an ephemeral answer only the user sees.
+        await ack(text=await service.run_command(req, request_id=str(body.get("trigger_id") or req.user)))
+
+    @app.shortcut(MESSAGE_SHORTCUTS[0])
+    async def on_reset_shortcut(
+        ack: AsyncAck, body: dict[str, Any], context: dict[str, Any], client: AsyncWebClient
+    ) -> None:
+        await ack()
+        action = parse_message_action(body, context)
+        if action is None:
+            return
+        text = await service.reset_from_action(
+            action, request_id=str(body.get("trigger_id") or action.message_ts)
+        )
+        try:
+            await client.chat_postEphemeral(
+                channel=action.channel, user=action.user, text=text, thread_ts=action.thread_ts
+            )
+        except SlackApiError as exc:
+            log.warning("reset shortcut: could not answer the user: %s", exc.response.get("error"))
 
     @app.event("app_home_opened")
     async def on_home_opened(event: dict[str, Any]) -> None:

@@ -72,7 +72,9 @@ def start_bot(
 
     def start(**env: str) -> BotProcess:
         bot = BotProcess(
-            bot_env(slack_api_url=slack.api_url, openai_base_url=openai_fake.base_url, redis_url=redis_url, **env),
+            bot_env(
+                slack_api_url=slack.api_url, openai_base_url=openai_fake.base_url, redis_url=redis_url, **env
+            ),
             workdir=tmp_path,
         ).start()
         bots.append(bot)

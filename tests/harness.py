@@ -60,7 +60,15 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        args = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir)]
+        args = [
+            redis_server_binary(),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.workdir),
+        ]
         args += ["--save", "", "--appendonly", "yes" if self.appendonly else "no", "--protected-mode", "no"]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
@@ -212,7 +220,9 @@ class SlackSender:
         except urllib.error.HTTPError as err:
             return Reply(err.code, err.read().decode(), dict(err.headers))
 
-    def event_body(self, event: dict[str, Any], *, event_id: str | None = None, team_id: str | None = None) -> str:
+    def event_body(
+        self, event: dict[str, Any], *, event_id: str | None = None, team_id: str | None = None
+    ) -> str:
         team = team_id or self.team_id
         return json.dumps(
             {
@@ -246,7 +256,9 @@ class SlackSender:
         return self.post(urllib.parse.urlencode(payload), content_type="application/x-www-form-urlencoded")
 
 
-def mention(channel: str, user: str, text: str, *, ts: str | None = None, thread_ts: str | None = None) -> dict[str, Any]:
+def mention(
+    channel: str, user: str, text: str, *, ts: str | None = None, thread_ts: str | None = None
+) -> dict[str, Any]:
     ts = ts or new_ts()
     event: dict[str, Any] = {
         "type": "app_mention",

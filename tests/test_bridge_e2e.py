@@ -18,7 +18,9 @@ ALICE = "U0ALICE"
 BOB = "U0BOB"
 
 
-def answers(slack: FakeSlack, channel: str, thread_ts: str, count: int = 1, timeout: float = 15) -> list[Message]:
+def answers(
+    slack: FakeSlack, channel: str, thread_ts: str, count: int = 1, timeout: float = 15
+) -> list[Message]:
     """Wait until `count` finished bot messages are in the thread, and return them in order."""
 
     def done() -> bool:
@@ -216,7 +218,9 @@ def test_quick_messages_in_one_thread_are_answered_in_order(
 def test_openai_failure_gives_friendly_message_and_bot_keeps_serving(
     slack: FakeSlack, openai_fake: FakeOpenAI, sender: SlackSender, bot: BotProcess
 ) -> None:
-    openai_fake.script(Reply(http_status=500, error_type="server_error", error_message="boom internal detail"))
+    openai_fake.script(
+        Reply(http_status=500, error_type="server_error", error_message="boom internal detail")
+    )
     first = mention(CHANNEL, ALICE, "are you there?")
     sender.send_event(first)
     [notice] = answers(slack, CHANNEL, first["ts"])
@@ -337,7 +341,13 @@ def test_workspaces_never_share_threads(
 def test_messages_tab_sets_suggested_prompts_and_context_reaches_model(
     slack: FakeSlack, openai_fake: FakeOpenAI, sender: SlackSender
 ) -> None:
-    opened = {"type": "app_home_opened", "user": ALICE, "channel": DM, "tab": "messages", "event_ts": new_ts()}
+    opened = {
+        "type": "app_home_opened",
+        "user": ALICE,
+        "channel": DM,
+        "tab": "messages",
+        "event_ts": new_ts(),
+    }
     sender.send_event(opened)
     slack.wait_for(lambda: bool(slack.suggested_prompts()))
     prompts = slack.suggested_prompts()[0]

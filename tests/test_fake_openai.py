@@ -339,6 +339,21 @@ def test_drop_with_server_completing_is_recoverable(fake: FakeOpenAI, client: op
     assert _texts(fake.conversation(conv.id)["items"]) == [("user", "hi"), ("assistant", "full answer")]
 
 
+def test_client_hanging_up_cancels_and_unlocks(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    conv = client.conversations.create()
+    fake.script(Reply(text="x" * 400, chunk_size=1, chunk_delay=0.01))
+    stream = client.responses.create(model=MODEL, conversation=conv.id, input="hi", stream=True)
+    response_id = next(iter(stream)).response.id  # type: ignore[union-attr]
+    stream.close()
+    deadline = time.monotonic() + 5
+    while client.responses.retrieve(response_id).status == "in_progress":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert client.responses.retrieve(response_id).status == "cancelled"
+    assert fake.conversation(conv.id)["items"] == []
+    assert client.responses.create(model=MODEL, conversation=conv.id, input="again").status == "completed"
+
+
 def test_fail_with_emits_response_failed(fake: FakeOpenAI, client: openai.OpenAI) -> None:
     conv = client.conversations.create()
     fake.script(Reply(text="partial", fail_with="server_error", error_message="boom"))

@@ -67,9 +67,7 @@ def test_missing_configuration_stops_at_once_naming_each_variable(tmp_path: Path
     assert "xoxp-user-token-by-mistake" not in result.stderr
 
 
-def test_sigterm_lets_the_running_turn_finish(
-    slack: FakeSlack, openai_fake: FakeOpenAI, start_bot
-) -> None:
+def test_sigterm_lets_the_running_turn_finish(slack: FakeSlack, openai_fake: FakeOpenAI, start_bot) -> None:
     bot = start_bot()
     openai_fake.script(Reply(text="finished despite SIGTERM", first_token_delay=1.0, chunk_delay=0.05))
     event = mention(CHANNEL, ALICE, "slow one")

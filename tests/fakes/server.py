@@ -7,6 +7,7 @@ separate real process and reaches them over HTTP on loopback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
@@ -57,9 +58,7 @@ class ServerThread:
 
     def stop(self) -> None:
         if self._runner is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self.call(self._runner.cleanup(), timeout=10)
-            except Exception:  # noqa: BLE001 - best effort at teardown
-                pass
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
