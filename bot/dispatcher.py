@@ -14,6 +14,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from enum import StrEnum
 from typing import TypeVar
 
@@ -22,13 +23,14 @@ from redis.exceptions import RedisError
 
 from bot.commands import is_reset_request
 from bot.errors import StoreUnavailable
-from bot.keys import DEDUPE_TTL, RUNNER_LOCK_TTL, THREAD_TTL, Keys, ms
+from bot.keys import DEDUPE_TTL, PREFIX, RUNNER_LOCK_TTL, THREAD_TTL, Keys, ms
 from bot.models import IncomingMessage, Turn, thread_ref
 from bot.thread_store import ThreadStore
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
 
 # KEYS: seen_event, seen_message, queue, thread, runner, alias
 # ARGV: dedupe_ttl_ms, turn_json, now, runner_token, runner_ttl_ms, thread_ttl_ms, alias_target,
@@ -80,8 +82,16 @@ TurnHandler = Callable[[Turn], Awaitable[None]]
 
 
 class Dispatcher:
-    def __init__(self, redis: Redis, store: ThreadStore, handle_turn: TurnHandler) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        store: ThreadStore,
+        handle_turn: TurnHandler,
+        *,
+        lock_ttl: timedelta = RUNNER_LOCK_TTL,
+    ) -> None:
         self._redis = redis
+        self._lock_ms = ms(lock_ttl)
         self._store = store
         self._handle_turn = handle_turn
         self._submit = redis.register_script(_SUBMIT)
@@ -141,7 +151,7 @@ class Dispatcher:
                     f"{turn.ts}|{turn.model_dump_json()}",
                     f"{turn.received_at:.3f}",
                     token,
-                    ms(RUNNER_LOCK_TTL),
+                    self._lock_ms,
                     ms(THREAD_TTL),
                     thread if alias else "",
                     turn.channel,
@@ -177,7 +187,7 @@ class Dispatcher:
         try:
             while True:
                 raw = await self._next(
-                    keys=[keys.queue(thread), keys.runner(thread)], args=[token, ms(RUNNER_LOCK_TTL)]
+                    keys=[keys.queue(thread), keys.runner(thread)], args=[token, self._lock_ms]
                 )
                 if raw is None:
                     return
@@ -195,13 +205,37 @@ class Dispatcher:
                 await heartbeat
 
     async def _keep_lock(self, keys: Keys, thread: str, token: str) -> None:
-        interval = RUNNER_LOCK_TTL.total_seconds() / 3
+        interval = self._lock_ms / 3000
         while True:
             await asyncio.sleep(interval)
             try:
-                await self._extend(keys=[keys.runner(thread)], args=[token, ms(RUNNER_LOCK_TTL)])
+                await self._extend(keys=[keys.runner(thread)], args=[token, self._lock_ms])
             except RedisError:
                 log.warning("could not extend the runner lock of %s", thread)
+
+    async def recover_forever(self, interval: float) -> None:
+        """Pick up queues whose runner went away (a process that died): their lock has expired, so
+        whoever takes it now answers the waiting turns."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.recover_once()
+            except RedisError as exc:
+                log.warning("recovery sweep skipped: %s", type(exc).__name__)
+
+    async def recover_once(self) -> int:
+        started = 0
+        async for key in self._redis.scan_iter(match=f"{PREFIX}:*:queue:*", count=1000):
+            parsed = Keys.parse_queue(str(key))
+            if parsed is None:
+                continue
+            keys, thread = parsed
+            token = secrets.token_hex(8)
+            if await self._redis.set(keys.runner(thread), token, nx=True, px=self._lock_ms):
+                log.info("recovering the queue of %s", thread)
+                self._spawn(keys, thread, token)
+                started += 1
+        return started
 
     async def shutdown(self, grace_seconds: float) -> None:
         """Let in-flight turns finish (up to `grace_seconds`), then cancel what is left."""

@@ -7,6 +7,7 @@ slot and the multi-key scripts stay legal there.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -61,3 +62,15 @@ class Keys:
 
     def user_context(self, user_id: str) -> str:
         return f"{self.ns}:context:{user_id}"
+
+    @staticmethod
+    def parse_queue(key: str) -> tuple[Keys, str] | None:
+        """(workspace keys, thread ref) of a `queue` key, for the recovery sweep."""
+        match = _QUEUE_KEY.fullmatch(key)
+        if match is None:
+            return None
+        enterprise, team, thread = match.groups()
+        return Keys(team, None if enterprise == "-" else enterprise), thread
+
+
+_QUEUE_KEY = re.compile(rf"{PREFIX}:\{{([^:}}]+):([^}}]+)\}}:queue:(.+)")

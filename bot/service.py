@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from datetime import timedelta
 
 from openai import AsyncOpenAI
 from redis.exceptions import RedisError
@@ -48,7 +50,10 @@ class BotService:
             store=self.store,
             backend=AssistantBackend(openai_client, settings),
         )
-        self.dispatcher = Dispatcher(redis.client, self.store, runner)
+        self.dispatcher = Dispatcher(
+            redis.client, self.store, runner, lock_ttl=timedelta(seconds=settings.runner_lock_seconds)
+        )
+        self._recovery: asyncio.Task[None] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BotService:
@@ -57,6 +62,12 @@ class BotService:
             redis=connect_redis(settings),
             web_client=build_web_client(settings),
             openai_client=build_openai_client(settings),
+        )
+
+    def start(self) -> None:
+        """Start background work: the sweep that picks up queues left by a process that died."""
+        self._recovery = asyncio.create_task(
+            self.dispatcher.recover_forever(self.settings.recovery_interval_seconds), name="recovery"
         )
 
     async def receive_message(self, msg: IncomingMessage, *, require_known_thread: bool = False) -> Submitted:
@@ -157,6 +168,8 @@ class BotService:
             return False
 
     async def aclose(self, grace_seconds: float = 20.0) -> None:
+        if self._recovery is not None:
+            self._recovery.cancel()
         await self.dispatcher.shutdown(grace_seconds)
         await self._openai.close()
         await self._redis.close()

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validat
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.errors import ConfigError
+from bot.keys import RUNNER_LOCK_TTL
 
 
 class Mode(StrEnum):
@@ -68,7 +69,9 @@ class Settings(BaseSettings):
     stream_flush_seconds: float = Field(default=0.5, ge=0.05, le=5)
     # Slack accepts 12,000 Markdown characters per call; leave room for a closing code fence.
     max_message_chars: int = Field(default=11_000, ge=500, le=12_000)
-    turn_timeout_seconds: float = Field(default=600.0, gt=0)
+    # A dead process's thread lock frees after this; a sweep then hands its queued turns to a live one.
+    runner_lock_seconds: float = Field(default=RUNNER_LOCK_TTL.total_seconds(), ge=1, le=600)
+    recovery_interval_seconds: float = Field(default=20.0, ge=0.1, le=600)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

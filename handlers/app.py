@@ -16,8 +16,9 @@ def build_app(settings: Settings, service: BotService, mode: Mode) -> AsyncApp:
         signing_secret=secret,
         # Bolt verifies X-Slack-Signature on every HTTP request; Socket Mode has no signature.
         request_verification_enabled=mode is Mode.HTTP,
-        # Ack first (Slack wants it within 3 s), then run the listener.
-        process_before_response=False,
+        # Record first, then ack: listeners only queue work (one Redis round trip), so the ack stays far
+        # inside Slack's 3 s, and a process that dies after acking has already saved the message.
+        process_before_response=True,
     )
     listeners.register(app, service)
     return app

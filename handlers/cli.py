@@ -61,6 +61,7 @@ async def _serve(settings: Settings, mode: Mode, host: str, port: int) -> None:
 
     service = BotService.from_settings(settings)
     app = build_app(settings, service, mode)
+    service.start()
     try:
         if mode is Mode.HTTP:
             await _serve_http(app.web_app(path="/slack/events"), service, host, port, stop)

@@ -93,3 +93,28 @@ def test_state_lives_in_redis_so_a_restarted_bot_continues_the_thread(
     answers(slack, CHANNEL, root, count=2)
     assert len(openai_fake.conversations) == 1
     assert user_texts(openai_fake.model_inputs[1]["input_items"])[0] == "user: remember: blue"
+
+
+def test_queued_turns_of_a_killed_process_are_answered_by_another(
+    slack: FakeSlack, openai_fake: FakeOpenAI, start_bot
+) -> None:
+    fast_recovery = {"RUNNER_LOCK_SECONDS": "2", "RECOVERY_INTERVAL_SECONDS": "0.5"}
+    doomed = start_bot(**fast_recovery)
+    openai_fake.script(Reply(text="never shown", first_token_delay=3))
+    root = mention(CHANNEL, ALICE, "first, slow")
+    sender = SlackSender(doomed.url)
+    sender.send_event(root)
+    slack.wait_for(lambda: len(openai_fake.model_inputs) == 1)
+    waiting = message(CHANNEL, ALICE, "second, queued behind it", thread_ts=root["ts"])
+    sender.send_event(waiting)
+    doomed.stop(signal.SIGKILL)
+
+    survivor = start_bot(**fast_recovery)
+    slack.wait_for(
+        lambda: any(m.text == "Echo: second, queued behind it" for m in slack.messages(CHANNEL, root["ts"]))
+    )
+    assert survivor.proc is not None and survivor.proc.poll() is None
+    # The killed turn itself is not retried yet (that is the Redis Streams queue's job).
+    assert [m.text for m in slack.messages(CHANNEL, root["ts"]) if not m.streaming] == [
+        "Echo: second, queued behind it"
+    ]
