@@ -21,7 +21,6 @@ from typing import TypeVar
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from bot.commands import is_reset_request
 from bot.errors import StoreUnavailable
 from bot.keys import DEDUPE_TTL, PREFIX, RUNNER_LOCK_TTL, THREAD_TTL, Keys, ms
 from bot.models import IncomingMessage, Turn, thread_ref
@@ -106,7 +105,6 @@ class Dispatcher:
         if msg.is_dm and msg.thread_ts is not None:
             thread = await self._guard(self._store.resolve(keys, thread))
         turn = Turn(
-            kind="reset" if msg.source == "mention" and is_reset_request(msg.text) else "message",
             workspace=msg.workspace,
             thread=thread,
             channel=msg.channel,
@@ -124,6 +122,18 @@ class Dispatcher:
         if msg.event_id:
             seen.append(keys.seen_event(msg.event_id))
         return await self._enqueue(turn, seen=seen, alias=alias, require_known_thread=require_known_thread)
+
+    async def claim(self, msg: IncomingMessage) -> bool:
+        """Claim a message handled outside the queue (a command), with the same dedupe keys as submit."""
+        keys = msg.workspace.keys
+        seen = [keys.seen_message(msg.channel, msg.ts)]
+        if msg.event_id:
+            seen.append(keys.seen_event(msg.event_id))
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for key in seen:
+                pipe.set(key, "1", nx=True, px=ms(DEDUPE_TTL))
+            claimed = await self._guard(pipe.execute())
+        return all(claimed)
 
     async def submit_reset(self, turn: Turn, *, request_id: str) -> Submitted:
         """Queue a reset behind the thread's pending turns. `request_id` (e.g. a trigger id) dedupes it."""

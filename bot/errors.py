@@ -48,3 +48,11 @@ class StoreUnavailable(BotError):
 
 class SlackDeliveryError(BotError):
     """Slack refused to show the answer; there is no channel left to tell the user through."""
+
+
+class NoAssistantThread(BotError):
+    user_message = "There's no assistant thread here yet. Send me a message first."
+
+
+class NotYourThread(BotError):
+    user_message = "Only the person who started this assistant thread can see or change it."

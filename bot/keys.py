@@ -19,6 +19,9 @@ DEDUPE_TTL = timedelta(hours=24)
 THREAD_TTL = timedelta(days=180)
 # Held by the process running a thread's turns; refreshed while it runs, so a dead holder frees it soon.
 RUNNER_LOCK_TTL = timedelta(seconds=60)
+# The App Home lists a user's most recent threads.
+RECENT_THREADS_KEPT = 20
+
 # What the user is looking at in Slack (app_context_changed) matters only for a while.
 CONTEXT_TTL = timedelta(hours=12)
 
@@ -59,6 +62,10 @@ class Keys:
     def runner(self, thread_ref: str) -> str:
         """STRING lock: the token of the worker running this thread's turns."""
         return f"{self.ns}:runner:{thread_ref}"
+
+    def user_threads(self, user_id: str) -> str:
+        """ZSET of the assistant threads a user wrote in, scored by last activity (for the App Home)."""
+        return f"{self.ns}:recent:{user_id}"
 
     def user_context(self, user_id: str) -> str:
         return f"{self.ns}:context:{user_id}"

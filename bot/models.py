@@ -34,6 +34,8 @@ class IncomingMessage(BaseModel):
     text: str
     ts: str
     thread_ts: str | None = None
+    # Addressed to the bot by a mention (commands are only read from such messages).
+    mentions_bot: bool = False
 
     @property
     def is_dm(self) -> bool:

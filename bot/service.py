@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
+from collections.abc import Awaitable
 from datetime import timedelta
 
 from openai import AsyncOpenAI
@@ -13,21 +13,30 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.assistant import AssistantBackend, build_openai_client
-from bot.commands import CHANNEL_RESET_HINT, HELP_TEXT, Command, UnknownCommand, parse_command
+from bot.commands import (
+    CHANNEL_HINT,
+    HELP_TEXT,
+    Command,
+    ParsedCommand,
+    UnknownCommand,
+    parse_command,
+    parse_thread_command,
+)
+from bot.conversations import ConversationAdmin
 from bot.dispatcher import Dispatcher, Submitted
-from bot.errors import StoreUnavailable
-from bot.models import CommandRequest, IncomingMessage, MessageAction, Turn, UserContext, Workspace
+from bot.errors import BotError, StoreUnavailable
+from bot.home import RecentThread, SettingsRef, home_view, parse_lines, settings_modal
+from bot.models import CommandRequest, IncomingMessage, MessageAction, UserContext, Workspace, thread_ref
 from bot.redis_conn import RedisHandle, connect_redis
 from bot.settings import Settings
 from bot.slack_client import build_web_client
+from bot.thread_admin import ThreadAdmin, ThreadTarget, slack_date
 from bot.thread_store import ThreadStore
 from bot.turns import TurnRunner
 
 log = logging.getLogger(__name__)
 
-NOTHING_TO_RESET = "There's no assistant thread here to reset yet."
-NOT_YOURS = "Only the person who started this assistant thread can reset it."
-RESET_QUEUED = "Resetting this thread's assistant memory…"
+HOME_THREADS_SHOWN = 10
 
 
 class BotService:
@@ -53,7 +62,9 @@ class BotService:
         self.dispatcher = Dispatcher(
             redis.client, self.store, runner, lock_ttl=timedelta(seconds=settings.runner_lock_seconds)
         )
+        self.admin = ThreadAdmin(self.store, ConversationAdmin(openai_client), self.dispatcher)
         self._recovery: asyncio.Task[None] | None = None
+        self._workspace_url: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BotService:
@@ -70,81 +81,182 @@ class BotService:
             self.dispatcher.recover_forever(self.settings.recovery_interval_seconds), name="recovery"
         )
 
+    # --- messages ---------------------------------------------------------------------------------
+
     async def receive_message(self, msg: IncomingMessage, *, require_known_thread: bool = False) -> Submitted:
-        """Queue a person's message for an answer. Raises StoreUnavailable (with a user message)."""
-        return await self.dispatcher.submit(msg, require_known_thread=require_known_thread)
+        """Queue a person's message for an answer, or carry out a command written after a mention.
+
+        Raises StoreUnavailable (with a user message) when Redis is down.
+        """
+        if msg.mentions_bot:
+            try:
+                parsed = parse_thread_command(msg.text)
+            except UnknownCommand as exc:
+                if await self.dispatcher.claim(msg):
+                    await self._whisper(msg.channel, msg.user, exc.user_message, msg.reply_thread_ts)
+                return Submitted.QUEUED
+            if parsed is not None:
+                await self._thread_command(msg, parsed)
+                return Submitted.QUEUED
+        result = await self.dispatcher.submit(msg, require_known_thread=require_known_thread)
+        if result is Submitted.QUEUED:
+            try:
+                await self.store.touch_recent(msg.workspace.keys, msg.user, await self._thread_of(msg))
+            except RedisError:
+                log.warning("could not update the recent threads of a user")
+        return result
+
+    async def _thread_of(self, msg: IncomingMessage) -> str:
+        thread = thread_ref(msg)
+        if msg.is_dm and msg.thread_ts is not None:
+            thread = await self.store.resolve(msg.workspace.keys, thread)
+        return thread
+
+    async def _thread_command(self, msg: IncomingMessage, parsed: ParsedCommand) -> None:
+        if not await self.dispatcher.claim(msg):
+            return  # a retry, or the app_mention / message twin
+        target = ThreadTarget(msg.workspace, await self._thread_of(msg), msg.channel, msg.user)
+        text = await self.admin.run(target, parsed, request_id=f"{msg.channel}:{msg.ts}")
+        await self._whisper(msg.channel, msg.user, text, msg.reply_thread_ts)
+
+    # --- slash command and shortcuts -------------------------------------------------------------
 
     async def run_command(self, req: CommandRequest, *, request_id: str) -> str:
         """Answer `/assistant ...`: the ephemeral text to show the user."""
         try:
-            command = parse_command(req.text)
+            parsed = parse_command(req.text)
         except UnknownCommand as exc:
             return exc.user_message
-        if command is Command.HELP:
+        if parsed.command is Command.HELP:
             return HELP_TEXT
         if not req.is_dm:
-            return CHANNEL_RESET_HINT
-        return await self._queue_reset(
-            req.workspace,
-            f"u:{req.user}",
-            channel=req.channel,
-            user=req.user,
-            notice_ts=None,
-            request_id=request_id,
-        )
+            return CHANNEL_HINT
+        target = ThreadTarget(req.workspace, f"u:{req.user}", req.channel, req.user)
+        return await self._guarded(self.admin.run(target, parsed, request_id=request_id))
 
     async def reset_from_action(self, action: MessageAction, *, request_id: str) -> str:
         """The "Reset this thread" shortcut on a message: reset the assistant thread it belongs to."""
         try:
+            target = await self._action_target(action)
+            return await self.admin.queue_reset(target, request_id=request_id)
+        except BotError as exc:
+            return exc.user_message
+
+    async def open_settings_from_action(self, action: MessageAction, *, trigger_id: str) -> str | None:
+        """The "Thread settings" shortcut: open the modal, or return why not (to tell the user)."""
+        try:
+            target = await self._action_target(action)
+        except BotError as exc:
+            return exc.user_message
+        return await self._open_settings(target, trigger_id)
+
+    async def _action_target(self, action: MessageAction) -> ThreadTarget:
+        try:
             thread = await self.store.resolve(action.workspace.keys, action.thread)
         except RedisError as exc:
-            log.warning("reset: Redis unavailable: %s", type(exc).__name__)
-            return StoreUnavailable.user_message
-        # A DM thread that continues the user's own thread gets its notice at the top level.
-        notice_ts = None if thread.startswith("u:") else thread.rsplit(":", 1)[1]
-        return await self._queue_reset(
-            action.workspace,
-            thread,
-            channel=action.channel,
-            user=action.user,
-            notice_ts=notice_ts,
-            request_id=request_id,
-        )
+            raise StoreUnavailable(f"resolve: {type(exc).__name__}") from exc
+        return ThreadTarget(action.workspace, thread, action.channel, action.user)
 
-    async def _queue_reset(
-        self,
-        workspace: Workspace,
-        thread: str,
-        *,
-        channel: str,
-        user: str,
-        notice_ts: str | None,
-        request_id: str,
-    ) -> str:
+    async def _open_settings(self, target: ThreadTarget, trigger_id: str) -> str | None:
         try:
-            known, owner = await self.store.owner(workspace.keys, thread)
-            if not known:
-                return NOTHING_TO_RESET
-            # A DM thread is private to the person who started it.
-            if channel.startswith("D") and owner is not None and owner != user:
-                return NOT_YOURS
-            turn = Turn(
-                kind="reset",
-                workspace=workspace,
-                thread=thread,
-                channel=channel,
-                user=user,
-                text="",
-                ts=f"{time.time():.6f}",
-                reply_thread_ts=notice_ts,
-                is_dm=channel.startswith("D"),
-                received_at=time.time(),
+            conversation_id = await self.admin.conversation_of(target)
+            metadata = await self.admin.metadata(target)
+        except (BotError, RedisError) as exc:
+            return exc.user_message if isinstance(exc, BotError) else StoreUnavailable.user_message
+        keys = target.workspace
+        ref = SettingsRef(keys.team_id, keys.enterprise_id, target.thread, target.channel, target.user)
+        try:
+            await self.web_client.views_open(
+                trigger_id=trigger_id, view=settings_modal(ref, conversation_id, metadata)
             )
-            await self.dispatcher.submit_reset(turn, request_id=request_id)
-        except (RedisError, StoreUnavailable) as exc:
-            log.warning("reset not queued: %s", type(exc).__name__)
+        except SlackApiError as exc:
+            log.warning("views.open failed: %s", exc.response.get("error"))
+            return "Sorry, I couldn't open the settings. Please try again."
+        return None
+
+    async def save_settings(
+        self, workspace: Workspace, user: str, private_metadata: str, text: str
+    ) -> str | None:
+        """The modal was submitted: None when saved, else the message to show under the text box."""
+        ref = SettingsRef.load(private_metadata)
+        # The modal belongs to whoever opened it, in that workspace.
+        if ref is None or ref.user != user or ref.workspace != workspace:
+            return "These settings belong to someone else."
+        target = ThreadTarget(workspace, ref.thread, ref.channel, user)
+        try:
+            await self.admin.replace_user_metadata(target, parse_lines(text))
+        except BotError as exc:
+            return exc.user_message[:1900]
+        except RedisError:
             return StoreUnavailable.user_message
-        return RESET_QUEUED
+        return None
+
+    # --- App Home ---------------------------------------------------------------------------------
+
+    async def publish_home(self, workspace: Workspace, user: str) -> None:
+        try:
+            recent = await self.store.recent(workspace.keys, user, HOME_THREADS_SHOWN)
+        except RedisError:
+            log.warning("App Home: Redis unavailable; showing no threads")
+            recent = []
+        base = await self._workspace_base()
+        threads = [
+            self._recent_thread(workspace, thread, when, record, base) for thread, when, record in recent
+        ]
+        view = home_view(
+            model=self.settings.assistant_model,
+            tools=list(self.settings.assistant_tools),
+            threads=threads,
+            date=slack_date,
+        )
+        try:
+            await self.web_client.views_publish(user_id=user, view=view)
+        except SlackApiError as exc:
+            log.warning("views.publish failed: %s", exc.response.get("error"))
+
+    def _recent_thread(
+        self, workspace: Workspace, thread: str, when: float, record: dict[str, str], base: str
+    ) -> RecentThread:
+        channel = record.get("channel", "")
+        if thread.startswith("u:"):
+            url = f"https://slack.com/app_redirect?team={workspace.team_id}&channel={channel}"
+            return RecentThread("Your direct-message thread", url, when)
+        _, channel, ts = thread.split(":", 2)
+        url = f"{base}archives/{channel}/p{ts.replace('.', '')}?thread_ts={ts}&cid={channel}"
+        return RecentThread(f"Thread in <#{channel}>", url, when)
+
+    async def _workspace_base(self) -> str:
+        """The workspace's own URL, for permalinks (asked once: it does not change while we run)."""
+        if self._workspace_url is None:
+            try:
+                self._workspace_url = str((await self.web_client.auth_test())["url"])
+            except (SlackApiError, KeyError):
+                return "https://slack.com/"
+        return self._workspace_url
+
+    async def home_reset(self, workspace: Workspace, user: str, *, request_id: str) -> None:
+        target = await self._dm_target(workspace, user)
+        if target is not None:
+            await self._guarded(self.admin.queue_reset(target, request_id=request_id))
+        await self.publish_home(workspace, user)
+
+    async def home_settings(self, workspace: Workspace, user: str, *, trigger_id: str) -> None:
+        target = await self._dm_target(workspace, user)
+        if target is None:
+            return
+        problem = await self._open_settings(target, trigger_id)
+        if problem:
+            await self._whisper(target.channel, user, problem, None)
+
+    async def _dm_target(self, workspace: Workspace, user: str) -> ThreadTarget | None:
+        try:
+            record = await self.store.record(workspace.keys, f"u:{user}")
+        except RedisError:
+            return None
+        channel = record.get("channel")
+        return ThreadTarget(workspace, f"u:{user}", channel, user) if channel else None
+
+    # --- Messages tab -----------------------------------------------------------------------------
 
     async def show_suggested_prompts(self, channel: str) -> None:
         prompts = [p.model_dump() for p in self.settings.assistant_suggested_prompts]
@@ -158,13 +270,32 @@ class BotService:
     async def remember_context(self, workspace: Workspace, user: str, context: UserContext) -> None:
         try:
             await self.store.remember_context(workspace.keys, user, context)
-        except Exception as exc:  # a lost context only makes answers a little less informed
+        except RedisError as exc:  # a lost context only makes answers a little less informed
             log.warning("could not store the user's context: %s", type(exc).__name__)
+
+    # --- plumbing ---------------------------------------------------------------------------------
+
+    async def _guarded(self, call: Awaitable[str]) -> str:
+        try:
+            return await call
+        except BotError as exc:
+            return exc.user_message
+        except RedisError as exc:
+            log.warning("Redis unavailable: %s", type(exc).__name__)
+            return StoreUnavailable.user_message
+
+    async def _whisper(self, channel: str, user: str, text: str, thread_ts: str | None) -> None:
+        try:
+            await self.web_client.chat_postEphemeral(
+                channel=channel, user=user, text=text, thread_ts=thread_ts
+            )
+        except SlackApiError as exc:
+            log.warning("ephemeral answer not delivered: %s", exc.response.get("error"))
 
     async def ping(self) -> bool:
         try:
             return bool(await self._redis.client.ping())
-        except Exception:
+        except (RedisError, OSError):
             return False
 
     async def aclose(self, grace_seconds: float = 20.0) -> None:

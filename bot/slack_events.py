@@ -20,7 +20,12 @@ _CHANNEL_TYPES = frozenset({"channel", "group", "im", "mpim", "app_home"})
 
 
 def workspace_of(body: Mapping[str, Any], context: Mapping[str, Any]) -> Workspace | None:
-    team_id = context.get("team_id") or body.get("team_id")
+    team = body.get("team")
+    team_id = (
+        context.get("team_id")
+        or body.get("team_id")
+        or (team.get("id") if isinstance(team, Mapping) else None)
+    )
     if not team_id:
         return None
     return Workspace(team_id=team_id, enterprise_id=context.get("enterprise_id") or body.get("enterprise_id"))
@@ -52,6 +57,7 @@ def parse_user_message(
     workspace = workspace_of(body, context)
     if not channel or not ts or workspace is None:
         return None
+    raw_text = str(event.get("text") or "")
     return IncomingMessage(
         workspace=workspace,
         event_id=body.get("event_id"),
@@ -59,9 +65,10 @@ def parse_user_message(
         channel=channel,
         channel_type=_channel_type(event),  # type: ignore[arg-type]
         user=user,
-        text=clean_text(str(event.get("text") or ""), bot_user_id),
+        text=clean_text(raw_text, bot_user_id),
         ts=str(ts),
         thread_ts=event.get("thread_ts"),
+        mentions_bot=source == "mention" or (bool(bot_user_id) and f"<@{bot_user_id}>" in raw_text),
     )
 
 
@@ -92,6 +99,19 @@ def parse_message_action(body: Mapping[str, Any], context: Mapping[str, Any]) ->
         message_ts=str(ts),
         thread_ts=message.get("thread_ts"),
     )
+
+
+def parse_view_submission(
+    body: Mapping[str, Any], context: Mapping[str, Any], *, block_id: str, action_id: str
+) -> tuple[Workspace, str, str, str] | None:
+    """(workspace, user, private_metadata, text of one input) from a view_submission payload."""
+    workspace = workspace_of(body, context)
+    user = (body.get("user") or {}).get("id")
+    view = body.get("view") or {}
+    if workspace is None or not user:
+        return None
+    value = (((view.get("state") or {}).get("values") or {}).get(block_id) or {}).get(action_id) or {}
+    return workspace, str(user), str(view.get("private_metadata") or ""), str(value.get("value") or "")
 
 
 def parse_context(event: Mapping[str, Any]) -> UserContext:

@@ -11,7 +11,7 @@ import time
 
 from redis.asyncio import Redis
 
-from bot.keys import CONTEXT_TTL, THREAD_TTL, Keys, ms
+from bot.keys import CONTEXT_TTL, RECENT_THREADS_KEPT, THREAD_TTL, Keys, ms
 from bot.models import UserContext
 
 
@@ -58,3 +58,32 @@ class ThreadStore:
             pipe.hget(keys.thread(thread), "user")
             exists, user = await pipe.execute()
         return bool(exists), (str(user) if user else None)
+
+    async def record(self, keys: Keys, thread: str) -> dict[str, str]:
+        return {str(k): str(v) for k, v in (await self._redis.hgetall(keys.thread(thread))).items()}
+
+    async def record_run(self, keys: Keys, thread: str, outcome: str) -> None:
+        await self._redis.hset(
+            keys.thread(thread), mapping={"last_run": outcome, "last_run_at": f"{time.time():.3f}"}
+        )
+
+    async def touch_recent(self, keys: Keys, user: str, thread: str) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(keys.user_threads(user), {thread: time.time()})
+            pipe.zremrangebyrank(keys.user_threads(user), 0, -RECENT_THREADS_KEPT - 1)
+            pipe.pexpire(keys.user_threads(user), ms(THREAD_TTL))
+            await pipe.execute()
+
+    async def recent(self, keys: Keys, user: str, count: int) -> list[tuple[str, float, dict[str, str]]]:
+        """The user's most recent threads, newest first, with each thread's record."""
+        raw = await self._redis.zrevrange(keys.user_threads(user), 0, count - 1, withscores=True)
+        entries = [(str(pair[0]), float(pair[1])) for pair in raw]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for thread, _ in entries:
+                pipe.hgetall(keys.thread(str(thread)))
+            records = await pipe.execute()
+        return [
+            (str(thread), float(score), {str(k): str(v) for k, v in record.items()})
+            for (thread, score), record in zip(entries, records, strict=True)
+            if record
+        ]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
+from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -72,8 +74,10 @@ class TurnRunner:
             max_chars=self._settings.max_message_chars,
         )
         await self._set_status(turn, THINKING_STATUS)
+        outcome = "failed"
         try:
             await self._answer(turn, reply)
+            outcome = "answered"
         except SlackDeliveryError:
             log.exception("turn %s: Slack refused the answer", turn.id)
             await self._set_status(turn, "")
@@ -83,6 +87,8 @@ class TurnRunner:
         except Exception:
             log.exception("turn %s failed", turn.id)
             await self._tell(turn, reply, BotError.user_message)
+        with contextlib.suppress(RedisError):
+            await self._store.record_run(turn.workspace.keys, turn.thread, outcome)
 
     async def _answer(self, turn: Turn, reply: ReplyStream) -> None:
         keys = turn.workspace.keys

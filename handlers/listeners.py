@@ -12,6 +12,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.commands import COMMAND
 from bot.errors import BotError
+from bot.home import HOME_RESET_ACTION, HOME_SETTINGS_ACTION, META_BLOCK, META_INPUT, SETTINGS_CALLBACK
 from bot.models import IncomingMessage
 from bot.service import BotService
 from bot.slack_events import (
@@ -19,6 +20,7 @@ from bot.slack_events import (
     parse_context,
     parse_message_action,
     parse_user_message,
+    parse_view_submission,
     workspace_of,
 )
 
@@ -27,7 +29,9 @@ log = logging.getLogger(__name__)
 # What the code listens to; the manifest test checks these against manifest.yml both ways.
 EVENTS = ("app_mention", "message", "app_home_opened", "app_context_changed")
 COMMANDS = (COMMAND,)
-MESSAGE_SHORTCUTS = ("reset_thread",)
+RESET_SHORTCUT = "reset_thread"
+SETTINGS_SHORTCUT = "thread_settings"
+MESSAGE_SHORTCUTS = (RESET_SHORTCUT, SETTINGS_SHORTCUT)
 
 
 async def _receive(
@@ -67,7 +71,7 @@ def register(app: AsyncApp, service: BotService) -> None:
         # The text goes back in the ack: an ephemeral answer only the user sees.
         await ack(text=await service.run_command(req, request_id=str(body.get("trigger_id") or req.user)))
 
-    @app.shortcut(MESSAGE_SHORTCUTS[0])
+    @app.shortcut(RESET_SHORTCUT)
     async def on_reset_shortcut(
         ack: AsyncAck, body: dict[str, Any], context: dict[str, Any], client: AsyncWebClient
     ) -> None:
@@ -85,10 +89,57 @@ def register(app: AsyncApp, service: BotService) -> None:
         except SlackApiError as exc:
             log.warning("reset shortcut: could not answer the user: %s", exc.response.get("error"))
 
+    @app.shortcut(SETTINGS_SHORTCUT)
+    async def on_settings_shortcut(
+        ack: AsyncAck, body: dict[str, Any], context: dict[str, Any], client: AsyncWebClient
+    ) -> None:
+        await ack()
+        action = parse_message_action(body, context)
+        if action is None:
+            return
+        problem = await service.open_settings_from_action(action, trigger_id=str(body.get("trigger_id")))
+        if problem:
+            try:
+                await client.chat_postEphemeral(
+                    channel=action.channel, user=action.user, text=problem, thread_ts=action.thread_ts
+                )
+            except SlackApiError as exc:
+                log.warning("settings shortcut: could not answer the user: %s", exc.response.get("error"))
+
+    @app.view(SETTINGS_CALLBACK)
+    async def on_settings_submitted(ack: AsyncAck, body: dict[str, Any], context: dict[str, Any]) -> None:
+        submitted = parse_view_submission(body, context, block_id=META_BLOCK, action_id=META_INPUT)
+        if submitted is None:
+            await ack()
+            return
+        workspace, user, private_metadata, text = submitted
+        problem = await service.save_settings(workspace, user, private_metadata, text)
+        if problem:
+            await ack(response_action="errors", errors={META_BLOCK: problem})
+        else:
+            await ack()
+
+    @app.action(HOME_RESET_ACTION)
+    async def on_home_reset(ack: AsyncAck, body: dict[str, Any], context: dict[str, Any]) -> None:
+        await ack()
+        workspace, user = workspace_of(body, context), (body.get("user") or {}).get("id")
+        if workspace is not None and user:
+            await service.home_reset(workspace, str(user), request_id=str(body.get("trigger_id")))
+
+    @app.action(HOME_SETTINGS_ACTION)
+    async def on_home_settings(ack: AsyncAck, body: dict[str, Any], context: dict[str, Any]) -> None:
+        await ack()
+        workspace, user = workspace_of(body, context), (body.get("user") or {}).get("id")
+        if workspace is not None and user:
+            await service.home_settings(workspace, str(user), trigger_id=str(body.get("trigger_id")))
+
     @app.event("app_home_opened")
-    async def on_home_opened(event: dict[str, Any]) -> None:
+    async def on_home_opened(body: dict[str, Any], context: dict[str, Any], event: dict[str, Any]) -> None:
         if event.get("tab") == "messages" and event.get("channel"):
             await service.show_suggested_prompts(str(event["channel"]))
+        workspace = workspace_of(body, context)
+        if event.get("tab") == "home" and event.get("user") and workspace is not None:
+            await service.publish_home(workspace, str(event["user"]))
 
     @app.event("app_context_changed")
     async def on_context_changed(

@@ -39,14 +39,21 @@ def command(sender: SlackSender, text: str, *, channel: str = DM, user: str = AL
 
 
 def shortcut(
-    sender: SlackSender, *, channel: str, user: str, ts: str, thread_ts: str | None = None, team: str = TEAM
+    sender: SlackSender,
+    *,
+    channel: str,
+    user: str,
+    ts: str,
+    thread_ts: str | None = None,
+    team: str = TEAM,
+    callback: str = "reset_thread",
 ) -> int:
     msg = {"type": "message", "user": ALICE, "ts": ts, "text": "something"}
     if thread_ts:
         msg["thread_ts"] = thread_ts
     payload = {
         "type": "message_action",
-        "callback_id": "reset_thread",
+        "callback_id": callback,
         "trigger_id": f"trig-{new_ts()}",
         "response_url": "http://127.0.0.1:9/never-used",
         "team": {"id": team, "domain": "acme"},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.commands import Command, UnknownCommand, is_reset_request, parse_command
+from bot.commands import Command, UnknownCommand, parse_command, parse_thread_command
 from bot.errors import ConfigError
 from bot.markdown import inside_code_block, split_point
 from bot.models import IncomingMessage, Workspace, thread_ref
@@ -87,12 +87,33 @@ def test_split_point_prefers_paragraphs_then_lines_then_words() -> None:
 
 
 def test_commands_parse_and_explain_mistakes() -> None:
-    assert parse_command("") is Command.HELP
-    assert parse_command("  RESET ") is Command.RESET
+    assert parse_command("").command is Command.HELP
+    assert parse_command("  RESET ").command is Command.RESET
+    meta = parse_command("meta set topic=\u201cQ3 plan\u201d owner='Ann Lee' empty=")
+    assert meta.meta_action == "set" and meta.pairs == {"topic": "Q3 plan", "owner": "Ann Lee", "empty": ""}
+    assert parse_command("meta unset a b").keys == ("a", "b")
+    assert parse_command("history 25").limit == 25
+    for bad in (
+        "history 0",
+        "history 51",
+        "history x",
+        "meta frob",
+        "meta set novalue",
+        "meta unset",
+        "status x",
+    ):
+        with pytest.raises(UnknownCommand):
+            parse_command(bad)
     with pytest.raises(UnknownCommand) as err:
         parse_command("x" * 100)
     assert len(err.value.user_message) < 1000 and "…" in err.value.user_message
-    assert is_reset_request("Reset!") and not is_reset_request("reset the build")
+    # After a mention: a clean command, else a question for the model (except a garbled `meta`).
+    assert parse_thread_command("Reset!") is not None
+    assert parse_thread_command("reset the build please") is None
+    assert parse_thread_command("history of Rome?") is None
+    assert parse_thread_command("what is the status?") is None
+    with pytest.raises(UnknownCommand):
+        parse_thread_command("meta sett x=1")
 
 
 def test_settings_name_every_problem_without_echoing_secrets(
@@ -123,3 +144,25 @@ def test_settings_name_every_problem_without_echoing_secrets(
     monkeypatch.setenv("SLACK_SIGNING_SECRET", "s")
     settings = load_settings(Mode.HTTP)
     assert settings.assistant_tools == ["web_search"] and settings.slack_api_url == "https://slack.com/api/"
+
+
+def test_metadata_rules_name_the_limit_and_the_excess() -> None:
+    from bot.metadata import MetadataError, apply_set, apply_unset
+
+    bot = {"slack_team": "T", "slack_channel": "C", "slack_thread_ts": "", "slack_user": "U"}
+    with pytest.raises(MetadataError) as err:
+        apply_set(bot, {"k" * 70: "v", "ok": "x" * 600, "slack_user": "me"})
+    assert err.value.problems == [
+        f"Key `{'k' * 39}…` is 70 characters; the limit is 64 (6 too many).",
+        "The value of `ok` is 600 characters; the limit is 512 (88 too many).",
+        "`slack_user` is set by the bot and can't be changed.",
+    ]
+    with pytest.raises(MetadataError) as err:
+        apply_set(bot, {f"k{i}": "v" for i in range(13)})
+    assert (
+        "17 metadata pairs; the limit is 16, including my 4 own keys (1 too many)" in err.value.user_message
+    )
+    assert len(apply_set(bot, {f"k{i}": "v" for i in range(12)})) == 16
+    with pytest.raises(MetadataError):
+        apply_unset(bot, ["slack_team"])
+    assert apply_unset({**bot, "a": "1"}, ["a"]) == bot

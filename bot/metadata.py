@@ -1,0 +1,99 @@
+"""Conversation metadata rules, checked before any call to OpenAI.
+
+OpenAI allows 16 key-value pairs per conversation, keys up to 64 characters, values up to 512, strings only.
+Four of the 16 are the bot's own keys (read-only for users). Every violation names the limit and by how much.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from bot.errors import BotError
+
+MAX_PAIRS = 16
+MAX_KEY_CHARS = 64
+MAX_VALUE_CHARS = 512
+BOT_KEYS = ("slack_team", "slack_channel", "slack_thread_ts", "slack_user")
+
+
+class MetadataError(BotError):
+    """A metadata change that breaks a rule; `user_message` says which and by how much."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems), user_message="\n".join(f"• {p}" for p in problems))
+        self.problems = problems
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def parse_assignments(words: list[str]) -> dict[str, str]:
+    """`KEY=VALUE` words (already shell-split, so quoted values keep their spaces) -> pairs."""
+    pairs: dict[str, str] = {}
+    problems: list[str] = []
+    for word in words:
+        key, sep, value = word.partition("=")
+        if not sep or not key:
+            problems.append(f"`{_shown(word)}` is not `KEY=VALUE`.")
+            continue
+        pairs[key] = value
+    if not words:
+        problems.append("Give at least one `KEY=VALUE`.")
+    if problems:
+        raise MetadataError(problems)
+    return pairs
+
+
+def apply_set(current: Mapping[str, str], changes: Mapping[str, str]) -> dict[str, str]:
+    """The metadata after setting `changes`, or MetadataError listing every rule they break."""
+    problems: list[str] = []
+    for key, value in changes.items():
+        if key in BOT_KEYS:
+            problems.append(f"`{key}` is set by the bot and can't be changed.")
+        if len(key) > MAX_KEY_CHARS:
+            over = len(key) - MAX_KEY_CHARS
+            problems.append(
+                f"Key `{_shown(key)}` is {len(key)} characters; the limit is {MAX_KEY_CHARS} "
+                f"({over} too many)."
+            )
+        if len(value) > MAX_VALUE_CHARS:
+            over = len(value) - MAX_VALUE_CHARS
+            problems.append(
+                f"The value of `{_shown(key)}` is {len(value)} characters; the limit is {MAX_VALUE_CHARS} "
+                f"({over} too many)."
+            )
+    merged = {**current, **changes}
+    if len(merged) > MAX_PAIRS:
+        over = len(merged) - MAX_PAIRS
+        problems.append(
+            f"That makes {len(merged)} metadata pairs; the limit is {MAX_PAIRS}, including my "
+            f"{len(BOT_KEYS)} own keys ({over} too many)."
+        )
+    if problems:
+        raise MetadataError(problems)
+    return merged
+
+
+def apply_unset(current: Mapping[str, str], keys: list[str]) -> dict[str, str]:
+    problems: list[str] = []
+    if not keys:
+        problems.append("Name at least one key to unset.")
+    for key in keys:
+        if key in BOT_KEYS:
+            problems.append(f"`{key}` is set by the bot and can't be removed.")
+        elif key not in current:
+            problems.append(f"There is no key `{_shown(key)}` to unset.")
+    if problems:
+        raise MetadataError(problems)
+    return {k: v for k, v in current.items() if k not in keys}
+
+
+def apply_replace(current: Mapping[str, str], user_pairs: Mapping[str, str]) -> dict[str, str]:
+    """The settings modal edits all user keys at once: bot keys stay, user keys become `user_pairs`."""
+    bot_part = {k: v for k, v in current.items() if k in BOT_KEYS}
+    return apply_set(bot_part, user_pairs)
+
+
+def user_part(metadata: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in metadata.items() if k not in BOT_KEYS}
