@@ -628,6 +628,10 @@ class FakeOpenAI:
         self._requests: list[Json] = []
         self._violations: list[str] = []
         self._scripts: deque[Reply] = deque()
+        # What an unscripted response does (the benchmark sets model latency and token rate here).
+        self.default_reply = Reply()
+        # response id -> time.monotonic() of its first text delta and of its end (for the benchmark).
+        self._timings: dict[str, dict[str, float]] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # background generations, kept alive
         self._server: ServerThread | None = None
         self.app = self._build_app()
@@ -701,6 +705,8 @@ class FakeOpenAI:
             self._requests.clear()
             self._violations.clear()
             self._scripts.clear()
+            self._timings.clear()
+            self.default_reply = Reply()
 
     # ---- app and cross-cutting checks --------------------------------------------------------------
 
@@ -947,7 +953,7 @@ class FakeOpenAI:
                         param="previous_response_id",
                     )
                 history = self._histories[previous_id]
-            reply = self._scripts.popleft() if self._scripts else Reply()
+            reply = self._scripts.popleft() if self._scripts else self.default_reply
             if reply.http_status is not None:
                 return self._scripted_error(reply)
             seen = copy.deepcopy(history) + new_items
@@ -1073,6 +1079,19 @@ class FakeOpenAI:
         self._finish(run, "completed", completed)
         yield run.event("response.completed", response=completed)
 
+    def _time(self, response_id: str, event_type: str) -> None:
+        mark = {"response.output_text.delta": "first_token_at", "response.completed": "completed_at"}.get(
+            event_type
+        )
+        if mark is not None:
+            with self._lock:
+                self._timings.setdefault(response_id, {}).setdefault(mark, time.monotonic())
+
+    def timings(self) -> dict[str, dict[str, float]]:
+        """response id -> {"first_token_at", "completed_at"}: when the model's text went out (monotonic)."""
+        with self._lock:
+            return copy.deepcopy(self._timings)
+
     def _finish_dropped(self, run: _Run) -> None:
         error = {"code": "server_error", "message": "The response was interrupted."}
         self._finish(run, "failed", run.response_object("failed", error=error))
@@ -1124,6 +1143,7 @@ class FakeOpenAI:
             data = json.dumps(event, separators=(",", ":"))
             try:
                 await response.write(f"event: {event['type']}\ndata: {data}\n\n".encode())
+                self._time(run.id, event["type"])
             except (ConnectionError, RuntimeError):  # the client hung up
                 await events.aclose()
                 self._finish(run, "cancelled")

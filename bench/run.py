@@ -1,0 +1,465 @@
+"""What the bot itself costs per turn, measured.
+
+    uv run python bench/run.py            # full run (a few minutes), prints a table
+    uv run python bench/run.py --quick    # tiny load, seconds (the test suite runs this)
+
+The bot runs as a real `slack-assistant --http` process against the fake Slack and fake OpenAI from
+tests/fakes (model latency and token rate configurable) and a real, throwaway redis-server. The driver sends
+signed Slack events over HTTP. Figures go to stdout, JSON to `bench/out/results.json` and a plot of latency
+against load to `bench/out/latency.png` (or `--out DIR`).
+
+"Added latency" is the bot's own share: the time from the fake model emitting its first token (or its
+completion) to the bot's first Slack call showing text (chat.startStream), or its chat.stopStream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+import redis
+from slack_sdk.signature import SignatureVerifier
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.fakes.openai_api import FakeOpenAI, Reply  # noqa: E402
+from tests.fakes.slack_api import FakeSlack  # noqa: E402
+from tests.harness import (  # noqa: E402
+    BOT_USER,
+    SIGNING_SECRET,
+    TEAM,
+    BotProcess,
+    RedisServer,
+    bot_env,
+)
+
+ACK_DEADLINE_S = 3.0  # Slack retries an event not acked within 3 s
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+@dataclass
+class Result:
+    scenario: str
+    load: str
+    turns: int
+    acked: int = 0
+    ack_p50_ms: float = 0.0
+    ack_p99_ms: float = 0.0
+    ack_max_ms: float = 0.0
+    acks_late: int = 0
+    answered: int = 0
+    added_first_p50_ms: float = float("nan")
+    added_first_p99_ms: float = float("nan")
+    added_done_p50_ms: float = float("nan")
+    added_done_p99_ms: float = float("nan")
+    turns_per_s: float = 0.0
+    slack_calls_per_answer: float = 0.0
+    slack_429s: int = 0
+    redis_cmds_per_turn: float = 0.0
+    cpu_s_per_turn: float = 0.0
+    peak_rss_mb: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+class Driver:
+    """Plays Slack: signed event deliveries over HTTP, timed from send to HTTP 200."""
+
+    def __init__(self, bot_url: str, session: aiohttp.ClientSession) -> None:
+        self.url = f"{bot_url}/slack/events"
+        self.session = session
+        self.verifier = SignatureVerifier(SIGNING_SECRET)
+        self.serial = 0
+
+    def next_ts(self) -> str:
+        self.serial += 1
+        return f"{int(time.time())}.{self.serial:06d}"
+
+    async def send(self, event: dict[str, Any]) -> float:
+        self.serial += 1
+        body = json.dumps(
+            {
+                "team_id": TEAM,
+                "api_app_id": "A0APP",
+                "type": "event_callback",
+                "event_id": f"EvB{self.serial:09d}",
+                "event_time": int(time.time()),
+                "event": event,
+                "authorizations": [{"team_id": TEAM, "user_id": BOT_USER, "is_bot": True}],
+            }
+        )
+        stamp = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/json",
+            "X-Slack-Request-Timestamp": stamp,
+            "X-Slack-Signature": str(self.verifier.generate_signature(timestamp=stamp, body=body)),
+        }
+        started = time.monotonic()
+        async with self.session.post(self.url, data=body, headers=headers) as resp:
+            await resp.read()
+            if resp.status != 200:
+                raise RuntimeError(f"bot answered {resp.status}")
+        return time.monotonic() - started
+
+    def mention(self, channel: str, text: str, ts: str, thread_ts: str | None = None) -> dict[str, Any]:
+        event = {"type": "app_mention", "user": "U0BENCH", "text": f"<@{BOT_USER}> {text}", "ts": ts,
+                 "channel": channel, "event_ts": ts}  # fmt: skip
+        if thread_ts:
+            event["thread_ts"] = thread_ts
+        return event
+
+
+class Bench:
+    def __init__(self, out: Path, *, model_first_token: float, chunk_delay: float, chunk_size: int) -> None:
+        self.out = out
+        self.reply = Reply(
+            text=" ".join(f"word{i}" for i in range(60)),  # ~400 characters of answer
+            first_token_delay=model_first_token,
+            chunk_delay=chunk_delay,
+            chunk_size=chunk_size,
+        )
+        self.tmp = Path(tempfile.mkdtemp(prefix="sa-bench-"))
+
+    def __enter__(self) -> Bench:
+        self.redis_server = RedisServer(self.tmp / "redis").start()
+        self.rdb = redis.Redis.from_url(self.redis_server.url, decode_responses=True)
+        self.slack = FakeSlack().start()
+        self.openai = FakeOpenAI().start()
+        self.bot = BotProcess(
+            bot_env(
+                slack_api_url=self.slack.api_url,
+                openai_base_url=self.openai.base_url,
+                redis_url=self.redis_server.url,
+                LOG_LEVEL="WARNING",
+                STREAM_FLUSH_SECONDS="0.5",  # the production default (the tests use a faster one)
+            ),
+            workdir=self.tmp,
+        ).start()
+        self.proc = psutil.Process(self.bot.proc.pid) if self.bot.proc else None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bot.stop()
+        self.openai.stop()
+        self.slack.stop()
+        self.rdb.close()
+        self.redis_server.stop()
+
+    def fresh(self, reply: Reply | None = None) -> None:
+        self.slack.reset()
+        self.openai.reset()
+        self.openai.default_reply = reply or self.reply
+        self.rdb.config_resetstat()
+
+    def redis_calls(self) -> int:
+        stats = self.rdb.info("commandstats")
+        return sum(int(v["calls"]) for v in stats.values())
+
+    def cpu(self) -> float:
+        if self.proc is None:
+            return 0.0
+        t = self.proc.cpu_times()
+        return float(t.user + t.system)
+
+    def peak_rss_mb(self) -> float:
+        if self.proc is None:
+            return 0.0
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+        return round(self.proc.memory_info().rss / 2**20, 1)
+
+    async def wait_answers(self, expected: int, within: float) -> int:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            done = len(self.slack.calls_to("chat.stopStream"))
+            if done >= expected:
+                return done
+            await asyncio.sleep(0.05)
+        return len(self.slack.calls_to("chat.stopStream"))
+
+
+async def scenario_rate(bench: Bench, driver: Driver, rate: float, seconds: float) -> Result:
+    """Open loop: `rate` new mentions per second; ack latency is what Slack would see."""
+    bench.fresh()
+    total = max(1, int(rate * seconds))
+    result = Result("ack", f"{rate:g} events/s", total)
+    cpu0, redis0, started = bench.cpu(), bench.redis_calls(), time.monotonic()
+    texts: dict[str, tuple[str, str]] = {}
+    acks: list[float] = []
+
+    async def one(i: int) -> None:
+        await asyncio.sleep(i / rate)
+        ts = driver.next_ts()
+        channel = f"C0B{i % 50:04d}"
+        texts[f"bench {ts}"] = (channel, ts)
+        acks.append(await driver.send(driver.mention(channel, f"bench {ts}", ts)))
+
+    await asyncio.gather(*(one(i) for i in range(total)))
+    result.answered = await bench.wait_answers(total, within=60 + seconds)
+    return finish(bench, result, acks, texts, cpu0, redis0, started)
+
+
+async def scenario_concurrent(bench: Bench, driver: Driver, conversations: int, turns_each: int) -> Result:
+    """Closed loop: `conversations` threads, each sending its next message when the last is answered."""
+    bench.fresh()
+    result = Result("latency", f"{conversations} concurrent", conversations * turns_each)
+    cpu0, redis0, started = bench.cpu(), bench.redis_calls(), time.monotonic()
+    texts: dict[str, tuple[str, str]] = {}
+    acks: list[float] = []
+
+    async def conversation(n: int) -> None:
+        channel, root = f"C0L{n:04d}", driver.next_ts()
+        for turn in range(turns_each):
+            ts = root if turn == 0 else driver.next_ts()
+            text = f"bench {ts}"
+            key = (channel, root)
+            texts[text] = key
+            event = driver.mention(channel, text, ts, None if turn == 0 else root)
+            acks.append(await driver.send(event))
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                msgs = bench.slack.messages(channel, root)
+                if len([m for m in msgs if not m.streaming]) > turn:
+                    break
+                await asyncio.sleep(0.02)
+
+    await asyncio.gather(*(conversation(n) for n in range(conversations)))
+    return finish(bench, result, acks, texts, cpu0, redis0, started)
+
+
+async def scenario_inflight(bench: Bench, driver: Driver, turns: int, model_latency: float) -> Result:
+    """`turns` mentions at once while the model takes `model_latency` s: every ack in time? memory?"""
+    bench.fresh(
+        Reply(text="slow answer " * 20, first_token_delay=model_latency, chunk_size=40, chunk_delay=0.02)
+    )
+    result = Result("inflight", f"{turns} in flight, model {model_latency:g}s", turns)
+    cpu0, redis0, started = bench.cpu(), bench.redis_calls(), time.monotonic()
+    texts: dict[str, tuple[str, str]] = {}
+    acks: list[float] = []
+    gate = asyncio.Semaphore(100)  # 100 connections at a time, like Slack's parallel deliveries
+
+    async def one(i: int) -> None:
+        async with gate:
+            ts = driver.next_ts()
+            channel = f"C0F{i % 100:04d}"
+            texts[f"bench {ts}"] = (channel, ts)
+            acks.append(await driver.send(driver.mention(channel, f"bench {ts}", ts)))
+
+    await asyncio.gather(*(one(i) for i in range(turns)))
+    result.answered = await bench.wait_answers(turns, within=model_latency + 120)
+    return finish(bench, result, acks, texts, cpu0, redis0, started)
+
+
+def finish(
+    bench: Bench,
+    result: Result,
+    acks: list[float],
+    texts: dict[str, tuple[str, str]],
+    cpu0: float,
+    redis0: int,
+    started: float,
+) -> Result:
+    result.acked = len(acks)
+    result.ack_p50_ms, result.ack_p99_ms, result.ack_max_ms = (
+        ms(pct(acks, 50)),
+        ms(pct(acks, 99)),
+        ms(max(acks)),
+    )
+    result.acks_late = sum(1 for a in acks if a >= ACK_DEADLINE_S)
+    inputs = bench.openai.model_inputs
+    for model_input in inputs:
+        items = model_input.get("input_items") or []
+        last = items[-1] if items else {}
+        text = next((p.get("text") for p in last.get("content") or [] if p.get("text")), "")
+        model_input["bench_thread"] = texts.get(str(text))
+    return measure(bench, result, started, cpu0, redis0, inputs)
+
+
+def measure(
+    bench: Bench, result: Result, started: float, cpu0: float, redis0: int, inputs: list[dict]
+) -> Result:
+    """Fill in what the fakes, Redis and /proc saw for the turns just driven."""
+    calls = bench.slack.calls
+    timings = bench.openai.timings()
+    # Each answer is one streamed message: match it to its response through the model's input text.
+    start_calls = [c for c in calls if c.method == "chat.startStream" and c.ok]
+    stop_calls = {
+        (str(c.args.get("channel")), str(c.args.get("ts"))): c.at
+        for c in calls
+        if c.method == "chat.stopStream"
+    }
+    by_thread: dict[tuple[str, str], list[Any]] = {}
+    for c in start_calls:
+        by_thread.setdefault((str(c.args.get("channel")), str(c.args.get("thread_ts"))), []).append(c)
+    msgs_by_thread = {key: bench.slack.messages(*key) for key in by_thread}
+    per_thread_inputs: dict[tuple[str, str], list[dict]] = {}
+    for model_input in inputs:
+        thread = model_input.get("bench_thread")
+        if thread is not None:
+            per_thread_inputs.setdefault(tuple(thread), []).append(model_input)
+    first, done = [], []
+    for thread, thread_inputs in per_thread_inputs.items():
+        starts = by_thread.get(thread, [])
+        msgs = msgs_by_thread.get(thread, [])
+        for n, model_input in enumerate(thread_inputs):
+            times = timings.get(model_input["response_id"], {})
+            if n < len(starts) and "first_token_at" in times:
+                first.append(starts[n].at - times["first_token_at"])
+            if n < len(msgs) and "completed_at" in times:
+                stop_at = stop_calls.get((thread[0], msgs[n].ts))
+                if stop_at is not None:
+                    done.append(stop_at - times["completed_at"])
+    elapsed = time.monotonic() - started
+    result.answered = len(stop_calls)
+    result.added_first_p50_ms, result.added_first_p99_ms = ms(pct(first, 50)), ms(pct(first, 99))
+    result.added_done_p50_ms, result.added_done_p99_ms = ms(pct(done, 50)), ms(pct(done, 99))
+    result.turns_per_s = round(result.answered / elapsed, 1) if elapsed else 0.0
+    non_auth = [c for c in calls if c.method != "auth.test"]
+    result.slack_calls_per_answer = round(len(non_auth) / max(1, result.answered), 2)
+    result.slack_429s = sum(1 for c in calls if c.error == "ratelimited")
+    result.redis_cmds_per_turn = round((bench.redis_calls() - redis0) / max(1, result.turns), 1)
+    result.cpu_s_per_turn = round((bench.cpu() - cpu0) / max(1, result.turns), 4)
+    result.peak_rss_mb = bench.peak_rss_mb()
+    if result.answered < result.turns:
+        result.notes.append(f"{result.turns - result.answered} not answered in time")
+    return result
+
+
+COLUMNS = [
+    ("scenario", "scenario"),
+    ("load", "load"),
+    ("turns", "turns"),
+    ("ack_p50_ms", "ack p50"),
+    ("ack_p99_ms", "ack p99"),
+    ("acks_late", ">3s"),
+    ("added_first_p50_ms", "+first p50"),
+    ("added_first_p99_ms", "+first p99"),
+    ("added_done_p50_ms", "+done p50"),
+    ("added_done_p99_ms", "+done p99"),
+    ("turns_per_s", "turns/s"),
+    ("slack_calls_per_answer", "slack/ans"),
+    ("slack_429s", "429s"),
+    ("redis_cmds_per_turn", "redis/turn"),
+    ("cpu_s_per_turn", "cpu s/turn"),
+    ("peak_rss_mb", "peak MB"),
+]
+
+
+def table(results: list[Result]) -> str:
+    rows = [[label for _, label in COLUMNS]]
+    rows += [[str(getattr(r, key)) for key, _ in COLUMNS] for r in results]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def plot(results: list[Result], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    acks = [r for r in results if r.scenario == "ack"]
+    left.plot([r.load.split()[0] for r in acks], [r.ack_p50_ms for r in acks], "o-", label="p50")
+    left.plot([r.load.split()[0] for r in acks], [r.ack_p99_ms for r in acks], "o-", label="p99")
+    left.set(title="Ack latency vs event rate", xlabel="events/s", ylabel="ms")
+    left.legend()
+    lat = [r for r in results if r.scenario == "latency"]
+    xs = [r.load.split()[0] for r in lat]
+    right.plot(xs, [r.added_first_p50_ms for r in lat], "o-", label="first text p50")
+    right.plot(xs, [r.added_first_p99_ms for r in lat], "o-", label="first text p99")
+    right.plot(xs, [r.added_done_p50_ms for r in lat], "s--", label="completion p50")
+    right.plot(xs, [r.added_done_p99_ms for r in lat], "s--", label="completion p99")
+    right.set(title="Bot's added latency vs concurrency", xlabel="concurrent conversations", ylabel="ms")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+async def run(args: argparse.Namespace) -> list[Result]:
+    results: list[Result] = []
+    with Bench(
+        args.out,
+        model_first_token=args.model_latency,
+        chunk_delay=args.chunk_delay,
+        chunk_size=args.chunk_size,
+    ) as bench:
+        connector = aiohttp.TCPConnector(limit=200)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            driver = Driver(bench.bot.url, session)
+            await driver.send(
+                driver.mention("C0WARM", "warm up", driver.next_ts())
+            )  # imports, auth.test, pools
+            await bench.wait_answers(1, within=30)
+            for rate in args.rates:
+                results.append(await scenario_rate(bench, driver, rate, args.seconds))
+                print(table(results[-1:]), flush=True)
+            for conversations in args.concurrency:
+                results.append(await scenario_concurrent(bench, driver, conversations, args.turns_each))
+                print(table(results[-1:]), flush=True)
+            if args.inflight:
+                results.append(await scenario_inflight(bench, driver, args.inflight, args.inflight_latency))
+                print(table(results[-1:]), flush=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny load: a smoke run in seconds")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    parser.add_argument(
+        "--rates", type=float, nargs="*", default=[50, 100, 200], help="events/s (ack scenario)"
+    )
+    parser.add_argument("--seconds", type=float, default=10, help="duration of each rate step")
+    parser.add_argument("--concurrency", type=int, nargs="*", default=[10, 50, 100])
+    parser.add_argument("--turns-each", type=int, default=5, help="turns per conversation (latency scenario)")
+    parser.add_argument("--inflight", type=int, default=1000, help="turns at once (0: skip)")
+    parser.add_argument("--inflight-latency", type=float, default=5.0, help="model latency there, s")
+    parser.add_argument(
+        "--model-latency", type=float, default=0.3, help="fake model's time to first token, s"
+    )
+    parser.add_argument("--chunk-delay", type=float, default=0.02, help="s between streamed chunks")
+    parser.add_argument("--chunk-size", type=int, default=8, help="characters per streamed chunk")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rates, args.seconds, args.concurrency, args.turns_each = [20], 1.0, [3], 2
+        args.inflight, args.inflight_latency, args.model_latency = 20, 0.5, 0.1
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = asyncio.run(run(args))
+    print("\n" + table(results))
+    payload = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+    payload["results"] = [asdict(r) for r in results]
+    (args.out / "results.json").write_text(json.dumps(payload, indent=2))
+    plot(results, args.out / "latency.png")
+    print(f"\nwrote {args.out / 'results.json'} and {args.out / 'latency.png'}")
+    unanswered = sum(r.turns - r.answered for r in results)
+    return 1 if unanswered else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
