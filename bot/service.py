@@ -303,6 +303,8 @@ class BotService:
             self._recovery.cancel()
         await self.dispatcher.shutdown(grace_seconds)
         await self._openai.close()
+        if self.web_client.session is not None:
+            await self.web_client.session.close()
         await self._redis.close()
 
 
