@@ -1,0 +1,194 @@
+"""Function tools: a team declares an async Python function with typed (pydantic) parameters and a
+docstring, and it becomes a strict function tool the model can call.
+
+    class WeatherArgs(BaseModel):
+        city: str
+
+    @tool
+    async def get_weather(args: WeatherArgs, ctx: ToolContext) -> dict[str, str]:
+        "The current weather in a city."
+        ...
+
+Point `ASSISTANT_TOOL_MODULES=mycompany.slack_tools` at a module holding such functions. A tool that
+raises returns an error result to the model (and a note in the log), never a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, get_type_hints
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import openai
+from pydantic import BaseModel, Field, ValidationError
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+_MARK = "__slack_assistant_tool__"
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """What a tool may know about the turn it runs in."""
+
+    team_id: str
+    user_id: str
+    channel: str
+    slack: AsyncWebClient
+
+
+ToolFunc = Callable[[Any, ToolContext], Awaitable[object]]
+
+
+@dataclass(frozen=True)
+class FunctionTool:
+    name: str
+    description: str
+    params: type[BaseModel]
+    func: ToolFunc
+
+    def spec(self) -> dict[str, Any]:
+        return dict(
+            openai.pydantic_responses_function_tool(self.params, name=self.name, description=self.description)
+        )
+
+
+def tool(func: Callable[..., Awaitable[object]]) -> Callable[..., Awaitable[object]]:
+    """Mark an async function as a tool. Its first parameter is a pydantic model (the arguments); an
+    optional second one receives the ToolContext."""
+    if not inspect.iscoroutinefunction(func):
+        raise TypeError(f"tool {func.__name__} must be an async function")
+    try:
+        hints = get_type_hints(func)
+    except NameError as exc:
+        raise TypeError(f"tool {func.__name__}: cannot resolve its type hints ({exc})") from exc
+    params = list(inspect.signature(func).parameters)
+    model = hints.get(params[0]) if params else None
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        raise TypeError(f"tool {func.__name__}: the first parameter must be a pydantic model")
+    wants_ctx = len(params) > 1
+
+    async def call(args: Any, ctx: ToolContext) -> object:
+        return await (func(args, ctx) if wants_ctx else func(args))
+
+    description = inspect.getdoc(func) or ""
+    if not description:
+        raise TypeError(f"tool {func.__name__} needs a docstring: it is what the model reads")
+    setattr(func, _MARK, FunctionTool(func.__name__, description, model, call))
+    return func
+
+
+def tools_in(module_name: str) -> list[FunctionTool]:
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"ASSISTANT_TOOL_MODULES: cannot import {module_name}: {exc}") from exc
+    return [getattr(obj, _MARK) for obj in vars(module).values() if hasattr(obj, _MARK)]
+
+
+class ToolRegistry:
+    def __init__(self, tools: list[FunctionTool], *, timeout_seconds: float = 30.0) -> None:
+        names = [t.name for t in tools]
+        duplicates = {n for n in names if names.count(n) > 1}
+        if duplicates:
+            raise ConfigError(f"two tools share the name(s) {', '.join(sorted(duplicates))}")
+        self._tools = {t.name: t for t in tools}
+        self._timeout = timeout_seconds
+
+    def __bool__(self) -> bool:
+        return bool(self._tools)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._tools)
+
+    def specs(self) -> list[dict[str, Any]]:
+        return [t.spec() for t in self._tools.values()]
+
+    async def run(self, name: str, arguments: str, ctx: ToolContext) -> str:
+        """The call's output as the model will read it: the tool's result, or an error it can act on."""
+        found = self._tools.get(name)
+        if found is None:
+            return _error(f"there is no tool named {name}")
+        try:
+            args = found.params.model_validate_json(arguments or "{}")
+        except ValidationError as exc:
+            return _error(f"invalid arguments: {exc.errors(include_url=False, include_input=False)}")
+        try:
+            result = await asyncio.wait_for(found.func(args, ctx), self._timeout)
+        except TimeoutError:
+            log.warning("tool %s timed out after %ss", name, self._timeout)
+            return _error(f"the tool did not answer within {self._timeout:g} seconds")
+        except Exception as exc:
+            log.warning("tool %s raised %s", name, type(exc).__name__, exc_info=True)
+            return _error(f"the tool failed ({type(exc).__name__})")
+        return result if isinstance(result, str) else json.dumps(result, default=str)
+
+
+def _error(message: str) -> str:
+    return json.dumps({"error": message})
+
+
+# --- built-in tools -------------------------------------------------------------------------------
+
+
+class NoArgs(BaseModel):
+    pass
+
+
+class UserArgs(BaseModel):
+    user_id: str = Field(description="A Slack user id such as U0123ABC (from a <@U0123ABC> mention).")
+
+
+@tool
+async def current_time(args: NoArgs, ctx: ToolContext) -> dict[str, str]:
+    """The current date and time in the time zone of the user who is asking."""
+    tz_name = "UTC"
+    try:
+        user = (await ctx.slack.users_info(user=ctx.user_id)).get("user") or {}
+        tz_name = str(user.get("tz") or "UTC")
+    except SlackApiError as exc:
+        log.info("current_time: users.info failed (%s); using UTC", exc.response.get("error"))
+    try:
+        zone: Any = ZoneInfo(tz_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        zone, tz_name = UTC, "UTC"
+    now = datetime.now(zone)
+    return {"iso": now.isoformat(timespec="seconds"), "weekday": now.strftime("%A"), "time_zone": tz_name}
+
+
+@tool
+async def slack_user_profile(args: UserArgs, ctx: ToolContext) -> dict[str, object]:
+    """Look up a Slack user's public profile: name, title, time zone and status."""
+    user = (await ctx.slack.users_info(user=args.user_id.strip("<@>"))).get("user") or {}
+    profile = user.get("profile") or {}
+    return {
+        "id": user.get("id"),
+        "name": profile.get("real_name") or user.get("real_name") or user.get("name"),
+        "display_name": profile.get("display_name"),
+        "title": profile.get("title"),
+        "time_zone": user.get("tz"),
+        "status": profile.get("status_text"),
+        "is_bot": user.get("is_bot", False),
+    }
+
+
+BUILTIN_TOOLS: dict[str, Callable[..., Awaitable[object]]] = {
+    "current_time": current_time,
+    "slack_user_profile": slack_user_profile,
+}
+
+
+def builtin(name: str) -> FunctionTool:
+    return getattr(BUILTIN_TOOLS[name], _MARK)  # type: ignore[no-any-return]
