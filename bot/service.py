@@ -25,6 +25,7 @@ from bot.commands import (
 from bot.conversations import ConversationAdmin
 from bot.dispatcher import Dispatcher, Submitted
 from bot.errors import BotError, StoreUnavailable
+from bot.files import FileService
 from bot.home import RecentThread, SettingsRef, home_view, parse_lines, settings_modal
 from bot.models import CommandRequest, IncomingMessage, MessageAction, UserContext, Workspace, thread_ref
 from bot.redis_conn import RedisHandle, connect_redis
@@ -53,16 +54,22 @@ class BotService:
         self._redis = redis
         self._openai = openai_client
         self.store = ThreadStore(redis.client)
+        self.files = FileService(
+            settings, redis=redis.client, web_client=web_client, openai_client=openai_client
+        )
         runner = TurnRunner(
             settings=settings,
             web_client=web_client,
             store=self.store,
             backend=AssistantBackend(openai_client, settings),
+            files=self.files,
         )
         self.dispatcher = Dispatcher(
             redis.client, self.store, runner, lock_ttl=timedelta(seconds=settings.runner_lock_seconds)
         )
-        self.admin = ThreadAdmin(self.store, ConversationAdmin(openai_client), self.dispatcher)
+        self.admin = ThreadAdmin(
+            self.store, ConversationAdmin(openai_client), self.dispatcher, files=self.files
+        )
         self._recovery: asyncio.Task[None] | None = None
         self._workspace_url: str | None = None
 
