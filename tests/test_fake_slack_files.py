@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import http.client
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 
@@ -55,6 +57,14 @@ def test_downloads_need_the_bot_token_and_are_recorded(fake: FakeSlack) -> None:
     assert [d.served for d in got] == [True, True, False, False, False]
     assert got[0].headers["Authorization"] == f"Bearer {fake.bot_token}"
     assert "Authorization" not in got[2].headers
+    fake.refuse_downloads(False)
+    fake.redirect_downloads("http://127.0.0.1:9/elsewhere")
+    parts = urllib.parse.urlsplit(file["url_private_download"])
+    conn = http.client.HTTPConnection(parts.netloc, timeout=5)  # does not follow redirects
+    conn.request("GET", parts.path, headers={"Authorization": f"Bearer {fake.bot_token}"})
+    moved = conn.getresponse()
+    assert (moved.status, moved.getheader("Location")) == (302, "http://127.0.0.1:9/elsewhere")
+    conn.close()
     fake.reset()
     assert fake.downloads == []
     with pytest.raises(urllib.error.HTTPError) as gone:  # reset forgets the file too

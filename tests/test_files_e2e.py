@@ -257,6 +257,16 @@ def test_a_file_url_on_another_host_never_receives_the_token(
     ]
     assert slack.downloads == [] and openai_fake.files == {}
 
+    # A Slack download that redirects to another host is not followed there either.
+    slack.redirect_downloads(f"{other_host.server.base_url}/elsewhere/report.pdf")
+    moved = share(DM, ALICE, "And this one?", [real], thread_ts=event["ts"])
+    fsender.send_event(moved)
+    wait_answered(slack, DM, event["ts"], 4)
+    assert other_host.requests == []
+    assert "`report.pdf` isn't hosted by Slack" in notices(slack, DM, event["ts"])[-1]
+    [download] = slack.downloads
+    assert not download.served and openai_fake.files == {}
+
 
 def test_a_refused_download_is_explained(
     slack: FakeSlack, openai_fake: FakeOpenAI, fsender: SlackSender

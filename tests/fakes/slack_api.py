@@ -214,6 +214,7 @@ class FakeSlack:
         self._file_bytes: dict[str, bytes] = {}
         self._downloads: list[Download] = []
         self._refusing_downloads = False
+        self._redirect_to: str | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -430,6 +431,11 @@ class FakeSlack:
         with self._lock:
             self._refusing_downloads = refuse
 
+    def redirect_downloads(self, location: str | None) -> None:
+        """From now on an authorised download answers `302 Location: <location>` (None: serve again)."""
+        with self._lock:
+            self._redirect_to = location
+
     @property
     def downloads(self) -> list[Download]:
         with self._lock:
@@ -443,10 +449,13 @@ class FakeSlack:
             content = self._file_bytes.get(file_id)
             file = self._files.get(file_id)
             allowed = header == f"Bearer {self.bot_token}" and not self._refusing_downloads
-            served = allowed and content is not None
+            redirect = self._redirect_to if allowed else None
+            served = allowed and content is not None and redirect is None
             self._downloads.append(Download(request.path, dict(request.headers), served, time.monotonic()))
         if not allowed:
             return web.Response(text=SIGN_IN_PAGE, content_type="text/html")
+        if redirect is not None:
+            return web.Response(status=302, headers={"Location": redirect})
         if content is None or file is None:
             return web.Response(status=404, text="Not found")
         return web.Response(body=content, content_type=str(file["mimetype"]))
