@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 from bot.markdown import FENCE, inside_code_block
@@ -65,17 +66,17 @@ class CitationRenderer:
 
     def annotate(self, annotation: object) -> str:
         """An `annotation.added` event's annotation: the marker to append now, or "" (waiting / not shown)."""
-        kind = getattr(annotation, "type", None)
+        kind = _field(annotation, "type", None)
         if kind == "file_citation":
-            file_id = str(getattr(annotation, "file_id", ""))
-            at = int(getattr(annotation, "index", self._position))
+            file_id = str(_field(annotation, "file_id", ""))
+            at = int(_field(annotation, "index", self._position))
             known = self.files.get(file_id)
-            source = known or Source(_label(str(getattr(annotation, "filename", "")) or file_id))
+            source = known or Source(_label(str(_field(annotation, "filename", "")) or file_id))
             number = self._number(f"file:{file_id}", source)
         elif kind == "url_citation":
-            url = str(getattr(annotation, "url", ""))
-            at = int(getattr(annotation, "end_index", self._position))
-            title = str(getattr(annotation, "title", "") or "") or url
+            url = str(_field(annotation, "url", ""))
+            at = int(_field(annotation, "end_index", self._position))
+            title = str(_field(annotation, "title", "") or "") or url
             number = self._number(f"url:{url}", Source(_label(title), url if _web_url(url) else None))
         else:
             return ""
@@ -109,6 +110,13 @@ class CitationRenderer:
             return ""  # the same source cited twice at one spot: one marker
         placed.add(number)
         return f"[{number}]"
+
+
+def _field(annotation: object, name: str, default: Any) -> Any:
+    """A field of an annotation, whether the SDK gave a typed model or (a type it did not know) a dict."""
+    if isinstance(annotation, Mapping):
+        return annotation.get(name, default)
+    return getattr(annotation, name, default)
 
 
 def _label(text: str) -> str:

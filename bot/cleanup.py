@@ -14,14 +14,20 @@ yet. Run it from cron (daily is plenty).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import secrets
 import time
 from dataclasses import dataclass, field
 
+import openai
 from openai import AsyncOpenAI
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from bot.assistant import build_openai_client
 from bot.file_store import FileStore
+from bot.keys import ORPHAN_MIN_AGE, ORPHAN_SWEEP_LOCK
 from bot.redis_conn import connect_redis
 from bot.settings import Settings
 from bot.vector_stores import OpenAIFiles
@@ -95,6 +101,19 @@ class OrphanSweeper:
                 await self._store.forget_uploads(tagged.keys, tagged.thread, gone)
         log.info(report.summary())
         return report
+
+
+async def sweep_forever(sweeper: OrphanSweeper, redis: Redis, every_seconds: float) -> None:
+    """The bot's own periodic sweep: whichever replica takes the lock sweeps, at most once per interval."""
+    while True:
+        await asyncio.sleep(min(every_seconds, 3600.0))
+        try:
+            if await redis.set(
+                ORPHAN_SWEEP_LOCK, secrets.token_hex(8), nx=True, px=int(every_seconds * 1000)
+            ):
+                await sweeper.sweep(min_age_seconds=ORPHAN_MIN_AGE.total_seconds())
+        except (RedisError, openai.APIError, OSError) as exc:
+            log.warning("orphan sweep skipped: %s", type(exc).__name__)
 
 
 async def cleanup_orphans(settings: Settings, *, min_age_seconds: float, dry_run: bool) -> CleanupReport:

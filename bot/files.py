@@ -134,7 +134,7 @@ class FileService:
         kind = classify(shared, self._settings)
         check_declared_size(shared, self._settings.file_max_bytes)
         name = shared.display_name
-        await status(f"is reading {name}…")
+        await status(f"is reading {name if len(name) <= 60 else name[:59] + '…'}…")
         data = await self._slack.download(shared)
         purpose: Purpose = "vision" if kind == "image" else "assistants"
         try:

@@ -27,6 +27,10 @@ CONTEXT_TTL = timedelta(hours=12)
 
 # The files a thread uses (and its vector store id) are kept as long as the thread itself.
 FILES_TTL = THREAD_TTL
+# Held (for the sweep interval) by the replica that last swept orphaned files: one sweep per interval.
+ORPHAN_SWEEP_LOCK = f"{PREFIX}:orphan-sweep"
+# The in-process sweep leaves younger objects alone: a running turn may not have recorded them yet.
+ORPHAN_MIN_AGE = timedelta(hours=1)
 
 
 def ms(td: timedelta) -> int:

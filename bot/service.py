@@ -13,6 +13,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.assistant import AssistantBackend, build_openai_client
+from bot.cleanup import OrphanSweeper, sweep_forever
 from bot.commands import (
     CHANNEL_HINT,
     HELP_TEXT,
@@ -71,6 +72,7 @@ class BotService:
             self.store, ConversationAdmin(openai_client), self.dispatcher, files=self.files
         )
         self._recovery: asyncio.Task[None] | None = None
+        self._orphan_sweep: asyncio.Task[None] | None = None
         self._workspace_url: str | None = None
 
     @classmethod
@@ -87,6 +89,12 @@ class BotService:
         self._recovery = asyncio.create_task(
             self.dispatcher.recover_forever(self.settings.recovery_interval_seconds), name="recovery"
         )
+        if self.settings.orphan_sweep_hours:  # files (issue 3): expired threads' files and stores go
+            sweeper = OrphanSweeper(self.files.store, self.files.openai)
+            every = self.settings.orphan_sweep_hours * 3600
+            self._orphan_sweep = asyncio.create_task(
+                sweep_forever(sweeper, self._redis.client, every), name="orphan sweep"
+            )
 
     # --- messages ---------------------------------------------------------------------------------
 
@@ -308,6 +316,8 @@ class BotService:
     async def aclose(self, grace_seconds: float = 20.0) -> None:
         if self._recovery is not None:
             self._recovery.cancel()
+        if self._orphan_sweep is not None:
+            self._orphan_sweep.cancel()
         await self.dispatcher.shutdown(grace_seconds)
         await self._openai.close()
         await self._redis.close()

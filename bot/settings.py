@@ -98,6 +98,8 @@ class Settings(BaseSettings):
     knowledge_vector_store_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # How long a turn waits for a shared document to be indexed before giving up on it.
     file_index_timeout_seconds: float = Field(default=300.0, gt=0, le=3600)
+    # The bot itself runs `cleanup-orphans` about this often (one replica at a time); 0 turns it off.
+    orphan_sweep_hours: float = Field(default=24.0, ge=0, le=24 * 30)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -478,3 +478,27 @@ def test_cleanup_orphans_deletes_what_no_thread_maps_and_nothing_else(
     assert set(rdb.hkeys(f"{NS}:uploads:u:{ALICE}")) == {stores[f"u:{ALICE}"], by_name["kept.txt"]}
     for secret in SECRETS:
         assert secret not in done.stdout + done.stderr
+
+
+def test_the_bot_sweeps_orphans_itself_once_they_are_old_enough(
+    slack: FakeSlack, openai_fake: FakeOpenAI, rdb: redis.Redis, start_bot: BotFactory
+) -> None:
+    # A thread whose records expired long ago left a store and a file behind (only its ledger knows them),
+    # and a recent upload a running turn has not recorded yet.
+    old_store = openai_fake.add_vector_store({"old.txt": b"old"})
+    [old_file] = openai_fake.files
+    recent_store = openai_fake.add_vector_store({"recent.txt": b"recent"})
+    long_ago = json.dumps({"kind": "file", "created_at": 1_000_000_000})
+    rdb.hset(f"{NS}:uploads:c:C0OLD:1.000001", mapping={
+        old_file: long_ago, old_store: long_ago.replace('"file"', '"vector_store"'),
+    })  # fmt: skip
+    rdb.hset(
+        f"{NS}:uploads:c:C0NEW:2.000001",
+        recent_store,
+        json.dumps({"kind": "vector_store", "created_at": 4e9}),
+    )
+    start_bot(orphan_sweep_hours="0.0005")  # about every 2 s
+    slack.wait_for(lambda: old_store not in openai_fake.vector_stores, timeout=15)
+    slack.wait_for(lambda: old_file not in openai_fake.files)
+    assert recent_store in openai_fake.vector_stores
+    assert rdb.exists(f"{NS}:uploads:c:C0OLD:1.000001") == 0 and rdb.exists("sa:orphan-sweep") == 1

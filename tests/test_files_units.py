@@ -124,6 +124,8 @@ def test_footer_closes_an_open_code_block_and_is_empty_without_citations() -> No
     assert (text + marker).count("```") == 1
     other = CitationRenderer()
     assert other.annotate(ann(type="container_file_citation", file_id="f", index=0)) == ""
+    as_dict = {"type": "file_citation", "file_id": "f", "filename": "d.txt", "index": 0}
+    assert other.annotate(as_dict) == "[1]" and other.footer().endswith("1. d.txt")
 
 
 def test_a_marker_pointing_past_the_text_ends_up_before_the_footer() -> None:
