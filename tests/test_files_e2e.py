@@ -362,6 +362,12 @@ def test_citations_survive_splitting_and_url_citations_become_links(
     )
     assert whole.count("**Sources**") == 1
 
+    # Annotations that arrive only after the whole text: each marker goes where the answer had got to.
+    openai_fake.script(Reply(text="Hands{cite} and urchins{cite}.", annotations_at_end=True))
+    fsender.send_event(message(DM, ALICE, "Sum up otters", thread_ts=event["ts"]))
+    late = answers(slack, DM, event["ts"], 4)[-1].text
+    assert late.startswith("Hands and urchins.[1][2]\n\n**Sources**\n1. [one.txt]")
+
 
 # ---- reset and expiry --------------------------------------------------------------------------------
 
