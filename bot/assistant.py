@@ -23,6 +23,7 @@ from bot.errors import (
     AssistantUnavailable,
 )
 from bot.settings import Settings
+from bot.turn_input import TurnInput
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,13 @@ class AssistantBackend:
             raise AssistantUnavailable(f"conversations.delete: {_describe(exc)}") from exc
 
     def _request(
-        self, conversation_id: str, text: str, *, instructions: str, user_key: str
+        self,
+        conversation_id: str,
+        text: str,
+        *,
+        instructions: str,
+        user_key: str,
+        extras: TurnInput | None = None,
     ) -> dict[str, Any]:
         request: dict[str, Any] = {
             "model": self._settings.assistant_model,
@@ -79,18 +86,31 @@ class AssistantBackend:
         }
         if self._settings.assistant_tools:
             request["tools"] = [{"type": name} for name in self._settings.assistant_tools]
+        if extras is not None:  # files (issue 3): file text, image inputs, file_search
+            extras.apply(request)
         return request
 
     async def answer(
-        self, conversation_id: str, text: str, *, instructions: str, user_key: str
+        self,
+        conversation_id: str,
+        text: str,
+        *,
+        instructions: str,
+        user_key: str,
+        extras: TurnInput | None = None,
     ) -> AsyncIterator[str]:
-        """Run one turn on the conversation and yield the answer's text as it streams."""
-        request = self._request(conversation_id, text, instructions=instructions, user_key=user_key)
+        """Run one turn on the conversation and yield the answer's text as it streams (with citation
+        markers when `extras` is given)."""
+        request = self._request(
+            conversation_id, text, instructions=instructions, user_key=user_key, extras=extras
+        )
         stream = await self._start(request)
         try:
             async for event in stream:
                 if event.type == "response.output_text.delta":
-                    yield event.delta
+                    yield extras.citations.text(event.delta) if extras is not None else event.delta
+                elif event.type == "response.output_text.annotation.added" and extras is not None:
+                    yield extras.citations.annotate(event.annotation)
                 elif event.type == "response.failed":
                     error = event.response.error
                     raise AssistantFailed(f"response failed: {error.code if error else 'unknown'}")

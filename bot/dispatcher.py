@@ -114,6 +114,7 @@ class Dispatcher:
             reply_thread_ts=msg.reply_thread_ts,
             is_dm=msg.is_dm,
             received_at=time.time(),
+            files=msg.files,
         )
         # Replies to a top-level DM land in a Slack thread under it; that thread continues the
         # user's own assistant thread.

@@ -25,6 +25,13 @@ RECENT_THREADS_KEPT = 20
 # What the user is looking at in Slack (app_context_changed) matters only for a while.
 CONTEXT_TTL = timedelta(hours=12)
 
+# The files a thread uses (and its vector store id) are kept as long as the thread itself.
+FILES_TTL = THREAD_TTL
+# Held (for the sweep interval) by the replica that last swept orphaned files: one sweep per interval.
+ORPHAN_SWEEP_LOCK = f"{PREFIX}:orphan-sweep"
+# The in-process sweep leaves younger objects alone: a running turn may not have recorded them yet.
+ORPHAN_MIN_AGE = timedelta(hours=1)
+
 
 def ms(td: timedelta) -> int:
     return int(td.total_seconds() * 1000)
@@ -70,6 +77,32 @@ class Keys:
     def user_context(self, user_id: str) -> str:
         return f"{self.ns}:context:{user_id}"
 
+    # --- files and retrieval (issue 3) -----------------------------------------------------------------
+
+    def thread_files(self, thread_ref: str) -> str:
+        """HASH: OpenAI file id -> JSON (name, kind, Slack file id, permalink) of the files a thread uses.
+        Lives as long as the thread (FILES_TTL, refreshed by each turn)."""
+        return f"{self.ns}:files:{thread_ref}"
+
+    def thread_vector_store(self, thread_ref: str) -> str:
+        """STRING: the id of the thread's own vector store (FILES_TTL)."""
+        return f"{self.ns}:vstore:{thread_ref}"
+
+    def thread_uploads(self, thread_ref: str) -> str:
+        """HASH: every OpenAI object (file or vector store) the bot created for the thread -> JSON (kind,
+        created_at). No TTL: it outlives the thread so `cleanup-orphans` finds what is no longer mapped;
+        an entry goes once its object is deleted."""
+        return f"{self.ns}:uploads:{thread_ref}"
+
+    @staticmethod
+    def parse_uploads(key: str) -> tuple[Keys, str] | None:
+        """(workspace keys, thread ref) of a `thread_uploads` key, for the orphan sweep."""
+        match = _UPLOADS_KEY.fullmatch(key)
+        if match is None:
+            return None
+        enterprise, team, thread = match.groups()
+        return Keys(team, None if enterprise == "-" else enterprise), thread
+
     @staticmethod
     def parse_queue(key: str) -> tuple[Keys, str] | None:
         """(workspace keys, thread ref) of a `queue` key, for the recovery sweep."""
@@ -81,3 +114,4 @@ class Keys:
 
 
 _QUEUE_KEY = re.compile(rf"{PREFIX}:\{{([^:}}]+):([^}}]+)\}}:queue:(.+)")
+_UPLOADS_KEY = re.compile(rf"{PREFIX}:\{{([^:}}]+):([^}}]+)\}}:uploads:(.+)")

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.keys import Keys
+from bot.slack_files import SharedFile
 
 
 class Workspace(BaseModel):
@@ -36,6 +37,7 @@ class IncomingMessage(BaseModel):
     thread_ts: str | None = None
     # Addressed to the bot by a mention (commands are only read from such messages).
     mentions_bot: bool = False
+    files: list[SharedFile] = Field(default_factory=list)  # shared with the message (issue 3)
 
     @property
     def is_dm(self) -> bool:
@@ -75,6 +77,7 @@ class Turn(BaseModel):
     reply_thread_ts: str | None
     is_dm: bool
     received_at: float
+    files: list[SharedFile] = Field(default_factory=list)  # shared with the message (issue 3)
 
     @property
     def id(self) -> str:

@@ -13,6 +13,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.assistant import AssistantBackend, build_openai_client
+from bot.cleanup import OrphanSweeper, sweep_forever
 from bot.commands import (
     CHANNEL_HINT,
     HELP_TEXT,
@@ -25,6 +26,7 @@ from bot.commands import (
 from bot.conversations import ConversationAdmin
 from bot.dispatcher import Dispatcher, Submitted
 from bot.errors import BotError, StoreUnavailable
+from bot.files import FileService
 from bot.home import RecentThread, SettingsRef, home_view, parse_lines, settings_modal
 from bot.models import CommandRequest, IncomingMessage, MessageAction, UserContext, Workspace, thread_ref
 from bot.redis_conn import RedisHandle, connect_redis
@@ -53,17 +55,24 @@ class BotService:
         self._redis = redis
         self._openai = openai_client
         self.store = ThreadStore(redis.client)
+        self.files = FileService(
+            settings, redis=redis.client, web_client=web_client, openai_client=openai_client
+        )
         runner = TurnRunner(
             settings=settings,
             web_client=web_client,
             store=self.store,
             backend=AssistantBackend(openai_client, settings),
+            files=self.files,
         )
         self.dispatcher = Dispatcher(
             redis.client, self.store, runner, lock_ttl=timedelta(seconds=settings.runner_lock_seconds)
         )
-        self.admin = ThreadAdmin(self.store, ConversationAdmin(openai_client), self.dispatcher)
+        self.admin = ThreadAdmin(
+            self.store, ConversationAdmin(openai_client), self.dispatcher, files=self.files
+        )
         self._recovery: asyncio.Task[None] | None = None
+        self._orphan_sweep: asyncio.Task[None] | None = None
         self._workspace_url: str | None = None
 
     @classmethod
@@ -80,6 +89,12 @@ class BotService:
         self._recovery = asyncio.create_task(
             self.dispatcher.recover_forever(self.settings.recovery_interval_seconds), name="recovery"
         )
+        if self.settings.orphan_sweep_hours:  # files (issue 3): expired threads' files and stores go
+            sweeper = OrphanSweeper(self.files.store, self.files.openai)
+            every = self.settings.orphan_sweep_hours * 3600
+            self._orphan_sweep = asyncio.create_task(
+                sweep_forever(sweeper, self._redis.client, every), name="orphan sweep"
+            )
 
     # --- messages ---------------------------------------------------------------------------------
 
@@ -301,6 +316,8 @@ class BotService:
     async def aclose(self, grace_seconds: float = 20.0) -> None:
         if self._recovery is not None:
             self._recovery.cancel()
+        if self._orphan_sweep is not None:
+            self._orphan_sweep.cancel()
         await self.dispatcher.shutdown(grace_seconds)
         await self._openai.close()
         if self.web_client.session is not None:

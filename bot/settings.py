@@ -22,6 +22,8 @@ from bot.keys import RUNNER_LOCK_TTL
 class Mode(StrEnum):
     SOCKET = "socket"
     HTTP = "http"
+    # A maintenance command (e.g. cleanup-orphans): needs neither the app token nor the signing secret.
+    TOOL = "tool"
 
 
 class SuggestedPrompt(BaseModel):
@@ -35,6 +37,13 @@ DEFAULT_INSTRUCTIONS = (
     "You are a helpful assistant inside Slack. Answer concisely and format with Markdown "
     "(short paragraphs, lists, code blocks). When a question is ambiguous, ask one clarifying question."
 )
+
+# What OpenAI's file_search can index (its supported file types), and the image types models read.
+DEFAULT_DOCUMENT_TYPES = [
+    "c", "cpp", "cs", "css", "doc", "docx", "go", "html", "java", "js", "json", "md", "pdf", "php",
+    "pptx", "py", "rb", "sh", "tex", "ts", "txt",
+]  # fmt: skip
+DEFAULT_IMAGE_TYPES = ["png", "jpg", "jpeg", "webp", "gif"]
 
 DEFAULT_PROMPTS = [
     SuggestedPrompt(title="Summarize a topic", message="Give me a short overview of "),
@@ -73,6 +82,25 @@ class Settings(BaseSettings):
     runner_lock_seconds: float = Field(default=RUNNER_LOCK_TTL.total_seconds(), ge=1, le=600)
     recovery_interval_seconds: float = Field(default=20.0, ge=0.1, le=600)
 
+    # --- files and retrieval (issue 3) -------------------------------------------------------------------
+    # A shared file larger than this is refused (before any download) with a message naming the limit.
+    file_max_mb: float = Field(default=20.0, gt=0, le=512)
+    # File types (extensions) accepted: documents go to the thread's vector store, images to the model.
+    file_document_types: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_DOCUMENT_TYPES)
+    )
+    file_image_types: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_IMAGE_TYPES)
+    )
+    # A thread's vector store expires this many days after it was last used (OpenAI's `last_active_at`).
+    vector_store_expiry_days: int = Field(default=7, ge=1, le=365)
+    # Shared knowledge: vector stores searched in every thread, alongside the thread's own files.
+    knowledge_vector_store_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # How long a turn waits for a shared document to be indexed before giving up on it.
+    file_index_timeout_seconds: float = Field(default=300.0, gt=0, le=3600)
+    # The bot itself runs `cleanup-orphans` about this often (one replica at a time); 0 turns it off.
+    orphan_sweep_hours: float = Field(default=24.0, ge=0, le=24 * 30)
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("slack_bot_token")
@@ -95,6 +123,27 @@ class Settings(BaseSettings):
         if not v.startswith(("https://", "http://")):
             raise ValueError("must be an http(s) URL such as https://slack.com/api/")
         return v if v.endswith("/") else v + "/"
+
+    @field_validator("file_document_types", "file_image_types", "knowledge_vector_store_ids", mode="before")
+    @classmethod
+    def _split_list(cls, v: object) -> object:
+        # Comma-separated or a JSON list; extensions are compared without a dot, in lower case.
+        if isinstance(v, str):
+            import json
+
+            v = json.loads(v) if v.strip().startswith("[") else v.split(",")
+        if isinstance(v, list):
+            return [str(x).strip() for x in v if str(x).strip()]
+        return v
+
+    @field_validator("file_document_types", "file_image_types")
+    @classmethod
+    def _extensions(cls, v: list[str]) -> list[str]:
+        return [x.lower().lstrip(".") for x in v]
+
+    @property
+    def file_max_bytes(self) -> int:
+        return int(self.file_max_mb * 1024 * 1024)
 
     @field_validator("assistant_tools", mode="before")
     @classmethod
@@ -139,7 +188,7 @@ def load_settings(mode: Mode, **overrides: object) -> Settings:
     except ValidationError as exc:
         problems.extend(_describe(dict(e)) for e in exc.errors())
     required = "slack_app_token" if mode is Mode.SOCKET else "slack_signing_secret"
-    if not _given(required, settings, overrides):
+    if mode is not Mode.TOOL and not _given(required, settings, overrides):
         why = "needed for Socket Mode; or run with --http" if mode is Mode.SOCKET else "needed for HTTP mode"
         problems.append(f"{required.upper()} is not set ({why})")
     if problems or settings is None:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bot.models import CommandRequest, IncomingMessage, MessageAction, UserContext, Workspace
+from bot.slack_files import parse_files
 
 # Message subtypes that are still a person talking to the bot; every other subtype (edits, deletions,
 # joins, bot messages...) is ignored.
@@ -69,6 +70,7 @@ def parse_user_message(
         ts=str(ts),
         thread_ts=event.get("thread_ts"),
         mentions_bot=source == "mention" or (bool(bot_user_id) and f"<@{bot_user_id}>" in raw_text),
+        files=parse_files(event),
     )
 
 

@@ -17,6 +17,7 @@ from bot.commands import HELP_TEXT, Command, ParsedCommand
 from bot.conversations import ConversationAdmin
 from bot.dispatcher import Dispatcher
 from bot.errors import BotError, NoAssistantThread, NotYourThread
+from bot.files import FileService
 from bot.metadata import BOT_KEYS, MAX_PAIRS, apply_replace, apply_set, apply_unset
 from bot.models import Turn, Workspace
 from bot.thread_store import ThreadStore
@@ -46,10 +47,18 @@ def slack_date(epoch: float) -> str:
 
 
 class ThreadAdmin:
-    def __init__(self, store: ThreadStore, conversations: ConversationAdmin, dispatcher: Dispatcher) -> None:
+    def __init__(
+        self,
+        store: ThreadStore,
+        conversations: ConversationAdmin,
+        dispatcher: Dispatcher,
+        *,
+        files: FileService | None = None,
+    ) -> None:
         self._store = store
         self._conversations = conversations
         self._dispatcher = dispatcher
+        self._files = files
 
     async def run(self, target: ThreadTarget, parsed: ParsedCommand, *, request_id: str) -> str:
         """Carry out a command on the target thread; the text to show the user (errors included)."""
@@ -142,6 +151,9 @@ class ThreadAdmin:
         info = await self._conversations.info(conversation_id)
         count = await self._conversations.count_items(conversation_id)
         record = await self._store.record(target.workspace.keys, target.thread)
+        files = "none"
+        if self._files is not None:
+            files = await self._files.describe(target.workspace.keys, target.thread)
         last_run = "none yet"
         if record.get("last_run_at"):
             last_run = f"{record.get('last_run', 'answered')}, {slack_date(float(record['last_run_at']))}"
@@ -150,7 +162,7 @@ class ThreadAdmin:
                 f"*Assistant thread* `{info.id}`",
                 f"• Created: {slack_date(info.created_at)}",
                 f"• Messages: {count if count < 1000 else '1000+'}",
-                "• Files: none",
+                f"• Files: {files}",
                 f"• Last run: {last_run}",
                 f"• Metadata: {len(info.metadata)} of {MAX_PAIRS} pairs",
             ]

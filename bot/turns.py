@@ -11,6 +11,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.assistant import AssistantBackend
 from bot.errors import BotError, SlackDeliveryError
+from bot.files import FileService
 from bot.models import Turn, UserContext
 from bot.replies import WARNING_ICON, ReplyStream
 from bot.settings import Settings
@@ -53,11 +54,13 @@ class TurnRunner:
         web_client: AsyncWebClient,
         store: ThreadStore,
         backend: AssistantBackend,
+        files: FileService | None = None,
     ) -> None:
         self._settings = settings
         self._client = web_client
         self._store = store
         self._backend = backend
+        self._files = files
 
     async def __call__(self, turn: Turn) -> None:
         if turn.kind == "reset":
@@ -92,6 +95,13 @@ class TurnRunner:
 
     async def _answer(self, turn: Turn, reply: ReplyStream) -> None:
         keys = turn.workspace.keys
+        # --- files (issue 3): shared files in, file_search on, citations on the answer
+        extras = None
+        if self._files is not None:
+            extras = await self._files.prepare(turn, lambda s: self._set_status(turn, s or THINKING_STATUS))
+            if not extras.answer_needed:
+                await self._set_status(turn, "")
+                return
         conversation_id, context = await self._store.load(keys, turn.thread, turn.user)
         if conversation_id is None:
             conversation_id = await self._backend.create_conversation(conversation_metadata(turn))
@@ -100,9 +110,11 @@ class TurnRunner:
         instructions = turn_instructions(self._settings.assistant_instructions, turn, context)
         user_key = f"{turn.workspace.team_id}:{turn.user}"
         async for delta in self._backend.answer(
-            conversation_id, turn.text, instructions=instructions, user_key=user_key
+            conversation_id, turn.text, instructions=instructions, user_key=user_key, extras=extras
         ):
             await reply.append(delta)
+        if extras is not None:
+            await reply.append(extras.citations.footer())
         await reply.finish()
         log.info("turn %s answered in %s message(s)", turn.id, len(reply.message_ts))
 
@@ -120,6 +132,8 @@ class TurnRunner:
             conversation_id = await self._store.conversation_id(keys, turn.thread)
             if conversation_id is not None:
                 await self._backend.delete_conversation(conversation_id)
+            if self._files is not None:  # files (issue 3): the thread's vector store and uploads go too
+                await self._files.forget_thread(keys, turn.thread)
             await self._store.forget(keys, turn.thread)
             log.info("turn %s: reset %s (conversation %s)", turn.id, turn.thread, conversation_id)
             notice = RESET_NOTICE.format(user=turn.user)

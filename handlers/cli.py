@@ -1,4 +1,5 @@
-"""`slack-assistant`: Socket Mode by default, `--http --port N` for Bolt's HTTP endpoint."""
+"""`slack-assistant`: Socket Mode by default, `--http --port N` for Bolt's HTTP endpoint;
+`slack-assistant cleanup-orphans` deletes OpenAI files and vector stores no thread maps any more."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
+from bot.cleanup import cleanup_orphans
 from bot.errors import ConfigError
 from bot.service import BotService
 from bot.settings import Mode, Settings, load_settings
@@ -31,6 +33,19 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--host", default="0.0.0.0", help="HTTP mode: address to bind (default 0.0.0.0)")
     parser.add_argument("--port", type=int, default=3000, help="HTTP mode: port (default 3000)")
+    parser.add_argument(
+        "command",
+        nargs="?",
+        choices=["cleanup-orphans"],
+        help="cleanup-orphans: delete the OpenAI files and vector stores no thread maps any more, and exit",
+    )
+    parser.add_argument(
+        "--min-age-hours",
+        type=float,
+        default=1.0,
+        help="cleanup-orphans: leave objects younger than this alone (default 1)",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="cleanup-orphans: only report")
     return parser.parse_args(argv)
 
 
@@ -43,6 +58,9 @@ def _configure_logging(level: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = _parse_args(argv)
+    if args.command == "cleanup-orphans":
+        _cleanup(args)
+        return
     mode = Mode.HTTP if args.http else Mode.SOCKET
     try:
         settings = load_settings(mode)
@@ -51,6 +69,21 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
     _configure_logging(settings.log_level)
     asyncio.run(_serve(settings, mode, args.host, args.port))
+
+
+def _cleanup(args: argparse.Namespace) -> None:
+    try:
+        settings = load_settings(Mode.TOOL)
+    except ConfigError as exc:
+        print(f"slack-assistant: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    _configure_logging(settings.log_level)
+    report = asyncio.run(
+        cleanup_orphans(settings, min_age_seconds=args.min_age_hours * 3600, dry_run=args.dry_run)
+    )
+    print(report.summary())
+    if report.failed:
+        raise SystemExit(1)
 
 
 async def _serve(settings: Settings, mode: Mode, host: str, port: int) -> None:

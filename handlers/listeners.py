@@ -58,6 +58,9 @@ def register(app: AsyncApp, service: BotService) -> None:
             return
         if msg.is_dm:
             await _receive(service, msg, say)
+        elif msg.files and msg.mentions_bot:
+            # Slack may send a file share that mentions the bot only as a message (no app_mention).
+            await _receive(service, msg, say)
         elif msg.thread_ts is not None:
             # In channels, only replies in a thread the bot already answers; top-level needs a mention.
             await _receive(service, msg, say, known_only=True)

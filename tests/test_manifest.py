@@ -37,8 +37,10 @@ METHOD_SCOPES = {
     "chat_stream": "chat:write",
     "assistant_threads_setStatus": "assistant:write",
     "assistant_threads_setSuggestedPrompts": "assistant:write",
+    "users_info": "users:read",
     "views_open": None,
     "views_publish": None,
+    "files_info": "files:read",
 }
 
 
@@ -67,10 +69,14 @@ def test_scopes_are_exactly_what_the_code_uses(manifest: dict) -> None:
     source = "\n".join(p.read_text() for p in (ROOT / "bot").glob("*.py"))
     source += "\n".join(p.read_text() for p in (ROOT / "handlers").glob("*.py"))
     called = set(
-        re.findall(r"\.(chat_\w+|assistant_threads_\w+|users_\w+|conversations_\w+|views_\w+)\(", source)
+        re.findall(
+            r"\.(chat_\w+|assistant_threads_\w+|users_\w+|conversations_\w+|views_\w+|files_\w+)\(", source
+        )
     )
     assert called <= set(METHOD_SCOPES), f"add the scopes of {called - set(METHOD_SCOPES)}"
     needed = {scope for m in called if (scope := METHOD_SCOPES[m])}
+    if "url_private" in source:  # downloading a file with the bot token needs files:read too
+        needed.add("files:read")
     needed |= set().union(
         *(EVENT_SCOPES[e] for e in manifest["settings"]["event_subscriptions"]["bot_events"])
     )

@@ -27,6 +27,12 @@ Semantics chosen where the real API is vague (kept simple on purpose):
   supported (400).
 * ``model_inputs`` gets one entry per ``POST /v1/responses`` that reached the "model", i.e. not for
   requests rejected with an HTTP error (auth, validation, 404, lock, scripted ``http_status``).
+* Files, vector stores and the ``file_search`` tool live in ``tests/fakes/openai_files.py`` (see its
+  docstring). A response with ``file_search`` streams a ``file_search_call`` item first, then the message
+  with ``file_citation`` annotations of the search hits (``response.output_text.annotation.added`` right
+  after the text each one cites); ``Reply.annotations`` adds scripted ones (e.g. ``url_citation``).
+  ``model_inputs`` entries carry ``file_search``: the store ids searched and the file names found.
+* ``fail_next(method, path_regex, status=...)`` answers the next matching requests with an HTTP error.
 
 Spec quirks handled when loading (see ``_prepare``): OpenAPI's ``nullable: true`` becomes a JSON Schema
 ``null`` type; ``oneOf`` becomes ``anyOf`` because the spec's discriminated unions overlap (an
@@ -62,6 +68,7 @@ from multidict import MultiMapping
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from tests.fakes.openai_files import POLL_AFTER_MS, ApiError, FilesState, Hit
 from tests.fakes.server import ServerThread
 
 SPEC_PATH = Path(__file__).resolve().parents[2].parent / "shared" / "specs" / "openai-openapi.yaml"
@@ -423,6 +430,21 @@ class Reply:
     server_completes: bool = False
     # Emit `response.failed` with this error code (e.g. "server_error") after the deltas.
     fail_with: str | None = None
+    # Extra annotations on the answer (e.g. url_citation dicts with start_index/end_index into `text`).
+    # File citations come from the file_search tool itself: each `{cite}` in `text` becomes one (citing the
+    # search hits in turn), or, without `{cite}`, one per hit at the end of the text.
+    annotations: tuple[Json, ...] = ()
+    # Stream every annotation.added event after the last text delta instead of where its index points.
+    annotations_at_end: bool = False
+
+
+@dataclass
+class _Failure:
+    method: str
+    path: re.Pattern[str]
+    status: int
+    times: int
+    code: str | None
 
 
 _DEFAULT_ERRORS: dict[int, tuple[str, str | None, str]] = {
@@ -525,6 +547,12 @@ class _Run:
     message_id: str = field(default_factory=lambda: _new_id("msg"))
     sequence: int = 0
     finished: bool = False
+    annotations: list[Json] = field(default_factory=list)  # of the answer's output_text, by position
+    search_call: Json | None = None  # the file_search_call output item, when the tool ran
+
+    @property
+    def message_index(self) -> int:
+        return 1 if self.search_call is not None else 0
 
     @property
     def store(self) -> bool:
@@ -536,7 +564,7 @@ class _Run:
         return event
 
     def output_message(self, status: str, text: str | None) -> Json:
-        content = [] if text is None else [self.output_part(text)]
+        content = [] if text is None else [self.output_part(text, self.annotations)]
         return {
             "id": self.message_id,
             "type": "message",
@@ -546,8 +574,16 @@ class _Run:
         }
 
     @staticmethod
-    def output_part(text: str) -> Json:
-        return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+    def output_part(text: str, annotations: list[Json] | None = None) -> Json:
+        return {
+            "type": "output_text",
+            "text": text,
+            "annotations": copy.deepcopy(annotations or []),
+            "logprobs": [],
+        }
+
+    def output(self, message: Json) -> list[Json]:
+        return [copy.deepcopy(self.search_call), message] if self.search_call is not None else [message]
 
     def response_object(
         self, status: str, *, output: list[Json] | None = None, error: Json | None = None
@@ -607,6 +643,38 @@ class _Run:
         return response
 
 
+def _annotation_at(annotation: Json) -> int:
+    """Where in the text an annotation applies: a file citation's index, a URL citation's end."""
+    return int(annotation.get("index", annotation.get("end_index", 0)))
+
+
+def _compose(reply: Reply, last_user: str, hits: list[Hit]) -> tuple[str, list[Json]]:
+    """The answer's text and its annotations: scripted text (or the echo), with file citations of the
+    search hits at each `{cite}`, else one per hit at the end (the echo quotes each hit's snippet)."""
+    base = reply.text if reply.text is not None else f"Echo: {last_user}"
+    annotations: list[Json] = []
+
+    def cite(hit: Hit, at: int) -> None:
+        annotations.append(
+            {"type": "file_citation", "file_id": hit.file_id, "filename": hit.filename, "index": at}
+        )
+
+    pieces = base.split("{cite}")
+    text = pieces[0]
+    for n, piece in enumerate(pieces[1:]):
+        if hits:
+            cite(hits[n % len(hits)], len(text))
+        text += piece
+    if len(pieces) == 1:
+        for hit in hits:
+            if reply.text is None:
+                text += f"\n\nFrom {hit.filename}: {hit.snippet}"
+            cite(hit, len(text))
+    annotations += [copy.deepcopy(a) for a in reply.annotations]
+    annotations.sort(key=_annotation_at)
+    return text, annotations
+
+
 # --------------------------------------------------------------------------------------------------
 # The fake
 # --------------------------------------------------------------------------------------------------
@@ -633,6 +701,8 @@ class FakeOpenAI:
         # response id -> time.monotonic() of its first text delta and of its end (for the benchmark).
         self._timings: dict[str, dict[str, float]] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # background generations, kept alive
+        self._files = FilesState()  # files, vector stores, file search (tests/fakes/openai_files.py)
+        self._failures: list[_Failure] = []  # fail_next(): scripted HTTP errors on any path
         self._server: ServerThread | None = None
         self.app = self._build_app()
 
@@ -694,6 +764,62 @@ class FakeOpenAI:
         with self._lock:
             self._scripts.extend(behaviours)
 
+    # ---- files and vector stores: state and scripting ----------------------------------------------
+
+    @property
+    def files(self) -> dict[str, Json]:
+        """Every stored File object, by id."""
+        with self._lock:
+            return copy.deepcopy(self._files.files)
+
+    def file_content(self, file_id: str) -> bytes:
+        with self._lock:
+            return self._files.contents[file_id]
+
+    @property
+    def vector_stores(self) -> dict[str, Json]:
+        """Every vector store (as the API returns it), by id."""
+        with self._lock:
+            return {vs_id: self._files.get_vector_store(vs_id) for vs_id in self._files.vector_stores}
+
+    def vector_store_files(self, vs_id: str) -> dict[str, Json]:
+        """The vector-store file objects of one store, by file id (without counting as a poll)."""
+        with self._lock:
+            return {fid: copy.deepcopy(e.obj) for fid, e in self._files.vs_files.get(vs_id, {}).items()}
+
+    def set_index_polls(self, polls: int) -> None:
+        """How many GETs of a vector-store file it takes for indexing to finish (0: at once)."""
+        with self._lock:
+            self._files.index_polls = polls
+
+    def fail_indexing(self, filename: str, code: str = "unsupported_file") -> None:
+        """Indexing of files with this name ends `failed` with `last_error.code` = code."""
+        with self._lock:
+            self._files.index_failures[filename] = code
+
+    def expire_vector_store(self, vs_id: str) -> None:
+        with self._lock:
+            self._files.expire(vs_id)
+
+    def add_vector_store(self, files: dict[str, bytes], *, metadata: dict[str, str] | None = None) -> str:
+        """A ready vector store holding these files (e.g. shared knowledge the bot did not create)."""
+        with self._lock:
+            vs = self._files.create_vector_store({"metadata": metadata or {}})
+            for name, content in files.items():
+                file = self._files.create_file(name, content, "assistants", None)
+                self._files.attach(vs["id"], file["id"], None)
+                self._files.get_vs_file(vs["id"], file["id"])  # finish indexing at once
+                self._files.vs_files[vs["id"]][file["id"]].obj["status"] = "completed"
+            return str(vs["id"])
+
+    def fail_next(
+        self, method: str, path: str, *, status: int = 500, times: int = 1, code: str | None = None
+    ) -> None:
+        """The next `times` requests whose method matches and whose path matches the regex `path`
+        (e.g. r"/v1/vector_stores/[^/]+/files$") answer this HTTP error before doing anything."""
+        with self._lock:
+            self._failures.append(_Failure(method.upper(), re.compile(path), status, times, code))
+
     def reset(self) -> None:
         with self._lock:
             self._epoch += 1
@@ -707,6 +833,8 @@ class FakeOpenAI:
             self._scripts.clear()
             self._timings.clear()
             self.default_reply = Reply()
+            self._files = FilesState()
+            self._failures.clear()
 
     # ---- app and cross-cutting checks --------------------------------------------------------------
 
@@ -725,6 +853,19 @@ class FakeOpenAI:
             ("DELETE", "/v1/conversations/{conversation_id}/items/{item_id}", self._delete_item),
             ("POST", "/v1/responses", self._create_response),
             ("GET", "/v1/responses/{response_id}", self._get_response),
+            ("POST", "/v1/files", self._create_file),
+            ("GET", "/v1/files", self._list_files),
+            ("GET", "/v1/files/{file_id}", self._get_file),
+            ("DELETE", "/v1/files/{file_id}", self._delete_file),
+            ("POST", "/v1/vector_stores", self._create_vector_store),
+            ("GET", "/v1/vector_stores", self._list_vector_stores),
+            ("GET", "/v1/vector_stores/{vs_id}", self._get_vector_store),
+            ("POST", "/v1/vector_stores/{vs_id}", self._update_vector_store),
+            ("DELETE", "/v1/vector_stores/{vs_id}", self._delete_vector_store),
+            ("POST", "/v1/vector_stores/{vs_id}/files", self._attach_file),
+            ("GET", "/v1/vector_stores/{vs_id}/files", self._list_vs_files),
+            ("GET", "/v1/vector_stores/{vs_id}/files/{file_id}", self._get_vs_file),
+            ("DELETE", "/v1/vector_stores/{vs_id}/files/{file_id}", self._detach_file),
         ]
         for method, path, handler in routes:
             app.router.add_route(method, path, handler)
@@ -742,6 +883,8 @@ class FakeOpenAI:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.content_type == "multipart/form-data":
+            return await self._multipart(request, handler)
         raw = await request.read() if request.body_exists else b""
         body: Any = None
         bad_json = False
@@ -777,8 +920,71 @@ class FakeOpenAI:
             return self._violation(request, problems)
         if request.match_info.http_exception is not None:
             return _error(404, f"Invalid URL ({request.method} {request.path})")
+        failed = self._take_failure(request)
+        if failed is not None:
+            return failed
         request[_JSON] = body if isinstance(body, dict) else {}
         return await handler(request)
+
+    async def _multipart(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """A multipart upload (POST /v1/files): its form fields are checked against the spec's schema."""
+        form = await request.post()
+        fields: Json = {}
+        upload: Json | None = None
+        for name, value in form.items():
+            if isinstance(value, web.FileField):
+                content = value.file.read()
+                upload = {"filename": value.filename, "content": content, "content_type": value.content_type}
+                fields[name] = "<binary>"
+                continue
+            match = re.fullmatch(r"(\w+)\[(\w+)\]", name)
+            if match:  # expires_after[seconds]=3600, as the SDK flattens nested form fields
+                inner = value if not value.isdigit() else int(value)
+                fields.setdefault(match.group(1), {})[match.group(2)] = inner
+            else:
+                fields[name] = value
+        auth_ok = request.headers.get("Authorization") == f"Bearer {self.api_key}"
+        with self._lock:
+            self._requests.append(
+                {
+                    "method": request.method,
+                    "path": request.path,
+                    "query": dict(request.query),
+                    "json": None,
+                    "form": dict(fields),
+                    "authorization_ok": auth_ok,
+                }
+            )
+        if not auth_ok:
+            return _error(401, "Incorrect API key provided.", code="invalid_api_key")
+        problems = []
+        if request.path == "/v1/files":
+            problems = self.spec.schema_errors("CreateFileRequest", fields)
+            if upload is None:
+                problems.append("form: the 'file' part must be a file upload")
+        if problems:
+            return self._violation(request, problems)
+        if request.match_info.http_exception is not None:
+            return _error(404, f"Invalid URL ({request.method} {request.path})")
+        failed = self._take_failure(request)
+        if failed is not None:
+            return failed
+        request[_JSON] = {**fields, "_upload": upload}
+        return await handler(request)
+
+    def _take_failure(self, request: web.Request) -> web.Response | None:
+        with self._lock:
+            for failure in self._failures:
+                if failure.method == request.method and failure.path.search(request.path):
+                    failure.times -= 1
+                    if failure.times <= 0:
+                        self._failures.remove(failure)
+                    status = failure.status
+                    default_type, default_code, message = _DEFAULT_ERRORS.get(
+                        status, ("server_error" if status >= 500 else "invalid_request_error", None, "Error.")
+                    )
+                    return _error(status, message, type_=default_type, code=failure.code or default_code)
+        return None
 
     def _violation(self, request: web.Request, problems: list[str]) -> web.Response:
         with self._lock:
@@ -901,6 +1107,94 @@ class FakeOpenAI:
             conv["items"] = kept
             return web.json_response(_conversation_object(conv))
 
+    # ---- files and vector stores (state and rules in tests/fakes/openai_files.py) -------------------
+
+    def _files_call(self, call: Callable[[], Json], *, poll: bool = False) -> web.Response:
+        try:
+            with self._lock:
+                body = call()
+        except ApiError as exc:
+            return _error(exc.status, exc.message, param=exc.param, code=exc.code)
+        headers = {"openai-poll-after-ms": POLL_AFTER_MS} if poll else None
+        return web.json_response(body, headers=headers)
+
+    @staticmethod
+    def _page(items: list[Json], query: MultiMapping[str], *, default_limit: int) -> Json:
+        """A cursor page (`limit`, `order` by created_at, `after`, `before`) as the list endpoints return."""
+        ordered = sorted(items, key=lambda i: i["created_at"], reverse=query.get("order", "desc") == "desc")
+        ids = [i["id"] for i in ordered]
+        if query.get("after") in ids:
+            ordered = ordered[ids.index(query["after"]) + 1 :]
+        elif query.get("before") in ids:
+            ordered = ordered[: ids.index(query["before"])]
+        limit = int(query.get("limit", default_limit))
+        page = ordered[:limit]
+        return {
+            "object": "list",
+            "data": page,
+            "first_id": page[0]["id"] if page else "",
+            "last_id": page[-1]["id"] if page else "",
+            "has_more": len(ordered) > limit,
+        }
+
+    async def _create_file(self, request: web.Request) -> web.StreamResponse:
+        form = request[_JSON]
+        upload = form["_upload"]
+        return self._files_call(
+            lambda: self._files.create_file(
+                upload["filename"] or "upload", upload["content"], form["purpose"], form.get("expires_after")
+            )
+        )
+
+    async def _list_files(self, request: web.Request) -> web.StreamResponse:
+        query = request.query
+        return self._files_call(
+            lambda: self._page(self._files.list_files(query.get("purpose")), query, default_limit=10_000)
+        )
+
+    async def _get_file(self, request: web.Request) -> web.StreamResponse:
+        return self._files_call(lambda: self._files.get_file(request.match_info["file_id"]))
+
+    async def _delete_file(self, request: web.Request) -> web.StreamResponse:
+        return self._files_call(lambda: self._files.delete_file(request.match_info["file_id"]))
+
+    async def _create_vector_store(self, request: web.Request) -> web.StreamResponse:
+        return self._files_call(lambda: self._files.create_vector_store(request[_JSON]))
+
+    async def _list_vector_stores(self, request: web.Request) -> web.StreamResponse:
+        query = request.query
+        return self._files_call(lambda: self._page(self._files.list_vector_stores(), query, default_limit=20))
+
+    async def _get_vector_store(self, request: web.Request) -> web.StreamResponse:
+        return self._files_call(lambda: self._files.get_vector_store(request.match_info["vs_id"]))
+
+    async def _update_vector_store(self, request: web.Request) -> web.StreamResponse:
+        vs_id = request.match_info["vs_id"]
+        return self._files_call(lambda: self._files.update_vector_store(vs_id, request[_JSON]))
+
+    async def _delete_vector_store(self, request: web.Request) -> web.StreamResponse:
+        return self._files_call(lambda: self._files.delete_vector_store(request.match_info["vs_id"]))
+
+    async def _attach_file(self, request: web.Request) -> web.StreamResponse:
+        body, vs_id = request[_JSON], request.match_info["vs_id"]
+        return self._files_call(
+            lambda: self._files.attach(vs_id, body["file_id"], body.get("attributes")), poll=True
+        )
+
+    async def _list_vs_files(self, request: web.Request) -> web.StreamResponse:
+        vs_id, query = request.match_info["vs_id"], request.query
+        return self._files_call(
+            lambda: self._page(self._files.list_vs_files(vs_id, query.get("filter")), query, default_limit=20)
+        )
+
+    async def _get_vs_file(self, request: web.Request) -> web.StreamResponse:
+        vs_id, file_id = request.match_info["vs_id"], request.match_info["file_id"]
+        return self._files_call(lambda: self._files.get_vs_file(vs_id, file_id), poll=True)
+
+    async def _detach_file(self, request: web.Request) -> web.StreamResponse:
+        vs_id, file_id = request.match_info["vs_id"], request.match_info["file_id"]
+        return self._files_call(lambda: self._files.detach(vs_id, file_id))
+
     # ---- responses ---------------------------------------------------------------------------------
 
     async def _get_response(self, request: web.Request) -> web.StreamResponse:
@@ -953,15 +1247,34 @@ class FakeOpenAI:
                         param="previous_response_id",
                     )
                 history = self._histories[previous_id]
+            search_tools = [
+                t for t in body.get("tools") or [] if isinstance(t, dict) and t.get("type") == "file_search"
+            ]
+            vs_ids = [vs_id for t in search_tools for vs_id in t.get("vector_store_ids") or []]
+            try:
+                self._files.check_search(vs_ids)
+                self._check_file_inputs(new_items)
+            except ApiError as exc:
+                return _error(exc.status, exc.message, param=exc.param, code=exc.code)
             reply = self._scripts.popleft() if self._scripts else self.default_reply
             if reply.http_status is not None:
                 return self._scripted_error(reply)
             seen = copy.deepcopy(history) + new_items
-            if reply.text is not None:
-                text = reply.text
-            else:
-                users = [i for i in seen if i.get("type") == "message" and i.get("role") == "user"]
-                text = f"Echo: {_item_text(users[-1]) if users else ''}"
+            users = [i for i in seen if i.get("type") == "message" and i.get("role") == "user"]
+            last_user = _item_text(users[-1]) if users else ""
+            hits: list[Hit] = []
+            search_call: Json | None = None
+            if search_tools:
+                limit = int(search_tools[0].get("max_num_results") or 10)
+                hits = self._files.search(vs_ids, last_user, limit)
+                search_call = {
+                    "id": _new_id("fs"),
+                    "type": "file_search_call",
+                    "status": "completed",
+                    "queries": [last_user],
+                    "results": None,
+                }
+            text, annotations = _compose(reply, last_user, hits)
             run = _Run(
                 id=_new_id("resp"),
                 body=body,
@@ -972,6 +1285,8 @@ class FakeOpenAI:
                 new_items=new_items,
                 seen_items=seen,
                 epoch=self._epoch,
+                annotations=annotations,
+                search_call=search_call,
             )
             if conv_id:
                 self._busy.add(conv_id)
@@ -985,6 +1300,11 @@ class FakeOpenAI:
                     "instructions": body.get("instructions"),
                     "tools": copy.deepcopy(body.get("tools") or []),
                     "input_items": copy.deepcopy(seen),
+                    "file_search": (
+                        {"vector_store_ids": vs_ids, "hits": [h.filename for h in hits]}
+                        if search_tools
+                        else None
+                    ),
                 }
             )
 
@@ -1001,6 +1321,15 @@ class FakeOpenAI:
         finally:
             if not body.get("background") or body.get("stream"):
                 self._finish(run, "cancelled")  # no-op unless the handler died midway
+
+    def _check_file_inputs(self, items: list[Json]) -> None:
+        """An input_image / input_file naming a file id must name a stored file (the real API 400s)."""
+        for item in items:
+            content = item.get("content")
+            for part in content if isinstance(content, list) else []:
+                file_id = part.get("file_id") if isinstance(part, dict) else None
+                if file_id and not self._files.file_exists(file_id):
+                    raise ApiError(400, f"The file '{file_id}' does not exist.", param="input")
 
     @staticmethod
     def _scripted_error(reply: Reply) -> web.Response:
@@ -1026,21 +1355,56 @@ class FakeOpenAI:
         reply = run.reply
         yield run.event("response.created", response=run.response_object("in_progress"))
         yield run.event("response.in_progress", response=run.response_object("in_progress"))
+        if run.search_call is not None:
+            call = run.search_call
+            searching = {**call, "status": "in_progress"}
+            yield run.event("response.output_item.added", output_index=0, item=searching)
+            for phase in ("in_progress", "searching", "completed"):
+                yield run.event(f"response.file_search_call.{phase}", output_index=0, item_id=call["id"])
+            yield run.event("response.output_item.done", output_index=0, item=copy.deepcopy(call))
+        at = run.message_index
         yield run.event(
-            "response.output_item.added", output_index=0, item=run.output_message("in_progress", None)
+            "response.output_item.added", output_index=at, item=run.output_message("in_progress", None)
         )
         yield run.event(
             "response.content_part.added",
             item_id=run.message_id,
-            output_index=0,
+            output_index=at,
             content_index=0,
             part=run.output_part(""),
         )
+        # Chunks of chunk_size, also cut where an annotation applies, so its annotation.added event can
+        # follow exactly the text it refers to (as the real stream does).
         size = max(1, reply.chunk_size)
-        chunks = [run.text[i : i + size] for i in range(0, len(run.text), size)]
+        cuts = set(range(0, len(run.text), size)) | {_annotation_at(a) for a in run.annotations}
+        cuts = [*sorted(c for c in cuts if 0 < c < len(run.text)), len(run.text)]
+        bounds = list(zip([0, *cuts[:-1]], cuts, strict=True)) if run.text else []
+        chunks = [(start, run.text[start:end]) for start, end in bounds]
+        pending = list(enumerate(run.annotations))
+
+        def due(position: int) -> list[Json]:
+            if reply.annotations_at_end and position < len(run.text):
+                return []
+            ready = [(n, a) for n, a in pending if _annotation_at(a) <= position]
+            for entry in ready:
+                pending.remove(entry)
+            return [
+                run.event(
+                    "response.output_text.annotation.added",
+                    item_id=run.message_id,
+                    output_index=at,
+                    content_index=0,
+                    annotation_index=n,
+                    annotation=copy.deepcopy(a),
+                )
+                for n, a in ready
+            ]
+
         if reply.first_token_delay:
             await asyncio.sleep(reply.first_token_delay)
-        for index, chunk in enumerate(chunks):
+        for index, (start, chunk) in enumerate(chunks):
+            for event in due(start):
+                yield event
             if index == reply.drop_after_chunks:
                 yield _DROP
                 if not reply.server_completes:
@@ -1051,7 +1415,7 @@ class FakeOpenAI:
             yield run.event(
                 "response.output_text.delta",
                 item_id=run.message_id,
-                output_index=0,
+                output_index=at,
                 content_index=0,
                 delta=chunk,
                 logprobs=[],
@@ -1061,6 +1425,8 @@ class FakeOpenAI:
             if not reply.server_completes:
                 self._finish_dropped(run)
                 return
+        for event in due(len(run.text)):
+            yield event
         if reply.fail_with is not None:
             error = {
                 "code": reply.fail_with,
@@ -1071,11 +1437,12 @@ class FakeOpenAI:
             yield run.event("response.failed", response=failed)
             return
         message = run.output_message("completed", run.text)
-        common = {"item_id": run.message_id, "output_index": 0, "content_index": 0}
+        common = {"item_id": run.message_id, "output_index": at, "content_index": 0}
         yield run.event("response.output_text.done", **common, text=run.text, logprobs=[])
-        yield run.event("response.content_part.done", **common, part=run.output_part(run.text))
-        yield run.event("response.output_item.done", output_index=0, item=message)
-        completed = run.response_object("completed", output=[message])
+        part = run.output_part(run.text, run.annotations)
+        yield run.event("response.content_part.done", **common, part=part)
+        yield run.event("response.output_item.done", output_index=at, item=message)
+        completed = run.response_object("completed", output=run.output(message))
         self._finish(run, "completed", completed)
         yield run.event("response.completed", response=completed)
 

@@ -7,6 +7,12 @@ Mode connects to ``/link/`` with a ticket issued by ``apps.connections.open``. T
 
 Response shapes and error codes follow the Slack method reference (docs.slack.dev) and the sample responses
 the official SDKs test against; where Slack's exact behaviour is undocumented the choice is noted inline.
+
+Files: ``add_file`` stores a file and returns its file object (as a ``file_share`` message carries it);
+``files.info`` returns it; its ``url_private(_download)`` points at this server, which serves the bytes only
+to ``Authorization: Bearer <bot token>`` and otherwise answers Slack's HTML sign-in page (HTTP 200,
+``text/html``), as Slack does for a token it does not accept. Every download request is recorded with its
+headers (``downloads``). ``connect_stub`` gives the stub a Slack Connect event carries instead.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import copy
 import itertools
 import json
 import re
+import secrets
 import threading
 import time
 import uuid
@@ -23,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
+from urllib.parse import quote
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
@@ -69,6 +77,22 @@ class Message:
     appends: int = 0  # successful chat.appendStream calls
     expired: bool = False  # the stream was cut off by expire_streams()
     metadata: JsonDict | None = None
+
+
+@dataclass(frozen=True)
+class Download:
+    """One request for file bytes (url_private / url_private_download) and what it got."""
+
+    path: str
+    headers: dict[str, str]
+    served: bool  # True: the file's bytes; False: the HTML sign-in page
+    at: float
+
+
+SIGN_IN_PAGE = (
+    '<!DOCTYPE html><html lang="en"><head><title>Slack</title></head>'
+    '<body><h1>Sign in to Fake Team</h1><form action="/signin"></form></body></html>'
+)
 
 
 @dataclass(frozen=True)
@@ -160,11 +184,13 @@ class FakeSlack:
             "views.open": self._views_open,
             "views.update": self._views_update,
             "apps.connections.open": self._connections_open,
+            "files.info": self._files_info,
         }
         self._clear_state()
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._handle_api)
         app.router.add_get("/link/", self._handle_link)
+        app.router.add_get("/files-pri/{key}/{rest:.+}", self._handle_download)
         self._server = ServerThread(app)
 
     def _clear_state(self) -> None:
@@ -184,6 +210,11 @@ class FakeSlack:
         self._acks: list[JsonDict] = []
         self._user_overrides: dict[str, JsonDict] = {}
         self._channel_overrides: dict[str, JsonDict] = {}
+        self._files: dict[str, JsonDict] = {}
+        self._file_bytes: dict[str, bytes] = {}
+        self._downloads: list[Download] = []
+        self._refusing_downloads = False
+        self._redirect_to: str | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -330,6 +361,104 @@ class FakeSlack:
             self._channel_overrides[channel_id] = _deep_merge(
                 self._channel_overrides.get(channel_id, {}), fields
             )
+
+    # ------------------------------------------------------------------ files (test thread)
+
+    def add_file(
+        self,
+        name: str,
+        content: bytes,
+        *,
+        mimetype: str = "application/octet-stream",
+        filetype: str | None = None,
+        user: str = "U0ALICE",
+        size: int | None = None,
+    ) -> JsonDict:
+        """Store a file shared by `user`; returns its file object (a copy, as an event would carry it).
+
+        `size` overrides the declared size (a payload may understate it); the bytes served are `content`.
+        """
+        file_id = "F" + secrets.token_hex(5).upper()
+        base = self._server.base_url
+        key = f"{self.team_id}-{file_id}"
+        ext = name.rsplit(".", 1)[-1].lower() if "." in name else "text"
+        obj: JsonDict = {
+            "id": file_id,
+            "created": TS_BASE,
+            "timestamp": TS_BASE,
+            "name": name,
+            "title": name,
+            "mimetype": mimetype,
+            "filetype": filetype or ext,
+            "pretty_type": (filetype or ext).upper(),
+            "user": user,
+            "user_team": self.team_id,
+            "editable": False,
+            "size": len(content) if size is None else size,
+            "mode": "hosted",
+            "is_external": False,
+            "external_type": "",
+            "is_public": False,
+            "public_url_shared": False,
+            "display_as_bot": False,
+            "username": "",
+            "url_private": f"{base}/files-pri/{key}/{quote(name)}",
+            "url_private_download": f"{base}/files-pri/{key}/download/{quote(name)}",
+            "permalink": f"https://{self.team_domain}.slack.com/files/{user}/{file_id}/{quote(name)}",
+            "permalink_public": f"https://slack-files.com/{key}-{secrets.token_hex(5)}",
+            "has_rich_preview": False,
+            "file_access": "visible",
+        }
+        with self._lock:
+            self._files[file_id] = obj
+            self._file_bytes[file_id] = content
+        return copy.deepcopy(obj)
+
+    @staticmethod
+    def connect_stub(file: JsonDict) -> JsonDict:
+        """What a Slack Connect message carries instead of the file object: look it up with files.info."""
+        return {
+            "id": file["id"],
+            "mode": "file_access",
+            "file_access": "check_file_info",
+            "created": 0,
+            "timestamp": 0,
+            "user": "",
+        }
+
+    def refuse_downloads(self, refuse: bool = True) -> None:
+        """From now on every download answers the sign-in page, even with the right token."""
+        with self._lock:
+            self._refusing_downloads = refuse
+
+    def redirect_downloads(self, location: str | None) -> None:
+        """From now on an authorised download answers `302 Location: <location>` (None: serve again)."""
+        with self._lock:
+            self._redirect_to = location
+
+    @property
+    def downloads(self) -> list[Download]:
+        with self._lock:
+            return list(self._downloads)
+
+    async def _handle_download(self, request: web.Request) -> web.StreamResponse:
+        key = request.match_info["key"]
+        file_id = key.split("-", 1)[1] if "-" in key else ""
+        header = request.headers.get("Authorization", "")
+        with self._lock:
+            content = self._file_bytes.get(file_id)
+            file = self._files.get(file_id)
+            allowed = header == f"Bearer {self.bot_token}" and not self._refusing_downloads
+            redirect = self._redirect_to if allowed else None
+            served = allowed and content is not None and redirect is None
+            self._downloads.append(Download(request.path, dict(request.headers), served, time.monotonic()))
+        if not allowed:
+            return web.Response(text=SIGN_IN_PAGE, content_type="text/html")
+        if redirect is not None:
+            return web.Response(status=302, headers={"Location": redirect})
+        if content is None or file is None:
+            return web.Response(status=404, text="Not found")
+        return web.Response(body=content, content_type=str(file["mimetype"]))
 
     # ------------------------------------------------------------------ Socket Mode (test thread)
 
@@ -997,6 +1126,13 @@ class FakeSlack:
         if args.get("hash") and args["hash"] != current["hash"]:
             raise SlackError("hash_conflict")
         return self._store_view(current["id"], view)
+
+    def _files_info(self, args: JsonDict) -> JsonDict:
+        file_id = self._required(args, "file")
+        file = self._files.get(file_id)
+        if file is None:
+            raise SlackError("file_not_found")
+        return {"file": copy.deepcopy(file), "comments": [], "response_metadata": {"next_cursor": ""}}
 
     def _connections_open(self, args: JsonDict) -> JsonDict:
         ticket = str(uuid.uuid4())
