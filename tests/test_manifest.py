@@ -35,6 +35,9 @@ METHOD_SCOPES = {
     "chat_postEphemeral": "chat:write",
     "chat_update": "chat:write",
     "chat_stream": "chat:write",
+    "chat_startStream": "chat:write",
+    "chat_appendStream": "chat:write",
+    "chat_stopStream": "chat:write",
     "assistant_threads_setStatus": "assistant:write",
     "assistant_threads_setSuggestedPrompts": "assistant:write",
 }
