@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import secrets
@@ -63,6 +64,7 @@ from bot.keys import (
 )
 from bot.models import IncomingMessage, Turn, thread_ref
 from bot.progress import TurnProgress
+from bot.redis_conn import patiently
 from bot.settings import Settings
 from bot.thread_store import ThreadStore
 
@@ -443,10 +445,9 @@ class Dispatcher:
                 turn = Turn.model_validate_json(raw)
                 if not await self._run(keys, thread, token, turn):
                     return  # interrupted: the turn stays pending and is reclaimed later
-                await self._finish(
-                    keys=[keys.queue(thread), keys.turns(), keys.turn(turn.id)],
-                    args=[member, entry_id, TURN_GROUP, ms(TURN_RECORD_TTL)],
-                )
+                finish_keys = [keys.queue(thread), keys.turns(), keys.turn(turn.id)]
+                finish_args: list[str | int] = [member, entry_id, TURN_GROUP, ms(TURN_RECORD_TTL)]
+                await patiently(functools.partial(self._finish, keys=finish_keys, args=finish_args))
         except RedisError as exc:
             log.warning("lost Redis while running %s (%s); its turns stay queued", thread, type(exc).__name__)
         finally:

@@ -10,7 +10,9 @@ One HASH per turn (`Keys.turn`), written as the turn goes:
   (`chat.update`) instead of posting new ones, so the user never sees two answers;
 - `done`: set by the dispatcher, atomically with acking the turn's stream entry.
 
-Every write is fenced by the thread's runner lock: a worker that lost its lock (it stalled past the lock's
+Writes wait for Redis through a short outage (`patiently`): while Redis is down nobody else can take the
+turn over, and giving up right after posting to Slack would make a retry post the answer again. Every
+write is fenced by the thread's runner lock: a worker that lost its lock (it stalled past the lock's
 TTL and another worker took the thread over) cannot write, and stops the turn (`TurnInterrupted`).
 """
 
@@ -23,6 +25,7 @@ from redis.exceptions import RedisError
 
 from bot.errors import TurnInterrupted
 from bot.keys import TURN_RECORD_TTL, Keys, ms
+from bot.redis_conn import patiently
 
 # KEYS: runner lock, record. ARGV: token, lock_ttl_ms, record_ttl_ms, field, value, [field, value...].
 # Writes only while this worker holds the thread's lock (re-taking it if it expired and nobody took it).
@@ -86,8 +89,10 @@ class TurnProgress:
     async def begin(self) -> TurnRecord:
         """Count an attempt and load what earlier attempts did."""
         try:
-            flat = await self._begin(
-                keys=[self._lock_key, self._key], args=[self._token, self._lock_ms, ms(TURN_RECORD_TTL)]
+            flat = await patiently(
+                lambda: self._begin(
+                    keys=[self._lock_key, self._key], args=[self._token, self._lock_ms, ms(TURN_RECORD_TTL)]
+                )
             )
         except RedisError as exc:
             raise TurnInterrupted(f"progress record unavailable: {type(exc).__name__}") from exc
@@ -108,9 +113,11 @@ class TurnProgress:
 
     async def _save(self, name: str, value: str) -> None:
         try:
-            written = await self._fenced_hset(
-                keys=[self._lock_key, self._key],
-                args=[self._token, self._lock_ms, ms(TURN_RECORD_TTL), name, value],
+            written = await patiently(
+                lambda: self._fenced_hset(
+                    keys=[self._lock_key, self._key],
+                    args=[self._token, self._lock_ms, ms(TURN_RECORD_TTL), name, value],
+                )
             )
         except RedisError as exc:
             raise TurnInterrupted(f"progress not recorded: {type(exc).__name__}") from exc
