@@ -11,7 +11,7 @@ import redis
 
 from tests.fakes.openai_api import FakeOpenAI, Reply
 from tests.fakes.slack_api import FakeSlack
-from tests.harness import SECRETS, BotProcess, SlackSender, bot_env, mention, message, new_ts
+from tests.harness import SECRETS, TEAM, BotProcess, SlackSender, bot_env, mention, message, new_ts
 from tests.test_bridge_e2e import ALICE, CHANNEL, DM, answers, user_texts
 
 
@@ -96,7 +96,7 @@ def test_state_lives_in_redis_so_a_restarted_bot_continues_the_thread(
 
 
 def test_turns_of_a_killed_process_are_answered_by_another(
-    slack: FakeSlack, openai_fake: FakeOpenAI, start_bot
+    slack: FakeSlack, openai_fake: FakeOpenAI, start_bot, rdb: redis.Redis
 ) -> None:
     fast_recovery = {"RUNNER_LOCK_SECONDS": "2", "RECOVERY_INTERVAL_SECONDS": "0.5"}
     doomed = start_bot(**fast_recovery)
@@ -104,7 +104,9 @@ def test_turns_of_a_killed_process_are_answered_by_another(
     root = mention(CHANNEL, ALICE, "first, slow")
     sender = SlackSender(doomed.url)
     sender.send_event(root)
-    slack.wait_for(lambda: len(openai_fake.model_inputs) == 1)
+    # Killed once the turn's response is recorded (the id reaches Redis a few ms after OpenAI has it).
+    record = f"sa:{{-:{TEAM}}}:turn:{CHANNEL}:{root['ts']}"
+    slack.wait_for(lambda: bool(rdb.hget(record, "response_id")))
     waiting = message(CHANNEL, ALICE, "second, queued behind it", thread_ts=root["ts"])
     sender.send_event(waiting)
     doomed.stop(signal.SIGKILL)
