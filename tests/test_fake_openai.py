@@ -623,7 +623,9 @@ def test_only_background_responses_stream_again_or_cancel(fake: FakeOpenAI, clie
 def test_cancel_stops_a_background_response(fake: FakeOpenAI, client: openai.OpenAI) -> None:
     conv = client.conversations.create()
     fake.script(Reply(text="never finished", first_token_delay=30))
+    assert fake.scripts_left == 1
     created = client.responses.create(model=MODEL, conversation=conv.id, input="hi", background=True)
+    assert fake.scripts_left == 0
     cancelled = client.responses.cancel(created.id)
     assert cancelled.status == "cancelled"
     assert client.responses.retrieve(created.id).status == "cancelled"

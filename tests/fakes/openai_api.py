@@ -722,6 +722,12 @@ class FakeOpenAI:
         with self._lock:
             return list(self._violations)
 
+    @property
+    def scripts_left(self) -> int:
+        """Scripted replies not used yet."""
+        with self._lock:
+            return len(self._scripts)
+
     def script(self, *behaviours: Reply) -> None:
         with self._lock:
             self._scripts.extend(behaviours)
