@@ -151,6 +151,10 @@ class Bench:
                 redis_url=self.redis_server.url,
                 LOG_LEVEL="WARNING",
                 STREAM_FLUSH_SECONDS="0.5",  # the production default (the tests use a faster one)
+                # One process takes every turn in flight; the bench measures cost, not spend limits.
+                WORKER_CONCURRENCY="1000",
+                RATE_LIMIT_USER_PER_MINUTE="0",
+                RATE_LIMIT_TEAM_PER_MINUTE="0",
             ),
             workdir=self.tmp,
         ).start()

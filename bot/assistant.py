@@ -1,7 +1,13 @@
-"""The assistant backend: an assistant thread is an OpenAI Conversation, a turn is one streamed Response.
+"""The assistant backend: an assistant thread is an OpenAI Conversation, a turn is one Response.
 
-Only what the API itself rejects before doing any work is retried here (429 and `conversation_locked`);
-a response is never blindly re-created, since `responses.create` is not idempotent.
+Responses are created with `background=True` and `stream=True`: the answer streams as usual, and the
+response lives on at OpenAI when the connection drops (or the worker dies). A dropped or stalled stream is
+resumed with `responses.retrieve(id, stream=True, starting_after=<last event>)`; after a few failed resumes
+the response is polled until it ends. A turn retried by another worker resumes its recorded response the
+same way, from the first event. So a response is never re-run for a transport fault.
+
+`responses.create` is not idempotent (it adds the user's message to the conversation): it is retried only
+where the API did nothing (429 after its `retry-after`, `conversation_locked`, 502/503), never blindly.
 """
 
 from __future__ import annotations
@@ -9,9 +15,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import httpx2
 import openai
 from openai import AsyncOpenAI
 
@@ -21,6 +28,7 @@ from bot.errors import (
     AssistantFailed,
     AssistantRateLimited,
     AssistantUnavailable,
+    BotError,
 )
 from bot.settings import Settings
 from bot.turn_input import TurnInput
@@ -30,6 +38,19 @@ log = logging.getLogger(__name__)
 RATE_LIMIT_RETRIES = 3
 MAX_RETRY_AFTER_SECONDS = 20.0
 LOCKED_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
+# 502/503: the API did not take the request (gateway, overload); 500 and 504 are ambiguous: not retried.
+UNAVAILABLE_RETRY_DELAYS = (1.0, 2.0)
+UNAVAILABLE_STATUSES = frozenset({502, 503})
+# Stream resumes before falling back to polling, and the polling interval bounds.
+MAX_RESUMES = 3
+POLL_FIRST_DELAY, POLL_MAX_DELAY = 0.5, 5.0
+# Failure codes of a `failed` response that mean "the service had a problem", not "your request is bad".
+TRANSIENT_FAILURES = frozenset({"server_error", "rate_limit_exceeded", "vector_store_timeout"})
+
+# Everything a broken SSE stream can raise: API errors, transport errors, a truncated body.
+_STREAM_BREAKS = (openai.APIError, httpx2.HTTPError, OSError, ValueError)
+
+OnCreated = Callable[[str], Awaitable[None]]
 
 
 def build_openai_client(settings: Settings) -> AsyncOpenAI:
@@ -81,6 +102,8 @@ class AssistantBackend:
             "input": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}],
             "store": True,
             "stream": True,
+            # Lives on at OpenAI when the stream drops: resumable with `retrieve(stream=True)`.
+            "background": True,
             # A stable, non-reversible id per Slack user helps OpenAI's abuse detection.
             "safety_identifier": hashlib.sha256(user_key.encode()).hexdigest()[:32],
         }
@@ -97,39 +120,148 @@ class AssistantBackend:
         *,
         instructions: str,
         user_key: str,
+        on_created: OnCreated,
         extras: TurnInput | None = None,
     ) -> AsyncIterator[str]:
         """Run one turn on the conversation and yield the answer's text as it streams (with citation
-        markers when `extras` is given)."""
+        markers when `extras` is given).
+
+        `on_created(response_id)` runs before any text is yielded (the caller records the id); if it
+        raises, the response is cancelled and the error propagates.
+        """
         request = self._request(
             conversation_id, text, instructions=instructions, user_key=user_key, extras=extras
         )
         stream = await self._start(request)
+        async for delta in self._follow(stream, None, on_created, extras):
+            yield delta
+
+    async def resume(self, response_id: str) -> AsyncIterator[str]:
+        """The whole text of an earlier response, from its start, following it until it ends."""
+        stream = await self._reopen(response_id, None, self._deadline())
+        if stream is None:
+            async for delta in self._poll(response_id, "", self._deadline()):
+                yield delta
+            return
+        async for delta in self._follow(stream, response_id, None):
+            yield delta
+
+    async def cancel(self, response_id: str) -> None:
+        """Best effort: stop a background response nobody will show."""
         try:
-            async for event in stream:
-                if event.type == "response.output_text.delta":
-                    yield extras.citations.text(event.delta) if extras is not None else event.delta
-                elif event.type == "response.output_text.annotation.added" and extras is not None:
-                    yield extras.citations.annotate(event.annotation)
-                elif event.type == "response.failed":
-                    error = event.response.error
-                    raise AssistantFailed(f"response failed: {error.code if error else 'unknown'}")
-                elif event.type == "response.incomplete":
-                    details = event.response.incomplete_details
-                    raise AnswerIncomplete(f"response incomplete: {details.reason if details else 'unknown'}")
-                elif event.type == "error":
-                    raise AssistantFailed(f"stream error event: {event.code}")
+            await self._client.responses.cancel(response_id)
         except openai.APIError as exc:
-            raise AssistantUnavailable(f"stream broke: {_describe(exc)}") from exc
-        except (OSError, ValueError) as exc:
-            # httpx2 transport errors and a truncated SSE body both land here.
-            raise AssistantUnavailable(f"stream broke: {type(exc).__name__}") from exc
-        finally:
-            await stream.close()
+            log.warning("could not cancel response %s: %s", response_id, _describe(exc))
+
+    def _deadline(self) -> float:
+        return asyncio.get_running_loop().time() + self._settings.response_deadline_seconds
+
+    async def _follow(
+        self,
+        stream: Any,
+        response_id: str | None,
+        on_created: OnCreated | None,
+        extras: TurnInput | None = None,
+    ) -> AsyncIterator[str]:
+        deadline = self._deadline()
+        seq: int | None = None
+        shown = ""
+        resumes = 0
+        while True:
+            try:
+                try:
+                    async for event in stream:
+                        seq = event.sequence_number
+                        if event.type == "response.created":
+                            if response_id is None:
+                                response_id = event.response.id
+                                if on_created is not None:
+                                    await self._created(response_id, on_created)
+                        elif event.type == "response.output_text.delta":
+                            shown += event.delta
+                            yield extras.citations.text(event.delta) if extras is not None else event.delta
+                        elif event.type == "response.output_text.annotation.added" and extras is not None:
+                            # files (issue 3): a citation becomes a numbered marker
+                            yield extras.citations.annotate(event.annotation)
+                        elif event.type == "response.completed":
+                            return
+                        elif event.type == "response.failed":
+                            raise _failure(event.response.error.code if event.response.error else None)
+                        elif event.type == "response.incomplete":
+                            details = event.response.incomplete_details
+                            raise AnswerIncomplete(
+                                f"response incomplete: {details.reason if details else 'unknown'}"
+                            )
+                        elif event.type == "error":
+                            raise AssistantFailed(f"stream error event: {event.code}")
+                finally:
+                    await stream.close()
+                broke = "the stream ended before the response did"
+            except _STREAM_BREAKS as exc:
+                broke = _describe(exc) if isinstance(exc, openai.APIError) else type(exc).__name__
+            if response_id is None:
+                raise AssistantUnavailable(f"stream broke before the response was created: {broke}")
+            log.info("response %s: %s; resuming after event %s", response_id, broke, seq)
+            resumes += 1
+            reopened = await self._reopen(response_id, seq, deadline) if resumes <= MAX_RESUMES else None
+            if reopened is None:
+                async for delta in self._poll(response_id, shown, deadline):
+                    yield delta
+                return
+            stream = reopened
+
+    async def _created(self, response_id: str, on_created: OnCreated) -> None:
+        try:
+            await on_created(response_id)
+        except BotError:
+            # Unrecorded, nobody could resume it and a retry would create another: stop it now.
+            await self.cancel(response_id)
+            raise
+
+    async def _reopen(self, response_id: str, after: int | None, deadline: float) -> Any:
+        """A stream of the response's events after `after` (all when None); None when it can't be had."""
+        try:
+            if after is None:
+                return await self._client.responses.retrieve(response_id, stream=True)
+            return await self._client.responses.retrieve(response_id, stream=True, starting_after=after)
+        except openai.APIError as exc:
+            log.info("response %s: streaming retrieval refused (%s); polling", response_id, _describe(exc))
+            return None
+
+    async def _poll(self, response_id: str, shown: str, deadline: float) -> AsyncIterator[str]:
+        """Poll the response until it ends; yield the part of its text not shown yet."""
+        delay = POLL_FIRST_DELAY
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                response = await self._client.responses.retrieve(response_id)
+            except openai.APIError as exc:
+                log.info("response %s: poll failed (%s)", response_id, _describe(exc))
+            else:
+                if response.status in ("completed", "incomplete"):
+                    text = response.output_text
+                    if text.startswith(shown):
+                        if text[len(shown) :]:
+                            yield text[len(shown) :]
+                    else:
+                        log.warning("response %s: its text differs from what was streamed", response_id)
+                    if response.status == "incomplete":
+                        details = response.incomplete_details
+                        raise AnswerIncomplete(f"response incomplete: {details.reason if details else '?'}")
+                    return
+                if response.status == "failed":
+                    raise _failure(response.error.code if response.error else None)
+                if response.status == "cancelled":
+                    raise AssistantFailed("response was cancelled")
+            if loop.time() + delay > deadline:
+                raise AssistantUnavailable(f"response {response_id} did not finish in time")
+            await asyncio.sleep(delay)
+            delay = min(POLL_MAX_DELAY, delay * 2)
 
     async def _start(self, request: dict[str, Any]) -> Any:
         rate_limited = 0
         locked = 0
+        unavailable = 0
         while True:
             try:
                 return await self._no_retry.responses.create(**request)
@@ -150,8 +282,22 @@ class AssistantBackend:
                 # Another response (another replica, or one the API still finishes) holds the conversation.
                 await asyncio.sleep(LOCKED_RETRY_DELAYS[locked])
                 locked += 1
+            except openai.APIStatusError as exc:
+                if exc.status_code not in UNAVAILABLE_STATUSES or unavailable >= len(
+                    UNAVAILABLE_RETRY_DELAYS
+                ):
+                    raise AssistantUnavailable(f"responses.create: {_describe(exc)}") from exc
+                log.info("OpenAI unavailable (%s); retrying", exc.status_code)
+                await asyncio.sleep(_retry_after(exc) or UNAVAILABLE_RETRY_DELAYS[unavailable])
+                unavailable += 1
             except openai.APIError as exc:
                 raise AssistantUnavailable(f"responses.create: {_describe(exc)}") from exc
+
+
+def _failure(code: str | None) -> AssistantUnavailable:
+    if code in TRANSIENT_FAILURES:
+        return AssistantUnavailable(f"response failed: {code}")
+    return AssistantFailed(f"response failed: {code or 'unknown'}")
 
 
 def _error_code(exc: openai.APIStatusError) -> str | None:

@@ -56,3 +56,28 @@ class NoAssistantThread(BotError):
 
 class NotYourThread(BotError):
     user_message = "Only the person who started this assistant thread can see or change it."
+
+
+class SpendLimited(BotError):
+    """A spend limit (messages per minute) was reached; nothing was sent to OpenAI."""
+
+
+class UserSpendLimited(SpendLimited):
+    user_message = (
+        "You're sending me messages faster than I can answer them. Please wait a minute and try again."
+    )
+
+
+class TeamSpendLimited(SpendLimited):
+    user_message = (
+        "This workspace has reached its limit of messages per minute for me. Please try again in a minute."
+    )
+
+
+class TurnInterrupted(BotError):
+    """A turn stopped without an answer or a notice (storage lost, lock lost, Slack refusing): it stays
+    queued and is resumed later from its progress record, so the user is not told anything yet."""
+
+
+class TurnAbandoned(BotError):
+    user_message = "Sorry, I couldn't answer this message after several tries. Please send it again."

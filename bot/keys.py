@@ -18,10 +18,20 @@ DEDUPE_TTL = timedelta(hours=24)
 # The Slack key -> assistant thread map lives long and is refreshed on every turn.
 THREAD_TTL = timedelta(days=180)
 # Held by the process running a thread's turns; refreshed while it runs, so a dead holder frees it soon.
-RUNNER_LOCK_TTL = timedelta(seconds=60)
+# Also the idle time after which a turn delivered to a worker that went silent is reclaimed (XAUTOCLAIM).
+RUNNER_LOCK_TTL = timedelta(seconds=30)
+# A turn's progress record (response id, Slack messages, done) outlives any retry of the turn.
+TURN_RECORD_TTL = timedelta(days=7)
+# Spend-limit buckets refill within a minute; an idle bucket is dropped after this.
+RATE_BUCKET_TTL = timedelta(minutes=5)
+
+# The consumer group every replica reads the turn streams with.
+TURN_GROUP = "workers"
+# The one global key: the set of workspaces that have a turn stream, so workers know what to read.
+# Only ever used alone (SADD/SMEMBERS), never in a multi-key script, so it is Redis Cluster safe.
+TEAMS_KEY = f"{PREFIX}:teams"
 # The App Home lists a user's most recent threads.
 RECENT_THREADS_KEPT = 20
-
 # What the user is looking at in Slack (app_context_changed) matters only for a while.
 CONTEXT_TTL = timedelta(hours=12)
 
@@ -62,9 +72,37 @@ class Keys:
     def seen_message(self, channel: str, ts: str) -> str:
         return f"{self.ns}:seen:msg:{channel}:{ts}"
 
+    @property
+    def registry_member(self) -> str:
+        """This workspace as a member of `TEAMS_KEY`."""
+        return f"{self.enterprise_id or '-'}:{self.team_id}"
+
+    @staticmethod
+    def from_registry_member(member: str) -> Keys:
+        enterprise, _, team = member.partition(":")
+        return Keys(team, None if enterprise == "-" else enterprise)
+
+    def turns(self) -> str:
+        """STREAM of this workspace's turns (consumer group `TURN_GROUP`): one entry per turn, acked
+        and deleted once the turn is done."""
+        return f"{self.ns}:turns"
+
     def queue(self, thread_ref: str) -> str:
-        """ZSET of pending turns for one assistant thread, ordered by Slack message ts."""
+        """ZSET index of one assistant thread's unfinished turns: members `ts|stream entry id`, all
+        scored 0 so they sort by Slack message ts."""
         return f"{self.ns}:queue:{thread_ref}"
+
+    def turn(self, turn_id: str) -> str:
+        """HASH: a turn's progress record (attempts, response_id, message_ts, done)."""
+        return f"{self.ns}:turn:{turn_id}"
+
+    def user_bucket(self, user_id: str) -> str:
+        """HASH token bucket (tokens, at_ms): a user's spend limit."""
+        return f"{self.ns}:rate:user:{user_id}"
+
+    def team_bucket(self) -> str:
+        """HASH token bucket (tokens, at_ms): the workspace's spend limit."""
+        return f"{self.ns}:rate:team"
 
     def runner(self, thread_ref: str) -> str:
         """STRING lock: the token of the worker running this thread's turns."""
@@ -103,15 +141,5 @@ class Keys:
         enterprise, team, thread = match.groups()
         return Keys(team, None if enterprise == "-" else enterprise), thread
 
-    @staticmethod
-    def parse_queue(key: str) -> tuple[Keys, str] | None:
-        """(workspace keys, thread ref) of a `queue` key, for the recovery sweep."""
-        match = _QUEUE_KEY.fullmatch(key)
-        if match is None:
-            return None
-        enterprise, team, thread = match.groups()
-        return Keys(team, None if enterprise == "-" else enterprise), thread
 
-
-_QUEUE_KEY = re.compile(rf"{PREFIX}:\{{([^:}}]+):([^}}]+)\}}:queue:(.+)")
 _UPLOADS_KEY = re.compile(rf"{PREFIX}:\{{([^:}}]+):([^}}]+)\}}:uploads:(.+)")

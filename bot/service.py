@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
-from datetime import timedelta
 
 from openai import AsyncOpenAI
 from redis.exceptions import RedisError
@@ -25,7 +24,7 @@ from bot.commands import (
 )
 from bot.conversations import ConversationAdmin
 from bot.dispatcher import Dispatcher, Submitted
-from bot.errors import BotError, StoreUnavailable
+from bot.errors import BotError, StoreUnavailable, TeamSpendLimited, UserSpendLimited
 from bot.files import FileService
 from bot.home import RecentThread, SettingsRef, home_view, parse_lines, settings_modal
 from bot.models import CommandRequest, IncomingMessage, MessageAction, UserContext, Workspace, thread_ref
@@ -65,13 +64,10 @@ class BotService:
             backend=AssistantBackend(openai_client, settings),
             files=self.files,
         )
-        self.dispatcher = Dispatcher(
-            redis.client, self.store, runner, lock_ttl=timedelta(seconds=settings.runner_lock_seconds)
-        )
+        self.dispatcher = Dispatcher(redis.client, self.store, runner, settings=settings)
         self.admin = ThreadAdmin(
             self.store, ConversationAdmin(openai_client), self.dispatcher, files=self.files
         )
-        self._recovery: asyncio.Task[None] | None = None
         self._orphan_sweep: asyncio.Task[None] | None = None
         self._workspace_url: str | None = None
 
@@ -85,10 +81,9 @@ class BotService:
         )
 
     def start(self) -> None:
-        """Start background work: the sweep that picks up queues left by a process that died."""
-        self._recovery = asyncio.create_task(
-            self.dispatcher.recover_forever(self.settings.recovery_interval_seconds), name="recovery"
-        )
+        """Start background work: the workers reading the turn queue, the sweep reclaiming turns, and
+        the sweep of orphaned files."""
+        self.dispatcher.start()
         if self.settings.orphan_sweep_hours:  # files (issue 3): expired threads' files and stores go
             sweeper = OrphanSweeper(self.files.store, self.files.openai)
             every = self.settings.orphan_sweep_hours * 3600
@@ -101,7 +96,8 @@ class BotService:
     async def receive_message(self, msg: IncomingMessage, *, require_known_thread: bool = False) -> Submitted:
         """Queue a person's message for an answer, or carry out a command written after a mention.
 
-        Raises StoreUnavailable (with a user message) when Redis is down.
+        Raises StoreUnavailable, or UserSpendLimited / TeamSpendLimited (nothing is sent to OpenAI), each
+        with a user message.
         """
         if msg.mentions_bot:
             try:
@@ -114,6 +110,10 @@ class BotService:
                 await self._thread_command(msg, parsed)
                 return Submitted.QUEUED
         result = await self.dispatcher.submit(msg, require_known_thread=require_known_thread)
+        if result is Submitted.USER_LIMITED:
+            raise UserSpendLimited(f"user {msg.user}")
+        if result is Submitted.TEAM_LIMITED:
+            raise TeamSpendLimited(f"team {msg.workspace.team_id}")
         if result is Submitted.QUEUED:
             try:
                 await self.store.touch_recent(msg.workspace.keys, msg.user, await self._thread_of(msg))
@@ -314,8 +314,6 @@ class BotService:
             return False
 
     async def aclose(self, grace_seconds: float = 20.0) -> None:
-        if self._recovery is not None:
-            self._recovery.cancel()
         if self._orphan_sweep is not None:
             self._orphan_sweep.cancel()
         await self.dispatcher.shutdown(grace_seconds)

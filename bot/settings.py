@@ -78,9 +78,23 @@ class Settings(BaseSettings):
     stream_flush_seconds: float = Field(default=0.5, ge=0.05, le=5)
     # Slack accepts 12,000 Markdown characters per call; leave room for a closing code fence.
     max_message_chars: int = Field(default=11_000, ge=500, le=12_000)
-    # A dead process's thread lock frees after this; a sweep then hands its queued turns to a live one.
+    # A dead process's thread lock frees after this, and the turns it held (unacked stream entries idle
+    # this long) are reclaimed by a sweep that runs every `recovery_interval_seconds`.
     runner_lock_seconds: float = Field(default=RUNNER_LOCK_TTL.total_seconds(), ge=1, le=600)
-    recovery_interval_seconds: float = Field(default=20.0, ge=0.1, le=600)
+    recovery_interval_seconds: float = Field(default=10.0, ge=0.1, le=600)
+
+    # Reliability and scale-out (see README "Reliability").
+    # At most this many assistant threads are worked on at once by one process.
+    worker_concurrency: int = Field(default=32, ge=1, le=1000)
+    # A turn that was started this many times (crashes, Slack refusing the answer) is given up with a notice.
+    max_turn_attempts: int = Field(default=3, ge=1, le=20)
+    # How long one answer may take in total, resumes and polling included.
+    response_deadline_seconds: float = Field(default=600.0, gt=0, le=3600)
+    # SIGTERM: running answers get this long to finish; what is left goes back to the queue.
+    shutdown_grace_seconds: float = Field(default=25.0, ge=0, le=600)
+    # Spend limits (token buckets in Redis): messages per minute per user and per workspace; 0 = no limit.
+    rate_limit_user_per_minute: int = Field(default=20, ge=0)
+    rate_limit_team_per_minute: int = Field(default=300, ge=0)
 
     # --- files and retrieval (issue 3) -------------------------------------------------------------------
     # A shared file larger than this is refused (before any download) with a message naming the limit.

@@ -20,8 +20,6 @@ from handlers.app import build_app
 
 log = logging.getLogger("slack_assistant")
 
-SHUTDOWN_GRACE_SECONDS = 25.0
-
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -101,7 +99,7 @@ async def _serve(settings: Settings, mode: Mode, host: str, port: int) -> None:
         else:
             await _serve_socket_mode(app, service, settings, stop)
     finally:
-        await service.aclose(SHUTDOWN_GRACE_SECONDS)
+        await service.aclose(settings.shutdown_grace_seconds)
         log.info("stopped")
 
 

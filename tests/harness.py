@@ -83,10 +83,16 @@ class RedisServer:
         raise RuntimeError("redis-server did not start")
 
     def stop(self) -> None:
+        """SIGTERM: Redis writes its append-only file out and exits."""
         if self.proc is not None:
             self.proc.terminate()
             self.proc.wait(10)
             self.proc = None
+
+    def restart(self) -> RedisServer:
+        """Stop and start again on the same port and data folder (with appendonly, data survives)."""
+        self.stop()
+        return self.start()
 
 
 @dataclass

@@ -531,3 +531,122 @@ def test_spec_validation_is_fast_and_cached() -> None:
         spec.request_errors("POST", "/responses", no_query, body, True)
     assert (time.perf_counter() - started) / 50 < 0.02
     assert get_spec() is spec
+
+
+# ---- background responses: resumable streams, cancel, incomplete ---------------------------------
+
+
+def _wait_status(client: openai.OpenAI, response_id: str, *statuses: str) -> Response:
+    deadline = time.monotonic() + 5
+    while (found := client.responses.retrieve(response_id)).status not in statuses:
+        assert time.monotonic() < deadline, found.status
+        time.sleep(0.02)
+    return found
+
+
+def test_background_stream_survives_a_drop_and_resumes_after_the_last_event(
+    fake: FakeOpenAI, client: openai.OpenAI
+) -> None:
+    conv = client.conversations.create()
+    fake.script(
+        Reply(text="0123456789", chunk_size=2, chunk_delay=0.05, drop_after_chunks=2, server_completes=True)
+    )
+    first: list[str] = []
+    last_seq = -1
+    response_id = ""
+    with pytest.raises(openai.APIConnectionError):
+        for event in client.responses.create(
+            model=MODEL, conversation=conv.id, input="hi", stream=True, background=True
+        ):
+            last_seq = event.sequence_number
+            if isinstance(event, ResponseCreatedEvent):
+                response_id = event.response.id
+                assert event.response.background is True
+            if isinstance(event, ResponseTextDeltaEvent):
+                first.append(event.delta)
+    assert first == ["01", "23"]
+    rest = list(client.responses.retrieve(response_id, stream=True, starting_after=last_seq))
+    assert [e.sequence_number for e in rest] == list(range(last_seq + 1, last_seq + 1 + len(rest)))
+    assert "".join(e.delta for e in rest if isinstance(e, ResponseTextDeltaEvent)) == "456789"
+    assert isinstance(rest[-1], ResponseCompletedEvent)
+    # Committed once, whatever happened to the connection.
+    assert _texts(fake.conversation(conv.id)["items"]) == [("user", "hi"), ("assistant", "0123456789")]
+    # Without starting_after: the whole log again, from response.created.
+    replay = list(client.responses.retrieve(response_id, stream=True))
+    assert isinstance(replay[0], ResponseCreatedEvent)
+    assert "".join(e.delta for e in replay if isinstance(e, ResponseTextDeltaEvent)) == "0123456789"
+    assert fake.spec_violations == []
+
+
+def test_background_stream_client_hanging_up_does_not_cancel(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    conv = client.conversations.create()
+    fake.script(Reply(text="still here", chunk_size=2, chunk_delay=0.02))
+    stream = client.responses.create(
+        model=MODEL, conversation=conv.id, input="hi", stream=True, background=True
+    )
+    response_id = next(iter(stream)).response.id  # type: ignore[union-attr]
+    stream.close()
+    assert _wait_status(client, response_id, "completed", "cancelled").status == "completed"
+    assert _texts(fake.conversation(conv.id)["items"])[-1] == ("assistant", "still here")
+
+
+def test_background_drop_without_server_completion_ends_the_log_failed(
+    fake: FakeOpenAI, client: openai.OpenAI
+) -> None:
+    conv = client.conversations.create()
+    fake.script(Reply(text="0123456789", chunk_size=2, drop_after_chunks=1))
+    response_id = ""
+    with pytest.raises(openai.APIConnectionError):
+        for event in client.responses.create(
+            model=MODEL, conversation=conv.id, input="hi", stream=True, background=True
+        ):
+            if isinstance(event, ResponseCreatedEvent):
+                response_id = event.response.id
+    events = list(client.responses.retrieve(response_id, stream=True))
+    assert isinstance(events[-1], ResponseFailedEvent)
+    assert events[-1].response.error is not None and events[-1].response.error.code == "server_error"
+    assert client.responses.retrieve(response_id).status == "failed"
+    assert fake.conversation(conv.id)["items"] == []
+
+
+def test_only_background_responses_stream_again_or_cancel(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    done = client.responses.create(model=MODEL, input="fg")
+    with pytest.raises(openai.BadRequestError):
+        list(client.responses.retrieve(done.id, stream=True))
+    with pytest.raises(openai.BadRequestError):
+        client.responses.cancel(done.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.cancel("resp_unknown")
+    assert fake.spec_violations == []
+
+
+def test_cancel_stops_a_background_response(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    conv = client.conversations.create()
+    fake.script(Reply(text="never finished", first_token_delay=30))
+    assert fake.scripts_left == 1
+    created = client.responses.create(model=MODEL, conversation=conv.id, input="hi", background=True)
+    assert fake.scripts_left == 0
+    cancelled = client.responses.cancel(created.id)
+    assert cancelled.status == "cancelled"
+    assert client.responses.retrieve(created.id).status == "cancelled"
+    assert fake.conversation(conv.id)["items"] == []
+    # The conversation is free again, and a stream of the cancelled response ends.
+    assert client.responses.create(model=MODEL, conversation=conv.id, input="next").status == "completed"
+    assert not any(
+        isinstance(e, ResponseTextDeltaEvent) for e in client.responses.retrieve(created.id, stream=True)
+    )
+
+
+def test_incomplete_reply_streams_partial_text_and_validates(fake: FakeOpenAI) -> None:
+    spec = get_spec()
+    fake.script(Reply(text="cut short", incomplete_reason="max_output_tokens"))
+    events = _raw_sse(fake, {"model": MODEL, "input": "hi", "stream": True, "background": True})
+    by_type = _event_schemas()
+    for event in events:
+        assert spec.schema_errors(by_type[event["type"]], event) == [], event["type"]
+    final = events[-1]
+    assert final["type"] == "response.incomplete"
+    assert final["response"]["status"] == "incomplete"
+    assert final["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
+    assert spec.schema_errors("Response", final["response"]) == []
+    assert "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta") == "cut short"

@@ -22,7 +22,7 @@ from tests.conftest import BotFactory
 from tests.fakes.openai_api import FakeOpenAI, Reply
 from tests.fakes.server import ServerThread
 from tests.fakes.slack_api import FakeSlack, Message
-from tests.harness import SECRETS, TEAM, BotProcess, SlackSender, bot_env, mention, message
+from tests.harness import SECRETS, TEAM, SlackSender, bot_env, mention, message
 from tests.test_bridge_e2e import ALICE, CHANNEL, DM, answers
 
 PDF = (
@@ -36,34 +36,11 @@ NS = f"sa:{{-:{TEAM}}}"
 IN_THREAD = "is reading"
 
 
-@pytest.fixture(scope="module")
-def files_bot(
-    _slack_server: FakeSlack,
-    _openai_server: FakeOpenAI,
-    redis_url: str,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[BotProcess]:
-    env = bot_env(
-        slack_api_url=_slack_server.api_url,
-        openai_base_url=_openai_server.base_url,
-        redis_url=redis_url,
-        file_max_mb=LIMIT_MB,
-        max_message_chars="600",
-    )
-    bot = BotProcess(env, workdir=tmp_path_factory.mktemp("files-bot")).start()
-    yield bot
-    bot.stop()
-    logs = bot.logs()
-    assert not [s for s in SECRETS if s in logs], "a secret reached the bot's log"
-    assert "Traceback" not in logs, logs[-3000:]
-
-
 @pytest.fixture
-def fsender(
-    files_bot: BotProcess, slack: FakeSlack, openai_fake: FakeOpenAI, rdb: redis.Redis
-) -> SlackSender:
-    """A sender to the module's bot, after the fakes and Redis were reset for this test."""
-    return SlackSender(files_bot.url)
+def fsender(start_bot: BotFactory) -> SlackSender:
+    """A sender to a bot with this module's file settings. One bot per test: every bot on the shared
+    Redis is a worker of the same turn queue, so a bot kept for the module would take other tests' turns."""
+    return SlackSender(start_bot(file_max_mb=LIMIT_MB, max_message_chars="600").url)
 
 
 def share(

@@ -22,9 +22,16 @@ Semantics chosen where the real API is vague (kept simple on purpose):
 * A client that disconnects mid-stream leaves the stored response ``cancelled``.
 * Non-streaming requests honour the same delays; ``fail_with`` returns the ``failed`` Response object
   (HTTP 200) and ``drop_after_chunks`` closes the connection without any answer.
-* ``background: true`` without streaming returns the ``in_progress`` Response at once and generates in
-  the background (poll ``GET /v1/responses/{id}``). Streaming retrieval (``GET ...?stream=true``) is not
-  supported (400).
+* ``background: true`` runs the response as a server-side task that keeps an event log. Without
+  streaming the ``in_progress`` Response is returned at once (poll ``GET /v1/responses/{id}``); with
+  ``stream: true`` the request streams that log. A client that hangs up, or a ``drop_after_chunks`` cut,
+  leaves a background response running (unless ``server_completes`` is False: then it fails, and a
+  ``response.failed`` event ends its log). ``GET /v1/responses/{id}?stream=true&starting_after=N`` streams
+  the log from the event after sequence number N (from the start without it), then follows the response
+  live until it ends; only background responses can be streamed again (400 otherwise), as with the real
+  API. ``POST /v1/responses/{id}/cancel`` cancels a background response that is still running.
+* ``Reply(incomplete_reason=...)`` ends the response ``incomplete`` (``response.incomplete``, with the
+  text streamed so far), as when it hits ``max_output_tokens``.
 * ``model_inputs`` gets one entry per ``POST /v1/responses`` that reached the "model", i.e. not for
   requests rejected with an HTTP error (auth, validation, 404, lock, scripted ``http_status``).
 * Files, vector stores and the ``file_search`` tool live in ``tests/fakes/openai_files.py`` (see its
@@ -430,6 +437,8 @@ class Reply:
     server_completes: bool = False
     # Emit `response.failed` with this error code (e.g. "server_error") after the deltas.
     fail_with: str | None = None
+    # End `incomplete` with this reason (e.g. "max_output_tokens") after the deltas.
+    incomplete_reason: str | None = None
     # Extra annotations on the answer (e.g. url_citation dicts with start_index/end_index into `text`).
     # File citations come from the file_search tool itself: each `{cite}` in `text` becomes one (citing the
     # search hits in turn), or, without `{cite}`, one per hit at the end of the text.
@@ -554,6 +563,28 @@ class _Run:
     def message_index(self) -> int:
         return 1 if self.search_call is not None else 0
 
+    # Background runs: every event emitted, where the creating request's connection is cut, and whether
+    # the log is complete; `changed` wakes the requests following the log.
+    log: list[Json] = field(default_factory=list)
+    drop_at: int | None = None
+    ended: bool = False
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def background(self) -> bool:
+        return bool(self.body.get("background"))
+
+    def publish(self, event: Json | None = None, *, drop: bool = False, end: bool = False) -> None:
+        if event is not None:
+            self.log.append(event)
+        if drop and self.drop_at is None:
+            self.drop_at = len(self.log)
+        if end:
+            self.ended = True
+        self.changed.set()
+        self.changed = asyncio.Event()
+
     @property
     def store(self) -> bool:
         return self.body.get("store") is not False
@@ -586,12 +617,17 @@ class _Run:
         return [copy.deepcopy(self.search_call), message] if self.search_call is not None else [message]
 
     def response_object(
-        self, status: str, *, output: list[Json] | None = None, error: Json | None = None
+        self,
+        status: str,
+        *,
+        output: list[Json] | None = None,
+        error: Json | None = None,
+        incomplete_reason: str | None = None,
     ) -> Json:
         body = self.body
         done = status in ("completed", "failed", "cancelled", "incomplete")
         usage = None
-        if status == "completed":
+        if status in ("completed", "incomplete"):
             input_tokens = _estimate_tokens(
                 "".join(_item_text(i) for i in self.seen_items) + (body.get("instructions") or "")
             )
@@ -612,7 +648,7 @@ class _Run:
             "completed_at": int(time.time()) if status == "completed" else None,
             "conversation": {"id": self.conversation_id} if self.conversation_id else None,
             "error": error,
-            "incomplete_details": None,
+            "incomplete_details": {"reason": incomplete_reason} if incomplete_reason else None,
             "instructions": body.get("instructions"),
             "max_output_tokens": body.get("max_output_tokens"),
             "max_tool_calls": body.get("max_tool_calls"),
@@ -703,6 +739,7 @@ class FakeOpenAI:
         self._tasks: set[asyncio.Task[None]] = set()  # background generations, kept alive
         self._files = FilesState()  # files, vector stores, file search (tests/fakes/openai_files.py)
         self._failures: list[_Failure] = []  # fail_next(): scripted HTTP errors on any path
+        self._runs: dict[str, _Run] = {}  # background runs by response id (their event logs)
         self._server: ServerThread | None = None
         self.app = self._build_app()
 
@@ -759,6 +796,12 @@ class FakeOpenAI:
     def spec_violations(self) -> list[str]:
         with self._lock:
             return list(self._violations)
+
+    @property
+    def scripts_left(self) -> int:
+        """Scripted replies not used yet."""
+        with self._lock:
+            return len(self._scripts)
 
     def script(self, *behaviours: Reply) -> None:
         with self._lock:
@@ -835,6 +878,7 @@ class FakeOpenAI:
             self.default_reply = Reply()
             self._files = FilesState()
             self._failures.clear()
+            self._runs.clear()
 
     # ---- app and cross-cutting checks --------------------------------------------------------------
 
@@ -866,6 +910,7 @@ class FakeOpenAI:
             ("GET", "/v1/vector_stores/{vs_id}/files", self._list_vs_files),
             ("GET", "/v1/vector_stores/{vs_id}/files/{file_id}", self._get_vs_file),
             ("DELETE", "/v1/vector_stores/{vs_id}/files/{file_id}", self._detach_file),
+            ("POST", "/v1/responses/{response_id}/cancel", self._cancel_response),
         ]
         for method, path, handler in routes:
             app.router.add_route(method, path, handler)
@@ -1198,14 +1243,37 @@ class FakeOpenAI:
     # ---- responses ---------------------------------------------------------------------------------
 
     async def _get_response(self, request: web.Request) -> web.StreamResponse:
-        if request.query.get("stream") == "true":
-            return _error(400, "The fake does not support streaming retrieval of responses.", param="stream")
         response_id = request.match_info["response_id"]
         with self._lock:
-            stored = self._responses.get(response_id)
-            if stored is not None:
-                return web.json_response(stored)
-        return _error(404, f"Response with id '{response_id}' not found.")
+            stored = copy.deepcopy(self._responses.get(response_id))
+            run = self._runs.get(response_id)
+        if stored is None:
+            return _error(404, f"Response with id '{response_id}' not found.")
+        if request.query.get("stream") != "true":
+            return web.json_response(stored)
+        if run is None:
+            return _error(
+                400, "Only responses created with background=true can be streamed again.", param="stream"
+            )
+        after = request.query.get("starting_after")
+        return await self._follow(request, run, int(after) + 1 if after is not None else 0, cut=False)
+
+    async def _cancel_response(self, request: web.Request) -> web.StreamResponse:
+        response_id = request.match_info["response_id"]
+        with self._lock:
+            run = self._runs.get(response_id)
+            known = response_id in self._responses
+        if not known:
+            return _error(404, f"Response with id '{response_id}' not found.")
+        if run is None:
+            return _error(400, "Only responses created with background=true can be cancelled.")
+        if not run.finished:
+            if run.task is not None:
+                run.task.cancel()
+            self._finish(run, "cancelled")
+            run.publish(end=True)
+        with self._lock:
+            return web.json_response(copy.deepcopy(self._responses[response_id]))
 
     async def _create_response(self, request: web.Request) -> web.StreamResponse:
         body: Json = request[_JSON]
@@ -1308,19 +1376,64 @@ class FakeOpenAI:
                 }
             )
 
+        if run.background:
+            with self._lock:
+                self._runs[run.id] = run
+            snapshot = run.response_object("in_progress")
+            run.task = asyncio.create_task(self._produce(run))
+            self._tasks.add(run.task)
+            run.task.add_done_callback(self._tasks.discard)
+            if body.get("stream"):
+                # Following the log: a client that hangs up leaves the response running.
+                return await self._follow(request, run, 0, cut=True)
+            return web.json_response(snapshot)
         try:
             if body.get("stream"):
                 return await self._stream(request, run)
-            if body.get("background"):
-                snapshot = run.response_object("in_progress")
-                task = asyncio.create_task(self._drain(self._generate(run)))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-                return web.json_response(snapshot)
             return await self._respond_once(request, run)
         finally:
-            if not body.get("background") or body.get("stream"):
-                self._finish(run, "cancelled")  # no-op unless the handler died midway
+            self._finish(run, "cancelled")  # no-op unless the handler died midway
+
+    async def _produce(self, run: _Run) -> None:
+        """A background run: generate its events into its log, whoever is listening."""
+        try:
+            async for event in self._generate(run):
+                if event is _DROP:
+                    run.publish(drop=True)
+                else:
+                    run.publish(event)
+        except asyncio.CancelledError:
+            self._finish(run, "cancelled")
+            raise
+        finally:
+            run.publish(end=True)
+
+    async def _follow(self, request: web.Request, run: _Run, start: int, *, cut: bool) -> web.StreamResponse:
+        """Stream a background run's log from index `start`, live until the run ends; with `cut`, cut
+        the connection where the run's scripted drop is."""
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
+        response.headers["Cache-Control"] = "no-cache"
+        await response.prepare(request)
+        index = max(0, start)
+        while True:
+            if cut and run.drop_at is not None and index >= run.drop_at:
+                self._cut(request)
+                return response
+            if index < len(run.log):
+                event = run.log[index]
+                index += 1
+                data = json.dumps(event, separators=(",", ":"))
+                try:
+                    await response.write(f"event: {event['type']}\ndata: {data}\n\n".encode())
+                    self._time(run.id, event["type"])
+                except (ConnectionError, RuntimeError):  # the client hung up: the run goes on
+                    return response
+                continue
+            if run.ended:
+                break
+            await run.changed.wait()
+        await response.write_eof()
+        return response
 
     def _check_file_inputs(self, items: list[Json]) -> None:
         """An input_image / input_file naming a file id must name a stored file (the real API 400s)."""
@@ -1408,7 +1521,9 @@ class FakeOpenAI:
             if index == reply.drop_after_chunks:
                 yield _DROP
                 if not reply.server_completes:
-                    self._finish_dropped(run)
+                    failed = self._finish_dropped(run)
+                    if failed is not None:
+                        yield failed
                     return
             if index and reply.chunk_delay:
                 await asyncio.sleep(reply.chunk_delay)
@@ -1423,7 +1538,9 @@ class FakeOpenAI:
         if reply.drop_after_chunks is not None and reply.drop_after_chunks >= len(chunks):
             yield _DROP
             if not reply.server_completes:
-                self._finish_dropped(run)
+                failed = self._finish_dropped(run)
+                if failed is not None:
+                    yield failed
                 return
         for event in due(len(run.text)):
             yield event
@@ -1435,6 +1552,14 @@ class FakeOpenAI:
             failed = run.response_object("failed", error=error)
             self._finish(run, "failed", failed)
             yield run.event("response.failed", response=failed)
+            return
+        if reply.incomplete_reason is not None:
+            partial = run.output_message("incomplete", run.text)
+            incomplete = run.response_object(
+                "incomplete", output=[partial], incomplete_reason=reply.incomplete_reason
+            )
+            self._finish(run, "incomplete", incomplete)
+            yield run.event("response.incomplete", response=incomplete)
             return
         message = run.output_message("completed", run.text)
         common = {"item_id": run.message_id, "output_index": at, "content_index": 0}
@@ -1459,9 +1584,13 @@ class FakeOpenAI:
         with self._lock:
             return copy.deepcopy(self._timings)
 
-    def _finish_dropped(self, run: _Run) -> None:
+    def _finish_dropped(self, run: _Run) -> Json | None:
+        """The server side of a dropped response fails too; a background run's log ends with the
+        `response.failed` event (returned), so a client resuming it learns how it ended."""
         error = {"code": "server_error", "message": "The response was interrupted."}
-        self._finish(run, "failed", run.response_object("failed", error=error))
+        failed = run.response_object("failed", error=error)
+        self._finish(run, "failed", failed)
+        return run.event("response.failed", response=failed) if run.background else None
 
     def _finish(self, run: _Run, status: str, final: Json | None = None) -> None:
         """End a run once: store its final Response, release the lock, commit items if completed."""
@@ -1477,7 +1606,7 @@ class FakeOpenAI:
                 final = run.response_object(status)
             if run.store:
                 self._responses[run.id] = final
-            if status != "completed":
+            if status not in ("completed", "incomplete"):
                 return
             output = copy.deepcopy(final["output"])
             if run.store:

@@ -1,0 +1,125 @@
+"""A turn's progress record in Redis: what a retry of the turn must not do twice.
+
+One HASH per turn (`Keys.turn`), written as the turn goes:
+
+- `attempts`: how many times a worker started the turn (a turn that keeps failing is given up);
+- `response_id`: the OpenAI response, recorded as soon as it is created. A retried turn *resumes* that
+  response (`responses.retrieve`) instead of creating another, so the user's message is never added to
+  the conversation twice;
+- `message_ts`: the Slack messages the answer was written into. A retried turn rewrites those messages
+  (`chat.update`) instead of posting new ones, so the user never sees two answers;
+- `done`: set by the dispatcher, atomically with acking the turn's stream entry.
+
+Writes wait for Redis through a short outage (`patiently`): while Redis is down nobody else can take the
+turn over, and giving up right after posting to Slack would make a retry post the answer again. Every
+write is fenced by the thread's runner lock: a worker that lost its lock (it stalled past the lock's
+TTL and another worker took the thread over) cannot write, and stops the turn (`TurnInterrupted`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from bot.errors import TurnInterrupted
+from bot.keys import TURN_RECORD_TTL, Keys, ms
+from bot.redis_conn import patiently
+
+# KEYS: runner lock, record. ARGV: token, lock_ttl_ms, record_ttl_ms, field, value, [field, value...].
+# Writes only while this worker holds the thread's lock (re-taking it if it expired and nobody took it).
+# Returns 1 when written, 0 when another worker holds the lock.
+_FENCED_HSET = """
+local holder = redis.call('GET', KEYS[1])
+if holder ~= ARGV[1] then
+  if holder then return 0 end
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return 1
+"""
+
+# KEYS: runner lock, record. ARGV: token, lock_ttl_ms, record_ttl_ms.
+# Counts one more attempt and returns the record (flat field/value list), or false without the lock.
+_BEGIN = """
+local holder = redis.call('GET', KEYS[1])
+if holder ~= ARGV[1] then
+  if holder then return false end
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+redis.call('HINCRBY', KEYS[2], 'attempts', 1)
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return redis.call('HGETALL', KEYS[2])
+"""
+
+
+@dataclass
+class TurnRecord:
+    attempts: int = 0
+    response_id: str | None = None
+    message_ts: list[str] = field(default_factory=list)
+    done: bool = False
+
+    @classmethod
+    def parse(cls, flat: list[str]) -> TurnRecord:
+        raw = dict(zip(flat[::2], flat[1::2], strict=True))
+        return cls(
+            attempts=int(raw.get("attempts", "0")),
+            response_id=raw.get("response_id") or None,
+            message_ts=[ts for ts in raw.get("message_ts", "").split(",") if ts],
+            done=raw.get("done") == "1",
+        )
+
+
+class TurnProgress:
+    """The record of one turn being run by the worker holding `token` on the thread's lock."""
+
+    def __init__(self, redis: Redis, keys: Keys, thread: str, turn_id: str, token: str, lock_ms: int):
+        self._redis = redis
+        self._lock_key = keys.runner(thread)
+        self._key = keys.turn(turn_id)
+        self._token = token
+        self._lock_ms = lock_ms
+        self._fenced_hset = redis.register_script(_FENCED_HSET)
+        self._begin = redis.register_script(_BEGIN)
+        self.record = TurnRecord()
+
+    async def begin(self) -> TurnRecord:
+        """Count an attempt and load what earlier attempts did."""
+        try:
+            flat = await patiently(
+                lambda: self._begin(
+                    keys=[self._lock_key, self._key], args=[self._token, self._lock_ms, ms(TURN_RECORD_TTL)]
+                )
+            )
+        except RedisError as exc:
+            raise TurnInterrupted(f"progress record unavailable: {type(exc).__name__}") from exc
+        if flat is None:
+            raise TurnInterrupted("another worker holds the thread")
+        self.record = TurnRecord.parse([str(x) for x in flat])
+        return self.record
+
+    async def save_response(self, response_id: str) -> None:
+        await self._save("response_id", response_id)
+        self.record.response_id = response_id
+
+    async def add_message(self, ts: str) -> None:
+        if ts in self.record.message_ts:
+            return
+        await self._save("message_ts", ",".join([*self.record.message_ts, ts]))
+        self.record.message_ts.append(ts)
+
+    async def _save(self, name: str, value: str) -> None:
+        try:
+            written = await patiently(
+                lambda: self._fenced_hset(
+                    keys=[self._lock_key, self._key],
+                    args=[self._token, self._lock_ms, ms(TURN_RECORD_TTL), name, value],
+                )
+            )
+        except RedisError as exc:
+            raise TurnInterrupted(f"progress not recorded: {type(exc).__name__}") from exc
+        if not written:
+            raise TurnInterrupted("another worker took the thread over")
