@@ -8,6 +8,7 @@ queued, to be resumed; every other failure ends in a short notice in the thread.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from redis.exceptions import RedisError
@@ -86,6 +87,7 @@ class TurnRunner:
             flush_seconds=self._settings.stream_flush_seconds,
             max_chars=self._settings.max_message_chars,
             on_message=progress.add_message,
+            guard=progress.check_current,
         )
         try:
             await reply.adopt(record.message_ts)
@@ -123,9 +125,7 @@ class TurnRunner:
             keys = turn.workspace.keys
             conversation_id, context = await self._store.load(keys, turn.thread, turn.user)
             if conversation_id is None:
-                conversation_id = await self._backend.create_conversation(conversation_metadata(turn))
-                await self._store.bind(keys, turn.thread, conversation_id)
-                log.info("turn %s: new assistant thread %s for %s", turn.id, conversation_id, turn.thread)
+                conversation_id = await self._new_conversation(turn, progress)
             instructions = turn_instructions(self._settings.assistant_instructions, turn, context)
             deltas = self._backend.answer(
                 conversation_id,
@@ -134,10 +134,31 @@ class TurnRunner:
                 user_key=f"{turn.workspace.team_id}:{turn.user}",
                 on_created=progress.save_response,
             )
-        async for delta in deltas:
-            await reply.append(delta)
+        async with contextlib.aclosing(deltas):
+            async for delta in deltas:
+                await reply.append(delta)
         await reply.finish()
         log.info("turn %s answered in %s message(s)", turn.id, len(reply.message_ts))
+
+    async def _new_conversation(self, turn: Turn, progress: TurnProgress) -> str:
+        created = await self._backend.create_conversation(conversation_metadata(turn))
+        try:
+            bound = await progress.bind_conversation(created)
+        except TurnInterrupted:
+            await self._discard_conversation(created)
+            raise
+        if bound != created:
+            # Another worker bound the thread first (it took this turn over): keep one history.
+            await self._discard_conversation(created)
+        else:
+            log.info("turn %s: new assistant thread %s for %s", turn.id, created, turn.thread)
+        return bound
+
+    async def _discard_conversation(self, conversation_id: str) -> None:
+        try:
+            await self._backend.delete_conversation(conversation_id)
+        except BotError as exc:
+            log.warning("unused conversation %s not deleted: %s", conversation_id, exc)
 
     async def _tell(self, turn: Turn, reply: ReplyStream, message: str) -> None:
         try:
