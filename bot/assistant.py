@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx2
@@ -112,7 +112,7 @@ class AssistantBackend:
         instructions: str,
         user_key: str,
         on_created: OnCreated,
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         """Run one turn on the conversation and yield the answer's text as it streams.
 
         `on_created(response_id)` runs before any text is yielded (the caller records the id); if it
@@ -123,7 +123,7 @@ class AssistantBackend:
         async for delta in self._follow(stream, None, on_created):
             yield delta
 
-    async def resume(self, response_id: str) -> AsyncIterator[str]:
+    async def resume(self, response_id: str) -> AsyncGenerator[str, None]:
         """The whole text of an earlier response, from its start, following it until it ends."""
         stream = await self._reopen(response_id, None, self._deadline())
         if stream is None:
