@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import random
 import signal
 import sys
@@ -41,12 +42,19 @@ sys.path.insert(0, str(ROOT))
 
 import redis  # noqa: E402
 
+from bot.errors import StoreUnavailable, TeamSpendLimited, UserSpendLimited  # noqa: E402
 from tests.fakes.openai_api import FakeOpenAI, Reply  # noqa: E402
 from tests.fakes.slack_api import FakeSlack  # noqa: E402
 from tests.harness import TEAM, BotProcess, RedisServer, SlackSender, bot_env, mention, message  # noqa: E402
 
 CHANNEL = "C0SOAK"
-NOTICE = ":warning:"
+# What a user is told instead of an answer: a warning after a failed turn, or a listener's notice.
+NOTICES = (
+    ":warning:",
+    StoreUnavailable.user_message,
+    UserSpendLimited.user_message,
+    TeamSpendLimited.user_message,
+)
 SLACK_METHODS = ("chat.startStream", "chat.appendStream", "chat.stopStream", "assistant.threads.setStatus")
 
 
@@ -117,7 +125,7 @@ class Soak:
             openai_timeout="1.5",
             rate_limit_user_per_minute="0",
             rate_limit_team_per_minute="0",
-            log_level="WARNING",
+            log_level="INFO",
         )
         for _ in range(self.args.replicas):
             self.http.append(BotProcess(dict(env), workdir=self.workdir).start())
@@ -161,11 +169,13 @@ class Soak:
         if path >= len(self.http):
             try:
                 envelope = self.slack.event_payload(event, event_id=event_id)
-                self.slack.socket_send(
+                envelope_id = self.slack.socket_send(
                     envelope, retry_attempt=attempt, retry_reason="timeout" if attempt else ""
                 )
+                # Delivered once acked (Bolt acks after the listener has recorded the turn).
+                self.slack.wait_socket_ack(envelope_id, timeout=5)
                 return True
-            except AssertionError:  # no Socket Mode connection right now
+            except AssertionError:  # no Socket Mode connection, or no ack in time
                 return False
         with self.http_lock:
             url = self.http[path].url
@@ -233,11 +243,13 @@ class Soak:
     # ---- accounting -------------------------------------------------------------------------------
 
     def settled(self, client: redis.Redis) -> bool:
+        """No unfinished turn left in Redis: no answer can still start."""
         ns = f"sa:{{-:{TEAM}}}"
         if client.exists(f"{ns}:turns") and client.xpending(f"{ns}:turns", "workers")["pending"]:
             return False
-        if client.keys(f"{ns}:queue:*"):
-            return False
+        return not client.keys(f"{ns}:queue:*")
+
+    def streams_closed(self) -> bool:
         return not any(m.streaming for m in self.slack.messages(CHANNEL))
 
     def run(self) -> int:
@@ -263,35 +275,48 @@ class Soak:
             while not self.settled(client) and time.monotonic() < self.deadline:
                 time.sleep(0.5)
             client.close()
+            # Every turn is done; a message still streaming now was left by a killed worker.
+            closing = min(self.deadline, time.monotonic() + 5)
+            while not self.streams_closed() and time.monotonic() < closing:
+                time.sleep(0.2)
             return self.report(threads, started, sent_at)
         finally:
             self.stop.set()
             self.close()
 
     def report(self, threads: list[tuple[str, list[str]]], started: float, sent_at: float) -> int:
-        sent = answered = answers = notices = twice = lost = out_of_order = 0
+        """Each bot message is an answer (`Echo: <the message>`), a notice (a warning or a listener's "briefly
+        unavailable", which do not quote the message they answer), or a stray (anything else: a partial
+        answer left behind by a killed worker)."""
+        sent = answers = notices = twice = lost = out_of_order = strays = 0
+        problems: list[dict[str, Any]] = []
         for root_ts, texts in threads:
             sent += len(texts)
             shown = [m.text for m in self.slack.messages(CHANNEL, root_ts)]
-            echoed = [t.removeprefix("Echo: ") for t in shown if t.startswith("Echo: ")]
-            thread_notices = sum(1 for t in shown if t.startswith(NOTICE))
+            echoed = [t.removeprefix("Echo: ") for t in shown if t.startswith("Echo: ") and t[6:] in texts]
+            thread_notices = sum(1 for t in shown if t.startswith(NOTICES))
+            thread_strays = len(shown) - len(echoed) - thread_notices
             counts = Counter(echoed)
-            twice += sum(n - 1 for n in counts.values())
+            doubled = sum(n - 1 for n in counts.values())
             unanswered = [t for t in texts if t not in counts]
-            # A notice answers one message (it does not quote it); more notices than unanswered
-            # messages would be doubles.
-            lost += max(0, len(unanswered) - thread_notices)
-            twice += max(0, thread_notices - len(unanswered))
+            # One notice answers one message; more notices than unanswered messages are doubles.
+            missing = max(0, len(unanswered) - thread_notices)
+            doubled += max(0, thread_notices - len(unanswered))
+            order = [texts.index(t) for t in dict.fromkeys(echoed)]
             answers += len(counts)
             notices += min(thread_notices, len(unanswered))
-            order = [texts.index(t) for t in dict.fromkeys(echoed) if t in texts]
+            twice += doubled
+            lost += missing
+            strays += thread_strays
             out_of_order += int(order != sorted(order))
+            if missing or doubled or thread_strays or order != sorted(order):
+                problems.append({"thread": root_ts, "unanswered": unanswered, "shown": shown})
         answered = answers + notices
         used = len(self.script) - self.openai.scripts_left
         for _, fault in self.script[:used]:
             if fault:
                 self.stats.count(fault)
-        result = {
+        result: dict[str, Any] = {
             "turns sent": sent,
             "answered": answered,
             "  with an answer": answers,
@@ -299,21 +324,27 @@ class Soak:
             "answered twice": twice,
             "lost": lost,
             "threads out of order": out_of_order,
+            "stray partial messages": strays,
             "event deliveries (with Slack retries and twins)": self.stats.deliveries,
             "seconds": round(time.monotonic() - started, 1),
             "seconds sending": round(sent_at - started, 1),
             "faults injected": dict(sorted(self.stats.faults.items())),
             "logs": str(self.workdir),
         }
+        if problems:
+            result["threads with a problem (first 5)"] = problems[:5]
         print(json.dumps(result, indent=2))
         ok = lost == 0 and twice == 0 and out_of_order == 0 and sent == self.args.turns
+        verdict = "OK" if ok else "FAILED"
         print(
-            f"soak: {sent} sent, {answered} answered, {twice} twice, {lost} lost — {'OK' if ok else 'FAILED'}"
+            f"soak: {sent} sent, {answered} answered, {twice} twice, {lost} lost, {strays} stray — {verdict}"
         )
         return 0 if ok else 1
 
 
 def main(argv: list[str] | None = None) -> int:
+    # The fakes log a traceback when a killed replica drops a connection mid-request: expected here.
+    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

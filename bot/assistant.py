@@ -13,9 +13,10 @@ where the API did nothing (429 after its `retry-after`, `conversation_locked`, 5
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 import httpx2
@@ -122,7 +123,7 @@ class AssistantBackend:
         user_key: str,
         on_created: OnCreated,
         extras: TurnInput | None = None,
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         """Run one turn on the conversation and yield the answer's text as it streams (with citation
         markers when `extras` is given).
 
@@ -133,18 +134,21 @@ class AssistantBackend:
             conversation_id, text, instructions=instructions, user_key=user_key, extras=extras
         )
         stream = await self._start(request)
-        async for delta in self._follow(stream, None, on_created, extras):
-            yield delta
+        async with contextlib.aclosing(self._follow(stream, None, on_created, extras)) as deltas:
+            async for delta in deltas:
+                yield delta
 
-    async def resume(self, response_id: str) -> AsyncIterator[str]:
+    async def resume(self, response_id: str) -> AsyncGenerator[str, None]:
         """The whole text of an earlier response, from its start, following it until it ends."""
         stream = await self._reopen(response_id, None, self._deadline())
         if stream is None:
-            async for delta in self._poll(response_id, "", self._deadline()):
-                yield delta
+            async with contextlib.aclosing(self._poll(response_id, "", self._deadline())) as polled:
+                async for delta in polled:
+                    yield delta
             return
-        async for delta in self._follow(stream, response_id, None):
-            yield delta
+        async with contextlib.aclosing(self._follow(stream, response_id, None)) as deltas:
+            async for delta in deltas:
+                yield delta
 
     async def cancel(self, response_id: str) -> None:
         """Best effort: stop a background response nobody will show."""
@@ -162,7 +166,7 @@ class AssistantBackend:
         response_id: str | None,
         on_created: OnCreated | None,
         extras: TurnInput | None = None,
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         deadline = self._deadline()
         seq: int | None = None
         shown = ""
@@ -205,8 +209,9 @@ class AssistantBackend:
             resumes += 1
             reopened = await self._reopen(response_id, seq, deadline) if resumes <= MAX_RESUMES else None
             if reopened is None:
-                async for delta in self._poll(response_id, shown, deadline):
-                    yield delta
+                async with contextlib.aclosing(self._poll(response_id, shown, deadline)) as polled:
+                    async for delta in polled:
+                        yield delta
                 return
             stream = reopened
 
@@ -228,7 +233,7 @@ class AssistantBackend:
             log.info("response %s: streaming retrieval refused (%s); polling", response_id, _describe(exc))
             return None
 
-    async def _poll(self, response_id: str, shown: str, deadline: float) -> AsyncIterator[str]:
+    async def _poll(self, response_id: str, shown: str, deadline: float) -> AsyncGenerator[str, None]:
         """Poll the response until it ends; yield the part of its text not shown yet."""
         delay = POLL_FIRST_DELAY
         loop = asyncio.get_running_loop()

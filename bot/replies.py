@@ -8,8 +8,9 @@ does not turn into hundreds of Slack calls (and 429s).
 A retried turn *adopts* the messages an earlier attempt posted (their ts come from the turn's progress
 record): a stream left open is stopped, and the answer is written into those messages with chat.update
 instead of being posted again. `on_message` reports each new message's ts as soon as Slack gives it, so the
-record is always current. When Slack answers `msg_too_long`, messages get smaller and the text carries on
-in the next one.
+record is always current (a message it cannot record is deleted again), and `guard` is asked before any
+whole-message write, so a worker that lost the turn to another never overwrites that worker's answer.
+When Slack answers `msg_too_long`, messages get smaller and the text carries on in the next one.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ WARNING_ICON = ":warning:"
 MIN_MESSAGE_CHARS = 200
 
 OnMessage = Callable[[str], Awaitable[None]]
+# Raises when this answer must no longer be written (another worker took the turn over).
+Guard = Callable[[], Awaitable[None]]
 
 
 class _TooLong(Exception):
@@ -63,6 +66,7 @@ class ReplyStream:
         flush_seconds: float,
         max_chars: int,
         on_message: OnMessage | None = None,
+        guard: Guard | None = None,
     ) -> None:
         self._client = client
         self._channel = channel
@@ -72,6 +76,7 @@ class ReplyStream:
         self._flush_seconds = flush_seconds
         self._max_chars = max_chars
         self._on_message = on_message
+        self._guard = guard
         self._messages: list[_Message] = [_Message()]
         # Messages of an earlier attempt not reused yet, in order.
         self._spare_ts: list[str] = []
@@ -238,8 +243,18 @@ class ReplyStream:
     async def _started(self, msg: _Message, ts: str | None) -> None:
         if ts and msg.ts != ts:
             msg.ts = ts
-            if self._on_message is not None:
+            if self._on_message is None:
+                return
+            try:
                 await self._on_message(ts)
+            except BotError:
+                # Not recorded, so a retry could not reuse it: take it back rather than leave a stray.
+                try:
+                    await self._client.chat_delete(channel=self._channel, ts=ts)
+                except SlackApiError as exc:
+                    log.warning("unrecorded message not deleted: %s", _slack_error(exc))
+                msg.ts, msg.streaming = None, False
+                raise
 
     async def _close(self, msg: _Message) -> None:
         if not (msg.streaming and msg.ts):
@@ -256,6 +271,9 @@ class ReplyStream:
 
     async def _write_whole(self, msg: _Message) -> None:
         method = "chat.update" if msg.ts else "chat.postMessage"
+        if self._guard is not None:
+            # A whole-message write could overwrite what a worker that took the turn over has written.
+            await self._guard()
         try:
             if msg.ts:
                 await self._client.chat_update(channel=self._channel, ts=msg.ts, markdown_text=msg.text)

@@ -90,6 +90,7 @@ class TurnRunner:
             flush_seconds=self._settings.stream_flush_seconds,
             max_chars=self._settings.max_message_chars,
             on_message=progress.add_message,
+            guard=progress.check_current,
         )
         outcome = "failed"
         try:
@@ -140,9 +141,7 @@ class TurnRunner:
                     return
             conversation_id, context = await self._store.load(keys, turn.thread, turn.user)
             if conversation_id is None:
-                conversation_id = await self._backend.create_conversation(conversation_metadata(turn))
-                await self._store.bind(keys, turn.thread, conversation_id)
-                log.info("turn %s: new assistant thread %s for %s", turn.id, conversation_id, turn.thread)
+                conversation_id = await self._new_conversation(turn, progress)
             instructions = turn_instructions(self._settings.assistant_instructions, turn, context)
             deltas = self._backend.answer(
                 conversation_id,
@@ -152,12 +151,33 @@ class TurnRunner:
                 on_created=progress.save_response,
                 extras=extras,
             )
-        async for delta in deltas:
-            await reply.append(delta)
+        async with contextlib.aclosing(deltas):
+            async for delta in deltas:
+                await reply.append(delta)
         if extras is not None:
             await reply.append(extras.citations.footer())
         await reply.finish()
         log.info("turn %s answered in %s message(s)", turn.id, len(reply.message_ts))
+
+    async def _new_conversation(self, turn: Turn, progress: TurnProgress) -> str:
+        created = await self._backend.create_conversation(conversation_metadata(turn))
+        try:
+            bound = await progress.bind_conversation(created)
+        except TurnInterrupted:
+            await self._discard_conversation(created)
+            raise
+        if bound != created:
+            # Another worker bound the thread first (it took this turn over): keep one history.
+            await self._discard_conversation(created)
+        else:
+            log.info("turn %s: new assistant thread %s for %s", turn.id, created, turn.thread)
+        return bound
+
+    async def _discard_conversation(self, conversation_id: str) -> None:
+        try:
+            await self._backend.delete_conversation(conversation_id)
+        except BotError as exc:
+            log.warning("unused conversation %s not deleted: %s", conversation_id, exc)
 
     async def _tell(self, turn: Turn, reply: ReplyStream, message: str) -> None:
         try:

@@ -162,6 +162,18 @@ def test_update_replaces_text_and_counts(fake: FakeSlack) -> None:
     assert missing.response["error"] == "message_not_found"
 
 
+def test_delete_removes_a_message_even_while_streaming(fake: FakeSlack) -> None:
+    client = web(fake)
+    posted = client.chat_postMessage(channel=DM, text="oops")["ts"]
+    streaming = client.chat_startStream(channel=DM, thread_ts="1.000001", markdown_text="half")["ts"]
+    for ts in (posted, streaming):
+        assert client.chat_delete(channel=DM, ts=ts)["ts"] == ts
+    assert fake.messages(DM) == []
+    assert [m.text for m in fake.deleted(DM)] == ["oops", "half"]
+    missing = api_error(lambda: client.chat_delete(channel=DM, ts=posted))
+    assert missing.response["error"] == "message_not_found"
+
+
 # ---------------------------------------------------------------- streaming
 
 

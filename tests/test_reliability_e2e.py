@@ -122,6 +122,33 @@ def test_kill_9_mid_answer_is_answered_once_after_recovery(
     ]
 
 
+def test_a_stalled_worker_loses_the_turn_and_never_touches_the_answer_again(
+    slack: FakeSlack, openai_fake: FakeOpenAI, spawn: Spawn, rdb: redis.Redis
+) -> None:
+    stalled = spawn(**FAST)
+    text = "".join(f"piece{i} " for i in range(90))
+    openai_fake.script(Reply(text=text, chunk_size=8, chunk_delay=0.08))
+    root = mention(CHANNEL, ALICE, "a long one")
+    SlackSender(stalled.url).send_event(root)
+    slack.wait_for(lambda: any(m.streaming and m.text for m in slack.messages(CHANNEL, root["ts"])))
+    spawn(**FAST)
+    assert stalled.proc is not None
+    # Frozen mid-answer past its lock's TTL: the other replica takes the turn over and finishes it.
+    stalled.proc.send_signal(signal.SIGSTOP)
+    try:
+        slack.wait_for(
+            lambda: all_turns_done(rdb) and texts(slack, CHANNEL, root["ts"]) == [text], timeout=30
+        )
+    finally:
+        stalled.proc.send_signal(signal.SIGCONT)
+    # Awake again, it finds the turn done by another worker and stops without writing.
+    slack.wait_for(lambda: "interrupted" in stalled.logs() or "lost the lock" in stalled.logs(), timeout=20)
+    [answer] = slack.messages(CHANNEL, root["ts"])
+    assert answer.text == text and not answer.streaming
+    assert len(openai_fake.model_inputs) == 1
+    assert len(openai_fake.conversations) == 1
+
+
 def test_replicas_answer_a_retried_burst_once_each_in_order(
     slack: FakeSlack, openai_fake: FakeOpenAI, spawn: Spawn, rdb: redis.Redis
 ) -> None:

@@ -171,6 +171,7 @@ class FakeSlack:
             "chat.postMessage": self._post_message,
             "chat.postEphemeral": self._post_ephemeral,
             "chat.update": self._update,
+            "chat.delete": self._delete,
             "chat.startStream": self._start_stream,
             "chat.appendStream": self._append_stream,
             "chat.stopStream": self._stop_stream,
@@ -196,6 +197,7 @@ class FakeSlack:
     def _clear_state(self) -> None:
         self._calls: list[Call] = []
         self._messages: dict[str, Message] = {}  # by ts, in posting order
+        self._deleted: list[Message] = []  # removed with chat.delete
         self._ephemerals: list[Message] = []
         self._stream_modes: dict[
             str, str
@@ -267,6 +269,11 @@ class FakeSlack:
                 for m in self._messages.values()
                 if m.channel == channel and (thread_ts is None or m.thread_ts == thread_ts)
             ]
+
+    def deleted(self, channel: str | None = None) -> list[Message]:
+        """Messages removed with chat.delete, in order; copies."""
+        with self._lock:
+            return [copy.deepcopy(m) for m in self._deleted if channel is None or m.channel == channel]
 
     def ephemerals(self, channel: str, user: str | None = None) -> list[Message]:
         with self._lock:
@@ -864,6 +871,14 @@ class FakeSlack:
             msg.metadata = metadata
         msg.updates += 1
         return {"channel": channel, "ts": msg.ts, "text": msg.text, "message": self._message_json(msg)}
+
+    def _delete(self, args: JsonDict) -> JsonDict:
+        # The bot may delete its own messages (chat:write), streaming or not; they are gone from the thread.
+        channel = self._channel(args)
+        msg = self._find(channel, self._required(args, "ts"))
+        del self._messages[msg.ts]
+        self._deleted.append(msg)
+        return {"channel": channel, "ts": msg.ts}
 
     def _start_stream(self, args: JsonDict) -> JsonDict:
         channel = self._channel(args)
