@@ -568,3 +568,78 @@ def test_tool_events_and_objects_validate_against_spec(fake: FakeOpenAI, reply: 
         items = httpx2.get(f"{fake.base_url}/conversations/{conv['id']}/items", headers=headers).json()
         assert spec.schema_errors("ConversationItemList", items) == []
     assert fake.spec_violations == [] and fake.tool_mismatches == []
+
+
+# ---- tools together with file search ------------------------------------------------------------------
+
+
+def test_file_search_and_tools_in_one_response_keep_the_output_order(
+    fake: FakeOpenAI, client: openai.OpenAI
+) -> None:
+    vs_id = fake.add_vector_store({"guide.txt": b"The walrus budget is five apples."})
+    data = client.files.create(file=("in.csv", b"a\n1\n"), purpose="user_data")
+    conv = httpx2.post(f"{fake.base_url}/conversations", json={}, headers=_headers(fake)).json()
+    fake.script(
+        Reply(
+            text="Budget{cite} and [Title](https://example.com/t) and [o.txt](sandbox:/mnt/data/o.txt).",
+            web_results=(("https://example.com/t", "Title"),),
+            code="print(1)",
+            code_files=(ContainerFile("o.txt", b"O", "text/plain"),),
+            tool_calls=(ToolCall("get_weather", {"city": "Bern"}),),
+            chunk_size=7,
+        )
+    )
+    body = {
+        "model": MODEL,
+        "conversation": conv["id"],
+        "input": [{"role": "user", "content": "What is the walrus budget?"}],
+        "tools": [
+            WEATHER,
+            {"type": "file_search", "vector_store_ids": [vs_id]},
+            {"type": "web_search"},
+            {"type": "code_interpreter", "container": {"type": "auto", "file_ids": [data.id]}},
+        ],
+        "stream": True,
+    }
+    events = _raw_sse(fake, body)
+    _assert_events_follow_spec(events)
+    final = events[-1]["response"]
+    assert get_spec().schema_errors("Response", final) == []
+    assert [o["type"] for o in final["output"]] == [
+        "file_search_call",
+        "web_search_call",
+        "code_interpreter_call",
+        "message",
+        "function_call",
+    ]
+    added = [e["output_index"] for e in events if e["type"] == "response.output_item.added"]
+    assert added == [0, 1, 2, 3, 4]
+    [part] = final["output"][3]["content"]
+    text = part["text"]
+    kinds = [(a["type"], a.get("filename") or a.get("url")) for a in part["annotations"]]
+    assert kinds == [
+        ("file_citation", "guide.txt"),
+        ("url_citation", "https://example.com/t"),
+        ("container_file_citation", "o.txt"),
+    ]
+    url, container = part["annotations"][1:]
+    assert text[url["start_index"] : url["end_index"]] == "[Title](https://example.com/t)"
+    assert text[container["start_index"] : container["end_index"]] == "[o.txt](sandbox:/mnt/data/o.txt)"
+    streamed = [e for e in events if e["type"] == "response.output_text.annotation.added"]
+    assert sorted(e["annotation_index"] for e in streamed) == [0, 1, 2]
+    [run] = fake.code_runs
+    assert run["input_file_ids"] == [data.id] and data.id in fake.files
+    assert fake.model_inputs[0]["file_search"] == {"vector_store_ids": [vs_id], "hits": ["guide.txt"]}
+    items = fake.conversation(conv["id"])["items"]
+    assert [i["type"] for i in items] == ["message", *[o["type"] for o in final["output"]]]
+    assert fake.spec_violations == [] and fake.tool_mismatches == []
+
+
+def test_deleted_input_file_cannot_start_a_code_run(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    data = client.files.create(file=("gone.csv", b"x"), purpose="user_data")
+    client.files.delete(data.id)
+    with pytest.raises(openai.NotFoundError):
+        client.containers.create(name="c", file_ids=[data.id])
+    with pytest.raises(openai.NotFoundError):
+        client.files.content(data.id)
+    assert fake.containers == {}
