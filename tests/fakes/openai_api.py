@@ -40,6 +40,11 @@ Semantics chosen where the real API is vague (kept simple on purpose):
   after the text each one cites); ``Reply.annotations`` adds scripted ones (e.g. ``url_citation``).
   ``model_inputs`` entries carry ``file_search``: the store ids searched and the file names found.
 * ``fail_next(method, path_regex, status=...)`` answers the next matching requests with an HTTP error.
+* Tool use (``Reply.tool_calls``/``echo_tool_outputs``/``code``/``code_files``/``web_results``, the Containers
+  API, and the 400s for function calls and outputs that do not pair up) is described in
+  ``tests/fakes/openai_tools.py``. Output items come in this order: ``file_search_call``,
+  ``web_search_call``, ``code_interpreter_call``, then the message (none when the reply is only function
+  calls), then the ``function_call`` items. Code interpreter input files are the Files API's files above.
 
 Spec quirks handled when loading (see ``_prepare``): OpenAPI's ``nullable: true`` becomes a JSON Schema
 ``null`` type; ``oneOf`` becomes ``anyOf`` because the spec's discriminated unions overlap (an
@@ -75,7 +80,9 @@ from multidict import MultiMapping
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from tests.fakes import openai_tools as tools
 from tests.fakes.openai_files import POLL_AFTER_MS, ApiError, FilesState, Hit
+from tests.fakes.openai_tools import ContainerFile, ToolCall
 from tests.fakes.server import ServerThread
 
 SPEC_PATH = Path(__file__).resolve().parents[2].parent / "shared" / "specs" / "openai-openapi.yaml"
@@ -445,6 +452,18 @@ class Reply:
     annotations: tuple[Json, ...] = ()
     # Stream every annotation.added event after the last text delta instead of where its index points.
     annotations_at_end: bool = False
+    # Tool use (see tests/fakes/openai_tools.py). Function calls stream after the text; with tool calls and
+    # no `text` the response has no message at all.
+    tool_calls: tuple[ToolCall, ...] = ()
+    # The text is "Tool said: <output>" per function_call_output item of the request (one line each).
+    echo_tool_outputs: bool = False
+    # A code interpreter run (needs a declared code_interpreter tool): its code, the files it writes to its
+    # container (each cited in the text), and its logs (returned with include=code_interpreter_call.outputs).
+    code: str | None = None
+    code_files: tuple[ContainerFile, ...] = ()
+    code_logs: str | None = None
+    # A web search (needs a declared web_search tool) finding these (url, title) results, each cited.
+    web_results: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -503,6 +522,9 @@ def _normalize_item(item: Json) -> Json:
     stored = copy.deepcopy(item)
     kind = stored.setdefault("type", "message")
     stored.setdefault("id", _new_id(_ITEM_PREFIXES.get(kind, "item")))
+    if kind in ("function_call", "function_call_output"):
+        stored = {k: v for k, v in stored.items() if v is not None}
+        stored.setdefault("status", "completed")
     if kind == "message":
         stored["status"] = "completed"
         content = stored.get("content")
@@ -557,11 +579,11 @@ class _Run:
     sequence: int = 0
     finished: bool = False
     annotations: list[Json] = field(default_factory=list)  # of the answer's output_text, by position
-    search_call: Json | None = None  # the file_search_call output item, when the tool ran
-
-    @property
-    def message_index(self) -> int:
-        return 1 if self.search_call is not None else 0
+    # Tool use: output items before the message (file search, web search, code interpreter) and after it
+    # (function calls), and whether there is a message at all.
+    items_before: list[Json] = field(default_factory=list)
+    items_after: list[Json] = field(default_factory=list)
+    has_message: bool = True
 
     # Background runs: every event emitted, where the creating request's connection is cut, and whether
     # the log is complete; `changed` wakes the requests following the log.
@@ -612,9 +634,6 @@ class _Run:
             "annotations": copy.deepcopy(annotations or []),
             "logprobs": [],
         }
-
-    def output(self, message: Json) -> list[Json]:
-        return [copy.deepcopy(self.search_call), message] if self.search_call is not None else [message]
 
     def response_object(
         self,
@@ -684,10 +703,12 @@ def _annotation_at(annotation: Json) -> int:
     return int(annotation.get("index", annotation.get("end_index", 0)))
 
 
-def _compose(reply: Reply, last_user: str, hits: list[Hit]) -> tuple[str, list[Json]]:
-    """The answer's text and its annotations: scripted text (or the echo), with file citations of the
-    search hits at each `{cite}`, else one per hit at the end (the echo quotes each hit's snippet)."""
-    base = reply.text if reply.text is not None else f"Echo: {last_user}"
+def _compose(reply: Reply, base: str | None, last_user: str, hits: list[Hit]) -> tuple[str, list[Json]]:
+    """The answer's text and its annotations: `base` (scripted or made from tool results; None: the echo),
+    with file citations of the search hits at each `{cite}`, else one per hit at the end (the echo quotes
+    each hit's snippet)."""
+    echo = base is None
+    base = f"Echo: {last_user}" if base is None else base
     annotations: list[Json] = []
 
     def cite(hit: Hit, at: int) -> None:
@@ -703,7 +724,7 @@ def _compose(reply: Reply, last_user: str, hits: list[Hit]) -> tuple[str, list[J
         text += piece
     if len(pieces) == 1:
         for hit in hits:
-            if reply.text is None:
+            if echo:
                 text += f"\n\nFrom {hit.filename}: {hit.snippet}"
             cite(hit, len(text))
     annotations += [copy.deepcopy(a) for a in reply.annotations]
@@ -740,6 +761,11 @@ class FakeOpenAI:
         self._files = FilesState()  # files, vector stores, file search (tests/fakes/openai_files.py)
         self._failures: list[_Failure] = []  # fail_next(): scripted HTTP errors on any path
         self._runs: dict[str, _Run] = {}  # background runs by response id (their event logs)
+        # Tool use (tests/fakes/openai_tools.py)
+        self._containers: dict[str, tools.StoredContainer] = {}
+        self._tool_outputs: list[Json] = []
+        self._code_runs: list[Json] = []
+        self._tool_mismatches: list[str] = []
         self._server: ServerThread | None = None
         self.app = self._build_app()
 
@@ -803,6 +829,36 @@ class FakeOpenAI:
         with self._lock:
             return len(self._scripts)
 
+    @property
+    def tool_outputs(self) -> list[Json]:
+        """Every function_call_output a request sent: {call_id, name, output, response_id, conversation}."""
+        with self._lock:
+            return copy.deepcopy(self._tool_outputs)
+
+    @property
+    def code_runs(self) -> list[Json]:
+        """Every code interpreter run: {response_id, container_id, input_file_ids, code, files}, where
+        input_file_ids are Files API ids and files are {file_id, filename} of what the run wrote."""
+        with self._lock:
+            return copy.deepcopy(self._code_runs)
+
+    @property
+    def containers(self) -> dict[str, Json]:
+        """Containers by id: the ContainerResource plus input_file_ids and files (each a
+        ContainerFileResource plus its content bytes and mime)."""
+        with self._lock:
+            return {cid: c.record() for cid, c in self._containers.items()}
+
+    def container(self, container_id: str) -> Json:
+        with self._lock:
+            return self._containers[container_id].record()
+
+    @property
+    def tool_mismatches(self) -> list[str]:
+        """Scripted tool use that did not happen because the request did not allow it."""
+        with self._lock:
+            return list(self._tool_mismatches)
+
     def script(self, *behaviours: Reply) -> None:
         with self._lock:
             self._scripts.extend(behaviours)
@@ -818,6 +874,11 @@ class FakeOpenAI:
     def file_content(self, file_id: str) -> bytes:
         with self._lock:
             return self._files.contents[file_id]
+
+    def add_file(self, filename: str, content: bytes, purpose: str = "user_data") -> str:
+        """Store a file as if uploaded with POST /v1/files; returns its id."""
+        with self._lock:
+            return str(self._files.create_file(filename, content, purpose, None)["id"])
 
     @property
     def vector_stores(self) -> dict[str, Json]:
@@ -879,6 +940,10 @@ class FakeOpenAI:
             self._files = FilesState()
             self._failures.clear()
             self._runs.clear()
+            self._containers.clear()
+            self._tool_outputs.clear()
+            self._code_runs.clear()
+            self._tool_mismatches.clear()
 
     # ---- app and cross-cutting checks --------------------------------------------------------------
 
@@ -900,6 +965,7 @@ class FakeOpenAI:
             ("POST", "/v1/files", self._create_file),
             ("GET", "/v1/files", self._list_files),
             ("GET", "/v1/files/{file_id}", self._get_file),
+            ("GET", "/v1/files/{file_id}/content", self._get_file_content),
             ("DELETE", "/v1/files/{file_id}", self._delete_file),
             ("POST", "/v1/vector_stores", self._create_vector_store),
             ("GET", "/v1/vector_stores", self._list_vector_stores),
@@ -911,6 +977,15 @@ class FakeOpenAI:
             ("GET", "/v1/vector_stores/{vs_id}/files/{file_id}", self._get_vs_file),
             ("DELETE", "/v1/vector_stores/{vs_id}/files/{file_id}", self._detach_file),
             ("POST", "/v1/responses/{response_id}/cancel", self._cancel_response),
+            ("POST", "/v1/containers", self._create_container),
+            ("GET", "/v1/containers/{container_id}", self._get_container),
+            ("GET", "/v1/containers/{container_id}/files", self._list_container_files),
+            ("GET", "/v1/containers/{container_id}/files/{file_id}", self._get_container_file),
+            (
+                "GET",
+                "/v1/containers/{container_id}/files/{file_id}/content",
+                self._get_container_file_content,
+            ),
         ]
         for method, path, handler in routes:
             app.router.add_route(method, path, handler)
@@ -1203,6 +1278,16 @@ class FakeOpenAI:
     async def _delete_file(self, request: web.Request) -> web.StreamResponse:
         return self._files_call(lambda: self._files.delete_file(request.match_info["file_id"]))
 
+    async def _get_file_content(self, request: web.Request) -> web.StreamResponse:
+        file_id = request.match_info["file_id"]
+        try:
+            with self._lock:
+                self._files.get_file(file_id)
+                content = self._files.contents.get(file_id, b"")
+        except ApiError as exc:
+            return _error(exc.status, exc.message, param=exc.param, code=exc.code)
+        return web.Response(body=content, content_type="application/octet-stream")
+
     async def _create_vector_store(self, request: web.Request) -> web.StreamResponse:
         return self._files_call(lambda: self._files.create_vector_store(request[_JSON]))
 
@@ -1239,6 +1324,63 @@ class FakeOpenAI:
     async def _detach_file(self, request: web.Request) -> web.StreamResponse:
         vs_id, file_id = request.match_info["vs_id"], request.match_info["file_id"]
         return self._files_call(lambda: self._files.detach(vs_id, file_id))
+
+    # ---- containers (for the code interpreter; their input files are FilesState files) --------------
+
+    def _unknown_files(self, file_ids: list[str]) -> web.Response | None:
+        """A 404 naming the first of ``file_ids`` never uploaded (call under the lock), else None."""
+        missing = [f for f in file_ids if not self._files.file_exists(f)]
+        return _error(404, f"No such File object: {missing[0]}", param="id") if missing else None
+
+    async def _create_container(self, request: web.Request) -> web.StreamResponse:
+        body = request[_JSON]
+        file_ids = list(body.get("file_ids") or [])
+        with self._lock:
+            if (problem := self._unknown_files(file_ids)) is not None:
+                return problem
+            container = tools.new_container(
+                str(body.get("name", "")), file_ids, self._files, body.get("memory_limit") or "1g"
+            )
+            self._containers[container.id] = container
+            return web.json_response(container.json())
+
+    def _find_container(self, request: web.Request) -> tools.StoredContainer | web.Response:
+        container_id = request.match_info["container_id"]
+        found = self._containers.get(container_id)
+        return found if found else _error(404, f"Container with id '{container_id}' not found.")
+
+    def _find_container_file(self, request: web.Request) -> tools.StoredContainerFile | web.Response:
+        container = self._find_container(request)
+        if isinstance(container, web.Response):
+            return container
+        file_id = request.match_info["file_id"]
+        found = container.files.get(file_id)
+        return found if found else _error(404, f"Container file with id '{file_id}' not found.")
+
+    async def _get_container(self, request: web.Request) -> web.StreamResponse:
+        with self._lock:
+            found = self._find_container(request)
+            return found if isinstance(found, web.Response) else web.json_response(found.json())
+
+    async def _list_container_files(self, request: web.Request) -> web.StreamResponse:
+        with self._lock:
+            found = self._find_container(request)
+            if isinstance(found, web.Response):
+                return found
+            page = self._page([f.json() for f in found.files.values()], request.query, default_limit=20)
+        return web.json_response(page)
+
+    async def _get_container_file(self, request: web.Request) -> web.StreamResponse:
+        with self._lock:
+            found = self._find_container_file(request)
+            return found if isinstance(found, web.Response) else web.json_response(found.json())
+
+    async def _get_container_file_content(self, request: web.Request) -> web.StreamResponse:
+        with self._lock:
+            found = self._find_container_file(request)
+        if isinstance(found, web.Response):
+            return found
+        return web.Response(body=found.content, content_type=found.mime)
 
     # ---- responses ---------------------------------------------------------------------------------
 
@@ -1324,6 +1466,9 @@ class FakeOpenAI:
                 self._check_file_inputs(new_items)
             except ApiError as exc:
                 return _error(exc.status, exc.message, param=exc.param, code=exc.code)
+            rejected = self._tool_request_problem(body, history, new_items)
+            if rejected is not None:
+                return rejected
             reply = self._scripts.popleft() if self._scripts else self.default_reply
             if reply.http_status is not None:
                 return self._scripted_error(reply)
@@ -1342,20 +1487,20 @@ class FakeOpenAI:
                     "queries": [last_user],
                     "results": None,
                 }
-            text, annotations = _compose(reply, last_user, hits)
             run = _Run(
                 id=_new_id("resp"),
                 body=body,
                 model=str(body.get("model", "")),
                 conversation_id=conv_id,
                 reply=reply,
-                text=text,
+                text="",
                 new_items=new_items,
                 seen_items=seen,
                 epoch=self._epoch,
-                annotations=annotations,
-                search_call=search_call,
             )
+            if search_call is not None:
+                run.items_before.append(search_call)
+            self._plan(run, last_user, hits)
             if conv_id:
                 self._busy.add(conv_id)
             if run.store:
@@ -1375,6 +1520,7 @@ class FakeOpenAI:
                     ),
                 }
             )
+            self._record_tool_outputs(run)
 
         if run.background:
             with self._lock:
@@ -1393,6 +1539,133 @@ class FakeOpenAI:
             return await self._respond_once(request, run)
         finally:
             self._finish(run, "cancelled")  # no-op unless the handler died midway
+
+    # ---- tool use in responses (under the lock) -------------------------------------------------------
+
+    def _tool_request_problem(
+        self, body: Json, history: list[Json], new_items: list[Json]
+    ) -> web.Response | None:
+        """The real API's rejection of unpaired function calls/outputs or unknown containers/files."""
+        message = tools.tool_call_problem(history + new_items, new_items)
+        if message is not None:
+            return _error(400, message, param="input")
+        interpreter = tools.declared_code_interpreter(body.get("tools") or [])
+        if interpreter is None:
+            return None
+        container = interpreter.get("container")
+        if isinstance(container, str):
+            if container not in self._containers:
+                return _error(404, f"Container with id '{container}' not found.", param="tools")
+            return None
+        return self._unknown_files(list((container or {}).get("file_ids") or []))
+
+    def _plan(self, run: _Run, last_user: str, hits: list[Hit]) -> None:
+        """Decide the run's output: tool items (where the request allows them), text and annotations
+        (file citations of the search hits, scripted ones, then citations of the tools' results)."""
+        reply, body = run.reply, run.body
+        declared = body.get("tools") or []
+        include = body.get("include") or []
+        citations: list[tuple[Json, tuple[str, ...]]] = []  # (annotation without indexes, where to look)
+
+        def mismatch(what: str) -> None:
+            self._tool_mismatches.append(f"{run.id}: {what}")
+
+        if reply.web_results:
+            if tools.declared_web_search(declared):
+                with_sources = "web_search_call.action.sources" in include
+                run.items_before.append(tools.web_search_item(last_user, reply.web_results, with_sources))
+                for url, title in reply.web_results:
+                    annotation = {"type": "url_citation", "url": url, "title": title}
+                    citations.append((annotation, (f"[{title}]({url})", url, title)))
+            else:
+                mismatch("web_results scripted, but the request declared no web_search tool")
+        if reply.code is not None or reply.code_files:
+            interpreter = tools.declared_code_interpreter(declared)
+            if interpreter is None:
+                mismatch("a code interpreter run scripted, but the request declared no code_interpreter tool")
+            else:
+                container = self._container_for(interpreter.get("container"))
+                written = [container.add(f.name, f.content, f.mime, "assistant") for f in reply.code_files]
+                logs = reply.code_logs if "code_interpreter_call.outputs" in include else None
+                item = tools.code_interpreter_item(container.id, reply.code or "", logs)
+                run.items_before.append(item)
+                self._code_runs.append(
+                    {
+                        "response_id": run.id,
+                        "container_id": container.id,
+                        "input_file_ids": list(container.input_file_ids),
+                        "code": item["code"],
+                        "files": [{"file_id": f.id, "filename": f.filename} for f in written],
+                    }
+                )
+                for f in written:
+                    annotation = {
+                        "type": "container_file_citation",
+                        "container_id": container.id,
+                        "file_id": f.id,
+                        "filename": f.filename,
+                    }
+                    citations.append(
+                        (annotation, (f"[{f.filename}](sandbox:{f.path})", f"sandbox:{f.path}", f.filename))
+                    )
+        if reply.tool_calls:
+            functions = tools.declared_functions(declared)
+            calls = [c for c in reply.tool_calls if c.name in functions]
+            for call in reply.tool_calls:
+                if call.name not in functions:
+                    mismatch(
+                        f"function call {call.name!r} scripted, but the request declared no such function"
+                    )
+            if body.get("parallel_tool_calls") is False and len(calls) > 1:
+                mismatch(
+                    f"{len(calls)} function calls scripted, but parallel_tool_calls is false: only the first"
+                )
+                calls = calls[:1]
+            run.items_after = [tools.function_call_item(c, "completed") for c in calls]
+
+        base: str | None = None  # None: the echo (quoting the search hits)
+        if reply.text is not None:
+            base = reply.text
+        elif reply.echo_tool_outputs:
+            base = tools.echo_text(run.new_items)
+        elif run.items_after and not hits:
+            run.has_message = False  # only function calls: no message
+            return
+        elif citations:
+            base = " ".join(where[0] for _, where in citations)
+        run.text, run.annotations = _compose(reply, base, last_user, hits)
+        # Tool citations keep the order of the results they cite (after the file and scripted ones).
+        for annotation, where in citations:
+            start, end = tools.span(run.text, *where)
+            run.annotations.append({**annotation, "start_index": start, "end_index": end})
+
+    def _container_for(self, spec: Any) -> tools.StoredContainer:
+        """The container a code_interpreter tool names (already checked), or a new one for "auto"."""
+        if isinstance(spec, str):
+            return self._containers[spec]
+        spec = spec if isinstance(spec, dict) else {}
+        container = tools.new_container(
+            "code-interpreter",
+            list(spec.get("file_ids") or []),
+            self._files,
+            spec.get("memory_limit") or "1g",
+        )
+        self._containers[container.id] = container
+        return container
+
+    def _record_tool_outputs(self, run: _Run) -> None:
+        names = {i.get("call_id"): i.get("name") for i in run.seen_items if i.get("type") == "function_call"}
+        for item in run.new_items:
+            if item.get("type") == "function_call_output":
+                self._tool_outputs.append(
+                    {
+                        "call_id": item.get("call_id"),
+                        "name": names.get(item.get("call_id")),
+                        "output": copy.deepcopy(item.get("output")),
+                        "response_id": run.id,
+                        "conversation": run.conversation_id,
+                    }
+                )
 
     async def _produce(self, run: _Run) -> None:
         """A background run: generate its events into its log, whoever is listening."""
@@ -1468,24 +1741,23 @@ class FakeOpenAI:
         reply = run.reply
         yield run.event("response.created", response=run.response_object("in_progress"))
         yield run.event("response.in_progress", response=run.response_object("in_progress"))
-        if run.search_call is not None:
-            call = run.search_call
-            searching = {**call, "status": "in_progress"}
-            yield run.event("response.output_item.added", output_index=0, item=searching)
-            for phase in ("in_progress", "searching", "completed"):
-                yield run.event(f"response.file_search_call.{phase}", output_index=0, item_id=call["id"])
-            yield run.event("response.output_item.done", output_index=0, item=copy.deepcopy(call))
-        at = run.message_index
-        yield run.event(
-            "response.output_item.added", output_index=at, item=run.output_message("in_progress", None)
-        )
-        yield run.event(
-            "response.content_part.added",
-            item_id=run.message_id,
-            output_index=at,
-            content_index=0,
-            part=run.output_part(""),
-        )
+        done: list[Json] = []  # finished output items
+        for item in run.items_before:
+            async for event in self._tool_events(run, len(done), item):
+                yield event
+            done.append(copy.deepcopy(item))
+        at = len(done)  # the message's output index
+        if run.has_message:
+            yield run.event(
+                "response.output_item.added", output_index=at, item=run.output_message("in_progress", None)
+            )
+            yield run.event(
+                "response.content_part.added",
+                item_id=run.message_id,
+                output_index=at,
+                content_index=0,
+                part=run.output_part(""),
+            )
         # Chunks of chunk_size, also cut where an annotation applies, so its annotation.added event can
         # follow exactly the text it refers to (as the real stream does).
         size = max(1, reply.chunk_size)
@@ -1554,22 +1826,37 @@ class FakeOpenAI:
             yield run.event("response.failed", response=failed)
             return
         if reply.incomplete_reason is not None:
-            partial = run.output_message("incomplete", run.text)
+            partial = [run.output_message("incomplete", run.text)] if run.has_message else []
             incomplete = run.response_object(
-                "incomplete", output=[partial], incomplete_reason=reply.incomplete_reason
+                "incomplete", output=done + partial, incomplete_reason=reply.incomplete_reason
             )
             self._finish(run, "incomplete", incomplete)
             yield run.event("response.incomplete", response=incomplete)
             return
-        message = run.output_message("completed", run.text)
-        common = {"item_id": run.message_id, "output_index": at, "content_index": 0}
-        yield run.event("response.output_text.done", **common, text=run.text, logprobs=[])
-        part = run.output_part(run.text, run.annotations)
-        yield run.event("response.content_part.done", **common, part=part)
-        yield run.event("response.output_item.done", output_index=at, item=message)
-        completed = run.response_object("completed", output=run.output(message))
+        if run.has_message:
+            message = run.output_message("completed", run.text)
+            common = {"item_id": run.message_id, "output_index": at, "content_index": 0}
+            yield run.event("response.output_text.done", **common, text=run.text, logprobs=[])
+            part = run.output_part(run.text, run.annotations)
+            yield run.event("response.content_part.done", **common, part=part)
+            yield run.event("response.output_item.done", output_index=at, item=message)
+            done.append(message)
+        for item in run.items_after:
+            async for event in self._tool_events(run, len(done), item):
+                yield event
+            done.append(copy.deepcopy(item))
+        completed = run.response_object("completed", output=done)
         self._finish(run, "completed", completed)
         yield run.event("response.completed", response=completed)
+
+    @staticmethod
+    async def _tool_events(run: _Run, index: int, item: Json) -> AsyncIterator[Json]:
+        """A tool item's events, with the reply's chunk delay between its deltas."""
+        reply = run.reply
+        for event, is_delta in tools.stream_item(run.event, index, item, chunk_size=reply.chunk_size):
+            if is_delta and reply.chunk_delay:
+                await asyncio.sleep(reply.chunk_delay)
+            yield event
 
     def _time(self, response_id: str, event_type: str) -> None:
         mark = {"response.output_text.delta": "first_token_at", "response.completed": "completed_at"}.get(

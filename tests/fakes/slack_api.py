@@ -13,6 +13,11 @@ Files: ``add_file`` stores a file and returns its file object (as a ``file_share
 to ``Authorization: Bearer <bot token>`` and otherwise answers Slack's HTML sign-in page (HTTP 200,
 ``text/html``), as Slack does for a token it does not accept. Every download request is recorded with its
 headers (``downloads``). ``connect_stub`` gives the stub a Slack Connect event carries instead.
+
+Uploads: ``AsyncWebClient.files_upload_v2``'s flow (``files.getUploadURLExternal``, the bytes POSTed to an
+upload URL on this fake's own host, ``files.completeUploadExternal``) stores the file with the others, so
+``files.info`` and the download URLs serve it too; ``uploads()`` records each share, ``fail_uploads`` makes
+the byte upload fail. ``chat.getPermalink`` links any well-formed ts (see the uploads section below).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import contextlib
 import copy
 import itertools
 import json
+import mimetypes
 import re
 import secrets
 import threading
@@ -87,6 +93,34 @@ class Download:
     headers: dict[str, str]
     served: bool  # True: the file's bytes; False: the HTML sign-in page
     at: float
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file the bot uploaded (files.getUploadURLExternal, the upload, files.completeUploadExternal), once
+    per channel it was shared to (``channel`` None: completed without a channel, so kept private)."""
+
+    file_id: str
+    filename: str
+    title: str
+    content: bytes
+    mimetype: str
+    channel: str | None
+    thread_ts: str | None
+    initial_comment: str | None
+    permalink: str
+    share_ts: str | None  # ts of the message that shares the file (None when private)
+
+
+@dataclass
+class _PendingUpload:
+    file_id: str
+    filename: str
+    length: int
+    alt_txt: str | None
+    snippet_type: str | None
+    content: bytes | None = None  # None until the bytes are POSTed to the upload URL
+    completed: bool = False
 
 
 SIGN_IN_PAGE = (
@@ -186,11 +220,15 @@ class FakeSlack:
             "views.update": self._views_update,
             "apps.connections.open": self._connections_open,
             "files.info": self._files_info,
+            "files.getUploadURLExternal": self._get_upload_url_external,
+            "files.completeUploadExternal": self._complete_upload_external,
+            "chat.getPermalink": self._get_permalink,
         }
         self._clear_state()
-        app = web.Application()
+        app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/api/{method}", self._handle_api)
         app.router.add_get("/link/", self._handle_link)
+        app.router.add_post("/upload/v1/{token}", self._handle_upload)
         app.router.add_get("/files-pri/{key}/{rest:.+}", self._handle_download)
         self._server = ServerThread(app)
 
@@ -217,6 +255,9 @@ class FakeSlack:
         self._downloads: list[Download] = []
         self._refusing_downloads = False
         self._redirect_to: str | None = None
+        self._pending_uploads: dict[str, _PendingUpload] = {}  # by upload URL token
+        self._uploads: list[Upload] = []
+        self._upload_failures: list[int] = []  # HTTP statuses for the next POSTs to an upload URL
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -376,32 +417,53 @@ class FakeSlack:
         name: str,
         content: bytes,
         *,
-        mimetype: str = "application/octet-stream",
+        mimetype: str | None = None,
         filetype: str | None = None,
         user: str = "U0ALICE",
         size: int | None = None,
     ) -> JsonDict:
         """Store a file shared by `user`; returns its file object (a copy, as an event would carry it).
 
-        `size` overrides the declared size (a payload may understate it); the bytes served are `content`.
+        `mimetype` defaults to the one the name suggests (else application/octet-stream). `size` overrides
+        the declared size (a payload may understate it); the bytes served are `content`.
         """
         file_id = "F" + secrets.token_hex(5).upper()
+        obj = self._file_json(
+            file_id, name, name, len(content) if size is None else size, user, mimetype, filetype, TS_BASE
+        )
+        with self._lock:
+            self._files[file_id] = obj
+            self._file_bytes[file_id] = content
+        return copy.deepcopy(obj)
+
+    def _file_json(
+        self,
+        file_id: str,
+        name: str,
+        title: str,
+        size: int,
+        user: str,
+        mimetype: str | None,
+        filetype: str | None,
+        created: int,
+    ) -> JsonDict:
         base = self._server.base_url
         key = f"{self.team_id}-{file_id}"
         ext = name.rsplit(".", 1)[-1].lower() if "." in name else "text"
-        obj: JsonDict = {
+        mime = mimetype or mimetypes.guess_type(name)[0] or "application/octet-stream"
+        return {
             "id": file_id,
-            "created": TS_BASE,
-            "timestamp": TS_BASE,
+            "created": created,
+            "timestamp": created,
             "name": name,
-            "title": name,
-            "mimetype": mimetype,
+            "title": title,
+            "mimetype": mime,
             "filetype": filetype or ext,
             "pretty_type": (filetype or ext).upper(),
             "user": user,
             "user_team": self.team_id,
             "editable": False,
-            "size": len(content) if size is None else size,
+            "size": size,
             "mode": "hosted",
             "is_external": False,
             "external_type": "",
@@ -416,10 +478,6 @@ class FakeSlack:
             "has_rich_preview": False,
             "file_access": "visible",
         }
-        with self._lock:
-            self._files[file_id] = obj
-            self._file_bytes[file_id] = content
-        return copy.deepcopy(obj)
 
     @staticmethod
     def connect_stub(file: JsonDict) -> JsonDict:
@@ -1153,3 +1211,181 @@ class FakeSlack:
         ticket = str(uuid.uuid4())
         self._tickets.add(ticket)
         return {"url": f"{self.socket_url}?ticket={ticket}&app_id={self.app_id}"}
+
+    # ------------------------------------------------------------------ file uploads
+    #
+    # files_upload_v2's flow: files.getUploadURLExternal gives an upload URL (on this fake's own host) and a
+    # file id; the bytes are POSTed there (raw or multipart, no token: the URL is the credential); then
+    # files.completeUploadExternal shares the files. As with Slack, sharing completes asynchronously: the
+    # completion answers full file objects whose `shares` and `channels` are still empty, while files.info
+    # shows them. The file joins the add_file ones (files.info, token-guarded downloads). The share is not a
+    # Message here: read it with uploads(). Undocumented choices: an unknown file id, bytes never uploaded,
+    # or a second completion of the same file answer file_not_found.
+
+    def uploads(self, channel: str | None = None, thread_ts: str | None = None) -> list[Upload]:
+        """Completed uploads, oldest first; one per channel shared to (``channel=None``: all, private too)."""
+        with self._lock:
+            return [
+                u
+                for u in self._uploads
+                if (channel is None or u.channel == channel)
+                and (thread_ts is None or u.thread_ts == thread_ts)
+            ]
+
+    def fail_uploads(self, status: int = 500, *, times: int = 1) -> None:
+        """The next `times` POSTs of bytes to an upload URL answer this HTTP status (nothing is stored)."""
+        with self._lock:
+            self._upload_failures.extend([status] * times)
+
+    def _get_upload_url_external(self, args: JsonDict) -> JsonDict:
+        filename = self._required(args, "filename")
+        raw_length = self._required(args, "length")
+        try:
+            length = int(raw_length)
+        except ValueError:
+            raise SlackError(
+                "invalid_arguments",
+                response_metadata={"messages": ["[ERROR] invalid integer value for field: length"]},
+            ) from None
+        if length <= 0:
+            # Documented: "Typically only occurs when the length ... is 0".
+            raise SlackError("missing_argument")
+        alt_txt = args.get("alt_txt") or None
+        if alt_txt is not None and len(str(alt_txt)) > 1000:
+            raise SlackError("alt_txt_too_large")
+        token = uuid.uuid4().hex
+        file_id = "F" + secrets.token_hex(5).upper()
+        pending = _PendingUpload(file_id, filename, length, alt_txt, args.get("snippet_type") or None)
+        self._pending_uploads[token] = pending
+        return {"upload_url": f"{self._server.base_url}/upload/v1/{token}", "file_id": file_id}
+
+    async def _handle_upload(self, request: web.Request) -> web.Response:
+        token = request.match_info["token"]
+        if request.content_type.startswith("multipart/"):
+            form = await request.post()
+            parts = [v for v in form.values() if isinstance(v, web.FileField)]
+            data = parts[0].file.read() if parts else b""
+        else:
+            data = await request.read()
+        with self._lock:
+            pending = self._pending_uploads.get(token)
+            status = self._upload_failures.pop(0) if self._upload_failures and pending else None
+            if pending is not None and status is None:
+                pending.content = data
+        if pending is None:
+            return web.Response(status=404, text="upload URL not found")
+        if status is not None:
+            return web.Response(status=status, text="upload failed")
+        return web.Response(text=f"OK - {len(data)}")
+
+    def _complete_upload_external(self, args: JsonDict) -> JsonDict:
+        files = args.get("files")
+        if files is None or files == "":
+            raise _missing("files")
+        if isinstance(files, str):
+            try:
+                files = json.loads(files)
+            except ValueError:
+                raise SlackError("invalid_arguments") from None
+        if (
+            not isinstance(files, list)
+            or not files
+            or not all(isinstance(f, dict) and f.get("id") for f in files)
+        ):
+            raise SlackError("invalid_arguments")
+        channels = [c for c in str(args.get("channels") or "").split(",") if c]
+        if args.get("channel_id"):
+            channels.insert(0, str(args["channel_id"]))
+        for channel in channels:
+            if not CHANNEL_RE.fullmatch(channel):
+                raise SlackError("invalid_arguments")  # Slack checks the id's shape before anything else
+        thread_ts = args.get("thread_ts") or None
+        comment = args.get("initial_comment") or None
+        by_id = {p.file_id: p for p in self._pending_uploads.values()}
+        pending = [by_id.get(str(f["id"])) for f in files]
+        for found in pending:
+            if found is None or found.content is None or found.completed:
+                raise SlackError("file_not_found")
+        share_ts = self._next_ts() if channels else None  # one message shares all the files
+        out = []
+        for spec, upload in zip(files, pending, strict=True):
+            assert upload is not None and upload.content is not None
+            title = str(spec.get("title") or upload.filename)
+            file = self._file_json(
+                upload.file_id,
+                upload.filename,
+                title,
+                len(upload.content),
+                self.bot_user_id,
+                None,
+                None,
+                int(time.time()),
+            )
+            file |= {
+                "comments_count": 0,
+                "is_starred": False,
+                "shares": {},
+                "channels": [],
+                "groups": [],
+                "ims": [],
+                "has_more_shares": False,
+            }
+            out.append(copy.deepcopy(file))  # answered before the (asynchronous) share is visible
+            upload.completed = True
+            self._file_bytes[upload.file_id] = upload.content
+            for channel in channels or [None]:
+                if channel is not None:
+                    self._share(file, channel, share_ts, thread_ts)
+                self._uploads.append(
+                    Upload(
+                        file_id=upload.file_id,
+                        filename=upload.filename,
+                        title=title,
+                        content=upload.content,
+                        mimetype=file["mimetype"],
+                        channel=channel,
+                        thread_ts=thread_ts if channel is not None else None,
+                        initial_comment=comment,
+                        permalink=file["permalink"],
+                        share_ts=share_ts,
+                    )
+                )
+            self._files[upload.file_id] = file
+        return {"files": out}
+
+    def _share(self, file: JsonDict, channel: str, share_ts: str | None, thread_ts: str | None) -> None:
+        public = channel[0] == "C"
+        share: JsonDict = {
+            "ts": share_ts,
+            "channel_name": f"channel-{channel.lower()}",
+            "team_id": self.team_id,
+            "share_user_id": self.bot_user_id,
+            "source": "UNKNOWN",
+            "reply_users": [],
+            "reply_users_count": 0,
+            "reply_count": 0,
+        }
+        if thread_ts:
+            share["thread_ts"] = thread_ts
+        file["shares"].setdefault("public" if public else "private", {}).setdefault(channel, []).append(share)
+        kind = "channels" if public else "ims" if channel[0] == "D" else "groups"
+        file[kind].append(channel)
+        file["is_public"] = file["is_public"] or public
+
+    def _get_permalink(self, args: JsonDict) -> JsonDict:
+        channel = self._channel(args)
+        ts = self._required(args, "message_ts")
+        if not re.fullmatch(r"\d+\.\d+", ts):
+            raise SlackError("message_not_found")
+        # The fake only knows the bot's messages; any well-formed ts gets a link (user messages included).
+        known = self._messages.get(ts)
+        if known is not None and known.channel == channel:
+            thread_ts = known.thread_ts
+        else:
+            thread_ts = next(
+                (u.thread_ts for u in self._uploads if u.share_ts == ts and u.channel == channel), None
+            )
+        link = f"https://{self.team_domain}.slack.com/archives/{channel}/p{ts.replace('.', '')}"
+        if thread_ts and thread_ts != ts:
+            link += f"?thread_ts={thread_ts}&cid={channel}"
+        return {"channel": channel, "permalink": link}
