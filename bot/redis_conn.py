@@ -43,15 +43,15 @@ POOL_WAIT_SECONDS = 1.0
 
 def connect_redis(settings: Settings) -> RedisHandle:
     # Short timeouts: with Redis down or unreachable a listener must still answer (and Slack get its ack)
-    # well within Slack's 3 s (3 connection attempts of 0.5 s at most); blocking reads wait at most 1 s,
-    # well under the socket timeout. A connection that died with a Redis restart is replaced and the
-    # command sent again: safe, since every multi-step write is one atomic script that dedupes itself.
+    # within Slack's 3 s (2 connection attempts of 1 s at most); blocking reads wait at most 1 s, well
+    # under the socket timeout. A connection that died with a Redis restart is replaced and the command
+    # sent again: safe, since every multi-step write is one atomic script that dedupes itself.
     options: dict[str, Any] = {
         "decode_responses": True,
         "health_check_interval": 30,
-        "socket_connect_timeout": 0.5,
+        "socket_connect_timeout": 1.0,
         "socket_timeout": 5.0,
-        "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.25), retries=2),
+        "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.25), retries=1),
         "retry_on_error": [RedisConnectionError, RedisTimeoutError],
     }
     if settings.redis_url:

@@ -87,7 +87,7 @@ class Settings(BaseSettings):
     # At most this many assistant threads are worked on at once by one process.
     worker_concurrency: int = Field(default=32, ge=1, le=1000)
     # A turn that was started this many times (crashes, Slack refusing the answer) is given up with a notice.
-    max_turn_attempts: int = Field(default=3, ge=1, le=20)
+    max_turn_attempts: int = Field(default=5, ge=1, le=20)
     # How long one answer may take in total, resumes and polling included.
     response_deadline_seconds: float = Field(default=600.0, gt=0, le=3600)
     # SIGTERM: running answers get this long to finish; what is left goes back to the queue.

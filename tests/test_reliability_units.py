@@ -34,7 +34,7 @@ def test_reliability_settings_defaults_and_overrides(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("SLACK_SIGNING_SECRET", "s")
     settings = load_settings(Mode.HTTP)
     assert settings.rate_limit_user_per_minute == 20 and settings.rate_limit_team_per_minute == 300
-    assert settings.runner_lock_seconds == 30 and settings.max_turn_attempts == 3
+    assert settings.runner_lock_seconds == 30 and settings.max_turn_attempts == 5
     monkeypatch.setenv("RATE_LIMIT_USER_PER_MINUTE", "0")
     monkeypatch.setenv("WORKER_CONCURRENCY", "4")
     settings = load_settings(Mode.HTTP)
