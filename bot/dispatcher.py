@@ -27,8 +27,14 @@ interrupted turn first. So turns are delivered at least once and, per thread, on
 the progress record makes running a turn again safe: a created response is resumed, not re-created, and
 the Slack messages already posted are rewritten, not posted again.
 
+Takeover: a worker that stalls past its lock's TTL (a long GC, SIGSTOP, a starved CPU) loses the thread
+to whoever reclaims it. Every progress write is fenced by the lock token, whole-message Slack writes check
+that the turn is neither done nor held by another worker, and the heartbeat cancels a drain whose lock
+another worker holds; so the stale worker stops without overwriting the new owner's answer.
+
 Known limits: a worker killed between OpenAI accepting `responses.create` and the response id reaching
-Redis (milliseconds) leaves a response nobody resumes, and the retried turn creates another one; the
+Redis (milliseconds) leaves a response nobody resumes, and the retried turn creates another one; killed
+between Slack creating a message and its ts reaching Redis, it leaves that partial message behind. The
 XREADGROUP over every workspace's stream is one multi-key call, fine on one Redis (or one Cluster shard
 per call), not across Cluster slots.
 """
@@ -396,7 +402,7 @@ class Dispatcher:
 
     async def recover_once(self) -> int:
         """XAUTOCLAIM every entry idle longer than the lock TTL and offer it; returns drains started."""
-        started = len(self._drains)
+        started = 0
         for keys in await self._workspaces():
             cursor = "0-0"
             for _ in range(100):  # bounded: 100 batches of RECLAIM_BATCH per workspace and sweep
@@ -417,9 +423,10 @@ class Dispatcher:
                         return 0
                     if await self._offer(keys, str(entry_id), fields):
                         log.info("reclaimed turn entry %s: running its thread here", entry_id)
+                        started += 1
                 if cursor == "0-0":
                     break
-        return max(0, len(self._drains) - started)
+        return started
 
     async def _offer(self, keys: Keys, entry_id: str, fields: dict[Any, Any]) -> bool:
         """A delivered entry: drain its thread if nobody does (True), else leave it pending for the
