@@ -104,7 +104,7 @@ class BotService:
                 parsed = parse_thread_command(msg.text)
             except UnknownCommand as exc:
                 if await self.dispatcher.claim(msg):
-                    await self._whisper(msg.channel, msg.user, exc.user_message, msg.reply_thread_ts)
+                    await self.whisper(msg.channel, msg.user, exc.user_message, msg.reply_thread_ts)
                 return Submitted.QUEUED
             if parsed is not None:
                 await self._thread_command(msg, parsed)
@@ -132,7 +132,7 @@ class BotService:
             return  # a retry, or the app_mention / message twin
         target = ThreadTarget(msg.workspace, await self._thread_of(msg), msg.channel, msg.user)
         text = await self.admin.run(target, parsed, request_id=f"{msg.channel}:{msg.ts}")
-        await self._whisper(msg.channel, msg.user, text, msg.reply_thread_ts)
+        await self.whisper(msg.channel, msg.user, text, msg.reply_thread_ts)
 
     # --- slash command and shortcuts -------------------------------------------------------------
 
@@ -261,7 +261,7 @@ class BotService:
             return
         problem = await self._open_settings(target, trigger_id)
         if problem:
-            await self._whisper(target.channel, user, problem, None)
+            await self.whisper(target.channel, user, problem, None)
 
     async def _dm_target(self, workspace: Workspace, user: str) -> ThreadTarget | None:
         try:
@@ -299,7 +299,8 @@ class BotService:
             log.warning("Redis unavailable: %s", type(exc).__name__)
             return StoreUnavailable.user_message
 
-    async def _whisper(self, channel: str, user: str, text: str, thread_ts: str | None) -> None:
+    async def whisper(self, channel: str, user: str, text: str, thread_ts: str | None) -> None:
+        """An ephemeral message only `user` sees (best effort: a failure is logged)."""
         try:
             await self.web_client.chat_postEphemeral(
                 channel=channel, user=user, text=text, thread_ts=thread_ts

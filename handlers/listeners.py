@@ -7,8 +7,6 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_bolt.context.say.async_say import AsyncSay
-from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.commands import COMMAND
 from bot.errors import BotError
@@ -75,9 +73,7 @@ def register(app: AsyncApp, service: BotService) -> None:
         await ack(text=await service.run_command(req, request_id=str(body.get("trigger_id") or req.user)))
 
     @app.shortcut(RESET_SHORTCUT)
-    async def on_reset_shortcut(
-        ack: AsyncAck, body: dict[str, Any], context: dict[str, Any], client: AsyncWebClient
-    ) -> None:
+    async def on_reset_shortcut(ack: AsyncAck, body: dict[str, Any], context: dict[str, Any]) -> None:
         await ack()
         action = parse_message_action(body, context)
         if action is None:
@@ -85,29 +81,17 @@ def register(app: AsyncApp, service: BotService) -> None:
         text = await service.reset_from_action(
             action, request_id=str(body.get("trigger_id") or action.message_ts)
         )
-        try:
-            await client.chat_postEphemeral(
-                channel=action.channel, user=action.user, text=text, thread_ts=action.thread_ts
-            )
-        except SlackApiError as exc:
-            log.warning("reset shortcut: could not answer the user: %s", exc.response.get("error"))
+        await service.whisper(action.channel, action.user, text, action.thread_ts)
 
     @app.shortcut(SETTINGS_SHORTCUT)
-    async def on_settings_shortcut(
-        ack: AsyncAck, body: dict[str, Any], context: dict[str, Any], client: AsyncWebClient
-    ) -> None:
+    async def on_settings_shortcut(ack: AsyncAck, body: dict[str, Any], context: dict[str, Any]) -> None:
         await ack()
         action = parse_message_action(body, context)
         if action is None:
             return
         problem = await service.open_settings_from_action(action, trigger_id=str(body.get("trigger_id")))
         if problem:
-            try:
-                await client.chat_postEphemeral(
-                    channel=action.channel, user=action.user, text=problem, thread_ts=action.thread_ts
-                )
-            except SlackApiError as exc:
-                log.warning("settings shortcut: could not answer the user: %s", exc.response.get("error"))
+            await service.whisper(action.channel, action.user, problem, action.thread_ts)
 
     @app.view(SETTINGS_CALLBACK)
     async def on_settings_submitted(ack: AsyncAck, body: dict[str, Any], context: dict[str, Any]) -> None:
