@@ -13,6 +13,9 @@ from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.slack_api import FakeSlack
 from tests.harness import SECRETS, BotProcess, RedisServer, SlackSender, bot_env
 
+# `fake` and `client` for the fake OpenAI's own tests (a test module may define its own `fake`).
+pytest_plugins = ["tests.fakes.openai_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
@@ -67,16 +70,20 @@ BotFactory = Callable[..., BotProcess]
 def start_bot(
     slack: FakeSlack, openai_fake: FakeOpenAI, rdb: redis.Redis, redis_url: str, tmp_path: Path
 ) -> Iterator[BotFactory]:
-    """Start `slack-assistant --http` processes; extra keyword arguments become environment variables."""
+    """Start bot processes: HTTP mode, or Socket Mode with `http=False`; on the test Redis, or on the one
+    at `url`. Extra keyword arguments become environment variables."""
     bots: list[BotProcess] = []
 
-    def start(**env: str) -> BotProcess:
-        bot = BotProcess(
-            bot_env(
-                slack_api_url=slack.api_url, openai_base_url=openai_fake.base_url, redis_url=redis_url, **env
-            ),
-            workdir=tmp_path,
-        ).start()
+    def start(url: str | None = None, *, http: bool = True, **env: str) -> BotProcess:
+        environment = bot_env(
+            slack_api_url=slack.api_url,
+            openai_base_url=openai_fake.base_url,
+            redis_url=url or redis_url,
+            **env,
+        )
+        if not http:
+            del environment["SLACK_SIGNING_SECRET"]  # Socket Mode needs none
+        bot = BotProcess(environment, workdir=tmp_path).start(http=http)
         bots.append(bot)
         return bot
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx2
@@ -30,21 +29,6 @@ from openai.types.responses import (
 from tests.fakes.openai_api import FakeOpenAI, Reply, get_spec
 
 MODEL = "gpt-4.1-mini"
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def client(fake: FakeOpenAI) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(api_key=fake.api_key, base_url=fake.base_url, max_retries=0, timeout=10) as c:
-        yield c
 
 
 def _texts(items: list[dict[str, Any]]) -> list[tuple[str, str]]:

@@ -3,7 +3,6 @@ the spec (what the bot's retrieval relies on)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx2
@@ -16,21 +15,6 @@ from tests.test_fake_openai import MODEL, _event_schemas, _raw_sse
 PDF = (
     b"%PDF-1.4\n1 0 obj << >> stream\nBT (The launch date is 14 March.) Tj ET\nBT (Budget is tight.) Tj ET\n"
 )
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def client(fake: FakeOpenAI) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(api_key=fake.api_key, base_url=fake.base_url, max_retries=0, timeout=10) as c:
-        yield c
 
 
 def indexed_store(client: openai.OpenAI, files: dict[str, bytes]) -> tuple[str, list[str]]:

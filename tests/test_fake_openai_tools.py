@@ -4,7 +4,6 @@ by the official SDK and checked against the spec."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx2
@@ -37,21 +36,6 @@ TIME: Any = {
     "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}, "required": ["tz"]},
     "strict": False,
 }
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def client(fake: FakeOpenAI) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(api_key=fake.api_key, base_url=fake.base_url, max_retries=0, timeout=10) as c:
-        yield c
 
 
 def _headers(fake: FakeOpenAI) -> dict[str, str]:
