@@ -17,12 +17,15 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx2
 import openai
 from openai import AsyncOpenAI
+from openai.types.responses import Response
 
+from bot.citations import CitationRenderer
 from bot.errors import (
     AnswerIncomplete,
     AssistantBusy,
@@ -32,7 +35,6 @@ from bot.errors import (
     BotError,
 )
 from bot.settings import Settings
-from bot.turn_input import TurnInput
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,90 @@ TRANSIENT_FAILURES = frozenset({"server_error", "rate_limit_exceeded", "vector_s
 _STREAM_BREAKS = (openai.APIError, httpx2.HTTPError, OSError, ValueError)
 
 OnCreated = Callable[[str], Awaitable[None]]
+
+# What the hosted tools are doing, shown as the Slack status while they run.
+HOSTED_TOOL_STATUS = {
+    "code_interpreter_call": "is running Python…",
+    "web_search_call": "is searching the web…",
+    "file_search_call": "is searching the files…",
+}
+
+
+@dataclass(frozen=True)
+class Status:
+    """Progress to show while the model works (a Slack assistant status such as "is running Python…")."""
+
+    text: str
+
+
+# What a response stream yields: answer text (with citation markers) or a progress status.
+Piece = str | Status
+
+
+@dataclass(frozen=True)
+class FunctionCall:
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class GeneratedFile:
+    """A file the code interpreter wrote in its container."""
+
+    container_id: str
+    file_id: str
+    filename: str
+
+
+@dataclass
+class RoundResult:
+    """What one response left for the turn to do: function calls to run, files its code wrote."""
+
+    response_id: str | None = None
+    calls: list[FunctionCall] = field(default_factory=list)
+    files: dict[str, GeneratedFile] = field(default_factory=dict)  # cited files, by container file id
+    containers: list[str] = field(default_factory=list)  # containers its code ran in
+
+    def absorb(self, response: Response) -> None:
+        """Read the finished response's output items (the stream's and the poll's common ground)."""
+        self.response_id = response.id
+        for item in response.output:
+            if item.type == "function_call":
+                self.calls.append(FunctionCall(item.call_id, item.name, item.arguments))
+            elif item.type == "code_interpreter_call" and item.container_id not in self.containers:
+                self.containers.append(item.container_id)
+            elif item.type == "message":
+                for part in item.content:
+                    if part.type != "output_text":
+                        continue
+                    for note in part.annotations:
+                        if note.type == "container_file_citation":
+                            self.files[note.file_id] = GeneratedFile(
+                                note.container_id, note.file_id, note.filename
+                            )
+
+
+@dataclass(frozen=True)
+class TurnRequest:
+    """What every response of one turn sends besides its input: the conversation, the per-turn
+    instructions, the tools (function specs, hosted tools, file search) and extra output to include."""
+
+    conversation_id: str
+    instructions: str
+    user_key: str
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    include: list[str] = field(default_factory=list)
+
+
+def user_message(text: str, parts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The user's message as an input item: the text, then any extra content parts (images)."""
+    content = [{"type": "input_text", "text": text}, *(parts or [])]
+    return {"type": "message", "role": "user", "content": content}
+
+
+def tool_output(call_id: str, output: str) -> dict[str, Any]:
+    return {"type": "function_call_output", "call_id": call_id, "output": output}
 
 
 def build_openai_client(settings: Settings) -> AsyncOpenAI:
@@ -87,68 +173,72 @@ class AssistantBackend:
         except openai.APIError as exc:
             raise AssistantUnavailable(f"conversations.delete: {_describe(exc)}") from exc
 
-    def _request(
-        self,
-        conversation_id: str,
-        text: str,
-        *,
-        instructions: str,
-        user_key: str,
-        extras: TurnInput | None = None,
-    ) -> dict[str, Any]:
+    def _request(self, turn: TurnRequest, items: list[dict[str, Any]]) -> dict[str, Any]:
         request: dict[str, Any] = {
             "model": self._settings.assistant_model,
-            "instructions": instructions,
-            "conversation": conversation_id,
-            "input": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}],
+            "instructions": turn.instructions,
+            "conversation": turn.conversation_id,
+            "input": items,
             "store": True,
             "stream": True,
             # Lives on at OpenAI when the stream drops: resumable with `retrieve(stream=True)`.
             "background": True,
             # A stable, non-reversible id per Slack user helps OpenAI's abuse detection.
-            "safety_identifier": hashlib.sha256(user_key.encode()).hexdigest()[:32],
+            "safety_identifier": hashlib.sha256(turn.user_key.encode()).hexdigest()[:32],
         }
-        if self._settings.assistant_tools:
-            request["tools"] = [{"type": name} for name in self._settings.assistant_tools]
-        if extras is not None:  # files (issue 3): file text, image inputs, file_search
-            extras.apply(request)
+        if turn.tools:
+            request["tools"] = turn.tools
+        if turn.include:
+            request["include"] = turn.include
         return request
 
     async def answer(
         self,
-        conversation_id: str,
-        text: str,
+        turn: TurnRequest,
+        items: list[dict[str, Any]],
         *,
-        instructions: str,
-        user_key: str,
         on_created: OnCreated,
-        extras: TurnInput | None = None,
-    ) -> AsyncGenerator[str, None]:
-        """Run one turn on the conversation and yield the answer's text as it streams (with citation
-        markers when `extras` is given).
+        result: RoundResult,
+        citations: CitationRenderer | None = None,
+    ) -> AsyncGenerator[Piece, None]:
+        """One response on the conversation with these input items (the user's message, or the outputs
+        of function calls); yield its text as it streams (with citation markers when `citations` is given)
+        and what its hosted tools are doing. `result` is filled in when the response ends.
 
         `on_created(response_id)` runs before any text is yielded (the caller records the id); if it
         raises, the response is cancelled and the error propagates.
         """
-        request = self._request(
-            conversation_id, text, instructions=instructions, user_key=user_key, extras=extras
-        )
-        stream = await self._start(request)
-        async with contextlib.aclosing(self._follow(stream, None, on_created, extras)) as deltas:
-            async for delta in deltas:
-                yield delta
+        stream = await self._start(self._request(turn, items))
+        async with contextlib.aclosing(self._follow(stream, None, on_created, result, citations)) as pieces:
+            async for piece in pieces:
+                yield piece
 
-    async def resume(self, response_id: str) -> AsyncGenerator[str, None]:
+    async def resume(self, response_id: str, *, result: RoundResult) -> AsyncGenerator[Piece, None]:
         """The whole text of an earlier response, from its start, following it until it ends."""
         stream = await self._reopen(response_id, None, self._deadline())
         if stream is None:
-            async with contextlib.aclosing(self._poll(response_id, "", self._deadline())) as polled:
+            async with contextlib.aclosing(self._poll(response_id, "", self._deadline(), result)) as polled:
                 async for delta in polled:
                     yield delta
             return
-        async with contextlib.aclosing(self._follow(stream, response_id, None)) as deltas:
-            async for delta in deltas:
-                yield delta
+        async with contextlib.aclosing(self._follow(stream, response_id, None, result)) as pieces:
+            async for piece in pieces:
+                yield piece
+
+    async def replay(self, response_id: str) -> str:
+        """The text of an earlier, finished response (a retried turn shows its earlier rounds again)."""
+        try:
+            response = await self._client.responses.retrieve(response_id)
+        except openai.APIError as exc:
+            raise AssistantUnavailable(f"responses.retrieve: {_describe(exc)}") from exc
+        return response.output_text
+
+    async def add_items(self, conversation_id: str, items: list[dict[str, Any]]) -> None:
+        """Add items to the conversation without running the model (closing calls a turn gave up on)."""
+        try:
+            await self._client.conversations.items.create(conversation_id, items=items)  # type: ignore[arg-type]
+        except openai.APIError as exc:
+            raise AssistantUnavailable(f"conversations.items.create: {_describe(exc)}") from exc
 
     async def cancel(self, response_id: str) -> None:
         """Best effort: stop a background response nobody will show."""
@@ -165,8 +255,9 @@ class AssistantBackend:
         stream: Any,
         response_id: str | None,
         on_created: OnCreated | None,
-        extras: TurnInput | None = None,
-    ) -> AsyncGenerator[str, None]:
+        result: RoundResult,
+        citations: CitationRenderer | None = None,
+    ) -> AsyncGenerator[Piece, None]:
         deadline = self._deadline()
         seq: int | None = None
         shown = ""
@@ -176,27 +267,35 @@ class AssistantBackend:
                 try:
                     async for event in stream:
                         seq = event.sequence_number
-                        if event.type == "response.created":
+                        kind = event.type
+                        if kind == "response.output_text.delta":
+                            shown += event.delta
+                            yield citations.text(event.delta) if citations is not None else event.delta
+                        elif kind == "response.created":
                             if response_id is None:
                                 response_id = event.response.id
                                 if on_created is not None:
                                     await self._created(response_id, on_created)
-                        elif event.type == "response.output_text.delta":
-                            shown += event.delta
-                            yield extras.citations.text(event.delta) if extras is not None else event.delta
-                        elif event.type == "response.output_text.annotation.added" and extras is not None:
-                            # files (issue 3): a citation becomes a numbered marker
-                            yield extras.citations.annotate(event.annotation)
-                        elif event.type == "response.completed":
+                        elif kind == "response.output_item.added":
+                            status = HOSTED_TOOL_STATUS.get(event.item.type)
+                            if status is not None:
+                                yield Status(status)
+                        elif kind == "response.content_part.added" and citations is not None:
+                            # Annotation positions count from the start of their own text part.
+                            citations.next_part()
+                        elif kind == "response.output_text.annotation.added" and citations is not None:
+                            yield citations.annotate(event.annotation)
+                        elif kind == "response.completed":
+                            result.absorb(event.response)
                             return
-                        elif event.type == "response.failed":
+                        elif kind == "response.failed":
                             raise _failure(event.response.error.code if event.response.error else None)
-                        elif event.type == "response.incomplete":
+                        elif kind == "response.incomplete":
                             details = event.response.incomplete_details
                             raise AnswerIncomplete(
                                 f"response incomplete: {details.reason if details else 'unknown'}"
                             )
-                        elif event.type == "error":
+                        elif kind == "error":
                             raise AssistantFailed(f"stream error event: {event.code}")
                 finally:
                     await stream.close()
@@ -209,7 +308,7 @@ class AssistantBackend:
             resumes += 1
             reopened = await self._reopen(response_id, seq, deadline) if resumes <= MAX_RESUMES else None
             if reopened is None:
-                async with contextlib.aclosing(self._poll(response_id, shown, deadline)) as polled:
+                async with contextlib.aclosing(self._poll(response_id, shown, deadline, result)) as polled:
                     async for delta in polled:
                         yield delta
                 return
@@ -233,7 +332,9 @@ class AssistantBackend:
             log.info("response %s: streaming retrieval refused (%s); polling", response_id, _describe(exc))
             return None
 
-    async def _poll(self, response_id: str, shown: str, deadline: float) -> AsyncGenerator[str, None]:
+    async def _poll(
+        self, response_id: str, shown: str, deadline: float, result: RoundResult
+    ) -> AsyncGenerator[str, None]:
         """Poll the response until it ends; yield the part of its text not shown yet."""
         delay = POLL_FIRST_DELAY
         loop = asyncio.get_running_loop()
@@ -253,6 +354,7 @@ class AssistantBackend:
                     if response.status == "incomplete":
                         details = response.incomplete_details
                         raise AnswerIncomplete(f"response incomplete: {details.reason if details else '?'}")
+                    result.absorb(response)
                     return
                 if response.status == "failed":
                     raise _failure(response.error.code if response.error else None)

@@ -1,5 +1,7 @@
-"""Citations in Slack: `file_citation` / `url_citation` annotations become numbered markers in the answer and
-a "Sources" footer; each source appears once, with one number, however often it is cited.
+"""Citations in Slack: `file_citation` / `url_citation` / `container_file_citation` annotations become
+numbered markers in the answer and a "Sources" footer; each source appears once, with one number, however
+often it is cited. A file the code interpreter wrote is linked once the bot has uploaded it to the thread
+(`link_file`).
 
 Works on the stream: text deltas go through `text()`, annotation events through `annotate()`, and each
 returns what to append to the Slack message. An annotation's position (a file citation's `index`, a URL
@@ -34,6 +36,7 @@ class CitationRenderer:
     _numbers: dict[str, int] = field(default_factory=dict)
     _pending: list[tuple[int, int]] = field(default_factory=list)  # (position, number), waiting for text
     _position: int = 0  # characters of model text seen
+    _base: int = 0  # where the current text part started (annotation positions count from there)
     _placed: dict[int, set[int]] = field(default_factory=dict)  # position -> numbers already placed there
     _text: list[str] = field(default_factory=list)
 
@@ -64,20 +67,29 @@ class CitationRenderer:
         self._text.append(rendered)
         return rendered
 
+    def next_part(self) -> None:
+        """A new text part starts (another message, or the next response of a tool loop)."""
+        self._base = self._position
+
     def annotate(self, annotation: object) -> str:
         """An `annotation.added` event's annotation: the marker to append now, or "" (waiting / not shown)."""
         kind = _field(annotation, "type", None)
         if kind == "file_citation":
             file_id = str(_field(annotation, "file_id", ""))
-            at = int(_field(annotation, "index", self._position))
+            at = self._at(annotation, "index")
             known = self.files.get(file_id)
             source = known or Source(_label(str(_field(annotation, "filename", "")) or file_id))
             number = self._number(f"file:{file_id}", source)
         elif kind == "url_citation":
             url = str(_field(annotation, "url", ""))
-            at = int(_field(annotation, "end_index", self._position))
+            at = self._at(annotation, "end_index")
             title = str(_field(annotation, "title", "") or "") or url
             number = self._number(f"url:{url}", Source(_label(title), url if _web_url(url) else None))
+        elif kind == "container_file_citation":
+            file_id = str(_field(annotation, "file_id", ""))
+            at = self._at(annotation, "end_index")
+            source = Source(_label(str(_field(annotation, "filename", "")) or file_id))
+            number = self._number(f"cfile:{file_id}", source)
         else:
             return ""
         if at > self._position:
@@ -86,6 +98,15 @@ class CitationRenderer:
         marker = self._marker(self._position, number)
         self._text.append(marker)
         return marker
+
+    def link_file(self, file_id: str, name: str, permalink: str | None) -> None:
+        """A generated file is now in Slack: its source (cited or not) links to it."""
+        key = f"cfile:{file_id}"
+        source = slack_source(name, permalink)
+        if key in self._numbers:
+            self._sources[self._numbers[key] - 1] = source
+        else:
+            self._number(key, source)
 
     def footer(self) -> str:
         """Markers still waiting (their text never came), then the Sources list; "" without citations."""
@@ -97,6 +118,10 @@ class CitationRenderer:
         lines = [f"{n}. {_link(source)}" for n, source in enumerate(self._sources, start=1)]
         close = "\n" + FENCE if inside_code_block(text) else ""
         return f"{tail}{close}\n\n**Sources**\n" + "\n".join(lines)
+
+    def _at(self, annotation: object, name: str) -> int:
+        at = _field(annotation, name, None)
+        return self._position if at is None else self._base + int(at)
 
     def _number(self, key: str, source: Source) -> int:
         if key not in self._numbers:

@@ -81,3 +81,19 @@ class TurnInterrupted(BotError):
 
 class TurnAbandoned(BotError):
     user_message = "Sorry, I couldn't answer this message after several tries. Please send it again."
+
+
+class ToolLoopStopped(BotError):
+    """The tool loop hit its limit on rounds or time; the calls left were closed with an error output."""
+
+    def __init__(self, detail: str, *, rounds: int, out_of_time: bool = False) -> None:
+        if out_of_time:
+            message = (
+                "I stopped: the tools I was using took too long for this message. Try a narrower question."
+            )
+        else:
+            message = (
+                f"I stopped after {rounds} rounds of tool calls without reaching an answer. "
+                "Try a narrower question."
+            )
+        super().__init__(detail, user_message=message)

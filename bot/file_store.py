@@ -47,6 +47,11 @@ class ThreadFiles:
     def images(self) -> list[StoredFile]:
         return [f for f in self.files.values() if f.kind == "image"]
 
+    @property
+    def for_code(self) -> list[str]:
+        """The files the code interpreter gets: data files and documents."""
+        return [f.file_id for f in self.files.values() if f.kind != "image"]
+
     def by_slack_id(self, slack_id: str) -> StoredFile | None:
         return next((f for f in self.files.values() if f.slack_id == slack_id), None)
 
@@ -112,10 +117,11 @@ class FileStore:
             ledger, _ = await pipe.execute()
         return [_upload(str(k), str(v)) for k, v in ledger.items()]
 
-    async def count(self, keys: Keys, thread: str) -> tuple[int, int]:
-        """(documents, images) the thread uses."""
+    async def count(self, keys: Keys, thread: str) -> tuple[int, int, int]:
+        """(documents, data files, images) the thread uses."""
         files = await self.load(keys, thread)
-        return len(files.documents), len(files.images)
+        data = len(files.files) - len(files.documents) - len(files.images)
+        return len(files.documents), data, len(files.images)
 
     # --- the orphan sweep ---------------------------------------------------------------------------
 

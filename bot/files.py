@@ -91,6 +91,8 @@ class FileService:
             if stored.kind == "image":
                 parts.append({"type": "input_image", "file_id": stored.file_id, "detail": "auto"})
                 notes.append(f"{stored.name} (attached as an image)")
+            elif stored.kind == "data":
+                notes.append(f"{stored.name} (in /mnt/data for the python tool)")
             else:
                 notes.append(f"{stored.name} (added to the files you can search)")
         if turn.files:
@@ -113,13 +115,30 @@ class FileService:
         text = turn.text
         if notes:
             text = f"{text}\n\n(Shared in Slack with this message: {'; '.join(notes)}.)".strip()
-        store_ids = [state.vector_store_id] if state.vector_store_id and state.documents else []
-        store_ids += [i for i in self._settings.knowledge_vector_store_ids if i not in store_ids]
-        tools = [{"type": "file_search", "vector_store_ids": store_ids}] if store_ids else []
         sources: dict[str, Source] = {
             f.file_id: slack_source(f.name, f.permalink) for f in state.files.values()
         }
-        return TurnInput(text, parts, tools, CitationRenderer(sources), answer_needed=answer_needed)
+        return TurnInput(
+            text,
+            parts,
+            self._file_search(state),
+            CitationRenderer(sources),
+            answer_needed=answer_needed,
+            code_file_ids=state.for_code,
+        )
+
+    def _file_search(self, state: ThreadFiles) -> list[dict[str, Any]]:
+        store_ids = [state.vector_store_id] if state.vector_store_id and state.documents else []
+        store_ids += [i for i in self._settings.knowledge_vector_store_ids if i not in store_ids]
+        return [{"type": "file_search", "vector_store_ids": store_ids}] if store_ids else []
+
+    async def recorded_input(self, keys: Keys, thread: str) -> TurnInput:
+        """For a retried turn that carries on: the thread's tools as they are, taking nothing new in."""
+        try:
+            state = await self.store.load(keys, thread)
+        except RedisError as exc:
+            raise StoreUnavailable(f"files: {type(exc).__name__}") from exc
+        return TurnInput("", tools=self._file_search(state), code_file_ids=state.for_code)
 
     async def _take(self, turn: Turn, shared: SharedFile, state: ThreadFiles, status: StatusFn) -> StoredFile:
         """Bring one shared file in (or find it already in): the stored record, or a FileProblem."""
@@ -227,16 +246,11 @@ class FileService:
             log.info("reset of %s: deleted %d of %d file object(s)", thread, len(deleted), len(uploads))
 
     async def describe(self, keys: Keys, thread: str) -> str:
-        """For `/assistant status`: "none", or how many documents and images the thread uses."""
-        documents, images = await self.store.count(keys, thread)
-        if not documents and not images:
-            return "none"
-        parts = []
-        if documents:
-            parts.append(f"{documents} searchable document{'s' if documents != 1 else ''}")
-        if images:
-            parts.append(f"{images} image{'s' if images != 1 else ''}")
-        return f"{documents + images} ({', '.join(parts)})"
+        """For `/assistant status`: "none", or how many documents, data files and images the thread uses."""
+        documents, data, images = await self.store.count(keys, thread)
+        counted = [(documents, "searchable document"), (data, "data file"), (images, "image")]
+        parts = [f"{n} {label}{'s' if n != 1 else ''}" for n, label in counted if n]
+        return f"{documents + data + images} ({', '.join(parts)})" if parts else "none"
 
 
 __all__ = ["FileService", "StatusFn", "quoted"]

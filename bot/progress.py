@@ -3,9 +3,10 @@
 One HASH per turn (`Keys.turn`), written as the turn goes:
 
 - `attempts`: how many times a worker started the turn (a turn that keeps failing is given up);
-- `response_id`: the OpenAI response, recorded as soon as it is created. A retried turn *resumes* that
-  response (`responses.retrieve`) instead of creating another, so the user's message is never added to
-  the conversation twice;
+- `response_id`: the OpenAI responses of the turn (one per tool-loop round, comma-separated), each
+  recorded as soon as it is created. A retried turn shows the earlier rounds' text again and *resumes*
+  the last response (`responses.retrieve`) instead of creating another, so the user's message is never
+  added to the conversation twice;
 - `message_ts`: the Slack messages the answer was written into. A retried turn rewrites those messages
   (`chat.update`) instead of posting new ones, so the user never sees two answers;
 - `done`: set by the dispatcher, atomically with acking the turn's stream entry.
@@ -75,7 +76,7 @@ return ARGV[3]
 @dataclass
 class TurnRecord:
     attempts: int = 0
-    response_id: str | None = None
+    response_ids: list[str] = field(default_factory=list)
     message_ts: list[str] = field(default_factory=list)
     done: bool = False
 
@@ -84,7 +85,7 @@ class TurnRecord:
         raw = dict(zip(flat[::2], flat[1::2], strict=True))
         return cls(
             attempts=int(raw.get("attempts", "0")),
-            response_id=raw.get("response_id") or None,
+            response_ids=[r for r in raw.get("response_id", "").split(",") if r],
             message_ts=[ts for ts in raw.get("message_ts", "").split(",") if ts],
             done=raw.get("done") == "1",
         )
@@ -150,8 +151,10 @@ class TurnProgress:
             raise TurnInterrupted("another worker took the turn over")
 
     async def save_response(self, response_id: str) -> None:
-        await self._save("response_id", response_id)
-        self.record.response_id = response_id
+        if response_id in self.record.response_ids:
+            return
+        await self._save("response_id", ",".join([*self.record.response_ids, response_id]))
+        self.record.response_ids.append(response_id)
 
     async def add_message(self, ts: str) -> None:
         if ts in self.record.message_ts:

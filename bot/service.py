@@ -26,6 +26,7 @@ from bot.conversations import ConversationAdmin
 from bot.dispatcher import Dispatcher, Submitted
 from bot.errors import BotError, StoreUnavailable, TeamSpendLimited, UserSpendLimited
 from bot.files import FileService
+from bot.generated_files import GeneratedFiles
 from bot.home import RecentThread, SettingsRef, home_view, parse_lines, settings_modal
 from bot.models import CommandRequest, IncomingMessage, MessageAction, UserContext, Workspace, thread_ref
 from bot.redis_conn import RedisHandle, connect_redis
@@ -33,6 +34,7 @@ from bot.settings import Settings
 from bot.slack_client import build_web_client
 from bot.thread_admin import ThreadAdmin, ThreadTarget, slack_date
 from bot.thread_store import ThreadStore
+from bot.tools import ToolRegistry, registry_from
 from bot.turns import TurnRunner
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,7 @@ class BotService:
         redis: RedisHandle,
         web_client: AsyncWebClient,
         openai_client: AsyncOpenAI,
+        tools: ToolRegistry | None = None,
     ) -> None:
         self.settings = settings
         self.web_client = web_client
@@ -57,12 +60,15 @@ class BotService:
         self.files = FileService(
             settings, redis=redis.client, web_client=web_client, openai_client=openai_client
         )
+        self.tools = tools if tools is not None else registry_from(settings)
         runner = TurnRunner(
             settings=settings,
             web_client=web_client,
             store=self.store,
             backend=AssistantBackend(openai_client, settings),
             files=self.files,
+            registry=self.tools,
+            generated=GeneratedFiles(openai_client, web_client, settings.file_max_bytes),
         )
         self.dispatcher = Dispatcher(redis.client, self.store, runner, settings=settings)
         self.admin = ThreadAdmin(
@@ -72,12 +78,13 @@ class BotService:
         self._workspace_url: str | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> BotService:
+    def from_settings(cls, settings: Settings, tools: ToolRegistry | None = None) -> BotService:
         return cls(
             settings,
             redis=connect_redis(settings),
             web_client=build_web_client(settings),
             openai_client=build_openai_client(settings),
+            tools=tools,
         )
 
     def start(self) -> None:
@@ -220,7 +227,8 @@ class BotService:
         ]
         view = home_view(
             model=self.settings.assistant_model,
-            tools=list(self.settings.assistant_tools),
+            # Every tool the model can use: the built-ins switched on and the teams' own.
+            tools=list(dict.fromkeys([*self.settings.assistant_tools, *self.tools.names])),
             threads=threads,
             date=slack_date,
         )

@@ -31,7 +31,9 @@ class SuggestedPrompt(BaseModel):
     message: str = Field(min_length=1)
 
 
-ToolName = Literal["web_search"]
+# Built-in tools, each switchable: hosted by OpenAI (web search, code interpreter) or run by the bot.
+ToolName = Literal["web_search", "code_interpreter", "current_time", "slack_user_profile"]
+DEFAULT_TOOLS: list[ToolName] = ["current_time", "slack_user_profile"]
 
 DEFAULT_INSTRUCTIONS = (
     "You are a helpful assistant inside Slack. Answer concisely and format with Markdown "
@@ -44,6 +46,8 @@ DEFAULT_DOCUMENT_TYPES = [
     "pptx", "py", "rb", "sh", "tex", "ts", "txt",
 ]  # fmt: skip
 DEFAULT_IMAGE_TYPES = ["png", "jpg", "jpeg", "webp", "gif"]
+# Data files the code interpreter reads (accepted only while it is on); documents reach it too.
+DEFAULT_DATA_TYPES = ["csv", "tsv", "xlsx", "xls", "parquet", "xml", "zip"]
 
 DEFAULT_PROMPTS = [
     SuggestedPrompt(title="Summarize a topic", message="Give me a short overview of "),
@@ -69,7 +73,13 @@ class Settings(BaseSettings):
 
     assistant_model: str = Field(default="gpt-5.1", min_length=1)
     assistant_instructions: str = DEFAULT_INSTRUCTIONS
-    assistant_tools: Annotated[list[ToolName], NoDecode] = Field(default_factory=list)
+    assistant_tools: Annotated[list[ToolName], NoDecode] = Field(default_factory=lambda: list(DEFAULT_TOOLS))
+    # Modules whose `@tool` functions (bot.tools) the assistant may call, e.g. "mycompany.slack_tools".
+    assistant_tool_modules: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Tool loop limits per turn: model rounds that ask for function calls, one call's time, the whole loop.
+    tool_max_rounds: int = Field(default=8, ge=1, le=50)
+    tool_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    tool_loop_seconds: float = Field(default=300.0, gt=0, le=3600)
     assistant_suggested_prompts: list[SuggestedPrompt] = Field(
         default_factory=lambda: list(DEFAULT_PROMPTS), max_length=4
     )
@@ -106,6 +116,7 @@ class Settings(BaseSettings):
     file_image_types: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(DEFAULT_IMAGE_TYPES)
     )
+    file_data_types: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_DATA_TYPES))
     # A thread's vector store expires this many days after it was last used (OpenAI's `last_active_at`).
     vector_store_expiry_days: int = Field(default=7, ge=1, le=365)
     # Shared knowledge: vector stores searched in every thread, alongside the thread's own files.
@@ -138,10 +149,18 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL such as https://slack.com/api/")
         return v if v.endswith("/") else v + "/"
 
-    @field_validator("file_document_types", "file_image_types", "knowledge_vector_store_ids", mode="before")
+    @field_validator(
+        "assistant_tools",
+        "assistant_tool_modules",
+        "file_document_types",
+        "file_image_types",
+        "file_data_types",
+        "knowledge_vector_store_ids",
+        mode="before",
+    )
     @classmethod
     def _split_list(cls, v: object) -> object:
-        # Comma-separated or a JSON list; extensions are compared without a dot, in lower case.
+        # Comma-separated or a JSON list, since env vars are flat strings.
         if isinstance(v, str):
             import json
 
@@ -150,7 +169,7 @@ class Settings(BaseSettings):
             return [str(x).strip() for x in v if str(x).strip()]
         return v
 
-    @field_validator("file_document_types", "file_image_types")
+    @field_validator("file_document_types", "file_image_types", "file_data_types")
     @classmethod
     def _extensions(cls, v: list[str]) -> list[str]:
         return [x.lower().lstrip(".") for x in v]
@@ -159,18 +178,9 @@ class Settings(BaseSettings):
     def file_max_bytes(self) -> int:
         return int(self.file_max_mb * 1024 * 1024)
 
-    @field_validator("assistant_tools", mode="before")
-    @classmethod
-    def _split_tools(cls, v: object) -> object:
-        # Accept "web_search,other" as well as a JSON list, since env vars are flat strings.
-        if isinstance(v, str):
-            v = v.strip()
-            if v.startswith("["):
-                import json
-
-                return json.loads(v)
-            return [part.strip() for part in v.split(",") if part.strip()]
-        return v
+    @property
+    def code_interpreter(self) -> bool:
+        return "code_interpreter" in self.assistant_tools
 
 
 def _describe(err: dict[str, object]) -> str:

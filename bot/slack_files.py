@@ -30,7 +30,8 @@ from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
-FileKind = Literal["document", "image"]
+# document: searched with file_search; image: shown to the model; data: read by the code interpreter.
+FileKind = Literal["document", "image", "data"]
 
 SLACK_FILE_HOSTS = ("files.slack.com",)
 SLACK_FILE_DOMAINS = (".slack.com", ".slack-edge.com")
@@ -85,7 +86,8 @@ def parse_files(event: Mapping[str, Any]) -> list[SharedFile]:
 
 
 def classify(file: SharedFile, settings: Settings) -> FileKind:
-    """Document (to the vector store) or image (to the model); refuses every other type."""
+    """Document (to the vector store), image (to the model) or, while the code interpreter is on, data (to
+    its container); refuses every other type."""
     ext = file.extension
     if file.mode == "external":
         raise FileTypeRefused(file.display_name, "externally hosted", _accepted(settings))
@@ -93,12 +95,15 @@ def classify(file: SharedFile, settings: Settings) -> FileKind:
         return "image"
     if ext in settings.file_document_types:
         return "document"
+    if settings.code_interpreter and ext in settings.file_data_types:
+        return "data"
     kind = f".{ext}" if ext else "untyped"
     raise FileTypeRefused(file.display_name, kind, _accepted(settings))
 
 
 def _accepted(settings: Settings) -> list[str]:
-    return [*settings.file_document_types, *settings.file_image_types]
+    data = settings.file_data_types if settings.code_interpreter else []
+    return [*settings.file_document_types, *settings.file_image_types, *data]
 
 
 def check_declared_size(file: SharedFile, limit: int) -> None:

@@ -20,6 +20,7 @@ import importlib
 import inspect
 import json
 import logging
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,6 +33,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import ConfigError
+from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,7 @@ class ToolContext:
     team_id: str
     user_id: str
     channel: str
+    thread_ts: str | None
     slack: AsyncWebClient
 
 
@@ -104,6 +107,7 @@ class ToolRegistry:
         if duplicates:
             raise ConfigError(f"two tools share the name(s) {', '.join(sorted(duplicates))}")
         self._tools = {t.name: t for t in tools}
+        self._specs = [t.spec() for t in tools]  # sent with every response: built once
         self._timeout = timeout_seconds
 
     def __bool__(self) -> bool:
@@ -114,7 +118,7 @@ class ToolRegistry:
         return list(self._tools)
 
     def specs(self) -> list[dict[str, Any]]:
-        return [t.spec() for t in self._tools.values()]
+        return list(self._specs)
 
     async def run(self, name: str, arguments: str, ctx: ToolContext) -> str:
         """The call's output as the model will read it: the tool's result, or an error it can act on."""
@@ -131,13 +135,22 @@ class ToolRegistry:
             log.warning("tool %s timed out after %ss", name, self._timeout)
             return _error(f"the tool did not answer within {self._timeout:g} seconds")
         except Exception as exc:
-            log.warning("tool %s raised %s", name, type(exc).__name__, exc_info=True)
+            # Where it failed, not its message: exception text may carry data or secrets.
+            log.warning("tool %s raised %s at %s", name, type(exc).__name__, _where(exc))
             return _error(f"the tool failed ({type(exc).__name__})")
         return result if isinstance(result, str) else json.dumps(result, default=str)
 
 
 def _error(message: str) -> str:
     return json.dumps({"error": message})
+
+
+def _where(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "?"
+    last = frames[-1]
+    return f"{last.filename}:{last.lineno} in {last.name}"
 
 
 # --- built-in tools -------------------------------------------------------------------------------
@@ -192,3 +205,14 @@ BUILTIN_TOOLS: dict[str, Callable[..., Awaitable[object]]] = {
 
 def builtin(name: str) -> FunctionTool:
     return getattr(BUILTIN_TOOLS[name], _MARK)  # type: ignore[no-any-return]
+
+
+def registry_from(settings: Settings) -> ToolRegistry:
+    """The function tools the configuration turns on: the enabled built-ins, then the teams' own modules."""
+    found = [builtin(name) for name in settings.assistant_tools if name in BUILTIN_TOOLS]
+    for module_name in settings.assistant_tool_modules:
+        module_tools = tools_in(module_name)
+        if not module_tools:
+            raise ConfigError(f"ASSISTANT_TOOL_MODULES: {module_name} defines no @tool functions")
+        found += module_tools
+    return ToolRegistry(found, timeout_seconds=settings.tool_timeout_seconds)

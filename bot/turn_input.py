@@ -1,7 +1,7 @@
 """What shared files add to one turn's request, and how its answer's citations are shown.
 
-Built by `bot.files.FileService.prepare`; the backend applies it to the `responses.create` request and
-passes the stream's text and annotation events through `citations`.
+Built by `bot.files.FileService.prepare`; the turn puts it into each `responses.create` request and passes
+the stream's text and annotation events through `citations`.
 """
 
 from __future__ import annotations
@@ -25,11 +25,4 @@ class TurnInput:
     citations: CitationRenderer = field(default_factory=CitationRenderer)
     # False when the message had only files, and none could be used: nothing left to answer.
     answer_needed: bool = True
-
-    def apply(self, request: dict[str, Any]) -> None:
-        """Add the files to a `responses.create` request built for this turn (tools are per response)."""
-        message = request["input"][0]
-        message["content"] = [{"type": "input_text", "text": self.text}, *self.parts]
-        if self.tools:
-            request["tools"] = [*request.get("tools", []), *self.tools]
-            request["instructions"] = f"{request['instructions']}\n\n{FILE_SEARCH_NOTE}"
+    code_file_ids: list[str] = field(default_factory=list)  # the thread's files the code interpreter gets

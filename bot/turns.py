@@ -10,27 +10,46 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from typing import Any
 
 from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.assistant import AssistantBackend
-from bot.errors import BotError, SlackDeliveryError, TurnAbandoned, TurnInterrupted
+from bot.assistant import AssistantBackend, Status, TurnRequest, user_message
+from bot.errors import BotError, NoAssistantThread, SlackDeliveryError, TurnAbandoned, TurnInterrupted
 from bot.files import FileService
+from bot.generated_files import GeneratedFiles
 from bot.models import Turn, UserContext
 from bot.progress import TurnProgress
 from bot.replies import WARNING_ICON, ReplyStream
 from bot.settings import Settings
 from bot.thread_store import ThreadStore
+from bot.tool_loop import THINKING_STATUS, ToolLoop
+from bot.tools import ToolContext, ToolRegistry
+from bot.turn_input import FILE_SEARCH_NOTE, TurnInput
 
 log = logging.getLogger(__name__)
 
-THINKING_STATUS = "is thinking…"
+CODE_NOTE = (
+    "Files shared in this Slack thread (other than images) are in /mnt/data for the python tool. Files you "
+    "save in /mnt/data are shared in the Slack thread after your answer; link them as sandbox paths."
+)
 RESET_NOTICE = (
     "<@{user}> reset this thread's assistant memory. The next message starts a fresh assistant thread."
 )
 LOADING_MESSAGES = ["Thinking…", "Reading the thread…", "Writing an answer…"]
+
+
+def hosted_tools(settings: Settings, code_file_ids: list[str]) -> list[dict[str, Any]]:
+    """The OpenAI-hosted tools the configuration turns on."""
+    tools: list[dict[str, Any]] = []
+    if "web_search" in settings.assistant_tools:
+        tools.append({"type": "web_search"})
+    if settings.code_interpreter:
+        # "auto": a container per response, with the thread's files copied in.
+        tools.append({"type": "code_interpreter", "container": {"type": "auto", "file_ids": code_file_ids}})
+    return tools
 
 
 def conversation_metadata(turn: Turn) -> dict[str, str]:
@@ -62,12 +81,16 @@ class TurnRunner:
         store: ThreadStore,
         backend: AssistantBackend,
         files: FileService | None = None,
+        registry: ToolRegistry | None = None,
+        generated: GeneratedFiles | None = None,
     ) -> None:
         self._settings = settings
         self._client = web_client
         self._store = store
         self._backend = backend
         self._files = files
+        self._registry = registry or ToolRegistry([])
+        self._loop = ToolLoop(backend, self._registry, settings, generated)
 
     async def __call__(self, turn: Turn, progress: TurnProgress) -> None:
         try:
@@ -121,16 +144,15 @@ class TurnRunner:
             await self._store.record_run(turn.workspace.keys, turn.thread, outcome)
 
     async def _answer(self, turn: Turn, reply: ReplyStream, progress: TurnProgress) -> None:
-        response_id = progress.record.response_id
-        extras = None
-        if response_id is not None:
-            # An earlier attempt created the response: show it, never run the turn twice.
-            log.info(
-                "turn %s: resuming response %s (attempt %d)", turn.id, response_id, progress.record.attempts
-            )
-            deltas = self._backend.resume(response_id)
+        recorded = list(progress.record.response_ids)
+        keys = turn.workspace.keys
+        items: list[dict[str, Any]] | None = None
+        if recorded:
+            # An earlier attempt created the response(s): show them, never run the turn twice.
+            log.info("turn %s: resuming %s (attempt %d)", turn.id, recorded[-1], progress.record.attempts)
+            extras = await self._files.recorded_input(keys, turn.thread) if self._files else TurnInput("")
+            citations = None  # markers are not rebuilt from a replayed stream
         else:
-            keys = turn.workspace.keys
             # --- files (issue 3): shared files in, file_search on, citations on the answer
             if self._files is not None:
                 extras = await self._files.prepare(
@@ -139,25 +161,52 @@ class TurnRunner:
                 if not extras.answer_needed:
                     await self._set_status(turn, "")
                     return
-            conversation_id, context = await self._store.load(keys, turn.thread, turn.user)
-            if conversation_id is None:
-                conversation_id = await self._new_conversation(turn, progress)
-            instructions = turn_instructions(self._settings.assistant_instructions, turn, context)
-            deltas = self._backend.answer(
-                conversation_id,
-                turn.text,
-                instructions=instructions,
-                user_key=f"{turn.workspace.team_id}:{turn.user}",
-                on_created=progress.save_response,
-                extras=extras,
-            )
-        async with contextlib.aclosing(deltas):
-            async for delta in deltas:
-                await reply.append(delta)
-        if extras is not None:
-            await reply.append(extras.citations.footer())
+            else:
+                extras = TurnInput(turn.text)
+            items = [user_message(extras.text, extras.parts)]
+            citations = extras.citations
+        request = await self._request(turn, progress, extras, resuming=bool(recorded))
+        ctx = ToolContext(turn.workspace.team_id, turn.user, turn.channel, turn.reply_thread_ts, self._client)
+        pieces = self._loop.run(
+            request,
+            items=items,
+            recorded=recorded,
+            ctx=ctx,
+            on_created=progress.save_response,
+            citations=citations,
+        )
+        async with contextlib.aclosing(pieces):
+            async for piece in pieces:
+                if isinstance(piece, Status):
+                    await self._set_status(turn, piece.text)
+                else:
+                    await reply.append(piece)
+        if citations is not None:
+            await reply.append(citations.footer())
         await reply.finish()
         log.info("turn %s answered in %s message(s)", turn.id, len(reply.message_ts))
+
+    async def _request(
+        self, turn: Turn, progress: TurnProgress, extras: TurnInput, *, resuming: bool
+    ) -> TurnRequest:
+        """What every response of this turn sends: the thread's conversation, instructions and tools."""
+        conversation_id, context = await self._store.load(turn.workspace.keys, turn.thread, turn.user)
+        if conversation_id is None:
+            if resuming:
+                raise NoAssistantThread("the thread lost its conversation while its turn was retried")
+            conversation_id = await self._new_conversation(turn, progress)
+        instructions = turn_instructions(self._settings.assistant_instructions, turn, context)
+        tools = [*self._registry.specs(), *extras.tools, *hosted_tools(self._settings, extras.code_file_ids)]
+        if extras.tools:
+            instructions += f"\n\n{FILE_SEARCH_NOTE}"
+        if self._settings.code_interpreter:
+            instructions += f"\n\n{CODE_NOTE}"
+        return TurnRequest(
+            conversation_id,
+            instructions,
+            user_key=f"{turn.workspace.team_id}:{turn.user}",
+            tools=tools,
+        )
 
     async def _new_conversation(self, turn: Turn, progress: TurnProgress) -> str:
         created = await self._backend.create_conversation(conversation_metadata(turn))

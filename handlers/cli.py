@@ -16,6 +16,7 @@ from bot.cleanup import cleanup_orphans
 from bot.errors import ConfigError
 from bot.service import BotService
 from bot.settings import Mode, Settings, load_settings
+from bot.tools import ToolRegistry, registry_from
 from handlers.app import build_app
 
 log = logging.getLogger("slack_assistant")
@@ -62,11 +63,12 @@ def main(argv: list[str] | None = None) -> None:
     mode = Mode.HTTP if args.http else Mode.SOCKET
     try:
         settings = load_settings(mode)
+        tools = registry_from(settings)  # the teams' tool modules are imported (and checked) up front
     except ConfigError as exc:
         print(f"slack-assistant: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     _configure_logging(settings.log_level)
-    asyncio.run(_serve(settings, mode, args.host, args.port))
+    asyncio.run(_serve(settings, mode, args.host, args.port, tools))
 
 
 def _cleanup(args: argparse.Namespace) -> None:
@@ -84,13 +86,13 @@ def _cleanup(args: argparse.Namespace) -> None:
         raise SystemExit(1)
 
 
-async def _serve(settings: Settings, mode: Mode, host: str, port: int) -> None:
+async def _serve(settings: Settings, mode: Mode, host: str, port: int, tools: ToolRegistry) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    service = BotService.from_settings(settings)
+    service = BotService.from_settings(settings, tools)
     app = build_app(settings, service, mode)
     service.start()
     try:

@@ -123,7 +123,7 @@ def test_footer_closes_an_open_code_block_and_is_empty_without_citations() -> No
     assert footer.startswith("\n```\n\n**Sources**") and footer.endswith("1. t")  # no link to a non-web URL
     assert (text + marker).count("```") == 1
     other = CitationRenderer()
-    assert other.annotate(ann(type="container_file_citation", file_id="f", index=0)) == ""
+    assert other.annotate(ann(type="file_path", file_id="f", index=0)) == ""  # a kind it does not show
     as_dict = {"type": "file_citation", "file_id": "f", "filename": "d.txt", "index": 0}
     assert other.annotate(as_dict) == "[1]" and other.footer().endswith("1. d.txt")
 
@@ -146,3 +146,22 @@ def test_uploads_keys_round_trip() -> None:
     assert Keys.parse_uploads(keys.thread_uploads("c:C1:1.2")) == (keys, "c:C1:1.2")
     assert Keys.parse_uploads(Keys("T1").thread_uploads("u:U1")) == (Keys("T1"), "u:U1")
     assert Keys.parse_uploads(keys.thread_files("c:C1:1.2")) is None
+
+
+def test_generated_file_citation_links_the_uploaded_file_and_positions_count_per_part() -> None:
+    r = CitationRenderer()
+    first = r.text("Plotted. ")
+    r.next_part()  # the next response of a tool loop: its annotation positions start at 0 again
+    second = r.text("See chart.png")
+    marker = r.annotate(
+        ann(type="container_file_citation", container_id="c", file_id="cf1", filename="chart.png",
+            start_index=4, end_index=13)
+    )  # fmt: skip
+    assert first + second + marker == "Plotted. See chart.png[1]"
+    assert r.footer().endswith("1. chart.png")  # not uploaded yet: named, not linked
+    r.link_file("cf1", "chart.png", "https://team.slack.com/files/U1/F1/chart.png")
+    r.link_file("cf2", "data.csv", "https://team.slack.com/files/U1/F2/data.csv")  # written, not cited
+    assert r.footer().endswith(
+        "1. [chart.png](https://team.slack.com/files/U1/F1/chart.png)\n"
+        "2. [data.csv](https://team.slack.com/files/U1/F2/data.csv)"
+    )

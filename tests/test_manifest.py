@@ -45,6 +45,7 @@ METHOD_SCOPES = {
     "views_open": None,
     "views_publish": None,
     "files_info": "files:read",
+    "files_upload_v2": "files:write",  # code interpreter output shared in the thread
 }
 
 

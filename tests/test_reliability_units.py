@@ -22,9 +22,11 @@ def test_workspace_registry_members_round_trip_and_keys_share_one_slot() -> None
 def test_turn_record_parses_what_redis_returns() -> None:
     assert TurnRecord.parse([]) == TurnRecord()
     record = TurnRecord.parse(
-        ["attempts", "2", "response_id", "resp_1", "message_ts", "1.1,2.2", "done", "1"]
+        ["attempts", "2", "response_id", "resp_1,resp_2", "message_ts", "1.1,2.2", "done", "1"]
     )
-    assert record == TurnRecord(attempts=2, response_id="resp_1", message_ts=["1.1", "2.2"], done=True)
+    assert record == TurnRecord(
+        attempts=2, response_ids=["resp_1", "resp_2"], message_ts=["1.1", "2.2"], done=True
+    )
 
 
 def test_reliability_settings_defaults_and_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:

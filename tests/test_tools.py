@@ -10,9 +10,12 @@ from pydantic import BaseModel
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import ConfigError
+from bot.generated_files import SandboxLinks
 from bot.tools import ToolContext, ToolRegistry, builtin, tool, tools_in
 
-CTX = ToolContext(team_id="T1", user_id="U1", channel="C1", slack=AsyncWebClient(token="xoxb-unused"))
+CTX = ToolContext(
+    team_id="T1", user_id="U1", channel="C1", thread_ts=None, slack=AsyncWebClient(token="xoxb-unused")
+)
 
 
 def run(registry: ToolRegistry, name: str, arguments: str) -> dict:
@@ -61,3 +64,27 @@ def test_bad_declarations_are_refused() -> None:
         tools_in("tests.no_such_module")
     with pytest.raises(ConfigError):
         ToolRegistry([builtin("current_time"), builtin("current_time")])
+
+
+def test_sandbox_links_become_file_names_however_the_stream_splits_them() -> None:
+    text = (
+        "See [the chart](sandbox:/mnt/data/chart.png)[1], the table sandbox:/mnt/data/t.csv and "
+        "[a real link](https://example.com) plus a list [1, 2] and x[0]."
+    )
+    want = (
+        "See the chart[1], the table t.csv and [a real link](https://example.com) "
+        "plus a list [1, 2] and x[0]."
+    )
+    for size in (1, 2, 3, 5, 8, 13, len(text)):
+        links = SandboxLinks()
+        out = "".join(links.feed(text[i : i + size]) for i in range(0, len(text), size)) + links.flush()
+        assert out == want, size
+
+
+def test_sandbox_links_hold_back_only_what_could_still_become_a_link() -> None:
+    links = SandboxLinks()
+    assert links.feed("Plain text, ") == "Plain text, "
+    assert links.feed("then [chart](sand") == "then "  # could still be a sandbox link
+    assert links.feed("box:/mnt/data/c.png) done") == "chart done"
+    assert links.feed("[docs](https://") == "[docs](https://"  # a web link goes straight through
+    assert links.flush() == ""
