@@ -145,26 +145,15 @@ class TurnRunner:
 
     async def _answer(self, turn: Turn, reply: ReplyStream, progress: TurnProgress) -> None:
         recorded = list(progress.record.response_ids)
-        keys = turn.workspace.keys
-        items: list[dict[str, Any]] | None = None
         if recorded:
             # An earlier attempt created the response(s): show them, never run the turn twice.
             log.info("turn %s: resuming %s (attempt %d)", turn.id, recorded[-1], progress.record.attempts)
-            extras = await self._files.recorded_input(keys, turn.thread) if self._files else TurnInput("")
-            citations = None  # markers are not rebuilt from a replayed stream
-        else:
-            # --- files (issue 3): shared files in, file_search on, citations on the answer
-            if self._files is not None:
-                extras = await self._files.prepare(
-                    turn, lambda s: self._set_status(turn, s or THINKING_STATUS)
-                )
-                if not extras.answer_needed:
-                    await self._set_status(turn, "")
-                    return
-            else:
-                extras = TurnInput(turn.text)
-            items = [user_message(extras.text, extras.parts)]
-            citations = extras.citations
+        extras = await self._input(turn, resuming=bool(recorded))
+        if extras is None:
+            return
+        # A retried turn sends no new message, and its citation markers are not rebuilt from a replay.
+        items = None if recorded else [user_message(extras.text, extras.parts)]
+        citations = None if recorded else extras.citations
         request = await self._request(turn, progress, extras, resuming=bool(recorded))
         ctx = ToolContext(turn.workspace.team_id, turn.user, turn.channel, turn.reply_thread_ts, self._client)
         pieces = self._loop.run(
@@ -185,6 +174,19 @@ class TurnRunner:
             await reply.append(citations.footer())
         await reply.finish()
         log.info("turn %s answered in %s message(s)", turn.id, len(reply.message_ts))
+
+    async def _input(self, turn: Turn, *, resuming: bool) -> TurnInput | None:
+        """The turn's text and files (issue 3: shared files in, file_search on, citations on the answer);
+        None when nothing is left to answer."""
+        if self._files is None:
+            return TurnInput(turn.text)
+        if resuming:
+            return await self._files.recorded_input(turn.workspace.keys, turn.thread)
+        extras = await self._files.prepare(turn, lambda s: self._set_status(turn, s or THINKING_STATUS))
+        if not extras.answer_needed:
+            await self._set_status(turn, "")
+            return None
+        return extras
 
     async def _request(
         self, turn: Turn, progress: TurnProgress, extras: TurnInput, *, resuming: bool
