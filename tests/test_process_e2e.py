@@ -120,3 +120,24 @@ def test_turns_of_a_killed_process_are_answered_by_another(
         "Echo: second, queued behind it",
     ]
     assert len(openai_fake.model_inputs) == 2
+
+
+def test_a_front_only_queues_and_a_separate_worker_process_answers(
+    slack: FakeSlack, openai_fake: FakeOpenAI, start_bot, rdb: redis.Redis
+) -> None:
+    front = start_bot(WORKER_CONCURRENCY="0")
+    event = mention(CHANNEL, ALICE, "answered by the worker")
+    assert SlackSender(front.url).send_event(event).status == 200
+    # Acked with the turn recorded and nothing else done: nobody read the entry, no Slack or OpenAI call.
+    stream = f"sa:{{-:{TEAM}}}:turns"
+    assert rdb.xlen(stream) == 1
+    assert rdb.xpending(stream, "workers")["pending"] == 0
+    assert [c.method for c in slack.calls if c.method != "auth.test"] == []
+    assert openai_fake.requests == []
+
+    worker = start_bot(worker=True)  # no signing secret, no app token: it takes no Slack requests
+    [answer] = answers(slack, CHANNEL, event["ts"])
+    assert answer.text == "Echo: answered by the worker"
+    slack.wait_for(lambda: rdb.xlen(stream) == 0)  # the turn's entry is acked and deleted once done
+    assert SlackSender(worker.url).send_event(mention(CHANNEL, ALICE, "to a worker")).status == 404
+    assert len(openai_fake.model_inputs) == 1
