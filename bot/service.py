@@ -122,11 +122,6 @@ class BotService:
             raise UserSpendLimited(f"user {msg.user}")
         if result is Submitted.TEAM_LIMITED:
             raise TeamSpendLimited(f"team {msg.workspace.team_id}")
-        if result is Submitted.QUEUED:
-            try:
-                await self.store.touch_recent(msg.workspace.keys, msg.user, await self._thread_of(msg))
-            except RedisError:
-                log.warning("could not update the recent threads of a user")
         return result
 
     async def _thread_of(self, msg: IncomingMessage) -> str:
