@@ -66,6 +66,14 @@ def test_missing_configuration_stops_at_once_naming_each_variable(tmp_path: Path
     assert "SLACK_SIGNING_SECRET is not set" in result.stderr
     assert "xoxp-user-token-by-mistake" not in result.stderr
 
+    front_only = {"PATH": "/usr/bin:/bin", "SLACK_BOT_TOKEN": "xoxb-x", "OPENAI_API_KEY": "sk-x"}
+    front_only["WORKER_CONCURRENCY"] = "0"
+    result = subprocess.run(
+        [str(exe), "worker"], cwd=tmp_path, env=front_only, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 2
+    assert "a worker needs WORKER_CONCURRENCY of 1 or more" in result.stderr
+
 
 def test_sigterm_lets_the_running_turn_finish(slack: FakeSlack, openai_fake: FakeOpenAI, start_bot) -> None:
     bot = start_bot()
