@@ -3,10 +3,12 @@
     uv run python bench/run.py            # full run (a few minutes), prints a table
     uv run python bench/run.py --quick    # tiny load, seconds (the test suite runs this)
 
-The bot runs as a real `slack-assistant --http` process against the fake Slack and fake OpenAI from
-tests/fakes (model latency and token rate configurable) and a real, throwaway redis-server. The driver sends
-signed Slack events over HTTP. Figures go to stdout, JSON to `bench/out/results.json` and a plot of latency
-against load to `bench/out/latency.png` (or `--out DIR`).
+The bot runs as real processes, by default the scaled-out shape: one `slack-assistant --http` front that
+only acks and queues (WORKER_CONCURRENCY=0) and `--workers N` `slack-assistant worker` processes that run the
+turns (`--workers 0`: one process does both), against the fake Slack and fake OpenAI from tests/fakes (model
+latency and token rate configurable) and a real, throwaway redis-server. The driver sends signed Slack events
+over HTTP. CPU and peak RSS are summed over the bot's processes. Figures go to stdout, JSON to
+`bench/out/results.json` and a plot of latency against load to `bench/out/latency.png` (or `--out DIR`).
 
 "Added latency" is the bot's own share: the time from the fake model emitting its first token (or its
 completion) to the bot's first Slack call showing text (chat.startStream), or its chat.stopStream.
@@ -129,8 +131,11 @@ class Driver:
 
 
 class Bench:
-    def __init__(self, out: Path, *, model_first_token: float, chunk_delay: float, chunk_size: int) -> None:
+    def __init__(
+        self, out: Path, *, model_first_token: float, chunk_delay: float, chunk_size: int, workers: int
+    ) -> None:
         self.out = out
+        self.workers = workers
         self.reply = Reply(
             text=" ".join(f"word{i}" for i in range(60)),  # ~400 characters of answer
             first_token_delay=model_first_token,
@@ -144,24 +149,34 @@ class Bench:
         self.rdb = redis.Redis.from_url(self.redis_server.url, decode_responses=True)
         self.slack = FakeSlack().start()
         self.openai = FakeOpenAI().start()
-        self.bot = BotProcess(
-            bot_env(
+
+        def env(concurrency: int) -> dict[str, str]:
+            return bot_env(
                 slack_api_url=self.slack.api_url,
                 openai_base_url=self.openai.base_url,
                 redis_url=self.redis_server.url,
                 LOG_LEVEL="WARNING",
                 STREAM_FLUSH_SECONDS="0.5",  # the production default (the tests use a faster one)
-                # One process takes every turn in flight; the bench measures cost, not spend limits.
-                WORKER_CONCURRENCY="1000",
+                # The workers take every turn in flight; the bench measures cost, not spend limits.
+                WORKER_CONCURRENCY=str(concurrency),
                 RATE_LIMIT_USER_PER_MINUTE="0",
                 RATE_LIMIT_TEAM_PER_MINUTE="0",
-            ),
-            workdir=self.tmp,
-        ).start()
-        self.proc = psutil.Process(self.bot.proc.pid) if self.bot.proc else None
+            )
+
+        # The front takes Slack's requests; with workers it only acks and queues (WORKER_CONCURRENCY=0).
+        self.bot = BotProcess(env(0 if self.workers else 1000), workdir=self.tmp).start()
+        self.worker_procs = [
+            BotProcess(env(-(-1000 // self.workers)), workdir=self.tmp).start(worker=True)
+            for _ in range(self.workers)
+        ]
+        self.procs = [
+            psutil.Process(b.proc.pid) for b in [self.bot, *self.worker_procs] if b.proc is not None
+        ]
         return self
 
     def __exit__(self, *exc: object) -> None:
+        for worker in self.worker_procs:
+            worker.stop()
         self.bot.stop()
         self.openai.stop()
         self.slack.stop()
@@ -179,18 +194,17 @@ class Bench:
         return sum(int(v["calls"]) for v in stats.values())
 
     def cpu(self) -> float:
-        if self.proc is None:
-            return 0.0
-        t = self.proc.cpu_times()
-        return float(t.user + t.system)
+        """CPU seconds of the bot's processes (front and workers) so far."""
+        return float(sum(t.user + t.system for t in (p.cpu_times() for p in self.procs)))
 
     def peak_rss_mb(self) -> float:
-        if self.proc is None:
-            return 0.0
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-        return round(self.proc.memory_info().rss / 2**20, 1)
+        """The sum of each bot process's peak RSS (an upper bound of the deployment's peak)."""
+        total = 0
+        for proc in self.procs:
+            for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+        return round(total / 1024, 1)
 
     async def wait_answers(self, expected: int, within: float) -> int:
         deadline = time.monotonic() + within
@@ -410,6 +424,7 @@ async def run(args: argparse.Namespace) -> list[Result]:
         model_first_token=args.model_latency,
         chunk_delay=args.chunk_delay,
         chunk_size=args.chunk_size,
+        workers=args.workers,
     ) as bench:
         connector = aiohttp.TCPConnector(limit=200)
         async with aiohttp.ClientSession(connector=connector) as session:
@@ -435,6 +450,12 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="tiny load: a smoke run in seconds")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes behind one ack-only front (default 1); 0: one process acks and runs turns",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     parser.add_argument(
         "--rates", type=float, nargs="*", default=[50, 100, 200], help="events/s (ack scenario)"

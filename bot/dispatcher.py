@@ -54,12 +54,13 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from bot.errors import StoreUnavailable, TurnInterrupted
 from bot.keys import (
     DEDUPE_TTL,
     RATE_BUCKET_TTL,
+    RECENT_THREADS_KEPT,
     TEAMS_KEY,
     THREAD_TTL,
     TURN_GROUP,
@@ -68,7 +69,7 @@ from bot.keys import (
     ms,
 )
 from bot.models import IncomingMessage, Turn, thread_ref
-from bot.progress import TurnProgress
+from bot.progress import ProgressScripts, TurnProgress
 from bot.redis_conn import patiently, raise_if_cancelling
 from bot.settings import Settings
 from bot.thread_store import ThreadStore
@@ -78,10 +79,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # KEYS: 1 seen_event, 2 seen_message, 3 thread, 4 alias, 5 stream, 6 thread index, 7 user bucket,
-#       8 team bucket
+#       8 team bucket, 9 the user's recent threads
 # ARGV: 1 dedupe_ttl_ms, 2 turn_json, 3 now, 4 thread_ttl_ms, 5 alias_target, 6 channel, 7 user,
 #       8 require_known, 9 thread ref, 10 ts, 11 group, 12 user limit/min, 13 team limit/min,
-#       14 bucket_ttl_ms
+#       14 bucket_ttl_ms, 15 recent threads kept (0: leave them alone)
 # Returns -1 ignored (unknown thread), 0 duplicate, -2 user limit, -3 workspace limit, 1 queued.
 _SUBMIT = """
 if ARGV[8] == '1' and redis.call('EXISTS', KEYS[3]) == 0 then return -1 end
@@ -124,6 +125,13 @@ redis.call('HSETNX', KEYS[3], 'user', ARGV[7])
 redis.call('HSET', KEYS[3], 'last_turn_at', ARGV[3])
 redis.call('PEXPIRE', KEYS[3], ARGV[4])
 if ARGV[5] ~= '' then redis.call('SET', KEYS[4], ARGV[5], 'PX', ARGV[4]) end
+-- The App Home's "recent threads", in the same round trip.
+local kept = tonumber(ARGV[15])
+if kept > 0 then
+  redis.call('ZADD', KEYS[9], ARGV[3], ARGV[9])
+  redis.call('ZREMRANGEBYRANK', KEYS[9], 0, -kept - 1)
+  redis.call('PEXPIRE', KEYS[9], ARGV[4])
+end
 return 1
 """
 
@@ -215,6 +223,7 @@ class Dispatcher:
         self._finish = redis.register_script(_FINISH)
         self._extend = redis.register_script(_EXTEND)
         self._release = redis.register_script(_RELEASE)
+        self._progress_scripts = ProgressScripts(redis)
         # One drain task per assistant thread this process runs, by (workspace namespace, thread).
         self._drains: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._slot_freed = asyncio.Event()
@@ -253,6 +262,7 @@ class Dispatcher:
             alias=alias,
             require_known_thread=require_known_thread,
             limited=turn.kind == "message",
+            recent=True,
         )
 
     async def claim(self, msg: IncomingMessage) -> bool:
@@ -279,43 +289,40 @@ class Dispatcher:
         alias: str | None = None,
         require_known_thread: bool = False,
         limited: bool = False,
+        recent: bool = False,
     ) -> Submitted:
         keys, thread = turn.workspace.keys, turn.thread
-        async with self._redis.pipeline(transaction=False) as pipe:
-            await self._submit(
-                keys=[
-                    seen[-1],
-                    seen[0],
-                    keys.thread(thread),
-                    keys.alias(alias) if alias else keys.thread(thread),
-                    keys.turns(),
-                    keys.queue(thread),
-                    keys.user_bucket(turn.user),
-                    keys.team_bucket(),
-                ],
-                args=[
-                    ms(DEDUPE_TTL),
-                    turn.model_dump_json(),
-                    f"{turn.received_at:.3f}",
-                    ms(THREAD_TTL),
-                    thread if alias else "",
-                    turn.channel,
-                    turn.user,
-                    "1" if require_known_thread else "0",
-                    thread,
-                    # Slack may deliver a thread's events out of order: the index is sorted by the
-                    # message ts (same-score ZSET members sort by their bytes; ts strings sort in time).
-                    turn.ts,
-                    TURN_GROUP,
-                    self._settings.rate_limit_user_per_minute if limited else 0,
-                    self._settings.rate_limit_team_per_minute if limited else 0,
-                    ms(RATE_BUCKET_TTL),
-                ],
-                client=pipe,
-            )
-            # After the script, so a worker that sees the workspace also finds its stream and group.
-            pipe.sadd(TEAMS_KEY, keys.registry_member)
-            result, _ = await self._guard(pipe.execute())
+        script_keys = [
+            seen[-1],
+            seen[0],
+            keys.thread(thread),
+            keys.alias(alias) if alias else keys.thread(thread),
+            keys.turns(),
+            keys.queue(thread),
+            keys.user_bucket(turn.user),
+            keys.team_bucket(),
+            keys.user_threads(turn.user),
+        ]
+        args = [
+            ms(DEDUPE_TTL),
+            turn.model_dump_json(),
+            f"{turn.received_at:.3f}",
+            ms(THREAD_TTL),
+            thread if alias else "",
+            turn.channel,
+            turn.user,
+            "1" if require_known_thread else "0",
+            thread,
+            # Slack may deliver a thread's events out of order: the index is sorted by the
+            # message ts (same-score ZSET members sort by their bytes; ts strings sort in time).
+            turn.ts,
+            TURN_GROUP,
+            self._settings.rate_limit_user_per_minute if limited else 0,
+            self._settings.rate_limit_team_per_minute if limited else 0,
+            ms(RATE_BUCKET_TTL),
+            RECENT_THREADS_KEPT if recent else 0,
+        ]
+        result = await self._guard(self._submit_once(script_keys, args, keys.registry_member))
         if result == -1:
             return Submitted.IGNORED
         if result == 0:
@@ -325,6 +332,23 @@ class Dispatcher:
             log.info("%s %s over the %s spend limit", turn.kind, turn.id, "user" if result == -2 else "team")
             return Submitted.USER_LIMITED if result == -2 else Submitted.TEAM_LIMITED
         return Submitted.QUEUED
+
+    async def _submit_once(self, script_keys: list[str], args: list[Any], member: str) -> Any:
+        """The submit script and the workspace's registration in one round trip. (redis-py's pipelined
+        scripts cost an extra SCRIPT EXISTS round trip per call: EVALSHA is sent as is, and the script
+        loaded only when Redis does not know it yet.)"""
+        for _ in range(2):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.evalsha(self._submit.sha, len(script_keys), *script_keys, *args)
+                # After the script, so a worker that sees the workspace also finds its stream and group.
+                pipe.sadd(TEAMS_KEY, member)
+                result, _ = await pipe.execute(raise_on_error=False)
+            if not isinstance(result, NoScriptError):
+                if isinstance(result, Exception):
+                    raise result
+                return result
+            await self._redis.script_load(_SUBMIT)
+        raise NoScriptError("submit script not loaded")
 
     @staticmethod
     async def _guard(call: Awaitable[T]) -> T:
@@ -437,9 +461,11 @@ class Dispatcher:
         if (keys.ns, thread) in self._drains:
             return False  # this process is draining the thread already
         token = secrets.token_hex(8)
-        if not await self._redis.set(keys.runner(thread), token, nx=True, px=self._lock_ms):
-            return False
-        task = asyncio.create_task(self._drain(keys, thread, token), name=f"drain {thread}")
+        # Taking the lock and reading the thread's head are one script: one round trip fewer per drain.
+        head = await self._next_head(keys, thread, token)
+        if head[0] != "turn":
+            return False  # another worker holds the thread ('lost'), or nothing is left ('empty')
+        task = asyncio.create_task(self._drain(keys, thread, token, head), name=f"drain {thread}")
         self._drains[(keys.ns, thread)] = task
         task.add_done_callback(lambda _: self._drain_done(keys.ns, thread))
         return True
@@ -448,18 +474,25 @@ class Dispatcher:
         self._drains.pop((ns, thread), None)
         self._slot_freed.set()
 
-    async def _drain(self, keys: Keys, thread: str, token: str) -> None:
-        """Run this thread's unfinished turns in order while holding its runner lock."""
+    async def _next_head(self, keys: Keys, thread: str, token: str) -> list[Any]:
+        head: list[Any] = await self._next(
+            keys=[keys.queue(thread), keys.runner(thread), keys.turns()], args=[token, self._lock_ms]
+        )
+        return head
+
+    async def _drain(self, keys: Keys, thread: str, token: str, first: list[Any]) -> None:
+        """Run this thread's unfinished turns in order while holding its runner lock, from `first` (the
+        head read when the lock was taken)."""
         drain = asyncio.current_task()
         assert drain is not None
         ended = asyncio.Event()
         heartbeat = asyncio.create_task(self._keep_lock(keys, thread, token, drain, ended))
         release = True
+        head: list[Any] | None = first
         try:
             while not self._stopping:
-                head = await self._next(
-                    keys=[keys.queue(thread), keys.runner(thread), keys.turns()], args=[token, self._lock_ms]
-                )
+                if head is None:
+                    head = await self._next_head(keys, thread, token)
                 if head[0] == "empty":
                     release = False  # the script released it
                     return
@@ -468,6 +501,7 @@ class Dispatcher:
                     release = False
                     return
                 _, member, entry_id, raw = (str(x) for x in head)
+                head = None
                 turn = Turn.model_validate_json(raw)
                 if not await self._run(keys, thread, token, turn):
                     return  # interrupted: the turn stays pending and is reclaimed later
@@ -490,7 +524,7 @@ class Dispatcher:
 
     async def _run(self, keys: Keys, thread: str, token: str, turn: Turn) -> bool:
         """Run one turn; False when it was interrupted and must stay queued."""
-        progress = TurnProgress(self._redis, keys, thread, turn.id, token, self._lock_ms)
+        progress = TurnProgress(self._progress_scripts, keys, thread, turn.id, token, self._lock_ms)
         try:
             record = await progress.begin()
             if record.done:

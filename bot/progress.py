@@ -91,19 +91,31 @@ class TurnRecord:
         )
 
 
+class ProgressScripts:
+    """The record's scripts, registered once per Redis client rather than once per turn."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self.fenced_hset = redis.register_script(_FENCED_HSET)
+        self.begin = redis.register_script(_BEGIN)
+        self.bind = redis.register_script(_BIND)
+
+
 class TurnProgress:
     """The record of one turn being run by the worker holding `token` on the thread's lock."""
 
-    def __init__(self, redis: Redis, keys: Keys, thread: str, turn_id: str, token: str, lock_ms: int):
-        self._redis = redis
+    def __init__(
+        self, scripts: ProgressScripts, keys: Keys, thread: str, turn_id: str, token: str, lock_ms: int
+    ) -> None:
+        self._redis = scripts.redis
         self._lock_key = keys.runner(thread)
         self._thread_key = keys.thread(thread)
         self._key = keys.turn(turn_id)
         self._token = token
         self._lock_ms = lock_ms
-        self._fenced_hset = redis.register_script(_FENCED_HSET)
-        self._begin = redis.register_script(_BEGIN)
-        self._bind = redis.register_script(_BIND)
+        self._fenced_hset = scripts.fenced_hset
+        self._begin = scripts.begin
+        self._bind = scripts.bind
         self.record = TurnRecord()
 
     async def begin(self) -> TurnRecord:

@@ -119,12 +119,10 @@ class ReplyStream:
     async def finish(self) -> None:
         """Send what is left and close the message."""
         await self._stop_timer()
-        await self._flush()
-        if not self.message_ts:
+        if not self.message_ts and not self._pending:
             # The model said nothing: still answer, so the user is not left with a silent thread.
             self._pending = "_(The assistant returned an empty answer.)_"
-            await self._flush()
-        await self._close(self._messages[-1])
+        await self._flush_and_close()
 
     async def fail(self, user_message: str) -> None:
         """End the answer with a short notice; a new message when nothing was shown yet."""
@@ -133,6 +131,16 @@ class ReplyStream:
         if separator and inside_code_block(self.text):
             separator = "\n" + FENCE + "\n\n"
         self._pending += f"{separator}{WARNING_ICON} {user_message}"
+        await self._flush_and_close()
+
+    async def _flush_and_close(self) -> None:
+        last = self._messages[-1]
+        if last.streaming and last.ts and self._pending and len(last.text + self._pending) <= self._max_chars:
+            # The last piece rides on chat.stopStream: one Slack call fewer per answer.
+            final, self._pending = self._pending, ""
+            last.text += final
+            await self._close(last, final)
+            return
         await self._flush()
         await self._close(self._messages[-1])
 
@@ -256,11 +264,12 @@ class ReplyStream:
                 msg.ts, msg.streaming = None, False
                 raise
 
-    async def _close(self, msg: _Message) -> None:
+    async def _close(self, msg: _Message, final: str = "") -> None:
+        """Stop the message's stream, appending `final` (already in `msg.text`); chat.update if that fails."""
         if not (msg.streaming and msg.ts):
             return
         try:
-            await self._client.chat_stopStream(channel=self._channel, ts=msg.ts)
+            await self._client.chat_stopStream(channel=self._channel, ts=msg.ts, markdown_text=final or None)
             msg.streaming = False
         except SlackApiError as exc:
             log.warning(

@@ -87,9 +87,17 @@ class BotService:
             tools=tools,
         )
 
+    @property
+    def runs_turns(self) -> bool:
+        """False for a front (WORKER_CONCURRENCY=0): it acks and queues, worker processes answer."""
+        return self.settings.worker_concurrency > 0
+
     def start(self) -> None:
         """Start background work: the workers reading the turn queue, the sweep reclaiming turns, and
-        the sweep of orphaned files."""
+        the sweep of orphaned files. A front starts none of it, so its event loop only serves acks."""
+        if not self.runs_turns:
+            log.info("front only (WORKER_CONCURRENCY=0): queueing turns for `slack-assistant worker`")
+            return
         self.dispatcher.start()
         if self.settings.orphan_sweep_hours:  # files (issue 3): expired threads' files and stores go
             sweeper = OrphanSweeper(self.files.store, self.files.openai)
@@ -121,11 +129,6 @@ class BotService:
             raise UserSpendLimited(f"user {msg.user}")
         if result is Submitted.TEAM_LIMITED:
             raise TeamSpendLimited(f"team {msg.workspace.team_id}")
-        if result is Submitted.QUEUED:
-            try:
-                await self.store.touch_recent(msg.workspace.keys, msg.user, await self._thread_of(msg))
-            except RedisError:
-                log.warning("could not update the recent threads of a user")
         return result
 
     async def _thread_of(self, msg: IncomingMessage) -> str:

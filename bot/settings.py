@@ -24,6 +24,8 @@ class Mode(StrEnum):
     HTTP = "http"
     # A maintenance command (e.g. cleanup-orphans): needs neither the app token nor the signing secret.
     TOOL = "tool"
+    # `slack-assistant worker`: runs queued turns, takes no Slack requests, so needs neither either.
+    WORKER = "worker"
 
 
 class SuggestedPrompt(BaseModel):
@@ -94,8 +96,9 @@ class Settings(BaseSettings):
     recovery_interval_seconds: float = Field(default=10.0, ge=0.1, le=600)
 
     # Reliability and scale-out (see README "Reliability").
-    # At most this many assistant threads are worked on at once by one process.
-    worker_concurrency: int = Field(default=32, ge=1, le=1000)
+    # At most this many assistant threads are worked on at once by one process; 0: a front that only acks
+    # and queues (turns run in `slack-assistant worker` processes).
+    worker_concurrency: int = Field(default=32, ge=0, le=1000)
     # A turn that was started this many times (crashes, Slack refusing the answer) is given up with a notice.
     max_turn_attempts: int = Field(default=5, ge=1, le=20)
     # How long one answer may take in total, resumes and polling included.
@@ -212,7 +215,7 @@ def load_settings(mode: Mode, **overrides: object) -> Settings:
     except ValidationError as exc:
         problems.extend(_describe(dict(e)) for e in exc.errors())
     required = "slack_app_token" if mode is Mode.SOCKET else "slack_signing_secret"
-    if mode is not Mode.TOOL and not _given(required, settings, overrides):
+    if mode in (Mode.SOCKET, Mode.HTTP) and not _given(required, settings, overrides):
         why = "needed for Socket Mode; or run with --http" if mode is Mode.SOCKET else "needed for HTTP mode"
         problems.append(f"{required.upper()} is not set ({why})")
     if problems or settings is None:

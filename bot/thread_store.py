@@ -11,7 +11,7 @@ import time
 
 from redis.asyncio import Redis
 
-from bot.keys import CONTEXT_TTL, RECENT_THREADS_KEPT, THREAD_TTL, Keys, ms
+from bot.keys import CONTEXT_TTL, THREAD_TTL, Keys, ms
 from bot.models import UserContext
 
 
@@ -66,13 +66,6 @@ class ThreadStore:
         await self._redis.hset(
             keys.thread(thread), mapping={"last_run": outcome, "last_run_at": f"{time.time():.3f}"}
         )
-
-    async def touch_recent(self, keys: Keys, user: str, thread: str) -> None:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(keys.user_threads(user), {thread: time.time()})
-            pipe.zremrangebyrank(keys.user_threads(user), 0, -RECENT_THREADS_KEPT - 1)
-            pipe.pexpire(keys.user_threads(user), ms(THREAD_TTL))
-            await pipe.execute()
 
     async def recent(self, keys: Keys, user: str, count: int) -> list[tuple[str, float, dict[str, str]]]:
         """The user's most recent threads, newest first, with each thread's record."""

@@ -1,5 +1,7 @@
 """`slack-assistant`: Socket Mode by default, `--http --port N` for Bolt's HTTP endpoint;
-`slack-assistant cleanup-orphans` deletes OpenAI files and vector stores no thread maps any more."""
+`slack-assistant worker` runs queued turns only (no Slack listener; with WORKER_CONCURRENCY=0 the listening
+replicas only ack and queue); `slack-assistant cleanup-orphans` deletes OpenAI files and vector stores no
+thread maps any more."""
 
 from __future__ import annotations
 
@@ -31,12 +33,18 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--http", action="store_true", help="serve Slack's HTTP requests instead of Socket Mode"
     )
     parser.add_argument("--host", default="0.0.0.0", help="HTTP mode: address to bind (default 0.0.0.0)")
-    parser.add_argument("--port", type=int, default=3000, help="HTTP mode: port (default 3000)")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="HTTP mode: port (default 3000); worker: serve only GET /healthz on this port (default: none)",
+    )
     parser.add_argument(
         "command",
         nargs="?",
-        choices=["cleanup-orphans"],
-        help="cleanup-orphans: delete the OpenAI files and vector stores no thread maps any more, and exit",
+        choices=["cleanup-orphans", "worker"],
+        help="worker: run queued turns, take no Slack requests; "
+        "cleanup-orphans: delete the OpenAI files and vector stores no thread maps any more, and exit",
     )
     parser.add_argument(
         "--min-age-hours",
@@ -60,15 +68,19 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "cleanup-orphans":
         _cleanup(args)
         return
-    mode = Mode.HTTP if args.http else Mode.SOCKET
+    mode = Mode.WORKER if args.command == "worker" else Mode.HTTP if args.http else Mode.SOCKET
     try:
         settings = load_settings(mode)
         tools = registry_from(settings)  # the teams' tool modules are imported (and checked) up front
     except ConfigError as exc:
         print(f"slack-assistant: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    if mode is Mode.WORKER and settings.worker_concurrency == 0:
+        print("slack-assistant: a worker needs WORKER_CONCURRENCY of 1 or more", file=sys.stderr)
+        raise SystemExit(2)
     _configure_logging(settings.log_level)
-    asyncio.run(_serve(settings, mode, args.host, args.port, tools))
+    port = args.port if args.port is not None or mode is Mode.WORKER else 3000
+    asyncio.run(_serve(settings, mode, args.host, port, tools))
 
 
 def _cleanup(args: argparse.Namespace) -> None:
@@ -86,17 +98,25 @@ def _cleanup(args: argparse.Namespace) -> None:
         raise SystemExit(1)
 
 
-async def _serve(settings: Settings, mode: Mode, host: str, port: int, tools: ToolRegistry) -> None:
+async def _serve(settings: Settings, mode: Mode, host: str, port: int | None, tools: ToolRegistry) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
     service = BotService.from_settings(settings, tools)
-    app = build_app(settings, service, mode)
     service.start()
+    if mode is Mode.WORKER:
+        try:
+            await _serve_worker(service, host, port, stop)
+        finally:
+            await service.aclose(settings.shutdown_grace_seconds)
+            log.info("stopped")
+        return
+    app = build_app(settings, service, mode)
     try:
         if mode is Mode.HTTP:
+            assert port is not None
             await _serve_http(app.web_app(path="/slack/events"), service, host, port, stop)
         else:
             await _serve_socket_mode(app, service, settings, stop)
@@ -105,14 +125,34 @@ async def _serve(settings: Settings, mode: Mode, host: str, port: int, tools: To
         log.info("stopped")
 
 
-async def _serve_http(
-    web_app: web.Application, service: BotService, host: str, port: int, stop: asyncio.Event
-) -> None:
+def _add_healthz(web_app: web.Application, service: BotService) -> None:
     async def healthz(_: web.Request) -> web.Response:
         redis_ok = await service.ping()
         return web.json_response({"ok": redis_ok, "redis": redis_ok}, status=200 if redis_ok else 503)
 
     web_app.router.add_get("/healthz", healthz)
+
+
+async def _serve_worker(service: BotService, host: str, port: int | None, stop: asyncio.Event) -> None:
+    """Run turns from the queue until SIGTERM; with a port, answer health checks there (nothing else)."""
+    runner: web.AppRunner | None = None
+    if port is not None:
+        web_app = web.Application()
+        _add_healthz(web_app, service)
+        runner = web.AppRunner(web_app, handle_signals=False, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+    log.info("worker: running queued turns%s", f"; GET /healthz on {host}:{port}" if port else "")
+    await stop.wait()
+    log.info("SIGTERM: no new turns; finishing turns in flight")
+    if runner is not None:
+        await runner.cleanup()
+
+
+async def _serve_http(
+    web_app: web.Application, service: BotService, host: str, port: int, stop: asyncio.Event
+) -> None:
+    _add_healthz(web_app, service)
     runner = web.AppRunner(web_app, handle_signals=False, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

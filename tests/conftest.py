@@ -70,20 +70,23 @@ BotFactory = Callable[..., BotProcess]
 def start_bot(
     slack: FakeSlack, openai_fake: FakeOpenAI, rdb: redis.Redis, redis_url: str, tmp_path: Path
 ) -> Iterator[BotFactory]:
-    """Start bot processes: HTTP mode, or Socket Mode with `http=False`; on the test Redis, or on the one
-    at `url`. Extra keyword arguments become environment variables."""
+    """Start bot processes: HTTP mode, Socket Mode with `http=False`, or `slack-assistant worker` with
+    `worker=True`; on the test Redis, or on the one at `url`. Extra keyword arguments become environment
+    variables."""
     bots: list[BotProcess] = []
 
-    def start(url: str | None = None, *, http: bool = True, **env: str) -> BotProcess:
+    def start(url: str | None = None, *, http: bool = True, worker: bool = False, **env: str) -> BotProcess:
         environment = bot_env(
             slack_api_url=slack.api_url,
             openai_base_url=openai_fake.base_url,
             redis_url=url or redis_url,
             **env,
         )
-        if not http:
-            del environment["SLACK_SIGNING_SECRET"]  # Socket Mode needs none
-        bot = BotProcess(environment, workdir=tmp_path).start(http=http)
+        if not http or worker:
+            del environment["SLACK_SIGNING_SECRET"]  # Socket Mode and workers need none
+        if worker:
+            del environment["SLACK_APP_TOKEN"]  # nor does a worker need the app token
+        bot = BotProcess(environment, workdir=tmp_path).start(http=http, worker=worker)
         bots.append(bot)
         return bot
 

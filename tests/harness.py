@@ -112,18 +112,23 @@ class BotProcess:
     def log_path(self) -> Path:
         return self.workdir / f"bot-{self.port}.log"
 
-    def start(self, *, http: bool = True, wait: bool = True) -> BotProcess:
-        """Start the bot: HTTP mode (waits for /healthz) or Socket Mode (the caller waits for the socket)."""
+    def start(self, *, http: bool = True, wait: bool = True, worker: bool = False) -> BotProcess:
+        """Start the bot: HTTP mode (waits for /healthz) or Socket Mode (the caller waits for the socket);
+        `worker`: `slack-assistant worker`, which serves only /healthz (waited for)."""
         exe = Path(sys.executable).with_name("slack-assistant")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        args = ["--http", "--host", "127.0.0.1", "--port", str(self.port)] if http else []
+        args = ["--http"] if http and not worker else []
+        if http or worker:
+            args += ["--host", "127.0.0.1", "--port", str(self.port)]
+        if worker:
+            args.insert(0, "worker")
         log = self.log_path.open("ab")
         # cwd is a scratch folder, so the developer's own .env is never read by the tests.
         self.proc = subprocess.Popen(
             [str(exe), *args], cwd=self.workdir, env=self.env, stdout=log, stderr=subprocess.STDOUT
         )
         log.close()
-        if http and wait:
+        if (http or worker) and wait:
             self.wait_healthy()
         return self
 

@@ -66,6 +66,14 @@ def test_missing_configuration_stops_at_once_naming_each_variable(tmp_path: Path
     assert "SLACK_SIGNING_SECRET is not set" in result.stderr
     assert "xoxp-user-token-by-mistake" not in result.stderr
 
+    front_only = {"PATH": "/usr/bin:/bin", "SLACK_BOT_TOKEN": "xoxb-x", "OPENAI_API_KEY": "sk-x"}
+    front_only["WORKER_CONCURRENCY"] = "0"
+    result = subprocess.run(
+        [str(exe), "worker"], cwd=tmp_path, env=front_only, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 2
+    assert "a worker needs WORKER_CONCURRENCY of 1 or more" in result.stderr
+
 
 def test_sigterm_lets_the_running_turn_finish(slack: FakeSlack, openai_fake: FakeOpenAI, start_bot) -> None:
     bot = start_bot()
@@ -120,3 +128,24 @@ def test_turns_of_a_killed_process_are_answered_by_another(
         "Echo: second, queued behind it",
     ]
     assert len(openai_fake.model_inputs) == 2
+
+
+def test_a_front_only_queues_and_a_separate_worker_process_answers(
+    slack: FakeSlack, openai_fake: FakeOpenAI, start_bot, rdb: redis.Redis
+) -> None:
+    front = start_bot(WORKER_CONCURRENCY="0")
+    event = mention(CHANNEL, ALICE, "answered by the worker")
+    assert SlackSender(front.url).send_event(event).status == 200
+    # Acked with the turn recorded and nothing else done: nobody read the entry, no Slack or OpenAI call.
+    stream = f"sa:{{-:{TEAM}}}:turns"
+    assert rdb.xlen(stream) == 1
+    assert rdb.xpending(stream, "workers")["pending"] == 0
+    assert [c.method for c in slack.calls if c.method != "auth.test"] == []
+    assert openai_fake.requests == []
+
+    worker = start_bot(worker=True)  # no signing secret, no app token: it takes no Slack requests
+    [answer] = answers(slack, CHANNEL, event["ts"])
+    assert answer.text == "Echo: answered by the worker"
+    slack.wait_for(lambda: rdb.xlen(stream) == 0)  # the turn's entry is acked and deleted once done
+    assert SlackSender(worker.url).send_event(mention(CHANNEL, ALICE, "to a worker")).status == 404
+    assert len(openai_fake.model_inputs) == 1
