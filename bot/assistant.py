@@ -25,6 +25,7 @@ import openai
 from openai import AsyncOpenAI
 from openai.types.responses import Response
 
+from bot import sse
 from bot.citations import CitationRenderer
 from bot.errors import (
     AnswerIncomplete,
@@ -141,11 +142,16 @@ def tool_output(call_id: str, output: str) -> dict[str, Any]:
 
 
 def build_openai_client(settings: Settings) -> AsyncOpenAI:
+    # One stream per running turn: keep as many idle connections as turns a worker runs at once, so streams
+    # past the SDK's default of 100 do not each open a new connection.
+    pool = max(100, settings.worker_concurrency * 2)
+    limits = httpx2.Limits(max_connections=max(1000, pool), max_keepalive_connections=pool)
     return AsyncOpenAI(
         api_key=settings.openai_api_key.get_secret_value(),
         base_url=settings.openai_base_url,
         timeout=settings.openai_timeout,
         max_retries=2,
+        http_client=openai.DefaultAsyncHttpxClient(limits=limits),
     )
 
 
@@ -265,7 +271,8 @@ class AssistantBackend:
         while True:
             try:
                 try:
-                    async for event in stream:
+                    # Text deltas without pydantic (most of a turn's CPU otherwise); other events typed.
+                    async for event in sse.events(stream):
                         seq = event.sequence_number
                         kind = event.type
                         if kind == "response.output_text.delta":
