@@ -16,7 +16,6 @@ from typing import Any
 from openai import AsyncOpenAI
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.citations import CitationRenderer, Source, slack_source
@@ -26,6 +25,7 @@ from bot.file_store import FileStore, StoredFile, ThreadFiles
 from bot.keys import Keys
 from bot.models import Turn
 from bot.settings import Settings
+from bot.slack_client import SLACK_CALL_ERRORS, slack_error
 from bot.slack_files import SharedFile, SlackFiles, check_declared_size, classify
 from bot.turn_input import TurnInput
 from bot.vector_stores import OpenAIFileError, OpenAIFiles, Purpose, tags
@@ -227,8 +227,8 @@ class FileService:
             await self._client.chat_postMessage(
                 channel=turn.channel, thread_ts=turn.reply_thread_ts, markdown_text=text
             )
-        except SlackApiError as exc:
-            log.warning("turn %s: file notice not posted: %s", turn.id, exc.response.get("error"))
+        except SLACK_CALL_ERRORS as exc:
+            log.warning("turn %s: file notice not posted: %s", turn.id, slack_error(exc))
 
     async def forget_thread(self, keys: Keys, thread: str) -> None:
         """Reset: unmap the thread's files and delete at OpenAI everything the bot created for it. What

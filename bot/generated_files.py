@@ -15,11 +15,12 @@ from dataclasses import dataclass
 
 import openai
 from openai import AsyncOpenAI
-from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.errors import SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.assistant import GeneratedFile, RoundResult
 from bot.citations import CitationRenderer
+from bot.slack_client import SLACK_TRANSPORT_ERRORS, slack_error
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +97,8 @@ class GeneratedFiles:
             response = await self.slack.files_upload_v2(
                 file_uploads=uploads, channel=channel, thread_ts=thread_ts
             )
-        except SlackApiError as exc:
-            log.warning("generated files not uploaded to Slack: %s", exc.response.get("error"))
-            return 0
-        except SlackClientError as exc:
-            log.warning("generated files not uploaded to Slack: %s", type(exc).__name__)
+        except (SlackClientError, *SLACK_TRANSPORT_ERRORS) as exc:
+            log.warning("generated files not uploaded to Slack: %s", slack_error(exc))
             return 0
         slack_files = response.get("files") or []
         for (generated, _), slack_file in zip(fetched, slack_files, strict=False):

@@ -26,6 +26,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import BotError, SlackDeliveryError
 from bot.markdown import FENCE, inside_code_block, split_point
+from bot.slack_client import SLACK_CALL_ERRORS, SLACK_TRANSPORT_ERRORS
+from bot.slack_client import slack_error as _slack_error
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +50,6 @@ class _Message:
     ts: str | None = None
     # False once the stream is gone: the message is then written with chat.postMessage / chat.update.
     streaming: bool = True
-
-
-def _slack_error(exc: SlackApiError) -> str:
-    return str(exc.response.get("error", "unknown")) if exc.response is not None else "unknown"
 
 
 class ReplyStream:
@@ -99,7 +97,7 @@ class ReplyStream:
         for ts in message_ts:
             try:
                 await self._client.chat_stopStream(channel=self._channel, ts=ts)
-            except SlackApiError as exc:
+            except SLACK_CALL_ERRORS as exc:
                 log.debug("adopted message not streaming (%s)", _slack_error(exc))
         if message_ts:
             self._messages = [_Message(ts=message_ts[0], streaming=False)]
@@ -246,6 +244,9 @@ class ReplyStream:
                     raise _TooLong from exc
                 log.warning("streaming to Slack failed (%s); continuing with chat.update", _slack_error(exc))
                 msg.streaming = False
+            except SLACK_TRANSPORT_ERRORS as exc:
+                # Unknown whether Slack showed it: a later attempt rewrites the recorded messages whole.
+                raise SlackDeliveryError(f"Slack stream call got no answer: {type(exc).__name__}") from exc
         await self._write_whole(msg)
 
     async def _started(self, msg: _Message, ts: str | None) -> None:
@@ -259,7 +260,7 @@ class ReplyStream:
                 # Not recorded, so a retry could not reuse it: take it back rather than leave a stray.
                 try:
                     await self._client.chat_delete(channel=self._channel, ts=ts)
-                except SlackApiError as exc:
+                except SLACK_CALL_ERRORS as exc:
                     log.warning("unrecorded message not deleted: %s", _slack_error(exc))
                 msg.ts, msg.streaming = None, False
                 raise
@@ -277,6 +278,8 @@ class ReplyStream:
             )
             msg.streaming = False
             await self._write_whole(msg)
+        except SLACK_TRANSPORT_ERRORS as exc:
+            raise SlackDeliveryError(f"chat.stopStream got no answer: {type(exc).__name__}") from exc
 
     async def _write_whole(self, msg: _Message) -> None:
         method = "chat.update" if msg.ts else "chat.postMessage"
@@ -295,3 +298,5 @@ class ReplyStream:
             if _slack_error(exc) == "msg_too_long":
                 raise _TooLong from exc
             raise SlackDeliveryError(f"{method} failed: {_slack_error(exc)}") from exc
+        except SLACK_TRANSPORT_ERRORS as exc:
+            raise SlackDeliveryError(f"{method} got no answer: {type(exc).__name__}") from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import aiohttp
+from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
@@ -12,6 +13,18 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.settings import Settings
 
 SLACK_TIMEOUT_SECONDS = 30
+# What a Slack call raises when the request got no answer (after slack-sdk's own retries): whether Slack
+# acted on it is unknown.
+SLACK_TRANSPORT_ERRORS = (TimeoutError, aiohttp.ClientError)
+# Everything a best-effort Slack call may raise: Slack's refusal, or no answer.
+SLACK_CALL_ERRORS = (SlackApiError, *SLACK_TRANSPORT_ERRORS)
+
+
+def slack_error(exc: BaseException) -> str:
+    """Slack's error code, or the kind of transport failure: enough for the log, never a token."""
+    if isinstance(exc, SlackApiError) and exc.response is not None:
+        return str(exc.response.get("error", "unknown"))
+    return type(exc).__name__
 
 
 def build_web_client(settings: Settings) -> AsyncWebClient:

@@ -2,8 +2,11 @@
 
 openai-python builds a typed pydantic object for every server-sent event; with text streamed a few
 characters at a time, that is most of a turn's CPU (py-spy: ~40 %). Here, `response.output_text.delta`
-events, the bulk of a stream, become a small `TextDelta` (the same attribute names) straight from the JSON;
-every other event is built by openai-python exactly as `AsyncStream` would build it.
+events, the bulk of a stream, become a small `TextDelta` (the same attribute names) straight from the JSON,
+and the events the bot only peeks at (`response.created` for its id, `output_item.added` for the item's
+type, the many progress events) a `LightEvent` reading the JSON by attribute. The events whose content the
+bot uses (`response.completed` / `failed` / `incomplete`, `error`, annotations) are built by openai-python
+exactly as `AsyncStream` would build them.
 
 Usage (instead of iterating the stream itself):
 
@@ -44,6 +47,40 @@ class TextDelta:
     output_index: int = 0
     content_index: int = 0
     type: Literal["response.output_text.delta"] = DELTA
+
+
+# Built by openai-python: the bot reads these through their types.
+TYPED = frozenset(
+    {
+        "response.completed",
+        "response.failed",
+        "response.incomplete",
+        "response.output_text.annotation.added",
+        "error",
+    }
+)
+
+
+class Fields:
+    """A JSON object read by attribute (`event.response.id`), nested objects likewise."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self._data = data
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            value = self._data[name]
+        except KeyError:
+            raise AttributeError(name) from None
+        return Fields(value) if isinstance(value, dict) else value
+
+
+class LightEvent(Fields):
+    """An event the bot only peeks at: `type`, `sequence_number` and its other fields by attribute."""
+
+    __slots__ = ()
 
 
 class SSEParser:
@@ -140,6 +177,9 @@ def _event(stream: Any, data: str) -> Any:
                 request=stream.response.request,
                 body=error,
             )
+        kind = payload.get("type")
+        if kind not in TYPED and isinstance(kind, str) and isinstance(payload.get("sequence_number"), int):
+            return LightEvent(payload)
     # Everything else exactly as openai-python builds it (typed, with its own validation rules).
     return stream._client._process_response_data(
         data=payload, cast_to=stream._cast_to, response=stream.response

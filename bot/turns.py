@@ -13,7 +13,6 @@ import logging
 from typing import Any
 
 from redis.exceptions import RedisError
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.assistant import AssistantBackend, Status, TurnRequest, user_message
@@ -24,6 +23,7 @@ from bot.models import Turn, UserContext
 from bot.progress import TurnProgress
 from bot.replies import WARNING_ICON, ReplyStream
 from bot.settings import Settings
+from bot.slack_client import SLACK_CALL_ERRORS, slack_error
 from bot.thread_store import ThreadStore
 from bot.tool_loop import THINKING_STATUS, ToolLoop
 from bot.tools import ToolContext, ToolRegistry
@@ -258,8 +258,8 @@ class TurnRunner:
             response = await self._client.chat_postMessage(
                 channel=turn.channel, thread_ts=turn.reply_thread_ts, markdown_text=notice
             )
-        except SlackApiError as exc:
-            log.warning("turn %s: reset notice not posted: %s", turn.id, exc.response.get("error"))
+        except SLACK_CALL_ERRORS as exc:
+            log.warning("turn %s: reset notice not posted: %s", turn.id, slack_error(exc))
             return
         await progress.add_message(str(response["ts"]))
 
@@ -274,5 +274,5 @@ class TurnRunner:
                 status=status,
                 loading_messages=LOADING_MESSAGES if status else None,
             )
-        except SlackApiError as exc:
-            log.debug("setStatus not shown: %s", exc.response.get("error") if exc.response else "?")
+        except SLACK_CALL_ERRORS as exc:
+            log.debug("setStatus not shown: %s", slack_error(exc))

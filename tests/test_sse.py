@@ -9,7 +9,7 @@ import openai
 import pytest
 from openai.types.responses import ResponseCompletedEvent, ResponseCreatedEvent
 
-from bot.sse import SSEParser, TextDelta, events
+from bot.sse import LightEvent, SSEParser, TextDelta, events
 from tests.fakes.openai_api import FakeOpenAI, Reply
 
 MODEL = "gpt-5.1"
@@ -61,9 +61,12 @@ def test_events_match_the_sdk_stream_with_light_text_deltas(fake: FakeOpenAI) ->
     assert "".join(e.delta for e in deltas) == "Hello from the fake model!"
     [added] = [e for e in fast if e.type == "response.output_item.added"]
     assert {(d.item_id, d.output_index, d.content_index) for d in deltas} == {(added.item.id, 0, 0)}
-    # Everything else is openai-python's own typed event.
-    assert isinstance(fast[0], ResponseCreatedEvent) and isinstance(fast[-1], ResponseCompletedEvent)
+    # Events the bot only peeks at are read from the JSON; the ones whose content it uses are typed.
+    assert isinstance(typed[0], ResponseCreatedEvent) and isinstance(fast[0], LightEvent)
+    assert fast[0].response.id.startswith("resp_") and fast[0].response.status == "in_progress"
+    assert added.item.type == "message" and isinstance(fast[-1], ResponseCompletedEvent)
     assert fast[-1].response.output_text == "Hello from the fake model!"
+    assert fast[-1].response.id == fast[0].response.id
 
 
 def test_a_dropped_stream_raises_what_the_sdk_raises_after_the_same_deltas(fake: FakeOpenAI) -> None:

@@ -235,6 +235,7 @@ class FakeSlack:
     def _clear_state(self) -> None:
         self._calls: list[Call] = []
         self._messages: dict[str, Message] = {}  # by ts, in posting order
+        self._threads: dict[tuple[str, str | None], list[Message]] = {}  # (channel, thread_ts) -> messages
         self._deleted: list[Message] = []  # removed with chat.delete
         self._ephemerals: list[Message] = []
         self._stream_modes: dict[
@@ -305,11 +306,14 @@ class FakeSlack:
     def messages(self, channel: str, thread_ts: str | None = None) -> list[Message]:
         """Bot messages (posts and streams, not ephemerals) in `channel`, oldest first; copies."""
         with self._lock:
-            return [
-                copy.deepcopy(m)
-                for m in self._messages.values()
-                if m.channel == channel and (thread_ts is None or m.thread_ts == thread_ts)
-            ]
+            if thread_ts is not None:
+                return [copy.deepcopy(m) for m in self._threads.get((channel, thread_ts), [])]
+            return [copy.deepcopy(m) for m in self._messages.values() if m.channel == channel]
+
+    def finished(self, channel: str, thread_ts: str) -> int:
+        """How many bot messages in the thread are complete (not streaming); cheap enough to poll."""
+        with self._lock:
+            return sum(1 for m in self._threads.get((channel, thread_ts), []) if not m.streaming)
 
     def deleted(self, channel: str | None = None) -> list[Message]:
         """Messages removed with chat.delete, in order; copies."""
@@ -882,7 +886,7 @@ class FakeSlack:
             kind="post",
             metadata=self._metadata(args),
         )
-        self._messages[msg.ts] = msg
+        self._add_message(msg)
         return {"channel": channel, "ts": msg.ts, "message": self._message_json(msg)}
 
     def _post_ephemeral(self, args: JsonDict) -> JsonDict:
@@ -930,11 +934,16 @@ class FakeSlack:
         msg.updates += 1
         return {"channel": channel, "ts": msg.ts, "text": msg.text, "message": self._message_json(msg)}
 
+    def _add_message(self, msg: Message) -> None:
+        self._messages[msg.ts] = msg
+        self._threads.setdefault((msg.channel, msg.thread_ts), []).append(msg)
+
     def _delete(self, args: JsonDict) -> JsonDict:
         # The bot may delete its own messages (chat:write), streaming or not; they are gone from the thread.
         channel = self._channel(args)
         msg = self._find(channel, self._required(args, "ts"))
         del self._messages[msg.ts]
+        self._threads[(msg.channel, msg.thread_ts)].remove(msg)
         self._deleted.append(msg)
         return {"channel": channel, "ts": msg.ts}
 
@@ -960,7 +969,7 @@ class FakeSlack:
             kind="stream",
             chunks=chunks,
         )
-        self._messages[msg.ts] = msg
+        self._add_message(msg)
         if markdown or chunks:
             self._stream_modes[msg.ts] = "markdown_text" if markdown else "chunks"
         return {"channel": channel, "ts": msg.ts}
