@@ -122,13 +122,12 @@ class RoundResult:
 @dataclass(frozen=True)
 class TurnRequest:
     """What every response of one turn sends besides its input: the conversation, the per-turn
-    instructions, the tools (function specs, hosted tools, file search) and extra output to include."""
+    instructions and the tools (function specs, hosted tools, file search)."""
 
     conversation_id: str
     instructions: str
     user_key: str
     tools: list[dict[str, Any]] = field(default_factory=list)
-    include: list[str] = field(default_factory=list)
 
 
 def user_message(text: str, parts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -194,8 +193,6 @@ class AssistantBackend:
         }
         if turn.tools:
             request["tools"] = turn.tools
-        if turn.include:
-            request["include"] = turn.include
         return request
 
     async def answer(
