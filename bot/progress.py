@@ -29,48 +29,52 @@ from bot.errors import TurnInterrupted
 from bot.keys import THREAD_TTL, TURN_RECORD_TTL, Keys, ms
 from bot.redis_conn import patiently
 
-# KEYS: runner lock, record. ARGV: token, lock_ttl_ms, record_ttl_ms, field, value, [field, value...].
-# Writes only while this worker holds the thread's lock (re-taking it if it expired and nobody took it).
-# Returns 1 when written, 0 when another worker holds the lock.
-_FENCED_HSET = """
+# Every script below starts here. KEYS[1]: the thread's runner lock; ARGV[1], ARGV[2]: this worker's token
+# and the lock's TTL in ms. Goes on only while this worker holds the lock (re-taking it if it expired and
+# nobody took it); returns false (None in Python) when another worker holds it.
+_FENCE = """
 local holder = redis.call('GET', KEYS[1])
 if holder ~= ARGV[1] then
-  if holder then return 0 end
+  if holder then return false end
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 end
+"""
+
+# KEYS: runner lock, record. ARGV: token, lock_ttl_ms, record_ttl_ms, field, value, [field, value...].
+# Returns 1 when written.
+_FENCED_HSET = (
+    _FENCE
+    + """
 for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return 1
 """
+)
 
 # KEYS: runner lock, record. ARGV: token, lock_ttl_ms, record_ttl_ms.
-# Counts one more attempt and returns the record (flat field/value list), or false without the lock.
-_BEGIN = """
-local holder = redis.call('GET', KEYS[1])
-if holder ~= ARGV[1] then
-  if holder then return false end
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-end
+# Counts one more attempt and returns the record (flat field/value list).
+_BEGIN = (
+    _FENCE
+    + """
 redis.call('HINCRBY', KEYS[2], 'attempts', 1)
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return redis.call('HGETALL', KEYS[2])
 """
+)
 
 
 # KEYS: runner lock, thread hash. ARGV: token, lock_ttl_ms, conversation_id, now, thread_ttl_ms.
-# Binds the conversation unless one is bound already (then returns that one); false without the lock.
-_BIND = """
-local holder = redis.call('GET', KEYS[1])
-if holder ~= ARGV[1] then
-  if holder then return false end
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-end
+# Binds the conversation unless one is bound already (then returns that one).
+_BIND = (
+    _FENCE
+    + """
 local bound = redis.call('HGET', KEYS[2], 'conversation_id')
 if bound then return bound end
 redis.call('HSET', KEYS[2], 'conversation_id', ARGV[3], 'created_at', ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
 return ARGV[3]
 """
+)
 
 
 @dataclass

@@ -31,7 +31,7 @@ from bot.home import RecentThread, SettingsRef, home_view, parse_lines, settings
 from bot.models import CommandRequest, IncomingMessage, MessageAction, UserContext, Workspace, thread_ref
 from bot.redis_conn import RedisHandle, connect_redis
 from bot.settings import Settings
-from bot.slack_client import build_web_client
+from bot.slack_client import build_web_client, slack_error
 from bot.thread_admin import ThreadAdmin, ThreadTarget, slack_date
 from bot.thread_store import ThreadStore
 from bot.tools import ToolRegistry, registry_from
@@ -195,7 +195,7 @@ class BotService:
                 trigger_id=trigger_id, view=settings_modal(ref, conversation_id, metadata)
             )
         except SlackApiError as exc:
-            log.warning("views.open failed: %s", exc.response.get("error"))
+            log.warning("views.open failed: %s", slack_error(exc))
             return "Sorry, I couldn't open the settings. Please try again."
         return None
 
@@ -238,7 +238,7 @@ class BotService:
         try:
             await self.web_client.views_publish(user_id=user, view=view)
         except SlackApiError as exc:
-            log.warning("views.publish failed: %s", exc.response.get("error"))
+            log.warning("views.publish failed: %s", slack_error(exc))
 
     def _recent_thread(
         self, workspace: Workspace, thread: str, when: float, record: dict[str, str], base: str
@@ -291,7 +291,7 @@ class BotService:
         try:
             await self.web_client.assistant_threads_setSuggestedPrompts(channel_id=channel, prompts=prompts)
         except SlackApiError as exc:
-            log.warning("could not set suggested prompts: %s", exc.response.get("error"))
+            log.warning("could not set suggested prompts: %s", slack_error(exc))
 
     async def remember_context(self, workspace: Workspace, user: str, context: UserContext) -> None:
         try:
@@ -317,7 +317,7 @@ class BotService:
                 channel=channel, user=user, text=text, thread_ts=thread_ts
             )
         except SlackApiError as exc:
-            log.warning("ephemeral answer not delivered: %s", exc.response.get("error"))
+            log.warning("ephemeral answer not delivered: %s", slack_error(exc))
 
     async def ping(self) -> bool:
         try:

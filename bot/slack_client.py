@@ -22,8 +22,8 @@ SLACK_CALL_ERRORS = (SlackApiError, *SLACK_TRANSPORT_ERRORS)
 
 def slack_error(exc: BaseException) -> str:
     """Slack's error code, or the kind of transport failure: enough for the log, never a token."""
-    if isinstance(exc, SlackApiError) and exc.response is not None:
-        return str(exc.response.get("error", "unknown"))
+    if isinstance(exc, SlackApiError):
+        return str(exc.response.get("error", "unknown")) if exc.response is not None else "unknown"
     return type(exc).__name__
 
 

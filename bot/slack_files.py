@@ -27,6 +27,7 @@ from bot.file_errors import (
     FileUnavailable,
 )
 from bot.settings import Settings
+from bot.slack_client import slack_error
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ class SlackFiles:
         try:
             response = await self._client.files_info(file=file.id)
         except SlackApiError as exc:
-            error = exc.response.get("error") if exc.response is not None else "unknown"
+            error = slack_error(exc)
             log.warning("files.info %s failed: %s", file.id, error)
             raise FileUnavailable(file.display_name, f"files.info: {error}") from exc
         data = response.get("file")

@@ -34,6 +34,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import ConfigError
 from bot.settings import Settings
+from bot.slack_client import slack_error
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ async def current_time(args: NoArgs, ctx: ToolContext) -> dict[str, str]:
         user = (await ctx.slack.users_info(user=ctx.user_id)).get("user") or {}
         tz_name = str(user.get("tz") or "UTC")
     except SlackApiError as exc:
-        log.info("current_time: users.info failed (%s); using UTC", exc.response.get("error"))
+        log.info("current_time: users.info failed (%s); using UTC", slack_error(exc))
     try:
         zone: Any = ZoneInfo(tz_name)
     except (ZoneInfoNotFoundError, ValueError):

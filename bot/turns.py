@@ -89,7 +89,7 @@ class TurnRunner:
         self._store = store
         self._backend = backend
         self._files = files
-        self._registry = registry or ToolRegistry([])
+        self._registry = registry if registry is not None else ToolRegistry([])
         self._loop = ToolLoop(backend, self._registry, settings, generated)
 
     async def __call__(self, turn: Turn, progress: TurnProgress) -> None:

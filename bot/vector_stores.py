@@ -117,27 +117,26 @@ class OpenAIFiles:
 
     async def delete_file(self, file_id: str) -> bool:
         """True once the file is gone (also when it already was)."""
-        try:
-            await self._client.files.delete(file_id)
-        except openai.NotFoundError:
-            return True
-        except openai.APIError as exc:
-            log.warning("file %s not deleted: %s", file_id, _describe(exc))
-            return False
-        return True
+        return await self.delete(file_id, "file")
 
     async def delete_store(self, vs_id: str) -> bool:
+        return await self.delete(vs_id, "vector_store")
+
+    async def delete(self, object_id: str, kind: str) -> bool:
+        """True once the file or vector store is gone (also when it already was)."""
+        store = kind == "vector_store"
         try:
-            await self._client.vector_stores.delete(vs_id)
+            if store:
+                await self._client.vector_stores.delete(object_id)
+            else:
+                await self._client.files.delete(object_id)
         except openai.NotFoundError:
             return True
         except openai.APIError as exc:
-            log.warning("vector store %s not deleted: %s", vs_id, _describe(exc))
+            what = "vector store" if store else "file"
+            log.warning("%s %s not deleted: %s", what, object_id, _describe(exc))
             return False
         return True
-
-    async def delete(self, object_id: str, kind: str) -> bool:
-        return await (self.delete_store(object_id) if kind == "vector_store" else self.delete_file(object_id))
 
     # --- the orphan sweep ---------------------------------------------------------------------------
 
