@@ -7,7 +7,43 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.keys import Keys
-from bot.slack_files import SharedFile
+
+# Slack's `filetype` for files whose name has no extension (e.g. a snippet called "notes").
+_FILETYPE_EXTENSIONS = {"text": "txt", "markdown": "md", "python": "py", "javascript": "js", "shell": "sh"}
+
+
+class SharedFile(BaseModel):
+    """The fields of a Slack file object the bot uses (a `files` entry of a message event, or files.info)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: str
+    name: str = ""
+    title: str = ""
+    mimetype: str = ""
+    filetype: str = ""
+    size: int | None = None
+    mode: str = ""
+    url_private: str | None = None
+    url_private_download: str | None = None
+    permalink: str | None = None
+    # "check_file_info" on Slack Connect stubs: the event carries only the id; ask files.info.
+    file_access: str | None = None
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.title or self.id
+
+    @property
+    def needs_lookup(self) -> bool:
+        return self.file_access == "check_file_info" or not (self.url_private_download or self.url_private)
+
+    @property
+    def extension(self) -> str:
+        name = self.name or self.title
+        if "." in name.strip(".").rstrip():
+            return name.rsplit(".", 1)[1].strip().lower()
+        return _FILETYPE_EXTENSIONS.get(self.filetype.lower(), self.filetype.lower())
 
 
 class Workspace(BaseModel):

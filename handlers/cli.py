@@ -14,9 +14,9 @@ import sys
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
-from bot.cleanup import cleanup_orphans
 from bot.errors import ConfigError
-from bot.service import BotService
+from bot.files.sweep import cleanup_orphans
+from bot.root import Bot
 from bot.settings import Mode, Settings, load_settings
 from bot.tools import ToolRegistry, registry_from
 from handlers.app import build_app
@@ -104,41 +104,41 @@ async def _serve(settings: Settings, mode: Mode, host: str, port: int | None, to
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    service = BotService.from_settings(settings, tools)
-    service.start()
+    bot = Bot.from_settings(settings, tools)
+    bot.start()
     if mode is Mode.WORKER:
         try:
-            await _serve_worker(service, host, port, stop)
+            await _serve_worker(bot, host, port, stop)
         finally:
-            await service.aclose(settings.shutdown_grace_seconds)
+            await bot.aclose(settings.shutdown_grace_seconds)
             log.info("stopped")
         return
-    app = build_app(settings, service, mode)
+    app = build_app(settings, bot, mode)
     try:
         if mode is Mode.HTTP:
             assert port is not None
-            await _serve_http(app.web_app(path="/slack/events"), service, host, port, stop)
+            await _serve_http(app.web_app(path="/slack/events"), bot, host, port, stop)
         else:
-            await _serve_socket_mode(app, service, settings, stop)
+            await _serve_socket_mode(app, bot, settings, stop)
     finally:
-        await service.aclose(settings.shutdown_grace_seconds)
+        await bot.aclose(settings.shutdown_grace_seconds)
         log.info("stopped")
 
 
-def _add_healthz(web_app: web.Application, service: BotService) -> None:
+def _add_healthz(web_app: web.Application, bot: Bot) -> None:
     async def healthz(_: web.Request) -> web.Response:
-        redis_ok = await service.ping()
+        redis_ok = await bot.ping()
         return web.json_response({"ok": redis_ok, "redis": redis_ok}, status=200 if redis_ok else 503)
 
     web_app.router.add_get("/healthz", healthz)
 
 
-async def _serve_worker(service: BotService, host: str, port: int | None, stop: asyncio.Event) -> None:
+async def _serve_worker(bot: Bot, host: str, port: int | None, stop: asyncio.Event) -> None:
     """Run turns from the queue until SIGTERM; with a port, answer health checks there (nothing else)."""
     runner: web.AppRunner | None = None
     if port is not None:
         web_app = web.Application()
-        _add_healthz(web_app, service)
+        _add_healthz(web_app, bot)
         runner = web.AppRunner(web_app, handle_signals=False, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, host, port).start()
@@ -149,10 +149,8 @@ async def _serve_worker(service: BotService, host: str, port: int | None, stop: 
         await runner.cleanup()
 
 
-async def _serve_http(
-    web_app: web.Application, service: BotService, host: str, port: int, stop: asyncio.Event
-) -> None:
-    _add_healthz(web_app, service)
+async def _serve_http(web_app: web.Application, bot: Bot, host: str, port: int, stop: asyncio.Event) -> None:
+    _add_healthz(web_app, bot)
     runner = web.AppRunner(web_app, handle_signals=False, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
@@ -160,19 +158,17 @@ async def _serve_http(
     log.info("HTTP mode: serving POST /slack/events and GET /healthz on %s:%d", host, port)
     await stop.wait()
     log.info("SIGTERM: no new requests; finishing turns in flight")
-    # Stop accepting first, then let BotService.aclose() drain the running turns.
+    # Stop accepting first, then let Bot.aclose() drain the running turns.
     await site.stop()
     await runner.cleanup()
 
 
-async def _serve_socket_mode(
-    app: object, service: BotService, settings: Settings, stop: asyncio.Event
-) -> None:
+async def _serve_socket_mode(app: object, bot: Bot, settings: Settings, stop: asyncio.Event) -> None:
     assert settings.slack_app_token is not None  # load_settings() guarantees it in Socket Mode
     handler = AsyncSocketModeHandler(
         app,  # type: ignore[arg-type]
         app_token=settings.slack_app_token.get_secret_value(),
-        web_client=service.web_client,
+        web_client=bot.web_client,
     )
     await handler.connect_async()
     log.info("Socket Mode: connected")

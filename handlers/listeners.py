@@ -8,12 +8,10 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_bolt.context.say.async_say import AsyncSay
 
-from bot.commands import COMMAND
 from bot.errors import BotError
-from bot.home import HOME_RESET_ACTION, HOME_SETTINGS_ACTION, META_BLOCK, META_INPUT, SETTINGS_CALLBACK
 from bot.models import IncomingMessage
-from bot.service import BotService
-from bot.slack_events import (
+from bot.root import Bot
+from bot.slack.events import (
     parse_command_request,
     parse_context,
     parse_message_action,
@@ -21,6 +19,9 @@ from bot.slack_events import (
     parse_view_submission,
     workspace_of,
 )
+from bot.threads.commands import COMMAND
+from bot.threads.home import HOME_RESET_ACTION, HOME_SETTINGS_ACTION
+from bot.threads.settings_modal import META_BLOCK, META_INPUT, SETTINGS_CALLBACK
 
 log = logging.getLogger(__name__)
 
@@ -32,22 +33,20 @@ SETTINGS_SHORTCUT = "thread_settings"
 MESSAGE_SHORTCUTS = (RESET_SHORTCUT, SETTINGS_SHORTCUT)
 
 
-async def _receive(
-    service: BotService, msg: IncomingMessage, say: AsyncSay, *, known_only: bool = False
-) -> None:
+async def _receive(bot: Bot, msg: IncomingMessage, say: AsyncSay, *, known_only: bool = False) -> None:
     try:
-        await service.receive_message(msg, require_known_thread=known_only)
+        await bot.intake.receive(msg, require_known_thread=known_only)
     except BotError as exc:
         log.warning("could not queue %s:%s: %s", msg.channel, msg.ts, exc)
         await say(text=exc.user_message, thread_ts=msg.reply_thread_ts)
 
 
-def register(app: AsyncApp, service: BotService) -> None:
+def register(app: AsyncApp, bot: Bot) -> None:
     @app.event("app_mention")
     async def on_mention(body: dict[str, Any], context: dict[str, Any], say: AsyncSay) -> None:
         msg = parse_user_message(body, context, source="mention")
         if msg is not None:
-            await _receive(service, msg, say)
+            await _receive(bot, msg, say)
 
     @app.event("message")
     async def on_message(body: dict[str, Any], context: dict[str, Any], say: AsyncSay) -> None:
@@ -55,13 +54,13 @@ def register(app: AsyncApp, service: BotService) -> None:
         if msg is None:
             return
         if msg.is_dm:
-            await _receive(service, msg, say)
+            await _receive(bot, msg, say)
         elif msg.files and msg.mentions_bot:
             # Slack may send a file share that mentions the bot only as a message (no app_mention).
-            await _receive(service, msg, say)
+            await _receive(bot, msg, say)
         elif msg.thread_ts is not None:
             # In channels, only replies in a thread the bot already answers; top-level needs a mention.
-            await _receive(service, msg, say, known_only=True)
+            await _receive(bot, msg, say, known_only=True)
 
     @app.command(COMMANDS[0])
     async def on_command(ack: AsyncAck, body: dict[str, Any], context: dict[str, Any]) -> None:
@@ -70,7 +69,7 @@ def register(app: AsyncApp, service: BotService) -> None:
             await ack()
             return
         # The text goes back in the ack: an ephemeral answer only the user sees.
-        await ack(text=await service.run_command(req, request_id=str(body.get("trigger_id") or req.user)))
+        await ack(text=await bot.intake.command(req, request_id=str(body.get("trigger_id") or req.user)))
 
     @app.shortcut(RESET_SHORTCUT)
     async def on_reset_shortcut(ack: AsyncAck, body: dict[str, Any], context: dict[str, Any]) -> None:
@@ -78,10 +77,7 @@ def register(app: AsyncApp, service: BotService) -> None:
         action = parse_message_action(body, context)
         if action is None:
             return
-        text = await service.reset_from_action(
-            action, request_id=str(body.get("trigger_id") or action.message_ts)
-        )
-        await service.whisper(action.channel, action.user, text, action.thread_ts)
+        await bot.intake.reset_shortcut(action, request_id=str(body.get("trigger_id") or action.message_ts))
 
     @app.shortcut(SETTINGS_SHORTCUT)
     async def on_settings_shortcut(ack: AsyncAck, body: dict[str, Any], context: dict[str, Any]) -> None:
@@ -89,9 +85,7 @@ def register(app: AsyncApp, service: BotService) -> None:
         action = parse_message_action(body, context)
         if action is None:
             return
-        problem = await service.open_settings_from_action(action, trigger_id=str(body.get("trigger_id")))
-        if problem:
-            await service.whisper(action.channel, action.user, problem, action.thread_ts)
+        await bot.thread_settings.open_from_shortcut(action, trigger_id=str(body.get("trigger_id")))
 
     @app.view(SETTINGS_CALLBACK)
     async def on_settings_submitted(ack: AsyncAck, body: dict[str, Any], context: dict[str, Any]) -> None:
@@ -100,7 +94,7 @@ def register(app: AsyncApp, service: BotService) -> None:
             await ack()
             return
         workspace, user, private_metadata, text = submitted
-        problem = await service.save_settings(workspace, user, private_metadata, text)
+        problem = await bot.thread_settings.save(workspace, user, private_metadata, text)
         if problem:
             await ack(response_action="errors", errors={META_BLOCK: problem})
         else:
@@ -111,22 +105,24 @@ def register(app: AsyncApp, service: BotService) -> None:
         await ack()
         workspace, user = workspace_of(body, context), (body.get("user") or {}).get("id")
         if workspace is not None and user:
-            await service.home_reset(workspace, str(user), request_id=str(body.get("trigger_id")))
+            await bot.home.reset_dm_thread(workspace, str(user), request_id=str(body.get("trigger_id")))
 
     @app.action(HOME_SETTINGS_ACTION)
     async def on_home_settings(ack: AsyncAck, body: dict[str, Any], context: dict[str, Any]) -> None:
         await ack()
         workspace, user = workspace_of(body, context), (body.get("user") or {}).get("id")
         if workspace is not None and user:
-            await service.home_settings(workspace, str(user), trigger_id=str(body.get("trigger_id")))
+            await bot.thread_settings.open_for_dm(
+                workspace, str(user), trigger_id=str(body.get("trigger_id"))
+            )
 
     @app.event("app_home_opened")
     async def on_home_opened(body: dict[str, Any], context: dict[str, Any], event: dict[str, Any]) -> None:
         if event.get("tab") == "messages" and event.get("channel"):
-            await service.show_suggested_prompts(str(event["channel"]))
+            await bot.messages_tab.opened(str(event["channel"]))
         workspace = workspace_of(body, context)
         if event.get("tab") == "home" and event.get("user") and workspace is not None:
-            await service.publish_home(workspace, str(event["user"]))
+            await bot.home.publish(workspace, str(event["user"]))
 
     @app.event("app_context_changed")
     async def on_context_changed(
@@ -135,4 +131,4 @@ def register(app: AsyncApp, service: BotService) -> None:
         workspace = workspace_of(body, context)
         user = event.get("user") or context.get("user_id")
         if workspace is not None and user:
-            await service.remember_context(workspace, str(user), parse_context(event))
+            await bot.messages_tab.context_changed(workspace, str(user), parse_context(event))

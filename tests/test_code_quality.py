@@ -1,10 +1,11 @@
-"""The project's own rules: ruff, mypy --strict on bot/, and bot/ never importing handlers or slack_bolt."""
+"""The project's own rules: ruff, mypy --strict on bot/, and bot/'s one-way package graph (which also keeps
+handlers and slack_bolt out of bot/)."""
 
 from __future__ import annotations
 
-import ast
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -15,16 +16,27 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
-def test_bot_never_imports_handlers_or_bolt() -> None:
-    for path in (ROOT / "bot").rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            for name in names:
-                assert not name.startswith(("handlers", "slack_bolt")), f"{path.name} imports {name}"
+def _layers() -> list[str]:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    (layered,) = [c for c in config["contracts"] if c["type"] == "layers"]
+    return [name.strip() for layer in layered["layers"] for name in layer.replace(":", "|").split("|")]
+
+
+def test_package_graph_is_one_way() -> None:
+    """import-linter checks pyproject's contracts: each layer of bot/ imports only the layers below it
+    (so no package imports one that imports it), and bot/ never imports handlers/ or slack_bolt."""
+    result = run(str(BIN / "lint-imports"), "--no-cache")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout
+
+
+def test_every_part_of_bot_has_a_layer() -> None:
+    """A new package or top-level module must take its place in the graph, not sit outside it; the top
+    level holds only what every package shares, and the composition root."""
+    parts = {p.stem for p in (ROOT / "bot").iterdir() if p.suffix == ".py" and p.stem != "__init__"}
+    packages = {p.name for p in (ROOT / "bot").iterdir() if (p / "__init__.py").exists()}
+    assert parts | packages == set(_layers())
+    assert len(parts) <= 6, sorted(parts)
 
 
 def test_ruff_lint_and_format() -> None:

@@ -71,7 +71,7 @@ def test_declared_events_commands_and_shortcuts_match_the_listeners(manifest: di
 
 
 def test_scopes_are_exactly_what_the_code_uses(manifest: dict) -> None:
-    source = "\n".join(p.read_text() for p in (ROOT / "bot").glob("*.py"))
+    source = "\n".join(p.read_text() for p in (ROOT / "bot").rglob("*.py"))
     source += "\n".join(p.read_text() for p in (ROOT / "handlers").glob("*.py"))
     called = set(
         re.findall(

@@ -1,0 +1,136 @@
+"""The assistant backend's interface: what turns and thread commands need from whatever holds assistant
+threads and runs the model. Today's implementation is `responses.ResponsesBackend` (OpenAI Conversations +
+Responses); a second backend is one more module that satisfies `AssistantBackend`.
+
+Input items use the Responses API's shapes (`user_message`, `tool_output`): the lingua franca a backend
+translates from, so the callers never change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+# Runs with the response id before any text is shown (the caller records it); raising cancels the response.
+OnCreated = Callable[[str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Status:
+    """Progress to show while the model works (a Slack assistant status such as "is running Python…")."""
+
+    text: str
+
+
+# What a response stream yields: answer text (with citation markers) or a progress status.
+Piece = str | Status
+
+
+@dataclass(frozen=True)
+class FunctionCall:
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class GeneratedFile:
+    """A file the code interpreter wrote in its container."""
+
+    container_id: str
+    file_id: str
+    filename: str
+
+
+@dataclass
+class RoundResult:
+    """What one response left for the turn to do: function calls to run, files its code wrote."""
+
+    response_id: str | None = None
+    calls: list[FunctionCall] = field(default_factory=list)
+    files: dict[str, GeneratedFile] = field(default_factory=dict)  # cited files, by container file id
+    containers: list[str] = field(default_factory=list)  # containers its code ran in
+
+
+@dataclass(frozen=True)
+class TurnRequest:
+    """What every response of one turn sends besides its input: the conversation, the per-turn
+    instructions and the tools (function specs, hosted tools, file search)."""
+
+    conversation_id: str
+    instructions: str
+    user_key: str
+    tools: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ItemLine:
+    """One item of an assistant thread, shortened for `/assistant history`."""
+
+    role: str
+    text: str
+
+
+@dataclass(frozen=True)
+class ConversationInfo:
+    id: str
+    created_at: int
+    metadata: dict[str, str]
+
+
+class Annotator(Protocol):
+    """Turns streamed text and its annotations into what the reader sees (the Slack side's citation
+    markers); the backend only reports where parts start and what is annotated."""
+
+    def text(self, delta: str) -> str: ...
+
+    def next_part(self) -> None: ...
+
+    def annotate(self, annotation: object) -> str: ...
+
+
+class AssistantBackend(Protocol):
+    """Assistant threads and the responses that run on them."""
+
+    # --- threads ---
+    async def create_conversation(self, metadata: dict[str, str]) -> str: ...
+
+    async def delete_conversation(self, conversation_id: str) -> None: ...
+
+    async def info(self, conversation_id: str) -> ConversationInfo: ...
+
+    async def set_metadata(self, conversation_id: str, metadata: dict[str, str]) -> None: ...
+
+    async def newest_items(self, conversation_id: str, limit: int) -> list[ItemLine]: ...
+
+    async def count_items(self, conversation_id: str) -> int: ...
+
+    async def add_items(self, conversation_id: str, items: list[dict[str, Any]]) -> None: ...
+
+    # --- responses ---
+    def answer(
+        self,
+        turn: TurnRequest,
+        items: list[dict[str, Any]],
+        *,
+        on_created: OnCreated,
+        result: RoundResult,
+        citations: Annotator | None = None,
+    ) -> AsyncGenerator[Piece, None]: ...
+
+    def resume(self, response_id: str, *, result: RoundResult) -> AsyncGenerator[Piece, None]: ...
+
+    async def replay(self, response_id: str) -> str: ...
+
+    async def cancel(self, response_id: str) -> None: ...
+
+
+def user_message(text: str, parts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The user's message as an input item: the text, then any extra content parts (images)."""
+    content = [{"type": "input_text", "text": text}, *(parts or [])]
+    return {"type": "message", "role": "user", "content": content}
+
+
+def tool_output(call_id: str, output: str) -> dict[str, Any]:
+    return {"type": "function_call_output", "call_id": call_id, "output": output}

@@ -1,0 +1,72 @@
+"""Reading and editing an assistant thread held as an OpenAI Conversation: metadata, items, size."""
+
+from __future__ import annotations
+
+import openai
+from openai import AsyncOpenAI
+
+from bot.assistant.backend import ConversationInfo, ItemLine
+from bot.errors import AssistantUnavailable, NoAssistantThread
+
+ITEM_TEXT_CHARS = 300
+COUNT_CAP = 1000
+
+
+def _cut(text: str, limit: int = ITEM_TEXT_CHARS) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class ConversationAdmin:
+    def __init__(self, client: AsyncOpenAI) -> None:
+        self._client = client
+
+    async def info(self, conversation_id: str) -> ConversationInfo:
+        try:
+            conv = await self._client.conversations.retrieve(conversation_id)
+        except openai.NotFoundError as exc:
+            raise NoAssistantThread(f"conversation {conversation_id} not found") from exc
+        except openai.APIError as exc:
+            raise AssistantUnavailable(f"conversations.retrieve: {type(exc).__name__}") from exc
+        metadata = conv.metadata if isinstance(conv.metadata, dict) else {}
+        return ConversationInfo(conv.id, conv.created_at, {str(k): str(v) for k, v in metadata.items()})
+
+    async def set_metadata(self, conversation_id: str, metadata: dict[str, str]) -> None:
+        try:
+            await self._client.conversations.update(conversation_id, metadata=metadata)
+        except openai.NotFoundError as exc:
+            raise NoAssistantThread(f"conversation {conversation_id} not found") from exc
+        except openai.APIError as exc:
+            raise AssistantUnavailable(f"conversations.update: {type(exc).__name__}") from exc
+
+    async def newest_items(self, conversation_id: str, limit: int) -> list[ItemLine]:
+        try:
+            page = await self._client.conversations.items.list(conversation_id, order="desc", limit=limit)
+        except openai.NotFoundError as exc:
+            raise NoAssistantThread(f"conversation {conversation_id} not found") from exc
+        except openai.APIError as exc:
+            raise AssistantUnavailable(f"conversations.items.list: {type(exc).__name__}") from exc
+        return [_line(item) for item in page.data[:limit]]
+
+    async def count_items(self, conversation_id: str) -> int:
+        """Items in the conversation, counted page by page up to COUNT_CAP."""
+        count = 0
+        try:
+            async for _ in self._client.conversations.items.list(conversation_id, limit=100):
+                count += 1
+                if count >= COUNT_CAP:
+                    break
+        except openai.APIError as exc:
+            raise AssistantUnavailable(f"conversations.items.list: {type(exc).__name__}") from exc
+        return count
+
+
+def _line(item: object) -> ItemLine:
+    kind = getattr(item, "type", "item")
+    if kind != "message":
+        return ItemLine(role=str(kind).replace("_", " "), text="")
+    parts = getattr(item, "content", None) or []
+    texts = [str(getattr(p, "text", "")) for p in parts if getattr(p, "text", None)]
+    others = [str(getattr(p, "type", "")) for p in parts if not getattr(p, "text", None)]
+    text = " ".join(texts) + "".join(f" [{o.replace('_', ' ')}]" for o in others)
+    return ItemLine(role=str(getattr(item, "role", "message")), text=_cut(text.strip()))

@@ -1,0 +1,387 @@
+"""The OpenAI assistant backend: an assistant thread is an OpenAI Conversation, a turn is one Response.
+
+Responses are created with `background=True` and `stream=True`: the answer streams as usual, and the
+response lives on at OpenAI when the connection drops (or the worker dies). A dropped or stalled stream is
+resumed with `responses.retrieve(id, stream=True, starting_after=<last event>)`; after a few failed resumes
+the response is polled until it ends. A turn retried by another worker resumes its recorded response the
+same way, from the first event. So a response is never re-run for a transport fault.
+
+`responses.create` is not idempotent (it adds the user's message to the conversation): it is retried only
+where the API did nothing (429 after its `retry-after`, `conversation_locked`, 502/503), never blindly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import httpx2
+import openai
+from openai import AsyncOpenAI
+from openai.types.responses import Response
+
+from bot.assistant import sse
+from bot.assistant.backend import (
+    Annotator,
+    FunctionCall,
+    GeneratedFile,
+    OnCreated,
+    Piece,
+    RoundResult,
+    Status,
+    TurnRequest,
+)
+from bot.assistant.conversations import ConversationAdmin
+from bot.errors import (
+    AnswerIncomplete,
+    AssistantBusy,
+    AssistantFailed,
+    AssistantRateLimited,
+    AssistantUnavailable,
+    BotError,
+)
+from bot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RATE_LIMIT_RETRIES = 3
+MAX_RETRY_AFTER_SECONDS = 20.0
+LOCKED_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
+# 502/503: the API did not take the request (gateway, overload); 500 and 504 are ambiguous: not retried.
+UNAVAILABLE_RETRY_DELAYS = (1.0, 2.0)
+UNAVAILABLE_STATUSES = frozenset({502, 503})
+# Stream resumes before falling back to polling, and the polling interval bounds.
+MAX_RESUMES = 3
+POLL_FIRST_DELAY, POLL_MAX_DELAY = 0.5, 5.0
+# Failure codes of a `failed` response that mean "the service had a problem", not "your request is bad".
+TRANSIENT_FAILURES = frozenset({"server_error", "rate_limit_exceeded", "vector_store_timeout"})
+
+# Everything a broken SSE stream can raise: API errors, transport errors, a truncated body.
+_STREAM_BREAKS = (openai.APIError, httpx2.HTTPError, OSError, ValueError)
+
+# What the hosted tools are doing, shown as the Slack status while they run.
+HOSTED_TOOL_STATUS = {
+    "code_interpreter_call": "is running Python…",
+    "web_search_call": "is searching the web…",
+    "file_search_call": "is searching the files…",
+}
+
+
+def build_openai_client(settings: Settings) -> AsyncOpenAI:
+    # One stream per running turn: keep as many idle connections as turns a worker runs at once, so streams
+    # past the SDK's default of 100 do not each open a new connection.
+    pool = max(100, settings.worker_concurrency * 2)
+    limits = httpx2.Limits(max_connections=max(1000, pool), max_keepalive_connections=pool)
+    return AsyncOpenAI(
+        api_key=settings.openai_api_key.get_secret_value(),
+        base_url=settings.openai_base_url,
+        timeout=settings.openai_timeout,
+        max_retries=2,
+        http_client=openai.DefaultAsyncHttpxClient(limits=limits),
+    )
+
+
+class ResponsesBackend(ConversationAdmin):
+    """`AssistantBackend` on OpenAI: Conversations hold the threads, Responses run the turns."""
+
+    def __init__(self, client: AsyncOpenAI, settings: Settings) -> None:
+        super().__init__(client)
+        # Creating a response is not idempotent: this copy never retries on its own.
+        self._no_retry = client.with_options(max_retries=0)
+        self._settings = settings
+
+    async def create_conversation(self, metadata: dict[str, str]) -> str:
+        try:
+            conversation = await self._client.conversations.create(metadata=metadata)
+        except openai.RateLimitError as exc:
+            raise AssistantRateLimited(f"conversations.create: {exc.status_code}") from exc
+        except openai.APIError as exc:
+            raise AssistantUnavailable(f"conversations.create: {_describe(exc)}") from exc
+        return conversation.id
+
+    async def delete_conversation(self, conversation_id: str) -> None:
+        try:
+            await self._client.conversations.delete(conversation_id)
+        except openai.NotFoundError:
+            log.info("conversation %s was already gone", conversation_id)
+        except openai.APIError as exc:
+            raise AssistantUnavailable(f"conversations.delete: {_describe(exc)}") from exc
+
+    def _request(self, turn: TurnRequest, items: list[dict[str, Any]]) -> dict[str, Any]:
+        request: dict[str, Any] = {
+            "model": self._settings.assistant_model,
+            "instructions": turn.instructions,
+            "conversation": turn.conversation_id,
+            "input": items,
+            "store": True,
+            "stream": True,
+            # Lives on at OpenAI when the stream drops: resumable with `retrieve(stream=True)`.
+            "background": True,
+            # A stable, non-reversible id per Slack user helps OpenAI's abuse detection.
+            "safety_identifier": hashlib.sha256(turn.user_key.encode()).hexdigest()[:32],
+        }
+        if turn.tools:
+            request["tools"] = turn.tools
+        return request
+
+    async def answer(
+        self,
+        turn: TurnRequest,
+        items: list[dict[str, Any]],
+        *,
+        on_created: OnCreated,
+        result: RoundResult,
+        citations: Annotator | None = None,
+    ) -> AsyncGenerator[Piece, None]:
+        """One response on the conversation with these input items (the user's message, or the outputs
+        of function calls); yield its text as it streams (with citation markers when `citations` is given)
+        and what its hosted tools are doing. `result` is filled in when the response ends.
+
+        `on_created(response_id)` runs before any text is yielded (the caller records the id); if it
+        raises, the response is cancelled and the error propagates.
+        """
+        stream = await self._start(self._request(turn, items))
+        async with contextlib.aclosing(self._follow(stream, None, on_created, result, citations)) as pieces:
+            async for piece in pieces:
+                yield piece
+
+    async def resume(self, response_id: str, *, result: RoundResult) -> AsyncGenerator[Piece, None]:
+        """The whole text of an earlier response, from its start, following it until it ends."""
+        stream = await self._reopen(response_id, None, self._deadline())
+        if stream is None:
+            async with contextlib.aclosing(self._poll(response_id, "", self._deadline(), result)) as polled:
+                async for delta in polled:
+                    yield delta
+            return
+        async with contextlib.aclosing(self._follow(stream, response_id, None, result)) as pieces:
+            async for piece in pieces:
+                yield piece
+
+    async def replay(self, response_id: str) -> str:
+        """The text of an earlier, finished response (a retried turn shows its earlier rounds again)."""
+        try:
+            response = await self._client.responses.retrieve(response_id)
+        except openai.APIError as exc:
+            raise AssistantUnavailable(f"responses.retrieve: {_describe(exc)}") from exc
+        return response.output_text
+
+    async def add_items(self, conversation_id: str, items: list[dict[str, Any]]) -> None:
+        """Add items to the conversation without running the model (closing calls a turn gave up on)."""
+        try:
+            await self._client.conversations.items.create(conversation_id, items=items)  # type: ignore[arg-type]
+        except openai.APIError as exc:
+            raise AssistantUnavailable(f"conversations.items.create: {_describe(exc)}") from exc
+
+    async def cancel(self, response_id: str) -> None:
+        """Best effort: stop a background response nobody will show."""
+        try:
+            await self._client.responses.cancel(response_id)
+        except openai.APIError as exc:
+            log.warning("could not cancel response %s: %s", response_id, _describe(exc))
+
+    def _deadline(self) -> float:
+        return asyncio.get_running_loop().time() + self._settings.response_deadline_seconds
+
+    async def _follow(
+        self,
+        stream: Any,
+        response_id: str | None,
+        on_created: OnCreated | None,
+        result: RoundResult,
+        citations: Annotator | None = None,
+    ) -> AsyncGenerator[Piece, None]:
+        deadline = self._deadline()
+        seq: int | None = None
+        shown = ""
+        resumes = 0
+        while True:
+            try:
+                try:
+                    # Text deltas without pydantic (most of a turn's CPU otherwise); other events typed.
+                    async for event in sse.events(stream):
+                        seq = event.sequence_number
+                        kind = event.type
+                        if kind == "response.output_text.delta":
+                            shown += event.delta
+                            yield citations.text(event.delta) if citations is not None else event.delta
+                        elif kind == "response.created":
+                            if response_id is None:
+                                response_id = event.response.id
+                                if on_created is not None:
+                                    await self._created(response_id, on_created)
+                        elif kind == "response.output_item.added":
+                            status = HOSTED_TOOL_STATUS.get(event.item.type)
+                            if status is not None:
+                                yield Status(status)
+                        elif kind == "response.content_part.added" and citations is not None:
+                            # Annotation positions count from the start of their own text part.
+                            citations.next_part()
+                        elif kind == "response.output_text.annotation.added" and citations is not None:
+                            yield citations.annotate(event.annotation)
+                        elif kind == "response.completed":
+                            _absorb(result, event.response)
+                            return
+                        elif kind == "response.failed":
+                            raise _failure(event.response.error.code if event.response.error else None)
+                        elif kind == "response.incomplete":
+                            details = event.response.incomplete_details
+                            raise AnswerIncomplete(
+                                f"response incomplete: {details.reason if details else 'unknown'}"
+                            )
+                        elif kind == "error":
+                            raise AssistantFailed(f"stream error event: {event.code}")
+                finally:
+                    await stream.close()
+                broke = "the stream ended before the response did"
+            except _STREAM_BREAKS as exc:
+                broke = _describe(exc) if isinstance(exc, openai.APIError) else type(exc).__name__
+            if response_id is None:
+                raise AssistantUnavailable(f"stream broke before the response was created: {broke}")
+            log.info("response %s: %s; resuming after event %s", response_id, broke, seq)
+            resumes += 1
+            reopened = await self._reopen(response_id, seq, deadline) if resumes <= MAX_RESUMES else None
+            if reopened is None:
+                async with contextlib.aclosing(self._poll(response_id, shown, deadline, result)) as polled:
+                    async for delta in polled:
+                        yield delta
+                return
+            stream = reopened
+
+    async def _created(self, response_id: str, on_created: OnCreated) -> None:
+        try:
+            await on_created(response_id)
+        except BotError:
+            # Unrecorded, nobody could resume it and a retry would create another: stop it now.
+            await self.cancel(response_id)
+            raise
+
+    async def _reopen(self, response_id: str, after: int | None, deadline: float) -> Any:
+        """A stream of the response's events after `after` (all when None); None when it can't be had."""
+        try:
+            if after is None:
+                return await self._client.responses.retrieve(response_id, stream=True)
+            return await self._client.responses.retrieve(response_id, stream=True, starting_after=after)
+        except openai.APIError as exc:
+            log.info("response %s: streaming retrieval refused (%s); polling", response_id, _describe(exc))
+            return None
+
+    async def _poll(
+        self, response_id: str, shown: str, deadline: float, result: RoundResult
+    ) -> AsyncGenerator[str, None]:
+        """Poll the response until it ends; yield the part of its text not shown yet."""
+        delay = POLL_FIRST_DELAY
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                response = await self._client.responses.retrieve(response_id)
+            except openai.APIError as exc:
+                log.info("response %s: poll failed (%s)", response_id, _describe(exc))
+            else:
+                if response.status in ("completed", "incomplete"):
+                    text = response.output_text
+                    if text.startswith(shown):
+                        if text[len(shown) :]:
+                            yield text[len(shown) :]
+                    else:
+                        log.warning("response %s: its text differs from what was streamed", response_id)
+                    if response.status == "incomplete":
+                        details = response.incomplete_details
+                        raise AnswerIncomplete(f"response incomplete: {details.reason if details else '?'}")
+                    _absorb(result, response)
+                    return
+                if response.status == "failed":
+                    raise _failure(response.error.code if response.error else None)
+                if response.status == "cancelled":
+                    raise AssistantFailed("response was cancelled")
+            if loop.time() + delay > deadline:
+                raise AssistantUnavailable(f"response {response_id} did not finish in time")
+            await asyncio.sleep(delay)
+            delay = min(POLL_MAX_DELAY, delay * 2)
+
+    async def _start(self, request: dict[str, Any]) -> Any:
+        rate_limited = 0
+        locked = 0
+        unavailable = 0
+        while True:
+            try:
+                return await self._no_retry.responses.create(**request)
+            except openai.RateLimitError as exc:
+                rate_limited += 1
+                if rate_limited > RATE_LIMIT_RETRIES:
+                    raise AssistantRateLimited(f"responses.create: 429 x{rate_limited}") from exc
+                delay = _retry_after(exc) or 2.0**rate_limited
+                if delay > MAX_RETRY_AFTER_SECONDS:
+                    raise AssistantRateLimited(f"responses.create: retry-after {delay:.0f}s") from exc
+                log.info("OpenAI rate limit; retrying in %.1fs", delay)
+                await asyncio.sleep(delay)
+            except openai.BadRequestError as exc:
+                if _error_code(exc) != "conversation_locked":
+                    raise AssistantUnavailable(f"responses.create: {_describe(exc)}") from exc
+                if locked >= len(LOCKED_RETRY_DELAYS):
+                    raise AssistantBusy("conversation stayed locked") from exc
+                # Another response (another replica, or one the API still finishes) holds the conversation.
+                await asyncio.sleep(LOCKED_RETRY_DELAYS[locked])
+                locked += 1
+            except openai.APIStatusError as exc:
+                if exc.status_code not in UNAVAILABLE_STATUSES or unavailable >= len(
+                    UNAVAILABLE_RETRY_DELAYS
+                ):
+                    raise AssistantUnavailable(f"responses.create: {_describe(exc)}") from exc
+                log.info("OpenAI unavailable (%s); retrying", exc.status_code)
+                await asyncio.sleep(_retry_after(exc) or UNAVAILABLE_RETRY_DELAYS[unavailable])
+                unavailable += 1
+            except openai.APIError as exc:
+                raise AssistantUnavailable(f"responses.create: {_describe(exc)}") from exc
+
+
+def _absorb(result: RoundResult, response: Response) -> None:
+    """Read the finished response's output items (the stream's and the poll's common ground)."""
+    result.response_id = response.id
+    for item in response.output:
+        if item.type == "function_call":
+            result.calls.append(FunctionCall(item.call_id, item.name, item.arguments))
+        elif item.type == "code_interpreter_call" and item.container_id not in result.containers:
+            result.containers.append(item.container_id)
+        elif item.type == "message":
+            for part in item.content:
+                if part.type != "output_text":
+                    continue
+                for note in part.annotations:
+                    if note.type == "container_file_citation":
+                        result.files[note.file_id] = GeneratedFile(
+                            note.container_id, note.file_id, note.filename
+                        )
+
+
+def _failure(code: str | None) -> AssistantUnavailable:
+    if code in TRANSIENT_FAILURES:
+        return AssistantUnavailable(f"response failed: {code}")
+    return AssistantFailed(f"response failed: {code or 'unknown'}")
+
+
+def _error_code(exc: openai.APIStatusError) -> str | None:
+    body = exc.body
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and isinstance(error.get("code"), str):
+            return str(error["code"])
+    return getattr(exc, "code", None)
+
+
+def _retry_after(exc: openai.APIStatusError) -> float | None:
+    value = exc.response.headers.get("retry-after")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _describe(exc: openai.APIError) -> str:
+    """Type, status and error code only: enough for the log, never a secret or the request body."""
+    status = getattr(exc, "status_code", None)
+    code = _error_code(exc) if isinstance(exc, openai.APIStatusError) else None
+    return f"{type(exc).__name__} status={status} code={code} request_id={getattr(exc, 'request_id', None)}"

@@ -1,0 +1,582 @@
+"""The durable turn queue: dedupe -> Redis Stream -> one turn at a time per assistant thread, on any replica.
+
+Shape (all keys of one workspace share a Redis Cluster hash tag, so every script below is one-slot):
+
+- `turns` (STREAM, consumer group `workers`): one entry per turn (a user message to answer, or a reset).
+  An entry is acked, and deleted, only once its turn is done.
+- `queue:<thread>` (ZSET): the index of one assistant thread's unfinished turns, `ts|entry id`, in Slack
+  ts order.
+- `runner:<thread>` (lock with a TTL, refreshed while held): the worker running that thread now.
+- `turn:<channel>:<ts>` (HASH): the turn's progress record (see `bot.queue.progress`).
+
+`submit` (the listener, before Slack's ack): one Lua script claims the event id AND the (channel, ts)
+pair (Slack retries, and the app_mention/message twin), takes a token from the spend-limit buckets, XADDs
+the entry and indexes it under its thread. With appendonly Redis, an acked message is on disk.
+
+Workers (every replica, HTTP or Socket Mode) XREADGROUP new entries. For each, the worker tries the
+thread's lock. With it, the worker *drains the thread*: it runs the index head (the oldest unfinished turn,
+which may be an earlier entry than the one it read), then atomically marks it done, acks and deletes its
+entry and drops it from the index, and goes on with the next head; the lock is released only by the script
+that finds the index empty, so a turn queued meanwhile is never stranded. Without the lock, the worker
+leaves the entry pending: the holder will run it in its turn, since it is in the index.
+
+Invariant: every unfinished turn has a pending (delivered, unacked) stream entry. A worker that dies, or
+is stopped, leaves its entries pending and its lock expiring; a sweep on every replica XAUTOCLAIMs entries
+idle longer than the lock's TTL and offers them again: whoever takes the thread's lock drains it, the
+interrupted turn first. So turns are delivered at least once and, per thread, one at a time in ts order;
+the progress record makes running a turn again safe: a created response is resumed, not re-created, and
+the Slack messages already posted are rewritten, not posted again.
+
+Takeover: a worker that stalls past its lock's TTL (a long GC, SIGSTOP, a starved CPU) loses the thread
+to whoever reclaims it. Every progress write is fenced by the lock token, whole-message Slack writes check
+that the turn is neither done nor held by another worker, and the heartbeat cancels a drain whose lock
+another worker holds; so the stale worker stops without overwriting the new owner's answer.
+
+Known limits: a worker killed between OpenAI accepting `responses.create` and the response id reaching
+Redis (milliseconds) leaves a response nobody resumes, and the retried turn creates another one; killed
+between Slack creating a message and its ts reaching Redis, it leaves that partial message behind. The
+XREADGROUP over every workspace's stream is one multi-key call, fine on one Redis (or one Cluster shard
+per call), not across Cluster slots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+from typing import Any, Protocol, TypeVar
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+
+from bot.errors import StoreUnavailable, TurnInterrupted
+from bot.keys import (
+    DEDUPE_TTL,
+    RATE_BUCKET_TTL,
+    RECENT_THREADS_KEPT,
+    TEAMS_KEY,
+    THREAD_TTL,
+    TURN_GROUP,
+    TURN_RECORD_TTL,
+    Keys,
+    ms,
+)
+from bot.models import IncomingMessage, Turn, thread_ref
+from bot.queue.connection import patiently, raise_if_cancelling
+from bot.queue.progress import ProgressScripts, TurnProgress
+from bot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# KEYS: 1 seen_event, 2 seen_message, 3 thread, 4 alias, 5 stream, 6 thread index, 7 user bucket,
+#       8 team bucket, 9 the user's recent threads
+# ARGV: 1 dedupe_ttl_ms, 2 turn_json, 3 now, 4 thread_ttl_ms, 5 alias_target, 6 channel, 7 user,
+#       8 require_known, 9 thread ref, 10 ts, 11 group, 12 user limit/min, 13 team limit/min,
+#       14 bucket_ttl_ms, 15 recent threads kept (0: leave them alone)
+# Returns -1 ignored (unknown thread), 0 duplicate, -2 user limit, -3 workspace limit, 1 queued.
+_SUBMIT = """
+if ARGV[8] == '1' and redis.call('EXISTS', KEYS[3]) == 0 then return -1 end
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
+
+-- Spend limits: token buckets holding up to one minute's allowance, refilled continuously.
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function level(key, per_minute)
+  local cap = tonumber(per_minute)
+  if cap <= 0 then return nil end
+  local state = redis.call('HMGET', key, 'tokens', 'at')
+  local tokens = tonumber(state[1]) or cap
+  local at = tonumber(state[2]) or now_ms
+  return math.min(cap, tokens + math.max(0, now_ms - at) * cap / 60000)
+end
+local user_tokens = level(KEYS[7], ARGV[12])
+local team_tokens = level(KEYS[8], ARGV[13])
+if user_tokens and user_tokens < 1 then return -2 end
+if team_tokens and team_tokens < 1 then return -3 end
+if user_tokens then
+  redis.call('HSET', KEYS[7], 'tokens', tostring(user_tokens - 1), 'at', tostring(now_ms))
+  redis.call('PEXPIRE', KEYS[7], ARGV[14])
+end
+if team_tokens then
+  redis.call('HSET', KEYS[8], 'tokens', tostring(team_tokens - 1), 'at', tostring(now_ms))
+  redis.call('PEXPIRE', KEYS[8], ARGV[14])
+end
+
+if redis.call('EXISTS', KEYS[5]) == 0 then
+  redis.call('XGROUP', 'CREATE', KEYS[5], ARGV[11], '0', 'MKSTREAM')
+end
+local id = redis.call('XADD', KEYS[5], '*', 'thread', ARGV[9], 'turn', ARGV[2])
+redis.call('ZADD', KEYS[6], 0, ARGV[10] .. '|' .. id)
+redis.call('HSETNX', KEYS[3], 'registered_at', ARGV[3])
+redis.call('HSETNX', KEYS[3], 'channel', ARGV[6])
+redis.call('HSETNX', KEYS[3], 'user', ARGV[7])
+redis.call('HSET', KEYS[3], 'last_turn_at', ARGV[3])
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
+if ARGV[5] ~= '' then redis.call('SET', KEYS[4], ARGV[5], 'PX', ARGV[4]) end
+-- The App Home's "recent threads", in the same round trip.
+local kept = tonumber(ARGV[15])
+if kept > 0 then
+  redis.call('ZADD', KEYS[9], ARGV[3], ARGV[9])
+  redis.call('ZREMRANGEBYRANK', KEYS[9], 0, -kept - 1)
+  redis.call('PEXPIRE', KEYS[9], ARGV[4])
+end
+return 1
+"""
+
+# KEYS: index, runner, stream. ARGV: token, ttl_ms.
+# The thread's next turn while this worker holds its lock (re-taken if it expired and nobody took it):
+# {'turn', index member, entry id, turn json}; {'empty'} after releasing the lock; {'lost'}.
+_NEXT = """
+local holder = redis.call('GET', KEYS[2])
+if holder ~= ARGV[1] then
+  if holder then return {'lost'} end
+  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+end
+while true do
+  local head = redis.call('ZRANGE', KEYS[1], 0, 0)
+  if not head[1] then
+    redis.call('DEL', KEYS[2])
+    return {'empty'}
+  end
+  local id = string.match(head[1], '|(.+)$')
+  local entry = id and redis.call('XRANGE', KEYS[3], id, id) or {}
+  if entry[1] then
+    local fields = entry[1][2]
+    for i = 1, #fields, 2 do
+      if fields[i] == 'turn' then
+        redis.call('PEXPIRE', KEYS[2], ARGV[2])
+        return {'turn', head[1], id, fields[i + 1]}
+      end
+    end
+  end
+  redis.call('ZREM', KEYS[1], head[1])
+end
+"""
+
+# KEYS: index, stream, record. ARGV: member, entry id, group, record_ttl_ms.
+# A turn is done: all of it at once, so a crash leaves it either fully pending or fully done.
+_FINISH = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('XACK', KEYS[2], ARGV[3], ARGV[2])
+redis.call('XDEL', KEYS[2], ARGV[2])
+redis.call('HSET', KEYS[3], 'done', '1')
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
+return 1
+"""
+
+# KEYS: runner. ARGV: token, ttl_ms.
+_EXTEND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+# KEYS: runner. ARGV: token.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+READ_BLOCK_MS = 1000
+RECLAIM_BATCH = 100
+BACKOFF_MAX_SECONDS = 5.0
+
+
+class Submitted(StrEnum):
+    QUEUED = "queued"
+    DUPLICATE = "duplicate"
+    IGNORED = "ignored"
+    USER_LIMITED = "user_limited"
+    TEAM_LIMITED = "team_limited"
+
+
+TurnHandler = Callable[[Turn, TurnProgress], Awaitable[None]]
+
+
+class ThreadResolver(Protocol):
+    """The thread map's alias lookup (`bot.threads.store.ThreadStore`), the one read a submit needs."""
+
+    async def resolve(self, keys: Keys, thread: str) -> str: ...
+
+
+def _consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+class Dispatcher:
+    def __init__(
+        self, redis: Redis, store: ThreadResolver, handle_turn: TurnHandler, *, settings: Settings
+    ) -> None:
+        self._redis = redis
+        self._store = store
+        self._handle_turn = handle_turn
+        self._settings = settings
+        self._lock_ms = int(settings.runner_lock_seconds * 1000)
+        self._consumer = _consumer_name()
+        self._submit = redis.register_script(_SUBMIT)
+        self._next = redis.register_script(_NEXT)
+        self._finish = redis.register_script(_FINISH)
+        self._extend = redis.register_script(_EXTEND)
+        self._release = redis.register_script(_RELEASE)
+        self._progress_scripts = ProgressScripts(redis)
+        # One drain task per assistant thread this process runs, by (workspace namespace, thread).
+        self._drains: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._slot_freed = asyncio.Event()
+        self._background: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    # ---- the listener side ----------------------------------------------------------------------
+
+    async def submit(self, msg: IncomingMessage, *, require_known_thread: bool = False) -> Submitted:
+        """Queue a user's message for an answer unless it was seen before. Fast: the listener awaits it."""
+        keys = msg.workspace.keys
+        thread = thread_ref(msg)
+        if msg.is_dm and msg.thread_ts is not None:
+            thread = await self._guard(self._store.resolve(keys, thread))
+        turn = Turn(
+            workspace=msg.workspace,
+            thread=thread,
+            channel=msg.channel,
+            user=msg.user,
+            text=msg.text,
+            ts=msg.ts,
+            reply_thread_ts=msg.reply_thread_ts,
+            is_dm=msg.is_dm,
+            received_at=time.time(),
+            files=msg.files,
+        )
+        # Replies to a top-level DM land in a Slack thread under it; that thread continues the
+        # user's own assistant thread.
+        alias = f"c:{msg.channel}:{msg.ts}" if thread.startswith("u:") else None
+        seen = [keys.seen_message(msg.channel, msg.ts)]
+        if msg.event_id:
+            seen.append(keys.seen_event(msg.event_id))
+        return await self._enqueue(
+            turn,
+            seen=seen,
+            alias=alias,
+            require_known_thread=require_known_thread,
+            limited=turn.kind == "message",
+            recent=True,
+        )
+
+    async def claim(self, msg: IncomingMessage) -> bool:
+        """Claim a message handled outside the queue (a command), with the same dedupe keys as submit."""
+        keys = msg.workspace.keys
+        seen = [keys.seen_message(msg.channel, msg.ts)]
+        if msg.event_id:
+            seen.append(keys.seen_event(msg.event_id))
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for key in seen:
+                pipe.set(key, "1", nx=True, px=ms(DEDUPE_TTL))
+            claimed = await self._guard(pipe.execute())
+        return all(claimed)
+
+    async def submit_reset(self, turn: Turn, *, request_id: str) -> Submitted:
+        """Queue a reset behind the thread's pending turns. `request_id` (e.g. a trigger id) dedupes it."""
+        return await self._enqueue(turn, seen=[turn.workspace.keys.seen_event(f"reset:{request_id}")])
+
+    async def _enqueue(
+        self,
+        turn: Turn,
+        *,
+        seen: list[str],
+        alias: str | None = None,
+        require_known_thread: bool = False,
+        limited: bool = False,
+        recent: bool = False,
+    ) -> Submitted:
+        keys, thread = turn.workspace.keys, turn.thread
+        script_keys = [
+            seen[-1],
+            seen[0],
+            keys.thread(thread),
+            keys.alias(alias) if alias else keys.thread(thread),
+            keys.turns(),
+            keys.queue(thread),
+            keys.user_bucket(turn.user),
+            keys.team_bucket(),
+            keys.user_threads(turn.user),
+        ]
+        args = [
+            ms(DEDUPE_TTL),
+            turn.model_dump_json(),
+            f"{turn.received_at:.3f}",
+            ms(THREAD_TTL),
+            thread if alias else "",
+            turn.channel,
+            turn.user,
+            "1" if require_known_thread else "0",
+            thread,
+            # Slack may deliver a thread's events out of order: the index is sorted by the
+            # message ts (same-score ZSET members sort by their bytes; ts strings sort in time).
+            turn.ts,
+            TURN_GROUP,
+            self._settings.rate_limit_user_per_minute if limited else 0,
+            self._settings.rate_limit_team_per_minute if limited else 0,
+            ms(RATE_BUCKET_TTL),
+            RECENT_THREADS_KEPT if recent else 0,
+        ]
+        result = await self._guard(self._submit_once(script_keys, args, keys.registry_member))
+        if result == -1:
+            return Submitted.IGNORED
+        if result == 0:
+            log.info("duplicate %s %s ignored", turn.kind, turn.id)
+            return Submitted.DUPLICATE
+        if result in (-2, -3):
+            log.info("%s %s over the %s spend limit", turn.kind, turn.id, "user" if result == -2 else "team")
+            return Submitted.USER_LIMITED if result == -2 else Submitted.TEAM_LIMITED
+        return Submitted.QUEUED
+
+    async def _submit_once(self, script_keys: list[str], args: list[Any], member: str) -> Any:
+        """The submit script and the workspace's registration in one round trip. (redis-py's pipelined
+        scripts cost an extra SCRIPT EXISTS round trip per call: EVALSHA is sent as is, and the script
+        loaded only when Redis does not know it yet.)"""
+        for _ in range(2):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.evalsha(self._submit.sha, len(script_keys), *script_keys, *args)
+                # After the script, so a worker that sees the workspace also finds its stream and group.
+                pipe.sadd(TEAMS_KEY, member)
+                result, _ = await pipe.execute(raise_on_error=False)
+            if not isinstance(result, NoScriptError):
+                if isinstance(result, Exception):
+                    raise result
+                return result
+            await self._redis.script_load(_SUBMIT)
+        raise NoScriptError("submit script not loaded")
+
+    @staticmethod
+    async def _guard(call: Awaitable[T]) -> T:
+        try:
+            return await call
+        except RedisError as exc:
+            raise StoreUnavailable(f"Redis: {type(exc).__name__}") from exc
+
+    # ---- the worker side ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start reading turns and the sweep that reclaims turns of workers that went away."""
+        self._background = [
+            asyncio.create_task(self._read_forever(), name="turn reader"),
+            asyncio.create_task(self.recover_forever(self._settings.recovery_interval_seconds), name="sweep"),
+        ]
+
+    async def _workspaces(self) -> list[Keys]:
+        members = await self._redis.smembers(TEAMS_KEY)
+        return [Keys.from_registry_member(str(m)) for m in sorted(members)]
+
+    async def _ensure_groups(self, workspaces: list[Keys]) -> None:
+        for keys in workspaces:
+            with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists, as it should
+                await self._redis.xgroup_create(keys.turns(), TURN_GROUP, id="0", mkstream=True)
+
+    async def _read_forever(self) -> None:
+        backoff = 0.0
+        while not self._stopping:
+            free = self._settings.worker_concurrency - len(self._drains)
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            try:
+                workspaces = await self._workspaces()
+                if not workspaces:
+                    await asyncio.sleep(READ_BLOCK_MS / 1000)
+                    continue
+                by_stream = {keys.turns(): keys for keys in workspaces}
+                try:
+                    batches: Any = await self._redis.xreadgroup(
+                        TURN_GROUP,
+                        self._consumer,
+                        dict.fromkeys(by_stream, ">"),
+                        count=free,
+                        block=READ_BLOCK_MS,
+                    )
+                except ResponseError as exc:
+                    if "NOGROUP" not in str(exc):
+                        raise
+                    await self._ensure_groups(workspaces)
+                    continue
+                for stream, entries in batches or []:
+                    for entry_id, fields in entries:
+                        await self._offer(by_stream[str(stream)], str(entry_id), fields)
+                backoff = 0.0
+            except RedisError as exc:
+                raise_if_cancelling()
+                backoff = min(BACKOFF_MAX_SECONDS, backoff * 2 or 0.25)
+                log.warning(
+                    "turn reader: Redis unavailable (%s); retrying in %.1fs", type(exc).__name__, backoff
+                )
+                await asyncio.sleep(backoff)
+
+    async def recover_forever(self, interval: float) -> None:
+        """Every `interval`, reclaim turns whose worker went silent (died, or was stopped)."""
+        while not self._stopping:
+            await asyncio.sleep(interval)
+            try:
+                await self.recover_once()
+            except RedisError as exc:
+                raise_if_cancelling()
+                log.warning("recovery sweep skipped: %s", type(exc).__name__)
+
+    async def recover_once(self) -> int:
+        """XAUTOCLAIM every entry idle longer than the lock TTL and offer it; returns drains started."""
+        started = 0
+        for keys in await self._workspaces():
+            cursor = "0-0"
+            for _ in range(100):  # bounded: 100 batches of RECLAIM_BATCH per workspace and sweep
+                try:
+                    reply = await self._redis.xautoclaim(
+                        keys.turns(), TURN_GROUP, self._consumer, self._lock_ms, cursor, count=RECLAIM_BATCH
+                    )
+                except ResponseError as exc:
+                    if "NOGROUP" not in str(exc):
+                        raise
+                    await self._ensure_groups([keys])
+                    break
+                cursor, entries = str(reply[0]), reply[1]
+                for entry_id, fields in entries:
+                    if entry_id is None or fields is None:
+                        continue  # deleted under us (Redis 6.2 still lists it): nothing to run
+                    if self._stopping:
+                        return 0
+                    if await self._offer(keys, str(entry_id), fields):
+                        log.info("reclaimed turn entry %s: running its thread here", entry_id)
+                        started += 1
+                if cursor == "0-0":
+                    break
+        return started
+
+    async def _offer(self, keys: Keys, entry_id: str, fields: dict[Any, Any]) -> bool:
+        """A delivered entry: drain its thread if nobody does (True), else leave it pending for the
+        lock holder, who runs it in its turn since it is in the thread's index."""
+        thread = str(fields.get("thread") or "")
+        if not thread or self._stopping:
+            return False
+        if (keys.ns, thread) in self._drains:
+            return False  # this process is draining the thread already
+        token = secrets.token_hex(8)
+        # Taking the lock and reading the thread's head are one script: one round trip fewer per drain.
+        head = await self._next_head(keys, thread, token)
+        if head[0] != "turn":
+            return False  # another worker holds the thread ('lost'), or nothing is left ('empty')
+        task = asyncio.create_task(self._drain(keys, thread, token, head), name=f"drain {thread}")
+        self._drains[(keys.ns, thread)] = task
+        task.add_done_callback(lambda _: self._drain_done(keys.ns, thread))
+        return True
+
+    def _drain_done(self, ns: str, thread: str) -> None:
+        self._drains.pop((ns, thread), None)
+        self._slot_freed.set()
+
+    async def _next_head(self, keys: Keys, thread: str, token: str) -> list[Any]:
+        head: list[Any] = await self._next(
+            keys=[keys.queue(thread), keys.runner(thread), keys.turns()], args=[token, self._lock_ms]
+        )
+        return head
+
+    async def _drain(self, keys: Keys, thread: str, token: str, first: list[Any]) -> None:
+        """Run this thread's unfinished turns in order while holding its runner lock, from `first` (the
+        head read when the lock was taken)."""
+        drain = asyncio.current_task()
+        assert drain is not None
+        ended = asyncio.Event()
+        heartbeat = asyncio.create_task(self._keep_lock(keys, thread, token, drain, ended))
+        release = True
+        head: list[Any] | None = first
+        try:
+            while not self._stopping:
+                if head is None:
+                    head = await self._next_head(keys, thread, token)
+                if head[0] == "empty":
+                    release = False  # the script released it
+                    return
+                if head[0] == "lost":
+                    log.warning("lost the lock of %s to another worker", thread)
+                    release = False
+                    return
+                _, member, entry_id, raw = (str(x) for x in head)
+                head = None
+                turn = Turn.model_validate_json(raw)
+                if not await self._run(keys, thread, token, turn):
+                    return  # interrupted: the turn stays pending and is reclaimed later
+                finish_keys = [keys.queue(thread), keys.turns(), keys.turn(turn.id)]
+                finish_args: list[str | int] = [member, entry_id, TURN_GROUP, ms(TURN_RECORD_TTL)]
+                await patiently(functools.partial(self._finish, keys=finish_keys, args=finish_args))
+        except RedisError as exc:
+            log.warning("lost Redis while running %s (%s); its turns stay queued", thread, type(exc).__name__)
+        finally:
+            ended.set()
+            heartbeat.cancel()
+            # Bounded: a cancellation that lands together with a Redis timeout can be absorbed by it.
+            await asyncio.wait({heartbeat}, timeout=1)
+            if release:
+                # Stopping, interrupted or cancelled: hand the thread back at once (its pending entries are
+                # reclaimed by any replica once idle).
+                with contextlib.suppress(RedisError, asyncio.CancelledError):
+                    await asyncio.wait_for(self._release(keys=[keys.runner(thread)], args=[token]), 2)
+            log.debug("drain of %s ended", thread)
+
+    async def _run(self, keys: Keys, thread: str, token: str, turn: Turn) -> bool:
+        """Run one turn; False when it was interrupted and must stay queued."""
+        progress = TurnProgress(self._progress_scripts, keys, thread, turn.id, token, self._lock_ms)
+        try:
+            record = await progress.begin()
+            if record.done:
+                log.info("turn %s was already done", turn.id)
+                return True
+            await self._handle_turn(turn, progress)
+        except TurnInterrupted as exc:
+            log.warning("turn %s interrupted (%s); it stays queued", turn.id, exc)
+            return False
+        except Exception:
+            # The turn handler tells the user itself; whatever escapes is a bug, logged, never fatal.
+            log.exception("turn %s failed unexpectedly", turn.id)
+        return True
+
+    async def _keep_lock(
+        self, keys: Keys, thread: str, token: str, drain: asyncio.Task[Any], ended: asyncio.Event
+    ) -> None:
+        """Refresh the lock; if it was lost (this process stalled past its TTL and another worker took the
+        thread over), stop the drain at once so it no longer writes to Slack."""
+        interval = self._lock_ms / 3000
+        while not ended.is_set():
+            await asyncio.sleep(interval)
+            try:
+                extended = await self._extend(keys=[keys.runner(thread)], args=[token, self._lock_ms])
+            except RedisError:
+                raise_if_cancelling()
+                log.warning("could not extend the runner lock of %s", thread)
+                continue
+            if not extended and await self._redis.exists(keys.runner(thread)):
+                log.warning("lost the lock of %s to another worker; stopping", thread)
+                drain.cancel()
+                return
+
+    async def shutdown(self, grace_seconds: float) -> None:
+        """Stop taking turns; let running ones finish for up to `grace_seconds`, then hand the rest back
+        (cancelled drains release their locks; their unacked entries are reclaimed by another replica)."""
+        self._stopping = True
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        drains = set(self._drains.values())
+        if not drains:
+            return
+        log.info("shutdown: waiting for %s", ", ".join(sorted(t.get_name() for t in drains)))
+        done, pending = await asyncio.wait(drains, timeout=grace_seconds)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+        log.info("shutdown: %d threads finished, %d handed back to the queue", len(done), len(pending))

@@ -1,0 +1,124 @@
+"""The composition root: builds every part once from settings, wires them together, and hands the Slack
+listeners a small facade (`Bot`). It holds no logic of its own: each listener's call goes straight to the
+part that owns it (messages and commands to `threads.intake`, the App Home to `threads.home`, …)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from openai import AsyncOpenAI
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.assistant.responses import ResponsesBackend, build_openai_client
+from bot.files.generated import GeneratedFiles
+from bot.files.service import FileService
+from bot.files.sweep import OrphanSweeper, sweep_forever
+from bot.queue.connection import RedisHandle, connect_redis
+from bot.queue.dispatcher import Dispatcher
+from bot.settings import Settings
+from bot.slack.client import build_web_client
+from bot.slack.ephemeral import Ephemeral
+from bot.threads.admin import ThreadAdmin
+from bot.threads.home import AppHome
+from bot.threads.intake import Intake
+from bot.threads.messages_tab import MessagesTab
+from bot.threads.settings_modal import ThreadSettings
+from bot.threads.store import ThreadStore
+from bot.threads.targets import Targets
+from bot.tools import ToolRegistry, registry_from
+from bot.turns.runner import TurnRunner
+
+log = logging.getLogger(__name__)
+
+
+class Bot:
+    """What the listeners call: `intake` (messages, commands, the reset shortcut), `home`,
+    `thread_settings`, `messages_tab`; plus the process's lifecycle (start, health, close)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        redis: RedisHandle,
+        web_client: AsyncWebClient,
+        openai_client: AsyncOpenAI,
+        tools: ToolRegistry | None = None,
+    ) -> None:
+        self.settings = settings
+        self.web_client = web_client
+        self._redis = redis
+        self._openai = openai_client
+        tools = tools if tools is not None else registry_from(settings)
+        store = ThreadStore(redis.client)
+        backend = ResponsesBackend(openai_client, settings)
+        self._files = FileService(
+            settings, redis=redis.client, web_client=web_client, openai_client=openai_client
+        )
+        runner = TurnRunner(
+            settings=settings,
+            web_client=web_client,
+            store=store,
+            backend=backend,
+            files=self._files,
+            registry=tools,
+            generated=GeneratedFiles(openai_client, web_client, settings.file_max_bytes),
+        )
+        self._dispatcher = Dispatcher(redis.client, store, runner, settings=settings)
+        admin = ThreadAdmin(store, backend, self._dispatcher, files=self._files)
+        targets = Targets(store)
+        ephemeral = Ephemeral(web_client)
+        self.intake = Intake(self._dispatcher, admin, targets, ephemeral)
+        self.thread_settings = ThreadSettings(admin, targets, web_client, ephemeral)
+        self.home = AppHome(
+            model=settings.assistant_model,
+            # Every tool the model can use: the built-ins switched on and the teams' own.
+            tool_names=list(dict.fromkeys([*settings.assistant_tools, *tools.names])),
+            store=store,
+            admin=admin,
+            targets=targets,
+            client=web_client,
+        )
+        self.messages_tab = MessagesTab(settings.assistant_suggested_prompts, store, web_client)
+        self._orphan_sweep: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, tools: ToolRegistry | None = None) -> Bot:
+        return cls(
+            settings,
+            redis=connect_redis(settings),
+            web_client=build_web_client(settings),
+            openai_client=build_openai_client(settings),
+            tools=tools,
+        )
+
+    @property
+    def runs_turns(self) -> bool:
+        """False for a front (WORKER_CONCURRENCY=0): it acks and queues, worker processes answer."""
+        return self.settings.worker_concurrency > 0
+
+    def start(self) -> None:
+        """Start background work: the workers reading the turn queue, the sweep reclaiming turns, and
+        the sweep of orphaned files. A front starts none of it, so its event loop only serves acks."""
+        if not self.runs_turns:
+            log.info("front only (WORKER_CONCURRENCY=0): queueing turns for `slack-assistant worker`")
+            return
+        self._dispatcher.start()
+        if self.settings.orphan_sweep_hours:  # expired threads' files and stores go
+            sweeper = OrphanSweeper(self._files.store, self._files.openai)
+            every = self.settings.orphan_sweep_hours * 3600
+            self._orphan_sweep = asyncio.create_task(
+                sweep_forever(sweeper, self._redis.client, every), name="orphan sweep"
+            )
+
+    async def ping(self) -> bool:
+        return await self._redis.ping()
+
+    async def aclose(self, grace_seconds: float = 20.0) -> None:
+        if self._orphan_sweep is not None:
+            self._orphan_sweep.cancel()
+        await self._dispatcher.shutdown(grace_seconds)
+        await self._openai.close()
+        if self.web_client.session is not None:
+            await self.web_client.session.close()
+        await self._redis.close()

@@ -1,0 +1,302 @@
+"""One answer in a Slack thread: streamed with chat.startStream/appendStream/stopStream, split into
+several messages past Slack's per-message limit, and carried on with chat.update when Slack says the
+stream has expired.
+
+Text is sent at once when it first arrives and then at most once per `flush_seconds`, so a fast model
+does not turn into hundreds of Slack calls (and 429s).
+
+A retried turn *adopts* the messages an earlier attempt posted (their ts come from the turn's progress
+record): a stream left open is stopped, and the answer is written into those messages with chat.update
+instead of being posted again. `on_message` reports each new message's ts as soon as Slack gives it, so the
+record is always current (a message it cannot record is deleted again), and `guard` is asked before any
+whole-message write, so a worker that lost the turn to another never overwrites that worker's answer.
+When Slack answers `msg_too_long`, messages get smaller and the text carries on in the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.errors import BotError, SlackDeliveryError
+from bot.slack.client import SLACK_CALL_ERRORS, SLACK_TRANSPORT_ERRORS
+from bot.slack.client import slack_error as _slack_error
+from bot.slack.markdown import FENCE, inside_code_block, split_point
+
+log = logging.getLogger(__name__)
+
+WARNING_ICON = ":warning:"
+# msg_too_long: messages are halved down to this size before giving up.
+MIN_MESSAGE_CHARS = 200
+
+OnMessage = Callable[[str], Awaitable[None]]
+# Raises when this answer must no longer be written (another worker took the turn over).
+Guard = Callable[[], Awaitable[None]]
+
+
+class _TooLong(Exception):
+    """Slack refused a piece as too long (`msg_too_long`)."""
+
+
+@dataclass
+class _Message:
+    text: str = ""
+    ts: str | None = None
+    # False once the stream is gone: the message is then written with chat.postMessage / chat.update.
+    streaming: bool = True
+
+
+class ReplyStream:
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        *,
+        channel: str,
+        thread_ts: str,
+        team_id: str,
+        user_id: str,
+        flush_seconds: float,
+        max_chars: int,
+        on_message: OnMessage | None = None,
+        guard: Guard | None = None,
+    ) -> None:
+        self._client = client
+        self._channel = channel
+        self._thread_ts = thread_ts
+        self._team_id = team_id
+        self._user_id = user_id
+        self._flush_seconds = flush_seconds
+        self._max_chars = max_chars
+        self._on_message = on_message
+        self._guard = guard
+        self._messages: list[_Message] = [_Message()]
+        # Messages of an earlier attempt not reused yet, in order.
+        self._spare_ts: list[str] = []
+        self._pending = ""
+        self._last_flush = float("-inf")
+        self._timer: asyncio.Task[None] | None = None
+        self._timer_error: BaseException | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def message_ts(self) -> list[str]:
+        return [m.ts for m in self._messages if m.ts]
+
+    @property
+    def text(self) -> str:
+        return "".join(m.text for m in self._messages) + self._pending
+
+    async def adopt(self, message_ts: list[str]) -> None:
+        """Write into the messages an earlier attempt posted (stopping a stream it left open)."""
+        for ts in message_ts:
+            try:
+                await self._client.chat_stopStream(channel=self._channel, ts=ts)
+            except SLACK_CALL_ERRORS as exc:
+                log.debug("adopted message not streaming (%s)", _slack_error(exc))
+        if message_ts:
+            self._messages = [_Message(ts=message_ts[0], streaming=False)]
+            self._spare_ts = list(message_ts[1:])
+
+    async def append(self, delta: str) -> None:
+        self._raise_timer_error()
+        if not delta:
+            return
+        self._pending += delta
+        wait = self._last_flush + self._flush_seconds - asyncio.get_running_loop().time()
+        if wait <= 0:
+            await self._flush()
+        elif self._timer is None:
+            self._timer = asyncio.create_task(self._flush_later(wait))
+
+    async def finish(self) -> None:
+        """Send what is left and close the message."""
+        await self._stop_timer()
+        if not self.message_ts and not self._pending:
+            # The model said nothing: still answer, so the user is not left with a silent thread.
+            self._pending = "_(The assistant returned an empty answer.)_"
+        await self._flush_and_close()
+
+    async def fail(self, user_message: str) -> None:
+        """End the answer with a short notice; a new message when nothing was shown yet."""
+        await self._stop_timer()
+        separator = "\n\n" if self.text.strip() else ""
+        if separator and inside_code_block(self.text):
+            separator = "\n" + FENCE + "\n\n"
+        self._pending += f"{separator}{WARNING_ICON} {user_message}"
+        await self._flush_and_close()
+
+    async def _flush_and_close(self) -> None:
+        last = self._messages[-1]
+        if last.streaming and last.ts and self._pending and len(last.text + self._pending) <= self._max_chars:
+            # The last piece rides on chat.stopStream: one Slack call fewer per answer.
+            final, self._pending = self._pending, ""
+            last.text += final
+            await self._close(last, final)
+            return
+        await self._flush()
+        await self._close(self._messages[-1])
+
+    async def _flush_later(self, delay: float) -> None:
+        try:
+            await asyncio.sleep(delay)
+            self._timer = None
+            await self._flush()
+        except BotError as exc:
+            self._timer_error = exc
+
+    def _raise_timer_error(self) -> None:
+        if self._timer_error is not None:
+            error, self._timer_error = self._timer_error, None
+            raise error
+
+    async def _stop_timer(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await timer
+        self._raise_timer_error()
+
+    async def _flush(self) -> None:
+        async with self._lock:
+            self._last_flush = asyncio.get_running_loop().time()
+            text, self._pending = self._pending, ""
+            while text:
+                msg = self._messages[-1]
+                room = self._max_chars - len(msg.text)
+                if len(text) <= room:
+                    head, rest, full = text, "", False
+                else:
+                    # Past the limit: end this message at a clean break and go on in a new one.
+                    cut = split_point(text, max(room - len(FENCE) - 1, 0))
+                    head, rest, full = text[:cut], text[cut:], True
+                    if inside_code_block(msg.text + head):
+                        head += "\n" + FENCE
+                        rest = FENCE + "\n" + rest
+                try:
+                    if head:
+                        await self._send(msg, head)
+                except _TooLong:
+                    self._shrink(len(msg.text) + len(head))
+                    text = self._unfence(head) + self._unfence_start(rest, head)
+                    if msg.text:
+                        await self._next_message(msg)
+                    continue
+                text = rest
+                if full:
+                    await self._next_message(msg)
+
+    def _shrink(self, refused: int) -> None:
+        smaller = min(self._max_chars, refused) // 2
+        if smaller < MIN_MESSAGE_CHARS:
+            raise SlackDeliveryError("msg_too_long even for a short message")
+        log.warning("Slack refused a message as too long; splitting at %d chars", smaller)
+        self._max_chars = smaller
+
+    @staticmethod
+    def _unfence(head: str) -> str:
+        return head.removesuffix("\n" + FENCE) if head.endswith("\n" + FENCE) else head
+
+    @staticmethod
+    def _unfence_start(rest: str, head: str) -> str:
+        return rest.removeprefix(FENCE + "\n") if head.endswith("\n" + FENCE) else rest
+
+    async def _next_message(self, msg: _Message) -> None:
+        await self._close(msg)
+        if self._spare_ts:
+            self._messages.append(_Message(ts=self._spare_ts.pop(0), streaming=False))
+        else:
+            self._messages.append(_Message())
+
+    async def _send(self, msg: _Message, piece: str) -> None:
+        msg.text += piece
+        try:
+            await self._send_piece(msg, piece)
+        except _TooLong:
+            msg.text = msg.text[: len(msg.text) - len(piece)]
+            raise
+
+    async def _send_piece(self, msg: _Message, piece: str) -> None:
+        if msg.streaming:
+            try:
+                if msg.ts is None:
+                    response = await self._client.chat_startStream(
+                        channel=self._channel,
+                        thread_ts=self._thread_ts,
+                        recipient_team_id=self._team_id,
+                        recipient_user_id=self._user_id,
+                        markdown_text=piece,
+                    )
+                    await self._started(msg, str(response["ts"]))
+                else:
+                    await self._client.chat_appendStream(
+                        channel=self._channel, ts=msg.ts, markdown_text=piece
+                    )
+                return
+            except SlackApiError as exc:
+                if _slack_error(exc) == "msg_too_long":
+                    raise _TooLong from exc
+                log.warning("streaming to Slack failed (%s); continuing with chat.update", _slack_error(exc))
+                msg.streaming = False
+            except SLACK_TRANSPORT_ERRORS as exc:
+                # Unknown whether Slack showed it: a later attempt rewrites the recorded messages whole.
+                raise SlackDeliveryError(f"Slack stream call got no answer: {type(exc).__name__}") from exc
+        await self._write_whole(msg)
+
+    async def _started(self, msg: _Message, ts: str | None) -> None:
+        if ts and msg.ts != ts:
+            msg.ts = ts
+            if self._on_message is None:
+                return
+            try:
+                await self._on_message(ts)
+            except BotError:
+                # Not recorded, so a retry could not reuse it: take it back rather than leave a stray.
+                try:
+                    await self._client.chat_delete(channel=self._channel, ts=ts)
+                except SLACK_CALL_ERRORS as exc:
+                    log.warning("unrecorded message not deleted: %s", _slack_error(exc))
+                msg.ts, msg.streaming = None, False
+                raise
+
+    async def _close(self, msg: _Message, final: str = "") -> None:
+        """Stop the message's stream, appending `final` (already in `msg.text`); chat.update if that fails."""
+        if not (msg.streaming and msg.ts):
+            return
+        try:
+            await self._client.chat_stopStream(channel=self._channel, ts=msg.ts, markdown_text=final or None)
+            msg.streaming = False
+        except SlackApiError as exc:
+            log.warning(
+                "closing the Slack stream failed (%s); writing it with chat.update", _slack_error(exc)
+            )
+            msg.streaming = False
+            await self._write_whole(msg)
+        except SLACK_TRANSPORT_ERRORS as exc:
+            raise SlackDeliveryError(f"chat.stopStream got no answer: {type(exc).__name__}") from exc
+
+    async def _write_whole(self, msg: _Message) -> None:
+        method = "chat.update" if msg.ts else "chat.postMessage"
+        if self._guard is not None:
+            # A whole-message write could overwrite what a worker that took the turn over has written.
+            await self._guard()
+        try:
+            if msg.ts:
+                await self._client.chat_update(channel=self._channel, ts=msg.ts, markdown_text=msg.text)
+            else:
+                response = await self._client.chat_postMessage(
+                    channel=self._channel, thread_ts=self._thread_ts, markdown_text=msg.text
+                )
+                await self._started(msg, str(response["ts"]))
+        except SlackApiError as exc:
+            if _slack_error(exc) == "msg_too_long":
+                raise _TooLong from exc
+            raise SlackDeliveryError(f"{method} failed: {_slack_error(exc)}") from exc
+        except SLACK_TRANSPORT_ERRORS as exc:
+            raise SlackDeliveryError(f"{method} got no answer: {type(exc).__name__}") from exc

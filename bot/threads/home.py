@@ -1,0 +1,146 @@
+"""The App Home tab: the model and tools, the user's recent assistant threads, and buttons for the user's
+own DM thread (its settings, a reset)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import RedisError
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.models import Workspace
+from bot.slack.client import slack_error
+from bot.threads.admin import ThreadAdmin, slack_date, user_text
+from bot.threads.store import ThreadStore
+from bot.threads.targets import Targets
+
+log = logging.getLogger(__name__)
+
+HOME_RESET_ACTION = "home_reset_dm_thread"
+HOME_SETTINGS_ACTION = "home_dm_thread_settings"
+HOME_THREADS_SHOWN = 10
+
+View = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RecentThread:
+    label: str
+    url: str
+    last_active: float
+
+
+class AppHome:
+    def __init__(
+        self,
+        *,
+        model: str,
+        tool_names: list[str],
+        store: ThreadStore,
+        admin: ThreadAdmin,
+        targets: Targets,
+        client: AsyncWebClient,
+    ) -> None:
+        self._model = model
+        self._tool_names = tool_names
+        self._store = store
+        self._admin = admin
+        self._targets = targets
+        self._client = client
+        self._workspace_url: str | None = None
+
+    async def publish(self, workspace: Workspace, user: str) -> None:
+        try:
+            recent = await self._store.recent(workspace.keys, user, HOME_THREADS_SHOWN)
+        except RedisError:
+            log.warning("App Home: Redis unavailable; showing no threads")
+            recent = []
+        base = await self._workspace_base()
+        threads = [_recent_thread(workspace, thread, when, record, base) for thread, when, record in recent]
+        view = home_view(model=self._model, tools=self._tool_names, threads=threads, date=slack_date)
+        try:
+            await self._client.views_publish(user_id=user, view=view)
+        except SlackApiError as exc:
+            log.warning("views.publish failed: %s", slack_error(exc))
+
+    async def reset_dm_thread(self, workspace: Workspace, user: str, *, request_id: str) -> None:
+        """The reset button: queue a reset of the user's DM thread, then show the tab again."""
+        target = await self._targets.of_dm(workspace, user)
+        if target is not None:
+            await user_text(self._admin.queue_reset(target, request_id=request_id))
+        await self.publish(workspace, user)
+
+    async def _workspace_base(self) -> str:
+        """The workspace's own URL, for permalinks (asked once: it does not change while we run)."""
+        if self._workspace_url is None:
+            try:
+                self._workspace_url = str((await self._client.auth_test())["url"])
+            except (SlackApiError, KeyError):
+                return "https://slack.com/"
+        return self._workspace_url
+
+
+def _recent_thread(
+    workspace: Workspace, thread: str, when: float, record: dict[str, str], base: str
+) -> RecentThread:
+    channel = record.get("channel", "")
+    if thread.startswith("u:"):
+        url = f"https://slack.com/app_redirect?team={workspace.team_id}&channel={channel}"
+        return RecentThread("Your direct-message thread", url, when)
+    _, channel, ts = thread.split(":", 2)
+    url = f"{base}archives/{channel}/p{ts.replace('.', '')}?thread_ts={ts}&cid={channel}"
+    return RecentThread(f"Thread in <#{channel}>", url, when)
+
+
+def _text(text: str) -> dict[str, Any]:
+    return {"type": "mrkdwn", "text": text}
+
+
+def home_view(
+    *, model: str, tools: list[str], threads: list[RecentThread], date: Callable[[float], str]
+) -> View:
+    """The App Home tab. `date` renders an epoch as Slack date markup."""
+    tool_names = ", ".join(tools) if tools else "none"
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": "Your assistant"}},
+        {"type": "section", "text": _text(f"*Model:* `{model}`\n*Tools:* {tool_names}")},
+        {"type": "divider"},
+        {"type": "section", "text": _text("*Your recent assistant threads*")},
+    ]
+    if threads:
+        lines = [f"• <{t.url}|{t.label}> · {date(t.last_active)}" for t in threads]
+        blocks.append({"type": "section", "text": _text("\n".join(lines))})
+    else:
+        blocks.append(
+            {"type": "context", "elements": [_text("None yet. Mention me in a channel or write to me.")]}
+        )
+    blocks += [
+        {"type": "divider"},
+        {
+            "type": "actions",
+            "elements": [
+                {
+                    "type": "button",
+                    "action_id": HOME_SETTINGS_ACTION,
+                    "text": {"type": "plain_text", "text": "My DM thread's settings"},
+                },
+                {
+                    "type": "button",
+                    "action_id": HOME_RESET_ACTION,
+                    "style": "danger",
+                    "text": {"type": "plain_text", "text": "Reset my DM thread"},
+                    "confirm": {
+                        "title": {"type": "plain_text", "text": "Reset your DM thread?"},
+                        "text": _text("The assistant forgets your direct-message conversation."),
+                        "confirm": {"type": "plain_text", "text": "Reset"},
+                        "deny": {"type": "plain_text", "text": "Cancel"},
+                    },
+                },
+            ],
+        },
+    ]
+    return {"type": "home", "blocks": blocks}

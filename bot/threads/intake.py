@@ -1,0 +1,88 @@
+"""What people send the bot, routed in one place: a message to answer goes to the turn queue; a command
+written after a mention, typed as `/assistant …` or chosen as the "Reset this thread" shortcut is carried
+out on its thread now, and answered with an ephemeral message."""
+
+from __future__ import annotations
+
+import logging
+
+from bot.errors import BotError, TeamSpendLimited, UserSpendLimited
+from bot.models import CommandRequest, IncomingMessage, MessageAction
+from bot.queue.dispatcher import Dispatcher, Submitted
+from bot.slack.ephemeral import Ephemeral
+from bot.threads.admin import ThreadAdmin, user_text
+from bot.threads.commands import (
+    CHANNEL_HINT,
+    HELP_TEXT,
+    Command,
+    ParsedCommand,
+    UnknownCommand,
+    parse_command,
+    parse_thread_command,
+)
+from bot.threads.targets import Targets
+
+log = logging.getLogger(__name__)
+
+
+class Intake:
+    def __init__(
+        self, dispatcher: Dispatcher, admin: ThreadAdmin, targets: Targets, ephemeral: Ephemeral
+    ) -> None:
+        self._dispatcher = dispatcher
+        self._admin = admin
+        self._targets = targets
+        self._ephemeral = ephemeral
+
+    async def receive(self, msg: IncomingMessage, *, require_known_thread: bool = False) -> Submitted:
+        """Queue a person's message for an answer, or carry out a command written after a mention.
+
+        Raises StoreUnavailable, or UserSpendLimited / TeamSpendLimited (nothing is sent to OpenAI), each
+        with a user message.
+        """
+        if msg.mentions_bot:
+            try:
+                parsed = parse_thread_command(msg.text)
+            except UnknownCommand as exc:
+                if await self._dispatcher.claim(msg):
+                    await self._ephemeral.whisper(
+                        msg.channel, msg.user, exc.user_message, msg.reply_thread_ts
+                    )
+                return Submitted.QUEUED
+            if parsed is not None:
+                await self._thread_command(msg, parsed)
+                return Submitted.QUEUED
+        result = await self._dispatcher.submit(msg, require_known_thread=require_known_thread)
+        if result is Submitted.USER_LIMITED:
+            raise UserSpendLimited(f"user {msg.user}")
+        if result is Submitted.TEAM_LIMITED:
+            raise TeamSpendLimited(f"team {msg.workspace.team_id}")
+        return result
+
+    async def _thread_command(self, msg: IncomingMessage, parsed: ParsedCommand) -> None:
+        if not await self._dispatcher.claim(msg):
+            return  # a retry, or the app_mention / message twin
+        target = await self._targets.of_message(msg)
+        text = await self._admin.run(target, parsed, request_id=f"{msg.channel}:{msg.ts}")
+        await self._ephemeral.whisper(msg.channel, msg.user, text, msg.reply_thread_ts)
+
+    async def command(self, req: CommandRequest, *, request_id: str) -> str:
+        """Answer `/assistant …`: the ephemeral text to show the user (it goes back in the ack)."""
+        try:
+            parsed = parse_command(req.text)
+        except UnknownCommand as exc:
+            return exc.user_message
+        if parsed.command is Command.HELP:
+            return HELP_TEXT
+        if not req.is_dm:
+            return CHANNEL_HINT
+        return await user_text(self._admin.run(Targets.of_command(req), parsed, request_id=request_id))
+
+    async def reset_shortcut(self, action: MessageAction, *, request_id: str) -> None:
+        """The "Reset this thread" shortcut on a message: reset the assistant thread it belongs to."""
+        try:
+            target = await self._targets.of_action(action)
+            text = await self._admin.queue_reset(target, request_id=request_id)
+        except BotError as exc:
+            text = exc.user_message
+        await self._ephemeral.whisper(action.channel, action.user, text, action.thread_ts)

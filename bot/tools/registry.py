@@ -1,0 +1,149 @@
+"""Function tools: a team declares an async Python function with typed (pydantic) parameters and a
+docstring, and it becomes a strict function tool the model can call.
+
+    class WeatherArgs(BaseModel):
+        city: str
+
+    @tool
+    async def get_weather(args: WeatherArgs, ctx: ToolContext) -> dict[str, str]:
+        "The current weather in a city."
+        ...
+
+Point `ASSISTANT_TOOL_MODULES=mycompany.slack_tools` at a module holding such functions. A tool that
+raises returns an error result to the model (and a note in the log), never a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import json
+import logging
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, get_type_hints
+
+import openai
+from pydantic import BaseModel, ValidationError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+MARK = "__slack_assistant_tool__"
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """What a tool may know about the turn it runs in."""
+
+    team_id: str
+    user_id: str
+    channel: str
+    thread_ts: str | None
+    slack: AsyncWebClient
+
+
+ToolFunc = Callable[[Any, ToolContext], Awaitable[object]]
+
+
+@dataclass(frozen=True)
+class FunctionTool:
+    name: str
+    description: str
+    params: type[BaseModel]
+    func: ToolFunc
+
+    def spec(self) -> dict[str, Any]:
+        return dict(
+            openai.pydantic_responses_function_tool(self.params, name=self.name, description=self.description)
+        )
+
+
+def tool(func: Callable[..., Awaitable[object]]) -> Callable[..., Awaitable[object]]:
+    """Mark an async function as a tool. Its first parameter is a pydantic model (the arguments); an
+    optional second one receives the ToolContext."""
+    if not inspect.iscoroutinefunction(func):
+        raise TypeError(f"tool {func.__name__} must be an async function")
+    try:
+        hints = get_type_hints(func)
+    except NameError as exc:
+        raise TypeError(f"tool {func.__name__}: cannot resolve its type hints ({exc})") from exc
+    params = list(inspect.signature(func).parameters)
+    model = hints.get(params[0]) if params else None
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        raise TypeError(f"tool {func.__name__}: the first parameter must be a pydantic model")
+    wants_ctx = len(params) > 1
+
+    async def call(args: Any, ctx: ToolContext) -> object:
+        return await (func(args, ctx) if wants_ctx else func(args))
+
+    description = inspect.getdoc(func) or ""
+    if not description:
+        raise TypeError(f"tool {func.__name__} needs a docstring: it is what the model reads")
+    setattr(func, MARK, FunctionTool(func.__name__, description, model, call))
+    return func
+
+
+def tools_in(module_name: str) -> list[FunctionTool]:
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"ASSISTANT_TOOL_MODULES: cannot import {module_name}: {exc}") from exc
+    return [getattr(obj, MARK) for obj in vars(module).values() if hasattr(obj, MARK)]
+
+
+class ToolRegistry:
+    def __init__(self, tools: list[FunctionTool], *, timeout_seconds: float = 30.0) -> None:
+        names = [t.name for t in tools]
+        duplicates = {n for n in names if names.count(n) > 1}
+        if duplicates:
+            raise ConfigError(f"two tools share the name(s) {', '.join(sorted(duplicates))}")
+        self._tools = {t.name: t for t in tools}
+        self._specs = [t.spec() for t in tools]  # sent with every response: built once
+        self._timeout = timeout_seconds
+
+    def __bool__(self) -> bool:
+        return bool(self._tools)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._tools)
+
+    def specs(self) -> list[dict[str, Any]]:
+        return list(self._specs)
+
+    async def run(self, name: str, arguments: str, ctx: ToolContext) -> str:
+        """The call's output as the model will read it: the tool's result, or an error it can act on."""
+        found = self._tools.get(name)
+        if found is None:
+            return _error(f"there is no tool named {name}")
+        try:
+            args = found.params.model_validate_json(arguments or "{}")
+        except ValidationError as exc:
+            return _error(f"invalid arguments: {exc.errors(include_url=False, include_input=False)}")
+        try:
+            result = await asyncio.wait_for(found.func(args, ctx), self._timeout)
+        except TimeoutError:
+            log.warning("tool %s timed out after %ss", name, self._timeout)
+            return _error(f"the tool did not answer within {self._timeout:g} seconds")
+        except Exception as exc:
+            # Where it failed, not its message: exception text may carry data or secrets.
+            log.warning("tool %s raised %s at %s", name, type(exc).__name__, _where(exc))
+            return _error(f"the tool failed ({type(exc).__name__})")
+        return result if isinstance(result, str) else json.dumps(result, default=str)
+
+
+def _error(message: str) -> str:
+    return json.dumps({"error": message})
+
+
+def _where(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "?"
+    last = frames[-1]
+    return f"{last.filename}:{last.lineno} in {last.name}"

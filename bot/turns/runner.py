@@ -1,0 +1,278 @@
+"""One turn: a queued user message -> status -> assistant thread -> streamed answer in the Slack thread.
+
+A turn may run more than once (its worker died, Redis or Slack failed midway): its progress record says
+what an earlier attempt did. A recorded response is resumed rather than created again, and the Slack
+messages already posted are written into rather than posted again. `TurnInterrupted` leaves the turn
+queued, to be resumed; every other failure ends in a short notice in the thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+from redis.exceptions import RedisError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.assistant.backend import AssistantBackend, Status, TurnRequest, user_message
+from bot.errors import BotError, NoAssistantThread, SlackDeliveryError, TurnAbandoned, TurnInterrupted
+from bot.files.generated import GeneratedFiles
+from bot.files.service import FileService
+from bot.files.turn_input import FILE_SEARCH_NOTE, TurnInput
+from bot.models import Turn, UserContext
+from bot.queue.progress import TurnProgress
+from bot.settings import Settings
+from bot.slack.client import SLACK_CALL_ERRORS, slack_error
+from bot.slack.replies import WARNING_ICON, ReplyStream
+from bot.threads.store import ThreadStore
+from bot.tools import ToolContext, ToolRegistry
+from bot.turns.tool_loop import THINKING_STATUS, ToolLoop
+
+log = logging.getLogger(__name__)
+
+CODE_NOTE = (
+    "Files shared in this Slack thread (other than images) are in /mnt/data for the python tool. Files you "
+    "save in /mnt/data are shared in the Slack thread after your answer; link them as sandbox paths."
+)
+RESET_NOTICE = (
+    "<@{user}> reset this thread's assistant memory. The next message starts a fresh assistant thread."
+)
+LOADING_MESSAGES = ["Thinking…", "Reading the thread…", "Writing an answer…"]
+
+
+def hosted_tools(settings: Settings, code_file_ids: list[str]) -> list[dict[str, Any]]:
+    """The OpenAI-hosted tools the configuration turns on."""
+    tools: list[dict[str, Any]] = []
+    if "web_search" in settings.assistant_tools:
+        tools.append({"type": "web_search"})
+    if settings.code_interpreter:
+        # "auto": a container per response, with the thread's files copied in.
+        tools.append({"type": "code_interpreter", "container": {"type": "auto", "file_ids": code_file_ids}})
+    return tools
+
+
+def conversation_metadata(turn: Turn) -> dict[str, str]:
+    """The bot's own metadata keys on each conversation (read-only for users)."""
+    return {
+        "slack_team": turn.workspace.team_id,
+        "slack_channel": turn.channel,
+        "slack_thread_ts": "" if turn.thread.startswith("u:") else (turn.reply_thread_ts or ""),
+        "slack_user": turn.user,
+    }
+
+
+def turn_instructions(base: str, turn: Turn, context: UserContext | None) -> str:
+    """Per-turn instructions: who is speaking and where, which the conversation itself does not hold."""
+    where = "a direct message" if turn.is_dm else f"a thread in the Slack channel <#{turn.channel}>"
+    lines = [base, "", f"You are in {where}. This message is from the Slack user <@{turn.user}>."]
+    if context and context.channel_ids:
+        viewing = ", ".join(f"<#{c}>" for c in context.channel_ids)
+        lines.append(f"The user is currently looking at {viewing} in Slack.")
+    return "\n".join(lines)
+
+
+class TurnRunner:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        web_client: AsyncWebClient,
+        store: ThreadStore,
+        backend: AssistantBackend,
+        files: FileService | None = None,
+        registry: ToolRegistry | None = None,
+        generated: GeneratedFiles | None = None,
+    ) -> None:
+        self._settings = settings
+        self._client = web_client
+        self._store = store
+        self._backend = backend
+        self._files = files
+        self._registry = registry if registry is not None else ToolRegistry([])
+        self._loop = ToolLoop(backend, self._registry, settings, generated)
+
+    async def __call__(self, turn: Turn, progress: TurnProgress) -> None:
+        try:
+            if turn.kind == "reset":
+                await self._reset(turn, progress)
+            else:
+                await self._message(turn, progress)
+        except RedisError as exc:
+            raise TurnInterrupted(f"Redis: {type(exc).__name__}") from exc
+
+    async def _message(self, turn: Turn, progress: TurnProgress) -> None:
+        assert turn.reply_thread_ts is not None  # a message is always answered in a Slack thread
+        record = progress.record
+        reply = ReplyStream(
+            self._client,
+            channel=turn.channel,
+            thread_ts=turn.reply_thread_ts,
+            team_id=turn.workspace.team_id,
+            user_id=turn.user,
+            flush_seconds=self._settings.stream_flush_seconds,
+            max_chars=self._settings.max_message_chars,
+            on_message=progress.add_message,
+            guard=progress.check_current,
+        )
+        outcome = "failed"
+        try:
+            await reply.adopt(record.message_ts)
+            if record.attempts > self._settings.max_turn_attempts:
+                raise TurnAbandoned(f"attempt {record.attempts}")
+            await self._set_status(turn, THINKING_STATUS)
+            await self._answer(turn, reply, progress)
+            outcome = "answered"
+        except TurnInterrupted:
+            raise
+        except SlackDeliveryError as exc:
+            if record.attempts >= self._settings.max_turn_attempts:
+                log.warning("turn %s: Slack refused the answer (%s); giving up", turn.id, exc)
+                await self._set_status(turn, "")
+                return
+            # The answer is recorded at OpenAI: a later attempt shows it without running it again.
+            raise TurnInterrupted(f"Slack refused the answer: {exc}") from exc
+        except BotError as exc:
+            log.warning("turn %s: %s: %s", turn.id, type(exc).__name__, exc)
+            await self._tell(turn, reply, exc.user_message)
+        except RedisError:
+            raise
+        except Exception:
+            log.exception("turn %s failed", turn.id)
+            await self._tell(turn, reply, BotError.user_message)
+        with contextlib.suppress(RedisError):
+            await self._store.record_run(turn.workspace.keys, turn.thread, outcome)
+
+    async def _answer(self, turn: Turn, reply: ReplyStream, progress: TurnProgress) -> None:
+        recorded = list(progress.record.response_ids)
+        if recorded:
+            # An earlier attempt created the response(s): show them, never run the turn twice.
+            log.info("turn %s: resuming %s (attempt %d)", turn.id, recorded[-1], progress.record.attempts)
+        extras = await self._input(turn, resuming=bool(recorded))
+        if extras is None:
+            return
+        # A retried turn sends no new message, and its citation markers are not rebuilt from a replay.
+        items = None if recorded else [user_message(extras.text, extras.parts)]
+        citations = None if recorded else extras.citations
+        request = await self._request(turn, progress, extras, resuming=bool(recorded))
+        ctx = ToolContext(turn.workspace.team_id, turn.user, turn.channel, turn.reply_thread_ts, self._client)
+        pieces = self._loop.run(
+            request,
+            items=items,
+            recorded=recorded,
+            ctx=ctx,
+            on_created=progress.save_response,
+            citations=citations,
+        )
+        async with contextlib.aclosing(pieces):
+            async for piece in pieces:
+                if isinstance(piece, Status):
+                    await self._set_status(turn, piece.text)
+                else:
+                    await reply.append(piece)
+        if citations is not None:
+            await reply.append(citations.footer())
+        await reply.finish()
+        log.info("turn %s answered in %s message(s)", turn.id, len(reply.message_ts))
+
+    async def _input(self, turn: Turn, *, resuming: bool) -> TurnInput | None:
+        """The turn's text and files (issue 3: shared files in, file_search on, citations on the answer);
+        None when nothing is left to answer."""
+        if self._files is None:
+            return TurnInput(turn.text)
+        if resuming:
+            return await self._files.recorded_input(turn.workspace.keys, turn.thread)
+        extras = await self._files.prepare(turn, lambda s: self._set_status(turn, s or THINKING_STATUS))
+        if not extras.answer_needed:
+            await self._set_status(turn, "")
+            return None
+        return extras
+
+    async def _request(
+        self, turn: Turn, progress: TurnProgress, extras: TurnInput, *, resuming: bool
+    ) -> TurnRequest:
+        """What every response of this turn sends: the thread's conversation, instructions and tools."""
+        conversation_id, context = await self._store.load(turn.workspace.keys, turn.thread, turn.user)
+        if conversation_id is None:
+            if resuming:
+                raise NoAssistantThread("the thread lost its conversation while its turn was retried")
+            conversation_id = await self._new_conversation(turn, progress)
+        instructions = turn_instructions(self._settings.assistant_instructions, turn, context)
+        tools = [*self._registry.specs(), *extras.tools, *hosted_tools(self._settings, extras.code_file_ids)]
+        if extras.tools:
+            instructions += f"\n\n{FILE_SEARCH_NOTE}"
+        if self._settings.code_interpreter:
+            instructions += f"\n\n{CODE_NOTE}"
+        return TurnRequest(
+            conversation_id,
+            instructions,
+            user_key=f"{turn.workspace.team_id}:{turn.user}",
+            tools=tools,
+        )
+
+    async def _new_conversation(self, turn: Turn, progress: TurnProgress) -> str:
+        created = await self._backend.create_conversation(conversation_metadata(turn))
+        try:
+            bound = await progress.bind_conversation(created)
+        except TurnInterrupted:
+            await self._discard_conversation(created)
+            raise
+        if bound != created:
+            # Another worker bound the thread first (it took this turn over): keep one history.
+            await self._discard_conversation(created)
+        else:
+            log.info("turn %s: new assistant thread %s for %s", turn.id, created, turn.thread)
+        return bound
+
+    async def _discard_conversation(self, conversation_id: str) -> None:
+        try:
+            await self._backend.delete_conversation(conversation_id)
+        except BotError as exc:
+            log.warning("unused conversation %s not deleted: %s", conversation_id, exc)
+
+    async def _tell(self, turn: Turn, reply: ReplyStream, message: str) -> None:
+        try:
+            await reply.fail(message)
+        except SlackDeliveryError as exc:
+            log.warning("turn %s: could not tell the user about the failure: %s", turn.id, exc)
+            await self._set_status(turn, "")
+
+    async def _reset(self, turn: Turn, progress: TurnProgress) -> None:
+        """Delete the remote conversation and forget the mapping; the next message starts afresh."""
+        if progress.record.message_ts:
+            return  # an earlier attempt did it all and posted the notice
+        keys = turn.workspace.keys
+        try:
+            conversation_id = await self._store.conversation_id(keys, turn.thread)
+            if conversation_id is not None:
+                await self._backend.delete_conversation(conversation_id)
+            if self._files is not None:  # files (issue 3): the thread's vector store and uploads go too
+                await self._files.forget_thread(keys, turn.thread)
+            await self._store.forget(keys, turn.thread)
+            log.info("turn %s: reset %s (conversation %s)", turn.id, turn.thread, conversation_id)
+            notice = RESET_NOTICE.format(user=turn.user)
+        except BotError as exc:
+            log.warning("turn %s: reset failed: %s: %s", turn.id, type(exc).__name__, exc)
+            notice = f"{WARNING_ICON} Couldn't reset this thread. {exc.user_message}"
+        try:
+            response = await self._client.chat_postMessage(
+                channel=turn.channel, thread_ts=turn.reply_thread_ts, markdown_text=notice
+            )
+        except SLACK_CALL_ERRORS as exc:
+            log.warning("turn %s: reset notice not posted: %s", turn.id, slack_error(exc))
+            return
+        await progress.add_message(str(response["ts"]))
+
+    async def _set_status(self, turn: Turn, status: str) -> None:
+        # Best effort: the status is a nicety and is not available on every surface.
+        if turn.reply_thread_ts is None:
+            return
+        try:
+            await self._client.assistant_threads_setStatus(
+                channel_id=turn.channel,
+                thread_ts=turn.reply_thread_ts,
+                status=status,
+                loading_messages=LOADING_MESSAGES if status else None,
+            )
+        except SLACK_CALL_ERRORS as exc:
+            log.debug("setStatus not shown: %s", slack_error(exc))

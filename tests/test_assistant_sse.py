@@ -1,0 +1,85 @@
+"""bot.sse: the fast Responses event-stream reader gives what openai-python's AsyncStream gives."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import openai
+import pytest
+from openai.types.responses import ResponseCompletedEvent, ResponseCreatedEvent
+
+from bot.assistant.sse import LightEvent, SSEParser, TextDelta, events
+from tests.fakes.openai_api import FakeOpenAI, Reply
+
+MODEL = "gpt-5.1"
+
+
+def parse(*chunks: bytes) -> list[tuple[str | None, str]]:
+    parser = SSEParser()
+    out = [pair for chunk in chunks for pair in parser.feed(chunk)]
+    return out + parser.finish()
+
+
+def test_parser_follows_the_sse_line_rules_across_chunk_boundaries() -> None:
+    # LF, CRLF split between chunks, lone CR; multi-line data; comments, id and retry skipped.
+    assert parse(
+        b"event: a\ndata: 1\n\n", b"data: 2\r", b"\n\r\n: comment\rid: 7\rretry: 5\rdata: x\r\rdata:y\n"
+    ) == [
+        ("a", "1"),
+        (None, "2"),
+        (None, "x"),
+    ]  # the unfinished last event is dropped
+    assert parse(b"data: one\ndata: two\n\n") == [(None, "one\ntwo")]
+    snowman = "data: \u2603\n\n".encode()
+    assert parse(snowman[:7], snowman[7:]) == [(None, "\u2603")]  # UTF-8 split inside a character
+
+
+async def _both(fake: FakeOpenAI, reply: Reply) -> tuple[list[Any], list[Any]]:
+    """The same scripted response read twice: through AsyncStream, and through bot.sse.events."""
+    async with openai.AsyncOpenAI(api_key=fake.api_key, base_url=fake.base_url, max_retries=0) as client:
+        read: list[list[Any]] = []
+        for fast in (False, True):
+            conv = await client.conversations.create()
+            fake.script(reply)
+            stream = await client.responses.create(model=MODEL, conversation=conv.id, input="hi", stream=True)
+            got: list[Any] = []
+            try:
+                async for event in events(stream) if fast else stream:
+                    got.append(event)
+            finally:
+                await stream.close()
+            read.append(got)
+        return read[0], read[1]
+
+
+def test_events_match_the_sdk_stream_with_light_text_deltas(fake: FakeOpenAI) -> None:
+    typed, fast = asyncio.run(_both(fake, Reply(text="Hello from the fake model!", chunk_size=5)))
+    assert [(e.type, e.sequence_number) for e in fast] == [(e.type, e.sequence_number) for e in typed]
+    deltas = [e for e in fast if e.type == "response.output_text.delta"]
+    assert deltas and all(isinstance(e, TextDelta) for e in deltas)
+    assert "".join(e.delta for e in deltas) == "Hello from the fake model!"
+    [added] = [e for e in fast if e.type == "response.output_item.added"]
+    assert {(d.item_id, d.output_index, d.content_index) for d in deltas} == {(added.item.id, 0, 0)}
+    # Events the bot only peeks at are read from the JSON; the ones whose content it uses are typed.
+    assert isinstance(typed[0], ResponseCreatedEvent) and isinstance(fast[0], LightEvent)
+    assert fast[0].response.id.startswith("resp_") and fast[0].response.status == "in_progress"
+    assert added.item.type == "message" and isinstance(fast[-1], ResponseCompletedEvent)
+    assert fast[-1].response.output_text == "Hello from the fake model!"
+    assert fast[-1].response.id == fast[0].response.id
+
+
+def test_a_dropped_stream_raises_what_the_sdk_raises_after_the_same_deltas(fake: FakeOpenAI) -> None:
+    async def read(fast: bool) -> tuple[list[str], type[BaseException]]:
+        async with openai.AsyncOpenAI(api_key=fake.api_key, base_url=fake.base_url, max_retries=0) as client:
+            conv = await client.conversations.create()
+            fake.script(Reply(text="0123456789", chunk_size=2, drop_after_chunks=2))
+            stream = await client.responses.create(model=MODEL, conversation=conv.id, input="hi", stream=True)
+            deltas: list[str] = []
+            with pytest.raises(openai.APIError) as info:
+                async for event in events(stream) if fast else stream:
+                    if event.type == "response.output_text.delta":
+                        deltas.append(event.delta)
+            return deltas, type(info.value)
+
+    assert asyncio.run(read(True)) == asyncio.run(read(False)) == (["01", "23"], openai.APIConnectionError)

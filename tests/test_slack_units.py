@@ -1,0 +1,159 @@
+"""bot/slack: reading Slack payloads (messages, files, context), splitting Markdown, citation markers."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from bot.slack.citations import CitationRenderer, Source
+from bot.slack.events import clean_text, parse_context, parse_files, parse_user_message
+from bot.slack.markdown import inside_code_block, split_point
+
+CTX = {"team_id": "T1", "bot_user_id": "UBOT"}
+
+
+def body(**event: object) -> dict:
+    base = {"type": "message", "user": "U1", "text": "hi", "ts": "1.000001", "channel": "C1"}
+    return {"team_id": "T1", "event_id": "Ev1", "event": {**base, **event}}
+
+
+def test_clean_text_unwraps_slack_markup_and_drops_the_bots_mention() -> None:
+    text = "<@UBOT> see <https://x.io/a|the doc> and <https://y.io> in <#C9|general>, <!here> &amp; <@U2>"
+    assert (
+        clean_text(text, "UBOT")
+        == "see [the doc](https://x.io/a) and https://y.io in #general, @here & <@U2>"
+    )
+
+
+@pytest.mark.parametrize(
+    ("event", "answerable"),
+    [
+        ({}, True),
+        ({"subtype": "file_share"}, True),
+        ({"subtype": "thread_broadcast"}, True),
+        ({"subtype": "message_changed"}, False),
+        ({"subtype": "message_deleted"}, False),
+        ({"subtype": "bot_message", "bot_id": "B1"}, False),
+        ({"bot_id": "B2"}, False),
+        ({"user": "UBOT"}, False),
+        ({"user": None}, False),
+    ],
+)
+def test_only_peoples_messages_are_answered(event: dict, answerable: bool) -> None:
+    assert (parse_user_message(body(**event), CTX, source="message") is not None) is answerable
+
+
+def test_app_mention_without_channel_type_reads_dm_from_channel_id() -> None:
+    event = {"type": "app_mention", "user": "U1", "text": "<@UBOT> yo", "ts": "1.1", "channel": "D1"}
+    msg = parse_user_message({"team_id": "T1", "event": event}, CTX, source="mention")
+    assert msg is not None and msg.is_dm and msg.text == "yo"
+
+
+def test_parse_context_keeps_channel_entities_only() -> None:
+    entities = [
+        {"type": "slack#/types/channel_id", "value": "C1"},
+        {"type": "slack#/types/canvas_id", "value": "F1"},
+    ]
+    assert parse_context({"context": {"entities": entities}}).channel_ids == ["C1"]
+    assert parse_context({"context": {}}).channel_ids == []
+
+
+def test_files_are_read_from_events_including_slack_connect_stubs() -> None:
+    stub = {"id": "F9", "mode": "file_access", "file_access": "check_file_info", "created": 0, "user": ""}
+    full = {"id": "F1", "name": "a.pdf", "size": 3, "url_private_download": "https://files.slack.com/x"}
+    tomb = {"id": "F2", "mode": "tombstone"}
+    files = parse_files({"files": [stub, full, tomb, "junk"]})
+    assert [f.id for f in files] == ["F9", "F1"]
+    assert files[0].needs_lookup and not files[1].needs_lookup
+    event = {
+        "type": "message",
+        "subtype": "file_share",
+        "user": "U1",
+        "text": "",
+        "ts": "1.1",
+        "channel": "C1",
+    }
+    msg = parse_user_message(
+        {"team_id": "T1", "event": {**event, "files": [full]}}, {"bot_user_id": "UB"}, source="message"
+    )
+    assert msg is not None and [f.name for f in msg.files] == ["a.pdf"]
+
+
+def test_split_point_prefers_paragraphs_then_lines_then_words() -> None:
+    assert split_point("short", 10) == 5
+    assert split_point("aaaa bbbb\n\ncccc dddd", 16) == 11
+    assert split_point("aaaa bbbb\ncccc dddd", 16) == 10
+    assert split_point("aaaa bbbb cccc dddd", 12) == 10
+    assert split_point("x" * 30, 12) == 12
+    assert inside_code_block("text\n```py\ncode") and not inside_code_block("```a```")
+
+
+def ann(**fields: object) -> SimpleNamespace:
+    return SimpleNamespace(**fields)
+
+
+def file_cite(file_id: str, index: int, filename: str = "x.pdf") -> SimpleNamespace:
+    return ann(type="file_citation", file_id=file_id, index=index, filename=filename)
+
+
+def test_markers_go_where_the_index_points_and_sources_are_numbered_once() -> None:
+    r = CitationRenderer({"file-a": Source("report.pdf", "https://t.slack.com/files/U1/F1/report.pdf")})
+    out = r.text("Launch is in March.")
+    out += r.annotate(file_cite("file-a", 19))  # right after the text it cites
+    out += r.annotate(file_cite("file-a", 19))  # the same source at the same spot: one marker
+    out += r.annotate(file_cite("file-b", 29, "handbook.pdf"))  # ahead of the text: waits
+    out += r.text(" Budget is 5k, see the book.")
+    out += r.annotate(file_cite("file-a", 47))
+    url = ann(type="url_citation", url="https://example.com/a(b)", title="Ex [1]", start_index=0, end_index=5)
+    out += r.annotate(url)  # late: placed where the answer has got to
+    out += r.footer()
+    assert out == (
+        "Launch is in March.[1] Budget is[2] 5k, see the book.[1][3]\n\n**Sources**\n"
+        "1. [report.pdf](https://t.slack.com/files/U1/F1/report.pdf)\n"
+        "2. handbook.pdf\n"
+        "3. [Ex (1)](https://example.com/a%28b%29)"
+    )
+
+
+def test_footer_closes_an_open_code_block_and_is_empty_without_citations() -> None:
+    assert CitationRenderer().footer() == ""
+    r = CitationRenderer()
+    text = r.text("```python\nprint(1)\n")
+    marker = r.annotate(
+        ann(type="url_citation", url="javascript:alert(1)", title="t", start_index=0, end_index=3)
+    )
+    assert marker == "[1]"
+    footer = r.footer()
+    assert footer.startswith("\n```\n\n**Sources**") and footer.endswith("1. t")  # no link to a non-web URL
+    assert (text + marker).count("```") == 1
+    other = CitationRenderer()
+    assert other.annotate(ann(type="file_path", file_id="f", index=0)) == ""  # a kind it does not show
+    as_dict = {"type": "file_citation", "file_id": "f", "filename": "d.txt", "index": 0}
+    assert other.annotate(as_dict) == "[1]" and other.footer().endswith("1. d.txt")
+
+
+def test_a_marker_pointing_past_the_text_ends_up_before_the_footer() -> None:
+    r = CitationRenderer()
+    r.text("Short.")
+    assert r.annotate(file_cite("file-z", 99, "z.txt")) == ""
+    assert r.footer() == "[1]\n\n**Sources**\n1. z.txt"
+
+
+def test_generated_file_citation_links_the_uploaded_file_and_positions_count_per_part() -> None:
+    r = CitationRenderer()
+    first = r.text("Plotted. ")
+    r.next_part()  # the next response of a tool loop: its annotation positions start at 0 again
+    second = r.text("See chart.png")
+    marker = r.annotate(
+        ann(type="container_file_citation", container_id="c", file_id="cf1", filename="chart.png",
+            start_index=4, end_index=13)
+    )  # fmt: skip
+    assert first + second + marker == "Plotted. See chart.png[1]"
+    assert r.footer().endswith("1. chart.png")  # not uploaded yet: named, not linked
+    r.link_file("cf1", "chart.png", "https://team.slack.com/files/U1/F1/chart.png")
+    r.link_file("cf2", "data.csv", "https://team.slack.com/files/U1/F2/data.csv")  # written, not cited
+    assert r.footer().endswith(
+        "1. [chart.png](https://team.slack.com/files/U1/F1/chart.png)\n"
+        "2. [data.csv](https://team.slack.com/files/U1/F2/data.csv)"
+    )
