@@ -38,6 +38,15 @@ class AssistantFailed(AssistantUnavailable):
     user_message = "Sorry, the assistant couldn't finish that answer. Please try again."
 
 
+class ContextTooLong(AssistantUnavailable):
+    """The thread no longer fits the model's window, even with compaction: trying again won't help."""
+
+    user_message = (
+        "This thread has grown too long for the assistant to read. Start it over with "
+        "`@Assistant reset` in this thread (or `/assistant reset` in our DM), then ask again."
+    )
+
+
 class AnswerIncomplete(AssistantUnavailable):
     user_message = "The answer was cut short (it reached the assistant's output limit)."
 

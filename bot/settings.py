@@ -82,6 +82,12 @@ class Settings(BaseSettings):
     tool_max_rounds: int = Field(default=8, ge=1, le=50)
     tool_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     tool_loop_seconds: float = Field(default=300.0, gt=0, le=3600)
+    # Server-side compaction (Responses `context_management`): once a thread's context passes this many
+    # tokens, OpenAI summarizes its earlier part, so a thread of any length keeps answering. The API's
+    # minimum is 1,000; keep it well inside the model's window.
+    context_compact_threshold: int = Field(default=200_000, ge=1000)
+    # Upper bound on the tokens one response may generate (reasoning included); unset: the model's own.
+    max_output_tokens: int | None = Field(default=None, ge=16)
     assistant_suggested_prompts: list[SuggestedPrompt] = Field(
         default_factory=lambda: list(DEFAULT_PROMPTS), max_length=4
     )

@@ -43,6 +43,7 @@ from bot.errors import (
     AssistantRateLimited,
     AssistantUnavailable,
     BotError,
+    ContextTooLong,
 )
 from bot.settings import Settings
 
@@ -123,7 +124,13 @@ class ResponsesBackend(ConversationAdmin):
             "background": True,
             # A stable, non-reversible id per Slack user helps OpenAI's abuse detection.
             "safety_identifier": hashlib.sha256(turn.user_key.encode()).hexdigest()[:32],
+            # Past the threshold OpenAI compacts the conversation's earlier items: never too long to answer.
+            "context_management": [
+                {"type": "compaction", "compact_threshold": self._settings.context_compact_threshold}
+            ],
         }
+        if self._settings.max_output_tokens is not None:
+            request["max_output_tokens"] = self._settings.max_output_tokens
         if turn.tools:
             request["tools"] = turn.tools
         return request
@@ -319,6 +326,8 @@ class ResponsesBackend(ConversationAdmin):
                 log.info("OpenAI rate limit; retrying in %.1fs", delay)
                 await asyncio.sleep(delay)
             except openai.BadRequestError as exc:
+                if _error_code(exc) == "context_length_exceeded":
+                    raise ContextTooLong(f"responses.create: {_describe(exc)}") from exc
                 if _error_code(exc) != "conversation_locked":
                     raise AssistantUnavailable(f"responses.create: {_describe(exc)}") from exc
                 if locked >= len(LOCKED_RETRY_DELAYS):
@@ -358,6 +367,8 @@ def _absorb(result: RoundResult, response: Response) -> None:
 
 
 def _failure(code: str | None) -> AssistantUnavailable:
+    if code == "context_length_exceeded":
+        return ContextTooLong("response failed: context_length_exceeded")
     if code in TRANSIENT_FAILURES:
         return AssistantUnavailable(f"response failed: {code}")
     return AssistantFailed(f"response failed: {code or 'unknown'}")

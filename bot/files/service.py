@@ -10,6 +10,7 @@ the rest of the turn still runs; nothing half-uploaded is left behind.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,7 +23,7 @@ from bot.errors import StoreUnavailable
 from bot.files.downloads import SlackFiles, check_declared_size, classify
 from bot.files.errors import FileIndexFailed, FileProblem, FileUploadFailed, quoted
 from bot.files.openai_files import OpenAIFileError, OpenAIFiles, Purpose, tags
-from bot.files.store import FileStore, StoredFile, ThreadFiles
+from bot.files.store import CONTAINER_MAX_FILES, FileStore, StoredFile, ThreadFiles
 from bot.files.turn_input import TurnInput
 from bot.keys import Keys
 from bot.models import SharedFile, Turn
@@ -39,6 +40,16 @@ EXPIRED_NOTICE = (
     "The files shared earlier in this thread were not used for {days} days, so OpenAI let their search "
     "index expire. Share them again to search them."
 )
+
+
+def _left_out_notice(names: list[str]) -> str:
+    shown = ", ".join(quoted(n) for n in names[:10]) + (
+        f" and {len(names) - 10} more" if len(names) > 10 else ""
+    )
+    return (
+        f"The Python tool can open {CONTAINER_MAX_FILES} files at a time, so it gets this thread's newest "
+        f"{CONTAINER_MAX_FILES}; left out: {shown}. Share a file again to bring it back in."
+    )
 
 
 class FileService:
@@ -97,6 +108,8 @@ class FileService:
                 notes.append(f"{stored.name} (added to the files you can search)")
         if turn.files:
             await status("")
+            if self._settings.code_interpreter and state.left_out_of_code:
+                notices.append(_left_out_notice(state.left_out_of_code))
         if notices:
             await self._notify(turn, notices)
         if state.files:
@@ -144,12 +157,11 @@ class FileService:
         """Bring one shared file in (or find it already in): the stored record, or a FileProblem."""
         keys, thread = turn.workspace.keys, turn.thread
         already = state.by_slack_id(shared.id)
+        if already is None:
+            shared = await self._slack.resolve(shared)
+            already = state.by_slack_id(shared.id)
         if already is not None:
-            return already
-        shared = await self._slack.resolve(shared)
-        already = state.by_slack_id(shared.id)
-        if already is not None:
-            return already
+            return await self._share_again(keys, thread, already, state)
         kind = classify(shared, self._settings)
         check_declared_size(shared, self._settings.file_max_bytes)
         name = shared.display_name
@@ -170,12 +182,26 @@ class FileService:
             assert state.vector_store_id is not None
             await self._index(turn, state.vector_store_id, file_id, shared)
         stored = StoredFile(
-            file_id=file_id, name=name, kind=kind, slack_id=shared.id, permalink=shared.permalink
+            file_id=file_id,
+            name=name,
+            kind=kind,
+            slack_id=shared.id,
+            permalink=shared.permalink,
+            added_at=time.time(),
         )
         await self.store.add_file(keys, thread, stored)
         state.files[file_id] = stored
         log.info("turn %s: file %s in as %s %s", turn.id, shared.id, kind, file_id)
         return stored
+
+    async def _share_again(
+        self, keys: Keys, thread: str, stored: StoredFile, state: ThreadFiles
+    ) -> StoredFile:
+        """A file shared again counts as new: the code interpreter's container gets the newest files."""
+        renewed = stored.model_copy(update={"added_at": time.time()})
+        await self.store.add_file(keys, thread, renewed)
+        state.files[renewed.file_id] = renewed
+        return renewed
 
     async def _index(self, turn: Turn, vs_id: str, file_id: str, shared: SharedFile) -> None:
         """Attach to the thread's store and wait for indexing; on any failure the upload is deleted."""

@@ -26,12 +26,17 @@ from bot.keys import FILES_TTL, PREFIX, Keys, ms
 UploadKind = Literal["file", "vector_store"]
 
 
+# A code-interpreter container takes at most this many files (spec: AutoCodeInterpreterToolParam.file_ids).
+CONTAINER_MAX_FILES = 50
+
+
 class StoredFile(BaseModel):
     file_id: str
     name: str
     kind: FileKind
     slack_id: str
     permalink: str | None = None
+    added_at: float = 0.0  # when the thread took it in (the container gets the newest)
 
 
 @dataclass
@@ -49,8 +54,18 @@ class ThreadFiles:
 
     @property
     def for_code(self) -> list[str]:
-        """The files the code interpreter gets: data files and documents."""
-        return [f.file_id for f in self.files.values() if f.kind != "image"]
+        """The files the code interpreter gets: the newest data files and documents, up to the container's
+        limit."""
+        return [f.file_id for f in self._code_files()[:CONTAINER_MAX_FILES]]
+
+    @property
+    def left_out_of_code(self) -> list[str]:
+        """The names of the thread's files past the container's limit (the oldest)."""
+        return [f.name for f in self._code_files()[CONTAINER_MAX_FILES:]]
+
+    def _code_files(self) -> list[StoredFile]:
+        code = [f for f in self.files.values() if f.kind != "image"]
+        return sorted(code, key=lambda f: f.added_at, reverse=True)
 
     def by_slack_id(self, slack_id: str) -> StoredFile | None:
         return next((f for f in self.files.values() if f.slack_id == slack_id), None)
