@@ -31,6 +31,8 @@ from bot.turns.runner import TurnRunner
 
 log = logging.getLogger(__name__)
 
+SWEEP_STOP_SECONDS = 5.0
+
 
 class Bot:
     """What the listeners call: `intake` (messages, commands, the reset shortcut), `home`,
@@ -114,9 +116,16 @@ class Bot:
     async def ping(self) -> bool:
         return await self._redis.ping()
 
+    async def _stop_sweep(self) -> None:
+        """Stop the orphan sweep before the clients it uses are closed (briefly waiting for it)."""
+        task, self._orphan_sweep = self._orphan_sweep, None
+        if task is None:
+            return
+        task.cancel()
+        await asyncio.wait({task}, timeout=SWEEP_STOP_SECONDS)
+
     async def aclose(self, grace_seconds: float = 20.0) -> None:
-        if self._orphan_sweep is not None:
-            self._orphan_sweep.cancel()
+        await self._stop_sweep()
         await self._dispatcher.shutdown(grace_seconds)
         await self._openai.close()
         if self.web_client.session is not None:

@@ -114,6 +114,10 @@ async def sweep_forever(sweeper: OrphanSweeper, redis: Redis, every_seconds: flo
                 await sweeper.sweep(min_age_seconds=ORPHAN_MIN_AGE.total_seconds())
         except (RedisError, openai.APIError, OSError) as exc:
             log.warning("orphan sweep skipped: %s", type(exc).__name__)
+        except Exception as exc:
+            # Housekeeping must never take the worker down; e.g. a shutdown that closes the OpenAI client
+            # under a sweep whose cancellation the HTTP stack turned into a retried connection error.
+            log.warning("orphan sweep failed: %s", type(exc).__name__)
 
 
 async def cleanup_orphans(settings: Settings, *, min_age_seconds: float, dry_run: bool) -> CleanupReport:
