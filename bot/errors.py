@@ -47,6 +47,12 @@ class ContextTooLong(AssistantUnavailable):
     )
 
 
+class ResponseVanished(AssistantUnavailable):
+    """OpenAI no longer has the response being followed (404): waiting for it is pointless."""
+
+    user_message = "The assistant lost track of that answer. Please ask again."
+
+
 class AnswerIncomplete(AssistantUnavailable):
     user_message = "The answer was cut short (it reached the assistant's output limit)."
 

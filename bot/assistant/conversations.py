@@ -10,6 +10,8 @@ from bot.errors import AssistantUnavailable, NoAssistantThread
 
 ITEM_TEXT_CHARS = 300
 COUNT_CAP = 1000
+# Items looked through for a message that may already be in the conversation.
+RECENT_ITEMS = 10
 
 
 def _cut(text: str, limit: int = ITEM_TEXT_CHARS) -> str:
@@ -47,6 +49,22 @@ class ConversationAdmin:
         except openai.APIError as exc:
             raise AssistantUnavailable(f"conversations.items.list: {type(exc).__name__}") from exc
         return [_line(item) for item in page.data[:limit]]
+
+    async def holds_message(self, conversation_id: str, text: str) -> bool:
+        """Whether one of the newest items is the user's message with this text (a response that vanished
+        may or may not have added its input to the conversation)."""
+        try:
+            page = await self._client.conversations.items.list(
+                conversation_id, order="desc", limit=RECENT_ITEMS
+            )
+        except openai.APIError as exc:
+            raise AssistantUnavailable(f"conversations.items.list: {type(exc).__name__}") from exc
+        for item in page.data:
+            if getattr(item, "type", None) == "message" and getattr(item, "role", None) == "user":
+                parts = getattr(item, "content", None) or []
+                if any(getattr(p, "text", None) == text for p in parts):
+                    return True
+        return False
 
     async def count_items(self, conversation_id: str) -> int:
         """Items in the conversation, counted page by page up to COUNT_CAP."""

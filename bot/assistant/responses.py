@@ -44,6 +44,7 @@ from bot.errors import (
     AssistantUnavailable,
     BotError,
     ContextTooLong,
+    ResponseVanished,
 )
 from bot.settings import Settings
 
@@ -55,6 +56,8 @@ LOCKED_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
 # 502/503: the API did not take the request (gateway, overload); 500 and 504 are ambiguous: not retried.
 UNAVAILABLE_RETRY_DELAYS = (1.0, 2.0)
 UNAVAILABLE_STATUSES = frozenset({502, 503})
+# `conversations.items.create` takes at most this many items per call (spec: createConversationItems).
+ITEMS_PER_CREATE = 20
 # Stream resumes before falling back to polling, and the polling interval bounds.
 MAX_RESUMES = 3
 POLL_FIRST_DELAY, POLL_MAX_DELAY = 0.5, 5.0
@@ -178,10 +181,12 @@ class ResponsesBackend(ConversationAdmin):
 
     async def add_items(self, conversation_id: str, items: list[dict[str, Any]]) -> None:
         """Add items to the conversation without running the model (closing calls a turn gave up on)."""
-        try:
-            await self._client.conversations.items.create(conversation_id, items=items)  # type: ignore[arg-type]
-        except openai.APIError as exc:
-            raise AssistantUnavailable(f"conversations.items.create: {_describe(exc)}") from exc
+        for start in range(0, len(items), ITEMS_PER_CREATE):
+            batch = items[start : start + ITEMS_PER_CREATE]
+            try:
+                await self._client.conversations.items.create(conversation_id, items=batch)  # type: ignore[arg-type]
+            except openai.APIError as exc:
+                raise AssistantUnavailable(f"conversations.items.create: {_describe(exc)}") from exc
 
     async def cancel(self, response_id: str) -> None:
         """Best effort: stop a background response nobody will show."""
@@ -272,6 +277,8 @@ class ResponsesBackend(ConversationAdmin):
             if after is None:
                 return await self._client.responses.retrieve(response_id, stream=True)
             return await self._client.responses.retrieve(response_id, stream=True, starting_after=after)
+        except openai.NotFoundError as exc:
+            raise ResponseVanished(f"response {response_id} is gone: {_describe(exc)}") from exc
         except openai.APIError as exc:
             log.info("response %s: streaming retrieval refused (%s); polling", response_id, _describe(exc))
             return None
@@ -285,6 +292,8 @@ class ResponsesBackend(ConversationAdmin):
         while True:
             try:
                 response = await self._client.responses.retrieve(response_id)
+            except openai.NotFoundError as exc:
+                raise ResponseVanished(f"response {response_id} is gone: {_describe(exc)}") from exc
             except openai.APIError as exc:
                 log.info("response %s: poll failed (%s)", response_id, _describe(exc))
             else:

@@ -172,6 +172,11 @@ class TurnProgress:
         await self._save("response_id", ",".join([*self.record.response_ids, response_id]))
         self.record.response_ids.append(response_id)
 
+    async def forget_responses(self) -> None:
+        """The turn's responses are gone at OpenAI: the next attempt creates a new one."""
+        await self._save("response_id", "")
+        self.record.response_ids = []
+
     async def add_message(self, ts: str) -> None:
         if ts in self.record.message_ts:
             return

@@ -16,13 +16,21 @@ from redis.exceptions import RedisError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.assistant.backend import AssistantBackend, Status, TurnRequest, user_message
-from bot.errors import BotError, NoAssistantThread, SlackDeliveryError, TurnAbandoned, TurnInterrupted
+from bot.errors import (
+    BotError,
+    NoAssistantThread,
+    ResponseVanished,
+    SlackDeliveryError,
+    TurnAbandoned,
+    TurnInterrupted,
+)
 from bot.files.generated import GeneratedFiles
 from bot.files.service import FileService
 from bot.files.turn_input import FILE_SEARCH_NOTE, TurnInput
 from bot.models import Turn, UserContext
 from bot.queue.progress import TurnProgress
 from bot.settings import Settings
+from bot.slack.citations import CitationRenderer
 from bot.slack.client import SLACK_CALL_ERRORS, slack_error
 from bot.slack.replies import WARNING_ICON, ReplyStream
 from bot.threads.store import ThreadStore
@@ -155,6 +163,31 @@ class TurnRunner:
         items = None if recorded else [user_message(extras.text, extras.parts)]
         citations = None if recorded else extras.citations
         request = await self._request(turn, progress, extras, resuming=bool(recorded))
+        try:
+            await self._stream(turn, reply, progress, request, items, recorded, citations)
+        except ResponseVanished as exc:
+            if len(progress.record.response_ids) > 1:
+                raise  # past a tool round: its calls can't be asked again; the user is told
+            log.warning("turn %s: %s; asking again", turn.id, exc)
+            # The answer so far is rewritten in place; the message goes in again unless OpenAI kept it.
+            await progress.forget_responses()
+            await reply.adopt(reply.message_ts)
+            text = items[0]["content"][0]["text"] if items else turn.text
+            held = await self._backend.holds_message(request.conversation_id, text)
+            again = [] if held else (items or [user_message(turn.text)])
+            fresh = CitationRenderer(extras.citations.files) if items else None
+            await self._stream(turn, reply, progress, request, again, [], fresh)
+
+    async def _stream(
+        self,
+        turn: Turn,
+        reply: ReplyStream,
+        progress: TurnProgress,
+        request: TurnRequest,
+        items: list[dict[str, Any]] | None,
+        recorded: list[str],
+        citations: CitationRenderer | None,
+    ) -> None:
         ctx = ToolContext(turn.workspace.team_id, turn.user, turn.channel, turn.reply_thread_ts, self._client)
         pieces = self._loop.run(
             request,
