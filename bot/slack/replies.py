@@ -103,6 +103,16 @@ class ReplyStream:
             self._messages = [_Message(ts=message_ts[0], streaming=False)]
             self._spare_ts = list(message_ts[1:])
 
+    async def restart(self) -> None:
+        """Start the answer over: what was shown is rewritten in place by the text that follows."""
+        await self._stop_timer()
+        self._pending = ""
+        for msg in self._messages:
+            await self._close(msg)
+        shown = self.message_ts
+        self._messages = [_Message(ts=shown[0], streaming=False)] if shown else [_Message()]
+        self._spare_ts = shown[1:] + self._spare_ts
+
     async def append(self, delta: str) -> None:
         self._raise_timer_error()
         if not delta:

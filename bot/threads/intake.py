@@ -45,9 +45,7 @@ class Intake:
                 parsed = parse_thread_command(msg.text)
             except UnknownCommand as exc:
                 if await self._dispatcher.claim(msg):
-                    await self._ephemeral.whisper(
-                        msg.channel, msg.user, exc.user_message, msg.reply_thread_ts
-                    )
+                    await self._ephemeral.whisper(msg.channel, msg.user, exc.user_message, msg.thread_ts)
                 return Submitted.QUEUED
             if parsed is not None:
                 await self._thread_command(msg, parsed)
@@ -64,7 +62,9 @@ class Intake:
             return  # a retry, or the app_mention / message twin
         target = await self._targets.of_message(msg)
         text = await self._admin.run(target, parsed, request_id=f"{msg.channel}:{msg.ts}")
-        await self._ephemeral.whisper(msg.channel, msg.user, text, msg.reply_thread_ts)
+        # In the message's thread when it is in one; at top level otherwise (Slack shows an ephemeral in a
+        # thread only once the thread has replies, and a top-level message has none).
+        await self._ephemeral.whisper(msg.channel, msg.user, text, msg.thread_ts)
 
     async def command(self, req: CommandRequest, *, request_id: str) -> str:
         """Answer `/assistant …`: the ephemeral text to show the user (it goes back in the ack)."""

@@ -171,7 +171,7 @@ class TurnRunner:
             log.warning("turn %s: %s; asking again", turn.id, exc)
             # The answer so far is rewritten in place; the message goes in again unless OpenAI kept it.
             await progress.forget_responses()
-            await reply.adopt(reply.message_ts)
+            await reply.restart()
             text = items[0]["content"][0]["text"] if items else turn.text
             held = await self._backend.holds_message(request.conversation_id, text)
             again = [] if held else (items or [user_message(turn.text)])
