@@ -104,6 +104,11 @@ class Keys:
         """HASH token bucket (tokens, at_ms): the workspace's spend limit."""
         return f"{self.ns}:rate:team"
 
+    def slack_budget(self, method: str, scope: str = "") -> str:
+        """HASH token bucket (tokens, ts): the workspace's calls of one Slack Web API method (per channel
+        for chat.postMessage), shared by every replica. Expires once it would be full again."""
+        return f"{self.ns}:slack:{method}:{scope}"
+
     def runner(self, thread_ref: str) -> str:
         """STRING lock: the token of the worker running this thread's turns."""
         return f"{self.ns}:runner:{thread_ref}"
