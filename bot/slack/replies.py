@@ -20,6 +20,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -40,16 +41,36 @@ OnMessage = Callable[[str], Awaitable[None]]
 Guard = Callable[[], Awaitable[None]]
 
 
+class Pace(Protocol):
+    """Slack's rate limits for one answer (`bot.slack.budget.ChannelPace`)."""
+
+    async def stream(self) -> bool: ...
+
+    async def now(self, method: str) -> float: ...
+
+    async def wait(self, method: str) -> None: ...
+
+
 class _TooLong(Exception):
     """Slack refused a piece as too long (`msg_too_long`)."""
+
+
+class _NoBudget(Exception):
+    """No room in this workspace's budget for the call yet: try again after `wait` seconds."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"{wait:.1f}s")
+        self.wait = wait
 
 
 @dataclass
 class _Message:
     text: str = ""
     ts: str | None = None
-    # False once the stream is gone: the message is then written with chat.postMessage / chat.update.
+    # False once the stream is gone, or when there was no budget for one: the message is then written
+    # whole, with chat.postMessage / chat.update.
     streaming: bool = True
+    sent: int = 0  # characters of `text` Slack has
 
 
 class ReplyStream:
@@ -65,6 +86,7 @@ class ReplyStream:
         max_chars: int,
         on_message: OnMessage | None = None,
         guard: Guard | None = None,
+        pace: Pace | None = None,
     ) -> None:
         self._client = client
         self._channel = channel
@@ -75,6 +97,7 @@ class ReplyStream:
         self._max_chars = max_chars
         self._on_message = on_message
         self._guard = guard
+        self._pace = pace
         self._messages: list[_Message] = [_Message()]
         # Messages of an earlier attempt not reused yet, in order.
         self._spare_ts: list[str] = []
@@ -95,6 +118,8 @@ class ReplyStream:
     async def adopt(self, message_ts: list[str]) -> None:
         """Write into the messages an earlier attempt posted (stopping a stream it left open)."""
         for ts in message_ts:
+            if self._pace is not None:
+                await self._pace.wait("chat.stopStream")
             try:
                 await self._client.chat_stopStream(channel=self._channel, ts=ts)
             except SLACK_CALL_ERRORS as exc:
@@ -108,7 +133,8 @@ class ReplyStream:
         await self._stop_timer()
         self._pending = ""
         for msg in self._messages:
-            await self._close(msg)
+            if msg.streaming and msg.ts:
+                await self._close(msg)
         shown = self.message_ts
         self._messages = [_Message(ts=shown[0], streaming=False)] if shown else [_Message()]
         self._spare_ts = shown[1:] + self._spare_ts
@@ -121,13 +147,13 @@ class ReplyStream:
         wait = self._last_flush + self._flush_seconds - asyncio.get_running_loop().time()
         if wait <= 0:
             await self._flush()
-        elif self._timer is None:
-            self._timer = asyncio.create_task(self._flush_later(wait))
+        else:
+            self._flush_in(wait)
 
     async def finish(self) -> None:
         """Send what is left and close the message."""
         await self._stop_timer()
-        if not self.message_ts and not self._pending:
+        if not self.message_ts and not self._pending and not self._messages[-1].text:
             # The model said nothing: still answer, so the user is not left with a silent thread.
             self._pending = "_(The assistant returned an empty answer.)_"
         await self._flush_and_close()
@@ -145,12 +171,19 @@ class ReplyStream:
         last = self._messages[-1]
         if last.streaming and last.ts and self._pending and len(last.text + self._pending) <= self._max_chars:
             # The last piece rides on chat.stopStream: one Slack call fewer per answer.
-            final, self._pending = self._pending, ""
-            last.text += final
-            await self._close(last, final)
+            last.text += self._pending
+            self._pending = ""
+            await self._close(last)
             return
-        await self._flush()
+        if not last.streaming and last.sent < len(last.text):
+            # Written whole and not (fully) yet: it goes out with the rest, as one complete message.
+            self._pending, last.text, last.sent = last.text + self._pending, "", 0
+        await self._flush(final=True)
         await self._close(self._messages[-1])
+
+    def _flush_in(self, delay: float) -> None:
+        if self._timer is None:
+            self._timer = asyncio.create_task(self._flush_later(delay))
 
     async def _flush_later(self, delay: float) -> None:
         try:
@@ -173,7 +206,9 @@ class ReplyStream:
                 await timer
         self._raise_timer_error()
 
-    async def _flush(self) -> None:
+    async def _flush(self, *, final: bool = False) -> None:
+        """Send the pending text. Only `final` sends it all: otherwise a call the budget has no room for
+        yet waits, with its text, for a later flush."""
         async with self._lock:
             self._last_flush = asyncio.get_running_loop().time()
             text, self._pending = self._pending, ""
@@ -190,14 +225,17 @@ class ReplyStream:
                         head += "\n" + FENCE
                         rest = FENCE + "\n" + rest
                 try:
-                    if head:
-                        await self._send(msg, head)
+                    await self._send(msg, head, complete=full or (final and not rest))
                 except _TooLong:
                     self._shrink(len(msg.text) + len(head))
                     text = self._unfence(head) + self._unfence_start(rest, head)
                     if msg.text:
                         await self._next_message(msg)
                     continue
+                except _NoBudget as exc:
+                    self._pending = text + self._pending
+                    self._flush_in(exc.wait)
+                    return
                 text = rest
                 if full:
                     await self._next_message(msg)
@@ -224,31 +262,45 @@ class ReplyStream:
         else:
             self._messages.append(_Message())
 
-    async def _send(self, msg: _Message, piece: str) -> None:
+    async def _send(self, msg: _Message, piece: str, *, complete: bool) -> None:
+        """Add `piece` to the message and bring Slack up to date as far as the budget allows; `complete`:
+        the message gets no more text."""
         msg.text += piece
         try:
-            await self._send_piece(msg, piece)
-        except _TooLong:
+            await self._deliver(msg, complete)
+        except (_TooLong, _NoBudget):
             msg.text = msg.text[: len(msg.text) - len(piece)]
             raise
 
-    async def _send_piece(self, msg: _Message, piece: str) -> None:
-        if msg.streaming:
+    async def _deliver(self, msg: _Message, complete: bool) -> None:
+        unsent = msg.text[msg.sent :]
+        if msg.streaming and unsent:
             try:
                 if msg.ts is None:
-                    response = await self._client.chat_startStream(
-                        channel=self._channel,
-                        thread_ts=self._thread_ts,
-                        recipient_team_id=self._team_id,
-                        recipient_user_id=self._user_id,
-                        markdown_text=piece,
-                    )
-                    await self._started(msg, str(response["ts"]))
+                    if self._pace is None or await self._pace.stream():
+                        response = await self._client.chat_startStream(
+                            channel=self._channel,
+                            thread_ts=self._thread_ts,
+                            recipient_team_id=self._team_id,
+                            recipient_user_id=self._user_id,
+                            markdown_text=unsent,
+                        )
+                        msg.sent = len(msg.text)
+                        await self._started(msg, str(response["ts"]))
+                        return
+                    log.info("no Slack budget for a stream in %s; the answer is posted whole", self._channel)
+                    msg.streaming = False
                 else:
+                    wait = await self._pace.now("chat.appendStream") if self._pace is not None else 0.0
+                    if wait > 0:
+                        if complete:
+                            return  # rides on chat.stopStream
+                        raise _NoBudget(wait)
                     await self._client.chat_appendStream(
-                        channel=self._channel, ts=msg.ts, markdown_text=piece
+                        channel=self._channel, ts=msg.ts, markdown_text=unsent
                     )
-                return
+                    msg.sent = len(msg.text)
+                    return
             except SlackApiError as exc:
                 if _slack_error(exc) == "msg_too_long":
                     raise _TooLong from exc
@@ -257,6 +309,14 @@ class ReplyStream:
             except SLACK_TRANSPORT_ERRORS as exc:
                 # Unknown whether Slack showed it: a later attempt rewrites the recorded messages whole.
                 raise SlackDeliveryError(f"Slack stream call got no answer: {type(exc).__name__}") from exc
+        if msg.streaming or msg.sent == len(msg.text):
+            return
+        if not complete:
+            # Written whole: a new message once it is complete, an update as often as the budget allows.
+            if msg.ts is None or (self._pace is not None and await self._pace.now("chat.update") > 0):
+                return
+        elif self._pace is not None:
+            await self._pace.wait("chat.update" if msg.ts else "chat.postMessage")
         await self._write_whole(msg)
 
     async def _started(self, msg: _Message, ts: str | None) -> None:
@@ -275,18 +335,23 @@ class ReplyStream:
                 msg.ts, msg.streaming = None, False
                 raise
 
-    async def _close(self, msg: _Message, final: str = "") -> None:
-        """Stop the message's stream, appending `final` (already in `msg.text`); chat.update if that fails."""
+    async def _close(self, msg: _Message) -> None:
+        """Stop the message's stream with the text Slack does not have yet (its chat.stopStream was
+        reserved with the stream); chat.update if that fails."""
         if not (msg.streaming and msg.ts):
             return
+        final = msg.text[msg.sent :]
         try:
             await self._client.chat_stopStream(channel=self._channel, ts=msg.ts, markdown_text=final or None)
+            msg.sent = len(msg.text)
             msg.streaming = False
         except SlackApiError as exc:
             log.warning(
                 "closing the Slack stream failed (%s); writing it with chat.update", _slack_error(exc)
             )
             msg.streaming = False
+            if self._pace is not None:
+                await self._pace.wait("chat.update")
             await self._write_whole(msg)
         except SLACK_TRANSPORT_ERRORS as exc:
             raise SlackDeliveryError(f"chat.stopStream got no answer: {type(exc).__name__}") from exc
@@ -304,6 +369,7 @@ class ReplyStream:
                     channel=self._channel, thread_ts=self._thread_ts, markdown_text=msg.text
                 )
                 await self._started(msg, str(response["ts"]))
+            msg.sent = len(msg.text)
         except SlackApiError as exc:
             if _slack_error(exc) == "msg_too_long":
                 raise _TooLong from exc

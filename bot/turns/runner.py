@@ -30,6 +30,7 @@ from bot.files.turn_input import FILE_SEARCH_NOTE, TurnInput
 from bot.models import Turn, UserContext
 from bot.queue.progress import TurnProgress
 from bot.settings import Settings
+from bot.slack.budget import ChannelPace, SlackBudget
 from bot.slack.citations import CitationRenderer
 from bot.slack.client import SLACK_CALL_ERRORS, slack_error
 from bot.slack.replies import WARNING_ICON, ReplyStream
@@ -91,8 +92,10 @@ class TurnRunner:
         files: FileService | None = None,
         registry: ToolRegistry | None = None,
         generated: GeneratedFiles | None = None,
+        budget: SlackBudget | None = None,
     ) -> None:
         self._settings = settings
+        self._budget = budget
         self._client = web_client
         self._store = store
         self._backend = backend
@@ -122,6 +125,7 @@ class TurnRunner:
             max_chars=self._settings.max_message_chars,
             on_message=progress.add_message,
             guard=progress.check_current,
+            pace=self._pace(turn),
         )
         outcome = "failed"
         try:
@@ -287,6 +291,8 @@ class TurnRunner:
         except BotError as exc:
             log.warning("turn %s: reset failed: %s: %s", turn.id, type(exc).__name__, exc)
             notice = f"{WARNING_ICON} Couldn't reset this thread. {exc.user_message}"
+        if (pace := self._pace(turn)) is not None:
+            await pace.wait("chat.postMessage")
         try:
             response = await self._client.chat_postMessage(
                 channel=turn.channel, thread_ts=turn.reply_thread_ts, markdown_text=notice
@@ -296,9 +302,16 @@ class TurnRunner:
             return
         await progress.add_message(str(response["ts"]))
 
+    def _pace(self, turn: Turn) -> ChannelPace | None:
+        return ChannelPace(self._budget, turn.workspace.keys, turn.channel) if self._budget else None
+
     async def _set_status(self, turn: Turn, status: str) -> None:
-        # Best effort: the status is a nicety and is not available on every surface.
+        # Best effort: the status is a nicety and is not available on every surface; skipped when the
+        # workspace's budget for it is spent (answers come first).
         if turn.reply_thread_ts is None:
+            return
+        pace = self._pace(turn)
+        if pace is not None and await pace.now("assistant.threads.setStatus") > 0:
             return
         try:
             await self._client.assistant_threads_setStatus(
