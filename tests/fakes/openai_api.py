@@ -269,6 +269,28 @@ class Spec:
                 problems += self.errors(pointer, body)
         return problems
 
+    def limit_error(self, method: str, path: str, body: Any) -> tuple[str, str, str] | None:
+        """The real API's error for the first size/range limit (maxItems, maxLength, minimum, ...) that a
+        JSON request body breaks, as (param, code, message); None when no such limit is broken."""
+        op = self.operation(method, path)
+        request_body = op.operation.get("requestBody") if op is not None else None
+        if op is None or not isinstance(request_body, dict):
+            return None
+        pointer = f"{op.pointer}/requestBody/content/application~1json/schema"
+        if "$ref" in request_body:
+            pointer = f"{request_body['$ref'].lstrip('#')}/content/application~1json/schema"
+            if "application/json" not in self._deref(request_body["$ref"]).get("content", {}):
+                return None
+        elif "application/json" not in request_body.get("content", {}):
+            return None
+        errors = sorted(self.validator(pointer).iter_errors(body), key=lambda e: list(map(str, e.path)))
+        for error in errors:
+            for leaf in _leaves(error):
+                found = _limit_error(leaf)
+                if found is not None:
+                    return found
+        return None
+
     def _deref(self, ref: str) -> Json:
         node: Any = self.document
         for token in ref.lstrip("#/").split("/"):
@@ -329,6 +351,52 @@ def _coerce(raw: str, schema: Json) -> Any:
             raise ValueError(f"{raw!r} is not a boolean")
         return raw == "true"
     return raw
+
+
+# The real API's wording and codes for broken size/range limits, e.g. (seen in API answers)
+# "Invalid 'max_output_tokens': integer below minimum value. Expected a value >= 16, but got 10 instead."
+# with code "integer_below_min_value", and "Invalid 'tools': array too long. Expected an array with maximum
+# length 128, but got an array with length 129 instead." with code "array_above_max_length".
+_LIMITS: dict[str, tuple[str, str]] = {
+    "maxItems": (
+        "array_above_max_length",
+        "array too long. Expected an array with maximum length {limit}, but got an array with length {got}",
+    ),
+    "minItems": (
+        "array_below_min_length",
+        "array too short. Expected an array with minimum length {limit}, but got an array with length {got}",
+    ),
+    "maxLength": (
+        "string_above_max_length",
+        "string too long. Expected a string with maximum length {limit}, but got a string with length {got}",
+    ),
+    "minLength": (
+        "string_below_min_length",
+        "string too short. Expected a string with minimum length {limit}, but got a string with length {got}",
+    ),
+    "minimum": (
+        "{kind}_below_min_value",
+        "{kind} below minimum value. Expected a value >= {limit}, but got {got}",
+    ),
+    "maximum": (
+        "{kind}_above_max_value",
+        "{kind} above maximum value. Expected a value <= {limit}, but got {got}",
+    ),
+}
+
+
+def _limit_error(error: ValidationError) -> tuple[str, str, str] | None:
+    """(param, code, message) of a broken size/range limit, in the real API's words (see _LIMITS)."""
+    found = _LIMITS.get(str(error.validator))
+    if found is None:
+        return None
+    code, wording = found
+    instance = error.instance
+    got = len(instance) if isinstance(instance, (list, str)) else instance
+    kind = "integer" if isinstance(instance, int) else "decimal"
+    param = error.json_path.removeprefix("$").removeprefix(".")
+    text = wording.format(limit=error.validator_value, got=got, kind=kind)
+    return param, code.format(kind=kind), f"Invalid '{param}': {text} instead."
 
 
 def _is_tag_mismatch(error: ValidationError, union: ValidationError) -> bool:
@@ -514,6 +582,7 @@ _ITEM_PREFIXES = {
     "function_call_output": "fco",
     "reasoning": "rs",
     "item_reference": "ref",
+    "compaction": "cmp",
 }
 
 
@@ -551,6 +620,67 @@ def _estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / 4) if text else 0
 
 
+# The default context window: gpt-5.1 (the bot's default model) has a 400,000-token context window and
+# up to 128,000 output tokens, so at most 272,000 input tokens (https://platform.openai.com/docs/models/gpt-5.1).
+DEFAULT_CONTEXT_WINDOW = 272_000
+# "Background mode stores response data for roughly 10 minutes to enable polling"; a background response
+# is kept beyond that only with an explicit store=true (https://platform.openai.com/docs/guides/background).
+DEFAULT_BACKGROUND_RETENTION = 600.0
+# The Responses API's answer to an input larger than the model's context window.
+_CONTEXT_EXCEEDED = (
+    "Your input exceeds the context window of this model. Please adjust your input and try again."
+)
+
+
+def _rendered_text(item: Json) -> str:
+    """All the text of an item the model reads: message text, call arguments, tool outputs, compactions."""
+    parts = [_item_text(item)]
+    for key in ("arguments", "output", "encrypted_content", "code"):
+        if isinstance(item.get(key), str):
+            parts.append(item[key])
+    return "".join(parts)
+
+
+def context_tokens(items: list[Json], instructions: str | None = None) -> int:
+    """The fake's token count of a rendered context: ceil(characters / 4) of all its text."""
+    return _estimate_tokens("".join(_rendered_text(i) for i in items) + (instructions or ""))
+
+
+def _compaction_entry(body: Json) -> Json | None:
+    """The request's `context_management` entry asking for server-side compaction (CreateResponse.
+    context_management, items ContextManagementParam: "Currently only 'compaction' is supported")."""
+    for entry in body.get("context_management") or []:
+        if isinstance(entry, dict) and entry.get("type") == "compaction":
+            return entry
+    return None
+
+
+def _compact(
+    history: list[Json], tail: list[Json], instructions: str | None, target: int
+) -> tuple[Json, int]:
+    """Server-side compaction (guides/compaction: "When the rendered token count crosses the configured
+    threshold, the server runs server-side compaction"): the oldest items of `history` give way to one
+    opaque `compaction` item (spec CompactionBody: type, id, encrypted_content), keeping the newest items
+    that fit in `target` tokens with the new input `tail`. A function_call_output is never kept without its
+    function_call. Returns the compaction item and how many leading history items it replaces."""
+    item = {
+        "id": _new_id("cmp"),
+        "type": "compaction",
+        "encrypted_content": "gAAAAA" + secrets.token_urlsafe(42),
+    }
+    cut = len(history)
+    for start in range(1, len(history) + 1):
+        kept = history[start:]
+        dropped_calls = {i.get("call_id") for i in history[:start] if i.get("type") == "function_call"}
+        orphan = any(
+            i.get("type") == "function_call_output" and i.get("call_id") in dropped_calls for i in kept
+        )
+        if not orphan and context_tokens([item, *kept, *tail], instructions) <= target:
+            cut = start
+            break
+    return item, cut
+
+
 def _conversation_object(conv: Json) -> Json:
     return {k: conv[k] for k in ("id", "object", "created_at", "metadata")}
 
@@ -584,6 +714,15 @@ class _Run:
     items_before: list[Json] = field(default_factory=list)
     items_after: list[Json] = field(default_factory=list)
     has_message: bool = True
+    # Server-side compaction: the compaction item (output index 0) and the ids of the items it replaces.
+    compaction: Json | None = None
+    compacted_ids: list[str] = field(default_factory=list)
+    tokens_before: int = 0
+    threshold: int = 0
+    # vanish_next_response(): the run is deleted after this many events; `vanished` once it is.
+    vanish_after: int | None = None
+    vanished: bool = False
+    ended_at: float | None = None  # time.monotonic() when it ended (background retention)
 
     # Background runs: every event emitted, where the creating request's connection is cut, and whether
     # the log is complete; `changed` wakes the requests following the log.
@@ -766,6 +905,12 @@ class FakeOpenAI:
         self._tool_outputs: list[Json] = []
         self._code_runs: list[Json] = []
         self._tool_mismatches: list[str] = []
+        # Limits (see set_context_window / set_background_retention / vanish_next_response)
+        self._context_window = DEFAULT_CONTEXT_WINDOW
+        self._retention = DEFAULT_BACKGROUND_RETENTION
+        self._vanish_after: int | None = None
+        self._compactions: list[Json] = []
+        self._vanished: list[str] = []
         self._server: ServerThread | None = None
         self.app = self._build_app()
 
@@ -859,6 +1004,45 @@ class FakeOpenAI:
         with self._lock:
             return list(self._tool_mismatches)
 
+    # ---- limits and faults ---------------------------------------------------------------------------
+
+    @property
+    def context_window(self) -> int:
+        with self._lock:
+            return self._context_window
+
+    def set_context_window(self, tokens: int) -> None:
+        """The model's input limit in tokens (default DEFAULT_CONTEXT_WINDOW; reset() restores it). Counted
+        as ceil(characters / 4) of the text of the conversation's items + instructions + the new input."""
+        with self._lock:
+            self._context_window = tokens
+
+    def set_background_retention(self, seconds: float) -> None:
+        """How long a background response without an explicit store=true is kept after it ends (default
+        DEFAULT_BACKGROUND_RETENTION); then GET/cancel answer 404 and previous_response_id cannot find it."""
+        with self._lock:
+            self._retention = seconds
+
+    def vanish_next_response(self, after_events: int = 0) -> None:
+        """The next background response is deleted after `after_events` SSE events: every stream of it is
+        cut there, then GET /v1/responses/{id} (streaming or not) and cancel answer 404. It never completes,
+        so its conversation is left unchanged (no input, no output) and unlocked."""
+        with self._lock:
+            self._vanish_after = after_events
+
+    @property
+    def compactions(self) -> list[Json]:
+        """Every server-side compaction committed: {response_id, conversation, item (the compaction item),
+        removed_item_ids, tokens_before, tokens_after, threshold}."""
+        with self._lock:
+            return copy.deepcopy(self._compactions)
+
+    @property
+    def vanished(self) -> list[str]:
+        """Ids of the responses that vanished (vanish_next_response)."""
+        with self._lock:
+            return list(self._vanished)
+
     def script(self, *behaviours: Reply) -> None:
         with self._lock:
             self._scripts.extend(behaviours)
@@ -944,6 +1128,11 @@ class FakeOpenAI:
             self._tool_outputs.clear()
             self._code_runs.clear()
             self._tool_mismatches.clear()
+            self._context_window = DEFAULT_CONTEXT_WINDOW
+            self._retention = DEFAULT_BACKGROUND_RETENTION
+            self._vanish_after = None
+            self._compactions.clear()
+            self._vanished.clear()
 
     # ---- app and cross-cutting checks --------------------------------------------------------------
 
@@ -1037,7 +1226,8 @@ class FakeOpenAI:
             return self._violation(request, ["body: the request body is not valid JSON"])
         problems = self.spec.request_errors(request.method, api_path, request.query, body, bool(raw.strip()))
         if problems:
-            return self._violation(request, problems)
+            limit = self.spec.limit_error(request.method, api_path, body)
+            return self._violation(request, problems, limit)
         if request.match_info.http_exception is not None:
             return _error(404, f"Invalid URL ({request.method} {request.path})")
         failed = self._take_failure(request)
@@ -1106,9 +1296,16 @@ class FakeOpenAI:
                     return _error(status, message, type_=default_type, code=failure.code or default_code)
         return None
 
-    def _violation(self, request: web.Request, problems: list[str]) -> web.Response:
+    def _violation(
+        self, request: web.Request, problems: list[str], limit: tuple[str, str, str] | None = None
+    ) -> web.Response:
+        """A 400 for a request the spec forbids (recorded in spec_violations). A broken size/range limit
+        gets the real API's param, code and message (see _LIMITS); anything else a generic message."""
         with self._lock:
             self._violations += [f"{request.method} {request.path}: {p}" for p in problems]
+        if limit is not None:
+            param, code, message = limit
+            return _error(400, message, param=param, code=code)
         return _error(400, "Invalid request: " + "; ".join(problems))
 
     # ---- conversations -----------------------------------------------------------------------------
@@ -1387,6 +1584,7 @@ class FakeOpenAI:
     async def _get_response(self, request: web.Request) -> web.StreamResponse:
         response_id = request.match_info["response_id"]
         with self._lock:
+            self._expire_background()
             stored = copy.deepcopy(self._responses.get(response_id))
             run = self._runs.get(response_id)
         if stored is None:
@@ -1403,6 +1601,7 @@ class FakeOpenAI:
     async def _cancel_response(self, request: web.Request) -> web.StreamResponse:
         response_id = request.match_info["response_id"]
         with self._lock:
+            self._expire_background()
             run = self._runs.get(response_id)
             known = response_id in self._responses
         if not known:
@@ -1415,7 +1614,10 @@ class FakeOpenAI:
             self._finish(run, "cancelled")
             run.publish(end=True)
         with self._lock:
-            return web.json_response(copy.deepcopy(self._responses[response_id]))
+            final = self._responses.get(response_id)
+        if final is None:  # it vanished meanwhile
+            return _error(404, f"Response with id '{response_id}' not found.")
+        return web.json_response(copy.deepcopy(final))
 
     async def _create_response(self, request: web.Request) -> web.StreamResponse:
         body: Json = request[_JSON]
@@ -1430,6 +1632,7 @@ class FakeOpenAI:
         new_items = [_normalize_item(i) for i in raw_input or []]
 
         with self._lock:
+            self._expire_background()
             if conv_id and previous_id:
                 return _error(
                     400,
@@ -1469,10 +1672,24 @@ class FakeOpenAI:
             rejected = self._tool_request_problem(body, history, new_items)
             if rejected is not None:
                 return rejected
+            # The context window (see set_context_window), or server-side compaction when requested.
+            instructions = body.get("instructions")
+            tokens_before = context_tokens([*history, *new_items], instructions)
+            entry = _compaction_entry(body)
+            compaction: Json | None = None
+            compacted: list[Json] = []
+            threshold = self._context_window
+            if entry is not None:
+                threshold = min(entry.get("compact_threshold") or self._context_window, self._context_window)
+            if entry is not None and tokens_before > threshold and history:
+                compaction, cut = _compact(history, new_items, instructions, threshold)
+                compacted, history = history[:cut], history[cut:]
+            seen = ([compaction] if compaction else []) + copy.deepcopy(history) + new_items
+            if context_tokens(seen, instructions) > self._context_window:
+                return _error(400, _CONTEXT_EXCEEDED, param="input", code="context_length_exceeded")
             reply = self._scripts.popleft() if self._scripts else self.default_reply
             if reply.http_status is not None:
                 return self._scripted_error(reply)
-            seen = copy.deepcopy(history) + new_items
             users = [i for i in seen if i.get("type") == "message" and i.get("role") == "user"]
             last_user = _item_text(users[-1]) if users else ""
             hits: list[Hit] = []
@@ -1497,7 +1714,13 @@ class FakeOpenAI:
                 new_items=new_items,
                 seen_items=seen,
                 epoch=self._epoch,
+                compaction=compaction,
+                compacted_ids=[i["id"] for i in compacted],
+                tokens_before=tokens_before,
+                threshold=threshold,
             )
+            if run.background and self._vanish_after is not None:
+                run.vanish_after, self._vanish_after = self._vanish_after, None
             if search_call is not None:
                 run.items_before.append(search_call)
             self._plan(run, last_user, hits)
@@ -1669,17 +1892,50 @@ class FakeOpenAI:
 
     async def _produce(self, run: _Run) -> None:
         """A background run: generate its events into its log, whoever is listening."""
+        events = self._generate(run)
         try:
-            async for event in self._generate(run):
+            async for event in events:
                 if event is _DROP:
                     run.publish(drop=True)
-                else:
-                    run.publish(event)
+                    continue
+                if run.vanish_after is not None and len(run.log) >= run.vanish_after:
+                    await events.aclose()
+                    self._vanish(run)
+                    return
+                run.publish(event)
+            if run.vanish_after is not None:  # it completed before its vanishing point: deleted now
+                self._vanish(run)
         except asyncio.CancelledError:
             self._finish(run, "cancelled")
             raise
         finally:
             run.publish(end=True)
+
+    def _vanish(self, run: _Run) -> None:
+        """Delete a background run (vanish_next_response): unknown from now on; its streams are cut."""
+        with self._lock:
+            if not run.finished:
+                run.finished = True  # never completes: nothing is committed to the conversation
+                if run.conversation_id and run.epoch == self._epoch:
+                    self._busy.discard(run.conversation_id)
+            run.vanished = True
+            if run.epoch == self._epoch:
+                self._responses.pop(run.id, None)
+                self._runs.pop(run.id, None)
+                self._histories.pop(run.id, None)
+                self._vanished.append(run.id)
+
+    def _expire_background(self) -> None:
+        """Forget background responses past their retention (call under the lock; see
+        DEFAULT_BACKGROUND_RETENTION): only an explicit store=true keeps them longer."""
+        now = time.monotonic()
+        for response_id, run in list(self._runs.items()):
+            if run.body.get("store") is True or run.ended_at is None:
+                continue
+            if now - run.ended_at >= self._retention:
+                self._responses.pop(response_id, None)
+                self._runs.pop(response_id, None)
+                self._histories.pop(response_id, None)
 
     async def _follow(self, request: web.Request, run: _Run, start: int, *, cut: bool) -> web.StreamResponse:
         """Stream a background run's log from index `start`, live until the run ends; with `cut`, cut
@@ -1702,6 +1958,9 @@ class FakeOpenAI:
                 except (ConnectionError, RuntimeError):  # the client hung up: the run goes on
                     return response
                 continue
+            if run.vanished:  # deleted: the stream just stops, without an end
+                self._cut(request)
+                return response
             if run.ended:
                 break
             await run.changed.wait()
@@ -1742,6 +2001,13 @@ class FakeOpenAI:
         yield run.event("response.created", response=run.response_object("in_progress"))
         yield run.event("response.in_progress", response=run.response_object("in_progress"))
         done: list[Json] = []  # finished output items
+        if run.compaction is not None:
+            # "The response stream includes the encrypted compaction item" (guides/compaction): an output
+            # item (spec OutputItem includes CompactionBody) announced by output_item.added / .done.
+            item = copy.deepcopy(run.compaction)
+            yield run.event("response.output_item.added", output_index=0, item=item)
+            yield run.event("response.output_item.done", output_index=0, item=copy.deepcopy(item))
+            done.append(item)
         for item in run.items_before:
             async for event in self._tool_events(run, len(done), item):
                 yield event
@@ -1884,6 +2150,8 @@ class FakeOpenAI:
         with self._lock:
             if run.finished:
                 return
+            if run.vanish_after is not None and len(run.log) >= run.vanish_after:
+                return  # it vanishes before its end is published: it never completes (see _vanish)
             run.finished = True
             if run.epoch != self._epoch:
                 return  # reset() happened meanwhile
@@ -1893,14 +2161,34 @@ class FakeOpenAI:
                 final = run.response_object(status)
             if run.store:
                 self._responses[run.id] = final
+            if run.background:
+                run.ended_at = time.monotonic()
             if status not in ("completed", "incomplete"):
                 return
-            output = copy.deepcopy(final["output"])
+            # The compaction item is already first in seen_items; the conversation gets it in place of
+            # the items it replaces (items added meanwhile with items.create are kept).
+            output = [i for i in copy.deepcopy(final["output"]) if i.get("type") != "compaction"]
             if run.store:
                 self._histories[run.id] = run.seen_items + output
             conv = self._conversations.get(run.conversation_id or "")
             if conv is not None:
+                if run.compaction is not None:
+                    gone = set(run.compacted_ids)
+                    kept = [i for i in conv["items"] if i["id"] not in gone]
+                    conv["items"] = [copy.deepcopy(run.compaction), *kept]
                 conv["items"].extend(copy.deepcopy(run.new_items) + output)
+            if run.compaction is not None:
+                self._compactions.append(
+                    {
+                        "response_id": run.id,
+                        "conversation": run.conversation_id,
+                        "item": copy.deepcopy(run.compaction),
+                        "removed_item_ids": list(run.compacted_ids),
+                        "tokens_before": run.tokens_before,
+                        "tokens_after": context_tokens(run.seen_items, run.body.get("instructions")),
+                        "threshold": run.threshold,
+                    }
+                )
 
     @staticmethod
     async def _drain(events: AsyncIterator[Any]) -> None:
