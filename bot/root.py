@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
+from typing import Any
 
 from openai import AsyncOpenAI
 from slack_sdk.web.async_client import AsyncWebClient
@@ -21,6 +23,7 @@ from bot.slack.budget import SlackBudget
 from bot.slack.client import build_web_client
 from bot.slack.ephemeral import Ephemeral
 from bot.threads.admin import ThreadAdmin
+from bot.threads.background import Background
 from bot.threads.home import AppHome
 from bot.threads.intake import Intake
 from bot.threads.messages_tab import MessagesTab
@@ -33,6 +36,7 @@ from bot.turns.runner import TurnRunner
 log = logging.getLogger(__name__)
 
 SWEEP_STOP_SECONDS = 5.0
+COMMAND_GRACE_SECONDS = 10.0
 
 
 class Bot:
@@ -72,7 +76,8 @@ class Bot:
         admin = ThreadAdmin(store, backend, self._dispatcher, files=self._files)
         targets = Targets(store)
         ephemeral = Ephemeral(web_client)
-        self.intake = Intake(self._dispatcher, admin, targets, ephemeral)
+        self._background = Background()
+        self.intake = Intake(self._dispatcher, admin, targets, ephemeral, self._background)
         self.thread_settings = ThreadSettings(admin, targets, web_client, ephemeral)
         self.home = AppHome(
             model=settings.assistant_model,
@@ -115,6 +120,10 @@ class Bot:
                 sweep_forever(sweeper, self._redis.client, every), name="orphan sweep"
             )
 
+    def later(self, work: Coroutine[Any, Any, None], *, name: str) -> None:
+        """Run `work` after the listener has acked (Slack waits 3 s; OpenAI may take longer)."""
+        self._background.run(work, name=name)
+
     async def ping(self) -> bool:
         return await self._redis.ping()
 
@@ -128,6 +137,7 @@ class Bot:
 
     async def aclose(self, grace_seconds: float = 20.0) -> None:
         await self._stop_sweep()
+        await self._background.drain(min(grace_seconds, COMMAND_GRACE_SECONDS))
         await self._dispatcher.shutdown(grace_seconds)
         await self._openai.close()
         if self.web_client.session is not None:

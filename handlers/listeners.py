@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import aiohttp
 from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_bolt.context.say.async_say import AsyncSay
 
 from bot.errors import BotError
@@ -41,6 +43,17 @@ async def _receive(bot: Bot, msg: IncomingMessage, say: AsyncSay, *, known_only:
         await say(text=exc.user_message, thread_ts=msg.reply_thread_ts)
 
 
+async def _respond(respond: AsyncRespond, text: str) -> None:
+    """The answer to a slash command, through its response_url (best effort: a failure is logged)."""
+    try:
+        response = await respond(text=text, response_type="ephemeral")
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        log.warning("command answer not delivered: %s", type(exc).__name__)
+        return
+    if response.status_code != 200:
+        log.warning("command answer not delivered: HTTP %s", response.status_code)
+
+
 def register(app: AsyncApp, bot: Bot) -> None:
     @app.event("app_mention")
     async def on_mention(body: dict[str, Any], context: dict[str, Any], say: AsyncSay) -> None:
@@ -62,30 +75,39 @@ def register(app: AsyncApp, bot: Bot) -> None:
             # In channels, only replies in a thread the bot already answers; top-level needs a mention.
             await _receive(bot, msg, say, known_only=True)
 
+    # Slack waits 3 s for an ack, and these may wait on OpenAI: each acks at once, then does its work
+    # (`bot.later`) and answers through the response_url, an ephemeral or views.update.
     @app.command(COMMANDS[0])
-    async def on_command(ack: AsyncAck, body: dict[str, Any], context: dict[str, Any]) -> None:
+    async def on_command(
+        ack: AsyncAck, body: dict[str, Any], context: dict[str, Any], respond: AsyncRespond
+    ) -> None:
         req = parse_command_request(body, context)
-        if req is None:
-            await ack()
-            return
-        # The text goes back in the ack: an ephemeral answer only the user sees.
-        await ack(text=await bot.intake.command(req, request_id=str(body.get("trigger_id") or req.user)))
+        now = bot.intake.answer_now(req) if req is not None else ""
+        # Help and mistakes go back in the ack itself: an ephemeral answer only the user sees.
+        await ack(text=now or "")
+        if req is not None and now is None:
+            request_id = str(body.get("trigger_id") or req.user)
+
+            async def answer() -> None:
+                await _respond(respond, await bot.intake.command(req, request_id=request_id))
+
+            bot.later(answer(), name="/assistant")
 
     @app.shortcut(RESET_SHORTCUT)
     async def on_reset_shortcut(ack: AsyncAck, body: dict[str, Any], context: dict[str, Any]) -> None:
         await ack()
         action = parse_message_action(body, context)
-        if action is None:
-            return
-        await bot.intake.reset_shortcut(action, request_id=str(body.get("trigger_id") or action.message_ts))
+        if action is not None:
+            request_id = str(body.get("trigger_id") or action.message_ts)
+            bot.later(bot.intake.reset_shortcut(action, request_id=request_id), name="reset shortcut")
 
     @app.shortcut(SETTINGS_SHORTCUT)
     async def on_settings_shortcut(ack: AsyncAck, body: dict[str, Any], context: dict[str, Any]) -> None:
         await ack()
         action = parse_message_action(body, context)
-        if action is None:
-            return
-        await bot.thread_settings.open_from_shortcut(action, trigger_id=str(body.get("trigger_id")))
+        if action is not None:
+            trigger_id = str(body.get("trigger_id"))
+            bot.later(bot.thread_settings.open_from_shortcut(action, trigger_id=trigger_id), name="settings")
 
     @app.view(SETTINGS_CALLBACK)
     async def on_settings_submitted(ack: AsyncAck, body: dict[str, Any], context: dict[str, Any]) -> None:
@@ -93,27 +115,31 @@ def register(app: AsyncApp, bot: Bot) -> None:
         if submitted is None:
             await ack()
             return
-        workspace, user, private_metadata, text = submitted
-        problem = await bot.thread_settings.save(workspace, user, private_metadata, text)
+        problem = bot.thread_settings.check(*submitted)
         if problem:
             await ack(response_action="errors", errors={META_BLOCK: problem})
-        else:
-            await ack()
+            return
+        await ack()
+        bot.later(bot.thread_settings.save(*submitted), name="settings save")
 
     @app.action(HOME_RESET_ACTION)
     async def on_home_reset(ack: AsyncAck, body: dict[str, Any], context: dict[str, Any]) -> None:
         await ack()
         workspace, user = workspace_of(body, context), (body.get("user") or {}).get("id")
         if workspace is not None and user:
-            await bot.home.reset_dm_thread(workspace, str(user), request_id=str(body.get("trigger_id")))
+            request_id = str(body.get("trigger_id"))
+            bot.later(
+                bot.home.reset_dm_thread(workspace, str(user), request_id=request_id), name="home reset"
+            )
 
     @app.action(HOME_SETTINGS_ACTION)
     async def on_home_settings(ack: AsyncAck, body: dict[str, Any], context: dict[str, Any]) -> None:
         await ack()
         workspace, user = workspace_of(body, context), (body.get("user") or {}).get("id")
         if workspace is not None and user:
-            await bot.thread_settings.open_for_dm(
-                workspace, str(user), trigger_id=str(body.get("trigger_id"))
+            trigger_id = str(body.get("trigger_id"))
+            bot.later(
+                bot.thread_settings.open_for_dm(workspace, str(user), trigger_id=trigger_id), name="settings"
             )
 
     @app.event("app_home_opened")

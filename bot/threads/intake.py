@@ -1,6 +1,10 @@
 """What people send the bot, routed in one place: a message to answer goes to the turn queue; a command
 written after a mention, typed as `/assistant …` or chosen as the "Reset this thread" shortcut is carried
-out on its thread now, and answered with an ephemeral message."""
+out on its thread, and answered with an ephemeral message.
+
+Slack wants every request acknowledged within 3 seconds, and a command may wait on OpenAI: the listener
+acks first and the command runs after (a slash command's answer goes through its `response_url`; a
+command after a mention runs in the background once its message is claimed)."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from bot.models import CommandRequest, IncomingMessage, MessageAction
 from bot.queue.dispatcher import Dispatcher, Submitted
 from bot.slack.ephemeral import Ephemeral
 from bot.threads.admin import ThreadAdmin, user_text
+from bot.threads.background import Background
 from bot.threads.commands import (
     CHANNEL_HINT,
     HELP_TEXT,
@@ -27,12 +32,18 @@ log = logging.getLogger(__name__)
 
 class Intake:
     def __init__(
-        self, dispatcher: Dispatcher, admin: ThreadAdmin, targets: Targets, ephemeral: Ephemeral
+        self,
+        dispatcher: Dispatcher,
+        admin: ThreadAdmin,
+        targets: Targets,
+        ephemeral: Ephemeral,
+        background: Background,
     ) -> None:
         self._dispatcher = dispatcher
         self._admin = admin
         self._targets = targets
         self._ephemeral = ephemeral
+        self._background = background
 
     async def receive(self, msg: IncomingMessage, *, require_known_thread: bool = False) -> Submitted:
         """Queue a person's message for an answer, or carry out a command written after a mention.
@@ -60,14 +71,20 @@ class Intake:
     async def _thread_command(self, msg: IncomingMessage, parsed: ParsedCommand) -> None:
         if not await self._dispatcher.claim(msg):
             return  # a retry, or the app_mention / message twin
+        # Claimed: the event is acked now, and the command (which may wait on OpenAI) runs after.
+        self._background.run(self._answer_thread_command(msg, parsed), name=f"command {msg.channel}:{msg.ts}")
+
+    async def _answer_thread_command(self, msg: IncomingMessage, parsed: ParsedCommand) -> None:
         target = await self._targets.of_message(msg)
         text = await self._admin.run(target, parsed, request_id=f"{msg.channel}:{msg.ts}")
         # In the message's thread when it is in one; at top level otherwise (Slack shows an ephemeral in a
         # thread only once the thread has replies, and a top-level message has none).
         await self._ephemeral.whisper(msg.channel, msg.user, text, msg.thread_ts)
 
-    async def command(self, req: CommandRequest, *, request_id: str) -> str:
-        """Answer `/assistant …`: the ephemeral text to show the user (it goes back in the ack)."""
+    @staticmethod
+    def answer_now(req: CommandRequest) -> str | None:
+        """The answer to `/assistant …` when it needs nothing but the text (help, a mistake, a command
+        that needs a thread): it goes back in the ack. None: `command` answers after the ack."""
         try:
             parsed = parse_command(req.text)
         except UnknownCommand as exc:
@@ -76,6 +93,13 @@ class Intake:
             return HELP_TEXT
         if not req.is_dm:
             return CHANNEL_HINT
+        return None
+
+    async def command(self, req: CommandRequest, *, request_id: str) -> str:
+        """Carry out `/assistant …` on the user's DM thread: the ephemeral text to show the user."""
+        if (now := self.answer_now(req)) is not None:
+            return now
+        parsed = parse_command(req.text)
         return await user_text(self._admin.run(Targets.of_command(req), parsed, request_id=request_id))
 
     async def reset_shortcut(self, action: MessageAction, *, request_id: str) -> None:

@@ -13,17 +13,27 @@ from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.errors import BotError, StoreUnavailable
+from bot.errors import BotError, NoAssistantThread, StoreUnavailable
 from bot.models import MessageAction, Workspace
 from bot.slack.client import slack_error
 from bot.slack.ephemeral import Ephemeral
 from bot.threads.admin import ThreadAdmin
-from bot.threads.metadata import BOT_KEYS, MAX_KEY_CHARS, MAX_PAIRS, MAX_VALUE_CHARS, MetadataError, user_part
+from bot.threads.metadata import (
+    BOT_KEYS,
+    MAX_KEY_CHARS,
+    MAX_PAIRS,
+    MAX_VALUE_CHARS,
+    MetadataError,
+    apply_replace,
+    user_part,
+)
 from bot.threads.targets import Targets, ThreadTarget
 
 log = logging.getLogger(__name__)
 
 SETTINGS_CALLBACK = "thread_settings_modal"
+NOT_OPENED = "Sorry, I couldn't open the settings. Please try again."
+SAVED = "Saved this thread's settings."
 META_BLOCK = "meta_block"
 META_INPUT = "meta_lines"
 
@@ -57,6 +67,10 @@ class SettingsRef:
 
 
 class ThreadSettings:
+    """The modal's life: `views.open` first (a trigger id lives 3 seconds), with a loading view that is
+    then replaced by the thread's settings, or by why they can't be shown; on submit, the text is checked
+    at once (problems shown under the text box) and saved after the ack, the user told how it went."""
+
     def __init__(
         self, admin: ThreadAdmin, targets: Targets, client: AsyncWebClient, ephemeral: Ephemeral
     ) -> None:
@@ -66,56 +80,83 @@ class ThreadSettings:
         self._ephemeral = ephemeral
 
     async def open_from_shortcut(self, action: MessageAction, *, trigger_id: str) -> None:
-        """The "Thread settings" shortcut: open the modal, or tell the user why not."""
+        """The "Thread settings" shortcut on a message: the settings of the thread it belongs to."""
+        view_id = await self._open_loading(trigger_id)
+        if view_id is None:
+            await self._ephemeral.whisper(action.channel, action.user, NOT_OPENED, action.thread_ts)
+            return
         try:
             target = await self._targets.of_action(action)
         except BotError as exc:
-            problem: str | None = exc.user_message
-        else:
-            problem = await self._open(target, trigger_id)
-        if problem:
-            await self._ephemeral.whisper(action.channel, action.user, problem, action.thread_ts)
+            await self._show(view_id, notice_view(exc.user_message))
+            return
+        await self._fill(view_id, target)
 
     async def open_for_dm(self, workspace: Workspace, user: str, *, trigger_id: str) -> None:
-        """The App Home's settings button: the user's own DM thread, once it exists."""
+        """The App Home's settings button: the user's own DM thread."""
+        view_id = await self._open_loading(trigger_id)
+        if view_id is None:
+            return
         target = await self._targets.of_dm(workspace, user)
         if target is None:
+            await self._show(view_id, notice_view(NoAssistantThread.user_message))
             return
-        problem = await self._open(target, trigger_id)
-        if problem:
-            await self._ephemeral.whisper(target.channel, user, problem, None)
+        await self._fill(view_id, target)
 
-    async def _open(self, target: ThreadTarget, trigger_id: str) -> str | None:
+    async def _open_loading(self, trigger_id: str) -> str | None:
+        try:
+            response = await self._client.views_open(trigger_id=trigger_id, view=loading_view())
+        except SlackApiError as exc:
+            log.warning("views.open failed: %s", slack_error(exc))
+            return None
+        return str((response.get("view") or {}).get("id") or "") or None
+
+    async def _fill(self, view_id: str, target: ThreadTarget) -> None:
         try:
             conversation_id = await self._admin.conversation_of(target)
             metadata = await self._admin.metadata(target)
         except (BotError, RedisError) as exc:
-            return exc.user_message if isinstance(exc, BotError) else StoreUnavailable.user_message
+            problem = exc.user_message if isinstance(exc, BotError) else StoreUnavailable.user_message
+            await self._show(view_id, notice_view(problem))
+            return
         keys = target.workspace
         ref = SettingsRef(keys.team_id, keys.enterprise_id, target.thread, target.channel, target.user)
-        try:
-            await self._client.views_open(
-                trigger_id=trigger_id, view=settings_modal(ref, conversation_id, metadata)
-            )
-        except SlackApiError as exc:
-            log.warning("views.open failed: %s", slack_error(exc))
-            return "Sorry, I couldn't open the settings. Please try again."
-        return None
+        await self._show(view_id, settings_modal(ref, conversation_id, metadata))
 
-    async def save(self, workspace: Workspace, user: str, private_metadata: str, text: str) -> str | None:
-        """The modal was submitted: None when saved, else the message to show under the text box."""
+    async def _show(self, view_id: str, view: View) -> None:
+        try:
+            await self._client.views_update(view_id=view_id, view=view)
+        except SlackApiError as exc:
+            log.warning("views.update failed: %s", slack_error(exc))
+
+    @staticmethod
+    def check(workspace: Workspace, user: str, private_metadata: str, text: str) -> str | None:
+        """The submitted modal, checked without I/O: the problem to show under the text box, or None."""
         ref = SettingsRef.load(private_metadata)
         # The modal belongs to whoever opened it, in that workspace.
         if ref is None or ref.user != user or ref.workspace != workspace:
             return "These settings belong to someone else."
+        try:
+            # Against the most the bot's own keys can take, so the save after the ack fits.
+            apply_replace(dict.fromkeys(BOT_KEYS, ""), parse_lines(text))
+        except BotError as exc:
+            return exc.user_message[:1900]
+        return None
+
+    async def save(self, workspace: Workspace, user: str, private_metadata: str, text: str) -> None:
+        """Save a submitted modal that `check` passed (after the ack), and tell the user how it went."""
+        ref = SettingsRef.load(private_metadata)
+        if ref is None or self.check(workspace, user, private_metadata, text) is not None:
+            return
         target = ThreadTarget(workspace, ref.thread, ref.channel, user)
         try:
             await self._admin.replace_user_metadata(target, parse_lines(text))
+            told = SAVED
         except BotError as exc:
-            return exc.user_message[:1900]
+            told = f"Your thread settings were not saved. {exc.user_message}"
         except RedisError:
-            return StoreUnavailable.user_message
-        return None
+            told = f"Your thread settings were not saved. {StoreUnavailable.user_message}"
+        await self._ephemeral.whisper(ref.channel, user, told, target.notice_ts)
 
 
 def _text(text: str) -> dict[str, Any]:
@@ -174,3 +215,20 @@ def parse_lines(text: str) -> dict[str, str]:
     if problems:
         raise MetadataError(problems)
     return pairs
+
+
+def loading_view() -> View:
+    return _plain_modal("Loading this thread's settings…")
+
+
+def notice_view(text: str) -> View:
+    return _plain_modal(text)
+
+
+def _plain_modal(text: str) -> View:
+    return {
+        "type": "modal",
+        "title": {"type": "plain_text", "text": "Thread settings"},
+        "close": {"type": "plain_text", "text": "Close"},
+        "blocks": [{"type": "section", "text": _text(text)}],
+    }
