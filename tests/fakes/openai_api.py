@@ -543,6 +543,14 @@ class _Failure:
     code: str | None
 
 
+@dataclass
+class _Delay:
+    method: str
+    path: re.Pattern[str]
+    seconds: float
+    times: int
+
+
 _DEFAULT_ERRORS: dict[int, tuple[str, str | None, str]] = {
     400: ("invalid_request_error", None, "Invalid request."),
     401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
@@ -899,6 +907,7 @@ class FakeOpenAI:
         self._tasks: set[asyncio.Task[None]] = set()  # background generations, kept alive
         self._files = FilesState()  # files, vector stores, file search (tests/fakes/openai_files.py)
         self._failures: list[_Failure] = []  # fail_next(): scripted HTTP errors on any path
+        self._delays: list[_Delay] = []  # slow_down(): extra latency on any path
         self._runs: dict[str, _Run] = {}  # background runs by response id (their event logs)
         # Tool use (tests/fakes/openai_tools.py)
         self._containers: dict[str, tools.StoredContainer] = {}
@@ -1108,9 +1117,25 @@ class FakeOpenAI:
         with self._lock:
             self._failures.append(_Failure(method.upper(), re.compile(path), status, times, code))
 
+    def slow_down(self, method: str, path: str, seconds: float, *, times: int = 1_000_000) -> None:
+        """The next `times` requests whose method and path (regex) match take `seconds` longer."""
+        with self._lock:
+            self._delays.append(_Delay(method.upper(), re.compile(path), seconds, times))
+
+    def _take_delay(self, request: web.Request) -> float:
+        with self._lock:
+            for delay in self._delays:
+                if delay.method == request.method and delay.path.search(request.path):
+                    delay.times -= 1
+                    if delay.times <= 0:
+                        self._delays.remove(delay)
+                    return delay.seconds
+        return 0.0
+
     def reset(self) -> None:
         with self._lock:
             self._epoch += 1
+            self._delays.clear()
             self._conversations.clear()
             self._responses.clear()
             self._histories.clear()
@@ -1230,6 +1255,8 @@ class FakeOpenAI:
             return self._violation(request, problems, limit)
         if request.match_info.http_exception is not None:
             return _error(404, f"Invalid URL ({request.method} {request.path})")
+        if delay := self._take_delay(request):
+            await asyncio.sleep(delay)
         failed = self._take_failure(request)
         if failed is not None:
             return failed
