@@ -22,23 +22,37 @@ from bot.keys import Keys
 
 log = logging.getLogger(__name__)
 
-# Calls per minute by tier (docs.slack.dev "Rate limits").
-TIER_PER_MINUTE = {1: 1, 2: 20, 3: 50, 4: 100}
-# Sources: slackapi/java-slack-sdk MethodsRateLimits.java; slack-ruby/slack-api-ref (chat.appendStream `t4`).
-METHOD_TIERS = {
-    "chat.startStream": 2,
-    "chat.stopStream": 2,
-    "chat.update": 3,
-    "chat.delete": 3,
-    "chat.appendStream": 4,
-    "chat.postEphemeral": 4,
-    "assistant.threads.setStatus": 3,
-    "views.open": 4,
-    "views.update": 4,
+
+@dataclass(frozen=True)
+class Limit:
+    per_minute: float
+    burst: float  # calls Slack tolerates at once
+    per_channel: bool = False  # one bucket per channel (else one per workspace)
+
+
+# Calls per minute by tier (docs.slack.dev "Rate limits"; java-slack-sdk MethodsRateLimitTier).
+TIER_PER_MINUTE = {1: 1.0, 2: 20.0, 3: 50.0, 4: 100.0}
+
+
+def _tier(n: int) -> tuple[Limit, ...]:
+    return (Limit(TIER_PER_MINUTE[n], TIER_PER_MINUTE[n]),)
+
+
+# Sources: slackapi/java-slack-sdk MethodsRateLimits.java; slack-ruby/slack-api-ref (chat.appendStream `t4`);
+# docs.slack.dev chat.postMessage ("1 message per second per channel", bursts allowed, and a workspace
+# limit of several hundred a minute); setStatus is a special tier "similar to chat.postMessage".
+LIMITS: dict[str, tuple[Limit, ...]] = {
+    "chat.startStream": _tier(2),
+    "chat.stopStream": _tier(2),
+    "chat.update": _tier(3),
+    "chat.delete": _tier(3),
+    "chat.appendStream": _tier(4),
+    "chat.postEphemeral": _tier(4),
+    "views.open": _tier(4),
+    "views.update": _tier(4),
+    "chat.postMessage": (Limit(60, 3, per_channel=True), Limit(300, 300)),
+    "assistant.threads.setStatus": (Limit(60, 3, per_channel=True),),
 }
-# chat.postMessage: "1 message per second per channel", short bursts allowed (docs.slack.dev).
-POST_MESSAGE_BURST = 3
-POST_MESSAGE_PER_SECOND = 1.0
 BUDGET_SHARE = 0.9
 # The longest a finished answer waits for its turn to be written (past it, the call goes out anyway and
 # slack-sdk honours any 429's Retry-After).
@@ -82,16 +96,15 @@ class SlackBudget:
         self._share = share
         self._take = redis.register_script(_TAKE)
 
-    def bucket(self, keys: Keys, method: str, channel: str | None = None) -> Bucket:
-        if method == "chat.postMessage":
-            scope = channel or ""
-            return Bucket(
-                keys.slack_budget(method, scope),
-                POST_MESSAGE_BURST,
-                POST_MESSAGE_PER_SECOND * self._share / 1000,
+    def buckets(self, keys: Keys, method: str, channel: str | None = None) -> list[Bucket]:
+        out = []
+        for limit in LIMITS[method]:
+            scope = (channel or "") if limit.per_channel else ""
+            per_minute = limit.per_minute * self._share
+            out.append(
+                Bucket(keys.slack_budget(method, scope), limit.burst * self._share, per_minute / 60_000)
             )
-        per_minute = TIER_PER_MINUTE[METHOD_TIERS[method]] * self._share
-        return Bucket(keys.slack_budget(method), per_minute, per_minute / 60_000)
+        return out
 
     async def try_take(self, *buckets: Bucket) -> float:
         """Take one call from each bucket, all or none: 0.0 when taken, else the seconds until they could be.
@@ -125,21 +138,19 @@ class ChannelPace:
         self._keys = keys
         self._channel = channel
 
-    def _bucket(self, method: str) -> Bucket:
-        return self._budget.bucket(self._keys, method, self._channel)
+    def _buckets(self, method: str) -> list[Bucket]:
+        return self._budget.buckets(self._keys, method, self._channel)
 
     async def stream(self) -> bool:
         """A new stream: its chat.startStream and, reserved now so it can always be closed, its
         chat.stopStream. False when there is no room: the message is then posted whole."""
-        return (
-            await self._budget.try_take(self._bucket("chat.startStream"), self._bucket("chat.stopStream"))
-            == 0
-        )
+        both = [*self._buckets("chat.startStream"), *self._buckets("chat.stopStream")]
+        return await self._budget.try_take(*both) == 0
 
     async def now(self, method: str) -> float:
         """One call of `method` now: 0.0 when taken, else the seconds until it could be (nothing taken)."""
-        return await self._budget.try_take(self._bucket(method))
+        return await self._budget.try_take(*self._buckets(method))
 
     async def wait(self, method: str) -> None:
         """One call of `method`, waiting for room if need be."""
-        await self._budget.take(self._bucket(method))
+        await self._budget.take(*self._buckets(method))
