@@ -38,7 +38,11 @@ def rdb(redis_url: str) -> Iterator[redis.Redis]:
 @pytest.fixture(scope="session")
 def _slack_server() -> Iterator[FakeSlack]:
     fake = FakeSlack().start()
+    # Every SlackSender mints its trigger_ids with this fake and tells it about the users' messages.
+    SlackSender.default_trigger_ids = fake.new_trigger_id
+    SlackSender.default_on_event = fake.observe_event
     yield fake
+    SlackSender.default_trigger_ids = SlackSender.default_on_event = None
     fake.stop()
 
 

@@ -16,9 +16,10 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from slack_sdk.signature import SignatureVerifier
 
@@ -197,13 +198,41 @@ def new_ts() -> str:
     return f"1800000000.{next(_ts):06d}"
 
 
+def new_trigger_id() -> str:
+    """A trigger_id for an interaction payload built now: minted by the session's fake Slack when there is
+    one (so views.open accepts it, once, within 3 s), else one no Slack knows."""
+    mint = SlackSender.default_trigger_ids
+    return mint() if mint is not None else f"{10_000_000_000 + next(_ids)}.0.{next(_ids):032x}"
+
+
 class SlackSender:
     """Plays Slack's part: builds event payloads and POSTs them to the bot, signed like Slack does."""
 
-    def __init__(self, bot_url: str, *, secret: str = SIGNING_SECRET, team_id: str = TEAM) -> None:
+    # What a sender built without `trigger_ids`/`on_event` uses: the session's fake Slack (conftest sets it).
+    default_trigger_ids: ClassVar[Callable[[], str] | None] = None
+    default_on_event: ClassVar[Callable[[dict[str, Any]], None] | None] = None
+
+    def __init__(
+        self,
+        bot_url: str,
+        *,
+        secret: str = SIGNING_SECRET,
+        team_id: str = TEAM,
+        trigger_ids: Callable[[], str] | None = None,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        """`trigger_ids` mints the trigger_id of each interaction payload (the fake Slack's
+        ``new_trigger_id``, so views.open accepts it); `on_event` sees every event sent (the fake's
+        ``observe_event``, so it knows about the users' messages)."""
         self.bot_url = bot_url
         self.team_id = team_id
         self._verifier = SignatureVerifier(secret)
+        self._trigger_ids = trigger_ids or SlackSender.default_trigger_ids
+        self._on_event = on_event or SlackSender.default_on_event
+
+    def trigger_id(self) -> str:
+        """A trigger_id for an interaction payload built now."""
+        return self._trigger_ids() if self._trigger_ids is not None else new_trigger_id()
 
     def post(
         self,
@@ -259,6 +288,8 @@ class SlackSender:
         team_id: str | None = None,
     ) -> Reply:
         headers = {}
+        if self._on_event is not None:
+            self._on_event(event)
         if retry_num is not None:
             headers = {"X-Slack-Retry-Num": str(retry_num), "X-Slack-Retry-Reason": "http_timeout"}
         return self.post(self.event_body(event, event_id=event_id, team_id=team_id), headers=headers)

@@ -8,7 +8,7 @@ import redis
 
 from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.slack_api import FakeSlack
-from tests.harness import TEAM, SlackSender, mention, message, new_ts
+from tests.harness import TEAM, SlackSender, mention, message, new_trigger_id
 from tests.test_bridge_e2e import ALICE, BOB, CHANNEL, DM, answers, user_texts
 
 THREAD_KEY = f"sa:{{-:{TEAM}}}:thread:"
@@ -28,7 +28,7 @@ def command(sender: SlackSender, text: str, *, channel: str = DM, user: str = AL
             "text": text,
             "api_app_id": "A0APP",
             "response_url": "http://127.0.0.1:9/never-used",
-            "trigger_id": f"trig-{new_ts()}",
+            "trigger_id": new_trigger_id(),
         }
     )
     assert reply.status == 200
@@ -54,7 +54,7 @@ def shortcut(
     payload = {
         "type": "message_action",
         "callback_id": callback,
-        "trigger_id": f"trig-{new_ts()}",
+        "trigger_id": new_trigger_id(),
         "response_url": "http://127.0.0.1:9/never-used",
         "team": {"id": team, "domain": "acme"},
         "channel": {"id": channel, "name": "general"},

@@ -17,7 +17,7 @@ from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
-from tests.fakes.slack_api import FakeSlack
+from tests.fakes.slack_api import FakeSlack, RateLimit
 
 DM = "D0DM00001"
 CHANNEL = "C0CHAN001"
@@ -353,6 +353,220 @@ def test_fail_next_counts_down(fake: FakeSlack) -> None:
     assert client.auth_test()["ok"]
 
 
+# ---------------------------------------------------------------- rate limits
+
+
+def ratelimited(call: Callable[[], Any]) -> str:
+    """The Retry-After of a call the fake refused with 429 ratelimited."""
+    err = api_error(call)
+    assert (err.response.status_code, err.response["error"]) == (429, "ratelimited")
+    return str(err.response.headers["Retry-After"])
+
+
+def test_a_tier_allows_a_burst_then_holds_to_its_rate(fake: FakeSlack) -> None:
+    client = web(fake)
+    for i in range(20):  # chat.startStream is Tier 2: 20 per minute, all at once from a full bucket
+        client.chat_startStream(channel=DM, thread_ts=THREAD, markdown_text=f"s{i}")
+
+    assert (
+        ratelimited(lambda: client.chat_startStream(channel=DM, thread_ts=THREAD, markdown_text="no")) == "3"
+    )
+    assert len(fake.messages(DM)) == 20  # the refused call did nothing
+    [limited] = fake.rate_limited()
+    assert (limited.method, limited.channel, limited.retry_after) == ("chat.startStream", None, 3)
+    assert fake.calls_to("chat.startStream")[-1].error == "ratelimited"
+
+    fake.advance_clock(3)  # one token back (20 per minute = one per 3 s), not two
+    client.chat_startStream(channel=DM, thread_ts=THREAD, markdown_text="again")
+    assert (
+        ratelimited(lambda: client.chat_startStream(channel=DM, thread_ts=THREAD, markdown_text="x")) == "3"
+    )
+    # Other methods have their own buckets.
+    ts = fake.messages(DM)[0].ts
+    assert client.chat_appendStream(channel=DM, ts=ts, markdown_text="more")["ok"]
+
+
+def test_tier_1_and_tier_4_retry_after(fake: FakeSlack) -> None:
+    client = web(fake)
+    assert client.apps_connections_open(app_token=fake.app_token)["ok"]
+    assert ratelimited(lambda: client.apps_connections_open(app_token=fake.app_token)) == "60"
+    for _ in range(100):
+        client.users_info(user="U0USER1")
+    assert ratelimited(lambda: client.users_info(user="U0USER1")) == "1"  # 0.6 s, rounded up
+    assert [r.method for r in fake.rate_limited()] == ["apps.connections.open", "users.info"]
+    assert [r.method for r in fake.rate_limited("users.info")] == ["users.info"]
+
+
+def test_post_message_is_limited_per_channel(fake: FakeSlack) -> None:
+    client = web(fake)
+    for i in range(3):  # a short burst, then one per second per channel
+        client.chat_postMessage(channel=CHANNEL, text=f"m{i}")
+    assert ratelimited(lambda: client.chat_postMessage(channel=CHANNEL, text="no")) == "1"
+    assert fake.rate_limited()[0].channel == CHANNEL
+    assert client.chat_postMessage(channel=DM, text="elsewhere")["ok"]
+    fake.advance_clock(1)
+    assert client.chat_postMessage(channel=CHANNEL, text="later")["ok"]
+    assert [m.text for m in fake.messages(CHANNEL)] == ["m0", "m1", "m2", "later"]
+
+
+def test_post_message_workspace_limit_and_scale(fake: FakeSlack) -> None:
+    fake.set_rate_limits(scale=0.1)  # 30 per minute for the workspace, bursts of 1 per channel
+    client = web(fake)
+    for i in range(30):
+        client.chat_postMessage(channel=f"C0WIDE{i:03d}", text="hi")
+    assert ratelimited(lambda: client.chat_postMessage(channel="C0CHANNEW", text="no")) == "2"
+    [limited] = fake.rate_limited()
+    assert limited.channel is None  # the workspace bucket, not the channel's
+
+    fake.set_rate_limits(enabled=False)
+    for _ in range(10):
+        client.chat_postMessage(channel=CHANNEL, text="unlimited")
+    assert len(fake.messages(CHANNEL)) == 10
+
+
+def test_assistant_status_is_limited_per_channel(fake: FakeSlack) -> None:
+    client = web(fake)
+    for status in ("a", "b", "c"):
+        client.assistant_threads_setStatus(channel_id=DM, thread_ts=THREAD, status=status)
+    assert (
+        ratelimited(lambda: client.assistant_threads_setStatus(channel_id=DM, thread_ts=THREAD, status="d"))
+        == "1"
+    )
+    assert [s.status for s in fake.statuses(DM)] == ["a", "b", "c"]
+
+
+def test_sdk_retry_handler_waits_out_a_real_limit(fake: FakeSlack) -> None:
+    fake.set_rate_limit("chat.update", RateLimit(60, 1))
+    ts = web(fake).chat_postMessage(channel=DM, text="v0")["ts"]
+
+    async def run() -> None:
+        client = aweb(fake, retry_handlers=[AsyncRateLimitErrorRetryHandler(max_retry_count=1)])
+        await client.chat_update(channel=DM, ts=ts, text="v1")
+        await client.chat_update(channel=DM, ts=ts, text="v2")  # 429, Retry-After: 1, then retried
+
+    asyncio.run(run())
+
+    calls = fake.calls_to("chat.update")
+    assert [c.error for c in calls] == [None, "ratelimited", None]
+    assert calls[2].at - calls[1].at >= 1.0
+    (msg,) = fake.messages(DM)
+    assert (msg.text, msg.updates) == ("v2", 2)
+
+
+def test_reset_refills_the_buckets(fake: FakeSlack) -> None:
+    client = web(fake)
+    client.apps_connections_open(app_token=fake.app_token)
+    fake.set_rate_limits(scale=0.5)
+    fake.reset()
+    assert client.apps_connections_open(app_token=fake.app_token)["ok"]
+    assert fake.rate_limited() == []
+
+
+# ---------------------------------------------------------------- stream lifetime
+
+
+def test_a_stream_closes_five_minutes_after_it_starts(fake: FakeSlack) -> None:
+    client = web(fake)
+    ts = client.chat_startStream(channel=DM, thread_ts=THREAD, markdown_text="a")["ts"]
+    fake.advance_clock(299)
+    client.chat_appendStream(channel=DM, ts=ts, markdown_text="b")  # appends do not extend it
+    err = api_error(lambda: client.chat_update(channel=DM, ts=ts, text="x"))
+    assert err.response["error"] == "streaming_state_conflict"
+
+    fake.advance_clock(2)
+    for call in (
+        lambda: client.chat_appendStream(channel=DM, ts=ts, markdown_text="c"),
+        lambda: client.chat_stopStream(channel=DM, ts=ts),
+    ):
+        assert api_error(call).response["error"] == "message_not_in_streaming_state"
+    assert client.chat_update(channel=DM, ts=ts, text="ab, finished")["ok"]
+    (msg,) = fake.messages(DM)
+    assert (msg.text, msg.expired, msg.streaming) == ("ab, finished", True, False)
+
+
+def test_stream_lifetime_is_configurable(fake: FakeSlack) -> None:
+    client = web(fake)
+    fake.set_stream_lifetime(10)
+    ts = client.chat_startStream(channel=DM, thread_ts=THREAD, markdown_text="a")["ts"]
+    fake.advance_clock(11)
+    assert fake.finished(DM, THREAD) == 1  # reads see the stream closed too
+    assert api_error(lambda: client.chat_stopStream(channel=DM, ts=ts)).response["error"] == (
+        "message_not_in_streaming_state"
+    )
+    fake.set_stream_lifetime(None)
+    ts2 = client.chat_startStream(channel=DM, thread_ts=THREAD, markdown_text="b")["ts"]
+    fake.advance_clock(3600)
+    assert client.chat_stopStream(channel=DM, ts=ts2)["ok"]
+
+
+# ---------------------------------------------------------------- trigger ids
+
+
+MODAL = {"type": "modal", "title": {"type": "plain_text", "text": "T"}, "blocks": []}
+
+
+def test_trigger_ids_are_single_use_and_expire(fake: FakeSlack) -> None:
+    client = web(fake)
+
+    def open_error(trigger_id: str) -> str:
+        return str(api_error(lambda: client.views_open(trigger_id=trigger_id, view=MODAL)).response["error"])
+
+    trigger = fake.new_trigger_id()
+    assert client.views_open(trigger_id=trigger, view=MODAL)["view"]["type"] == "modal"
+    assert open_error(trigger) == "exchanged_trigger_id"
+    assert open_error("12345.98765.abcd2358fdea") == "invalid_trigger_id"
+
+    late = fake.new_trigger_id()
+    fake.advance_clock(3.1)
+    assert open_error(late) == "expired_trigger_id"
+    pushed = fake.new_trigger_id()
+    fake.advance_clock(2.9)
+    assert client.views_push(trigger_id=pushed, view=MODAL)["ok"]
+
+    fake.register_trigger_id("trig-from-a-test")
+    assert client.views_open(trigger_id="trig-from-a-test", view=MODAL)["ok"]
+    assert len(fake.views()) == 3
+
+
+# ---------------------------------------------------------------- ephemeral visibility
+
+
+def test_an_ephemeral_in_a_thread_without_replies_is_never_seen(fake: FakeSlack) -> None:
+    client = web(fake)
+    parent = client.chat_postMessage(channel=CHANNEL, text="top level")["ts"]
+
+    resp = client.chat_postEphemeral(channel=CHANNEL, user="U0USER1", text="lost", thread_ts=parent)
+    assert resp["ok"]  # Slack accepts it...
+    assert fake.ephemerals(CHANNEL, "U0USER1") == []  # ...but the user never sees it
+    [hidden] = fake.ephemerals(CHANNEL, "U0USER1", include_invisible=True)
+    assert (hidden.text, hidden.visible) == ("lost", False)
+
+    client.chat_postMessage(channel=CHANNEL, text="a reply", thread_ts=parent)
+    client.chat_postEphemeral(channel=CHANNEL, user="U0USER1", text="seen", thread_ts=parent)
+    client.chat_postEphemeral(channel=CHANNEL, user="U0USER1", text="top level is fine")
+    assert [e.text for e in fake.ephemerals(CHANNEL, "U0USER1")] == ["seen", "top level is fine"]
+
+
+def test_a_user_reply_makes_a_thread_active(fake: FakeSlack) -> None:
+    client = web(fake)
+    client.chat_postEphemeral(channel=DM, user="U0USER1", text="unknown parent", thread_ts=THREAD)
+    fake.user_message(DM, THREAD)  # the parent alone does not make a thread
+    client.chat_postEphemeral(channel=DM, user="U0USER1", text="still none", thread_ts=THREAD)
+    fake.observe_event(
+        {
+            "type": "message",
+            "channel": DM,
+            "user": "U0USER1",
+            "text": "hi",
+            "ts": "1700000001.1",
+            "thread_ts": THREAD,
+        }
+    )
+    client.chat_postEphemeral(channel=DM, user="U0USER1", text="visible", thread_ts=THREAD)
+    assert [e.text for e in fake.ephemerals(DM)] == ["visible"]
+    assert [e.visible for e in fake.ephemerals(DM, include_invisible=True)] == [False, False, True]
+
+
 # ---------------------------------------------------------------- assistant threads, users, views
 
 
@@ -481,6 +695,8 @@ def test_socket_mode_round_trip(fake: FakeSlack) -> None:
 
 
 def test_each_envelope_goes_to_one_of_several_connections(fake: FakeSlack) -> None:
+    fake.set_rate_limit("apps.connections.open", RateLimit(60, 2))  # Tier 1 lets only one through at once
+
     async def run() -> list[list[str]]:
         seen: list[list[str]] = [[], []]
         clients = []
@@ -511,6 +727,8 @@ def test_each_envelope_goes_to_one_of_several_connections(fake: FakeSlack) -> No
 
 
 def test_disconnect_frame_makes_the_client_reconnect(fake: FakeSlack) -> None:
+    fake.set_rate_limit("apps.connections.open", RateLimit(60, 2))  # Tier 1 would refuse the reconnection
+
     async def run() -> None:
         client = SocketModeClient(app_token=fake.app_token, web_client=aweb(fake))
         try:
@@ -519,6 +737,7 @@ def test_disconnect_frame_makes_the_client_reconnect(fake: FakeSlack) -> None:
             fake.socket_disconnect()
             await until(lambda: len(fake.calls_to("apps.connections.open")) == 2)
             await until(fake.socket_connected)
+            assert all(c.ok for c in fake.calls_to("apps.connections.open"))
         finally:
             await client.close()
 

@@ -9,7 +9,7 @@ import redis
 
 from tests.fakes.openai_api import FakeOpenAI, Reply
 from tests.fakes.slack_api import FakeSlack
-from tests.harness import TEAM, SlackSender, mention, message, new_ts
+from tests.harness import TEAM, SlackSender, mention, message, new_trigger_id, new_ts
 from tests.test_bridge_e2e import ALICE, BOB, CHANNEL, DM, answers
 from tests.test_commands_e2e import command, shortcut
 
@@ -135,7 +135,7 @@ def settings_submission(ref: str, text: str, *, user: str = ALICE, team: str = T
         "user": {"id": user, "team_id": team},
         "view": view,
         "api_app_id": "A0APP",
-        "trigger_id": f"trig-{new_ts()}",
+        "trigger_id": new_trigger_id(),
     }
     return json.dumps(payload)
 
@@ -196,7 +196,7 @@ def test_app_home_lists_threads_and_resets_the_dm_thread(
         "type": "block_actions",
         "team": {"id": TEAM, "domain": "acme"},
         "user": {"id": ALICE, "team_id": TEAM},
-        "trigger_id": f"trig-{new_ts()}",
+        "trigger_id": new_trigger_id(),
         "api_app_id": "A0APP",
         "container": {"type": "view", "view_id": "V0HOME"},
         "view": {"id": "V0HOME", "type": "home"},

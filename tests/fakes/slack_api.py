@@ -18,6 +18,14 @@ Uploads: ``AsyncWebClient.files_upload_v2``'s flow (``files.getUploadURLExternal
 upload URL on this fake's own host, ``files.completeUploadExternal``) stores the file with the others, so
 ``files.info`` and the download URLs serve it too; ``uploads()`` records each share, ``fail_uploads`` makes
 the byte upload fail. ``chat.getPermalink`` links any well-formed ts (see the uploads section below).
+
+As strict as Slack, by default: every method has its documented rate limit (token buckets per workspace,
+per channel for chat.postMessage and assistant.threads.setStatus; HTTP 429 + Retry-After, no effect; read
+them with ``rate_limited()``, tune them with ``set_rate_limits``/``set_rate_limit``); streams close
+STREAM_LIFETIME after they start; views.open/views.push take only a trigger_id the fake minted
+(``new_trigger_id``) or was told about (``register_trigger_id``), once, within 3 s; an ephemeral posted into a
+thread with no replies is accepted but marked invisible, and ``ephemerals()`` leaves it out. ``advance_clock``
+moves the fake's clock for all of these.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import contextlib
 import copy
 import itertools
 import json
+import math
 import mimetypes
 import re
 import secrets
@@ -57,6 +66,96 @@ CHANNEL_RE = re.compile(r"[CDG][A-Z0-9]{2,}")
 USER_RE = re.compile(r"[UW][A-Z0-9]{2,}")
 TS_BASE = 1_700_000_100
 
+# Streams: Slack closes a stream about five minutes after chat.startStream, appends or not; later appends
+# and chat.stopStream answer message_not_in_streaming_state. Undocumented on the method pages; reported in
+# slackapi/python-slack-sdk#1859 ("undocumented timeouts") and slackapi/node-slack-sdk#2702 ("a stream is
+# automatically closed after approximately 5 minutes").
+STREAM_LIFETIME = 300.0
+
+# trigger_id / interactivity_pointer: single use, and only valid for 3 seconds after Slack sends it.
+# docs.slack.dev/interactivity/handling-user-interaction ("Triggers expire in three seconds"); dialog.open's
+# error list: "trigger_expired: The provided trigger_id was presented after the 3 second limit". The views.*
+# error codes (expired_trigger_id, exchanged_trigger_id, invalid_trigger_id) are from the views.open and
+# views.push references (slack-ruby/slack-api-ref methods/views/views.open.json, views.push.json).
+TRIGGER_TTL = 3.0
+
+
+# ---------------------------------------------------------------- rate limits
+#
+# docs.slack.dev/apis/web-api/rate-limits: limits apply per method, per app, per workspace; Tier 1 "1+ per
+# minute", Tier 2 "20+", Tier 3 "50+", Tier 4 "100+", bursts "tolerated"/"welcome". Over the limit Slack
+# answers HTTP 429 with a Retry-After header (seconds) and {"ok": false, "error": "ratelimited"}, and does
+# nothing. Each limit is modelled as a token bucket holding `burst` calls that refills continuously at
+# `per_minute`; a fresh workspace can burst up to `burst` calls, then is held to the rate.
+# Per-minute figures: slackapi/java-slack-sdk MethodsRateLimitTier.java (getAllowedRequestsPerMinute).
+TIER_PER_MINUTE = {1: 1.0, 2: 20.0, 3: 50.0, 4: 100.0}
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    per_minute: float
+    burst: float  # the bucket's capacity
+    per_channel: bool = False  # one bucket per channel (else one per workspace)
+
+
+def _tier(n: int) -> tuple[RateLimit, ...]:
+    return (RateLimit(TIER_PER_MINUTE[n], TIER_PER_MINUTE[n]),)
+
+
+# Tiers of every method the fake serves: slackapi/java-slack-sdk
+# slack-api-client/src/main/java/com/slack/api/methods/MethodsRateLimits.java, matching the "Rate limits"
+# line of each docs.slack.dev/reference/methods/<method> page.
+RATE_LIMITS: dict[str, tuple[RateLimit, ...]] = {
+    # "Special": "hundreds of requests per minute" (MethodsRateLimitTier.SpecialTier_auth_test = 600).
+    "auth.test": (RateLimit(600, 600),),
+    # docs.slack.dev/reference/methods/chat.postMessage: "generally allow an app to post 1 message per second
+    # to a specific channel", short bursts allowed, plus a workspace limit of "several hundred messages per
+    # minute" (SpecialTier_chat_postMessage: 60 per minute per channel). A burst of 3 per channel; 300/min
+    # for the workspace.
+    "chat.postMessage": (RateLimit(60, 3, per_channel=True), RateLimit(300, 300)),
+    "chat.postEphemeral": _tier(4),
+    "chat.update": _tier(3),
+    "chat.delete": _tier(3),
+    "chat.startStream": _tier(2),
+    "chat.appendStream": _tier(4),
+    "chat.stopStream": _tier(2),
+    # SpecialTier_assistant_threads_setStatus: "similar tier with chat.postMessage", 60 per minute per DM.
+    "assistant.threads.setStatus": (RateLimit(60, 3, per_channel=True),),
+    "assistant.threads.setSuggestedPrompts": _tier(3),
+    "assistant.threads.setTitle": _tier(3),
+    "users.info": _tier(4),
+    "conversations.info": _tier(3),
+    # Tier 3 for internal (customer-built) apps; since 2025 commercially distributed non-Marketplace apps get
+    # 1 per minute (docs.slack.dev/changelog/2025/05/29/rate-limit-changes-for-non-marketplace-apps).
+    "conversations.replies": _tier(3),
+    "views.publish": _tier(4),
+    "views.open": _tier(4),
+    "views.push": _tier(4),
+    "views.update": _tier(4),
+    "apps.connections.open": _tier(1),
+    "files.info": _tier(4),
+    "files.getUploadURLExternal": _tier(4),
+    "files.completeUploadExternal": _tier(4),
+    # "Special": hundreds per minute (SpecialTier_chat_getPermalink = 600).
+    "chat.getPermalink": (RateLimit(600, 600),),
+}
+
+
+@dataclass(frozen=True)
+class RateLimited:
+    """One call the fake refused with HTTP 429."""
+
+    method: str
+    channel: str | None  # the channel of a per-channel limit that was hit, else None
+    retry_after: int  # the Retry-After header sent
+    at: float  # time.monotonic()
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float  # fake clock
+
 
 @dataclass(frozen=True)
 class Call:
@@ -81,8 +180,10 @@ class Message:
     user: str | None = None  # recipient, for ephemerals
     chunks: list[JsonDict] = field(default_factory=list)  # every chunk streamed, of any type
     appends: int = 0  # successful chat.appendStream calls
-    expired: bool = False  # the stream was cut off by expire_streams()
+    expired: bool = False  # the stream was cut off (expire_streams() or its lifetime ran out)
     metadata: JsonDict | None = None
+    visible: bool = True  # ephemerals: False when Slack accepted it but never showed it (see _post_ephemeral)
+    started: float = 0.0  # streams: the fake clock at chat.startStream
 
 
 @dataclass(frozen=True)
@@ -189,12 +290,16 @@ class FakeSlack:
         team_id: str = "T0TEAM1",
         bot_user_id: str = "U0BOT",
         bot_id: str = "B0BOT",
+        rate_limit_scale: float = 1.0,
     ) -> None:
+        """`rate_limit_scale` multiplies every rate and burst (reset() returns to it); 1 = Slack's own."""
         self.bot_token = bot_token
         self.app_token = app_token
         self.team_id = team_id
         self.bot_user_id = bot_user_id
         self.bot_id = bot_id
+        self._default_rate_scale = rate_limit_scale
+        self._trigger_counter = itertools.count(1)
         self._lock = threading.Lock()
         self._ts_counter = itertools.count(1)  # never reset, so ts stay unique across reset()
         self._sockets: list[web.WebSocketResponse] = []
@@ -218,6 +323,7 @@ class FakeSlack:
             "views.publish": self._views_publish,
             "views.open": self._views_open,
             "views.update": self._views_update,
+            "views.push": self._views_push,
             "apps.connections.open": self._connections_open,
             "files.info": self._files_info,
             "files.getUploadURLExternal": self._get_upload_url_external,
@@ -259,6 +365,15 @@ class FakeSlack:
         self._pending_uploads: dict[str, _PendingUpload] = {}  # by upload URL token
         self._uploads: list[Upload] = []
         self._upload_failures: list[int] = []  # HTTP statuses for the next POSTs to an upload URL
+        self._clock_offset = 0.0  # advance_clock()
+        self._rate_scale: float | None = self._default_rate_scale  # None: no rate limits
+        self._rate_overrides: dict[str, tuple[RateLimit, ...]] = {}
+        self._buckets: dict[tuple[str, str, int, str | None], _Bucket] = {}
+        self._rate_limited: list[RateLimited] = []
+        self._stream_lifetime: float | None = STREAM_LIFETIME
+        self._triggers: dict[str, float] = {}  # trigger_id -> fake clock when issued
+        self._exchanged: set[str] = set()
+        self._user_messages: set[tuple[str, str, str | None]] = set()  # (channel, ts, thread_ts)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -288,7 +403,8 @@ class FakeSlack:
         return f"ws://127.0.0.1:{self._server.port}/link/"
 
     def reset(self) -> None:
-        """Forget every recorded call, message, status, ack, scripted failure and expiry policy."""
+        """Forget every recorded call, message, status, ack, scripted failure and expiry policy; rate limits,
+        stream lifetime and clock go back to their defaults (a fresh workspace: full buckets)."""
         with self._lock:
             self._clear_state()
 
@@ -306,6 +422,7 @@ class FakeSlack:
     def messages(self, channel: str, thread_ts: str | None = None) -> list[Message]:
         """Bot messages (posts and streams, not ephemerals) in `channel`, oldest first; copies."""
         with self._lock:
+            self._expire_old_streams()
             if thread_ts is not None:
                 return [copy.deepcopy(m) for m in self._threads.get((channel, thread_ts), [])]
             return [copy.deepcopy(m) for m in self._messages.values() if m.channel == channel]
@@ -313,6 +430,7 @@ class FakeSlack:
     def finished(self, channel: str, thread_ts: str) -> int:
         """How many bot messages in the thread are complete (not streaming); cheap enough to poll."""
         with self._lock:
+            self._expire_old_streams()
             return sum(1 for m in self._threads.get((channel, thread_ts), []) if not m.streaming)
 
     def deleted(self, channel: str | None = None) -> list[Message]:
@@ -320,12 +438,18 @@ class FakeSlack:
         with self._lock:
             return [copy.deepcopy(m) for m in self._deleted if channel is None or m.channel == channel]
 
-    def ephemerals(self, channel: str, user: str | None = None) -> list[Message]:
+    def ephemerals(
+        self, channel: str, user: str | None = None, *, include_invisible: bool = False
+    ) -> list[Message]:
+        """Ephemerals the user actually saw (``include_invisible=True``: also those Slack accepted but never
+        showed, ``visible=False``: posted into a thread with no replies yet); copies."""
         with self._lock:
             return [
                 copy.deepcopy(m)
                 for m in self._ephemerals
-                if m.channel == channel and (user is None or m.user == user)
+                if m.channel == channel
+                and (user is None or m.user == user)
+                and (include_invisible or m.visible)
             ]
 
     def statuses(self, channel: str | None = None, thread_ts: str | None = None) -> list[Status]:
@@ -401,6 +525,72 @@ class FakeSlack:
                 if msg.streaming and msg.appends >= after_appends:
                     msg.streaming = False
                     msg.expired = True
+
+    def set_stream_lifetime(self, seconds: float | None) -> None:
+        """Streams close this long after chat.startStream (default STREAM_LIFETIME, ~5 min as Slack does;
+        None: never). Then appendStream/stopStream answer message_not_in_streaming_state; chat.update works.
+        """
+        with self._lock:
+            self._stream_lifetime = seconds
+
+    def advance_clock(self, seconds: float) -> None:
+        """Move the fake's clock on (rate-limit refills, trigger_id and stream expiry) without sleeping."""
+        with self._lock:
+            self._clock_offset += seconds
+
+    def _now(self) -> float:
+        return time.monotonic() + self._clock_offset
+
+    # ------------------------------------------------------------------ rate limits (test thread)
+
+    def set_rate_limits(self, *, scale: float = 1.0, enabled: bool = True) -> None:
+        """Multiply every rate and burst by `scale` (1 = Slack's figures); ``enabled=False`` lifts them all.
+        Buckets start full again. reset() returns to the constructor's ``rate_limit_scale``."""
+        with self._lock:
+            self._rate_scale = scale if enabled else None
+            self._buckets.clear()
+
+    def set_rate_limit(self, method: str, *limits: RateLimit) -> None:
+        """Replace `method`'s limits (no limits: unlimited) until reset(); its buckets start full."""
+        with self._lock:
+            self._rate_overrides[method] = limits
+            for key in [k for k in self._buckets if k[1] == method]:
+                del self._buckets[key]
+
+    def rate_limited(self, method: str | None = None) -> list[RateLimited]:
+        """Every call answered 429 by the rate limiter (not fail_next ones), in order."""
+        with self._lock:
+            return [r for r in self._rate_limited if method is None or r.method == method]
+
+    # ------------------------------------------------------------------ triggers and user messages
+
+    def new_trigger_id(self) -> str:
+        """A trigger_id as Slack mints one for an interaction (slash command, shortcut, button), issued now:
+        views.open/views.push accept it once, within TRIGGER_TTL seconds."""
+        n = next(self._trigger_counter)
+        trigger_id = f"{10_000_000_000 + n}.{self.team_id[1:].lower()}.{secrets.token_hex(16)}"
+        self.register_trigger_id(trigger_id)
+        return trigger_id
+
+    def register_trigger_id(self, trigger_id: str) -> None:
+        """Treat `trigger_id` (any string a test put in a payload) as issued now."""
+        with self._lock:
+            self._triggers[trigger_id] = self._now()
+            self._exchanged.discard(trigger_id)
+
+    def user_message(self, channel: str, ts: str, *, thread_ts: str | None = None) -> None:
+        """Tell the fake a user posted a message (the fake only sees the bot's own), so a thread with a user
+        reply counts as active (ephemeral visibility)."""
+        with self._lock:
+            self._user_messages.add((channel, ts, thread_ts if thread_ts != ts else None))
+
+    def observe_event(self, event: JsonDict) -> None:
+        """Note what an Events API event shows: a user's message or mention becomes a user_message()."""
+        if event.get("type") not in ("message", "app_mention") or event.get("subtype"):
+            return
+        channel, ts = event.get("channel"), event.get("ts")
+        if isinstance(channel, str) and isinstance(ts, str):
+            self.user_message(channel, ts, thread_ts=event.get("thread_ts"))
 
     def set_user(self, user_id: str, **fields: Any) -> None:
         """Override fields of the users.info object (deep-merged, e.g. ``tz=..., profile={...}``)."""
@@ -547,6 +737,8 @@ class FakeSlack:
         retry_reason: str = "",
     ) -> str:
         """Deliver one envelope to one connected client (round robin, like Slack); returns its envelope_id."""
+        if isinstance(payload.get("event"), dict):
+            self.observe_event(payload["event"])
         envelope_id = str(uuid.uuid4())
         envelope = {
             "envelope_id": envelope_id,
@@ -731,6 +923,10 @@ class FakeSlack:
         auth_error = self._auth_error(method, token)
         if auth_error is not None:
             return 200, {}, {"ok": False, "error": auth_error}
+        limited = self._take_rate_token(method, args)
+        if limited is not None:
+            self._rate_limited.append(limited)
+            return 429, {"Retry-After": str(limited.retry_after)}, {"ok": False, "error": "ratelimited"}
         failure = self._take_failure(method)
         if failure is not None:
             headers: dict[str, str] = {}
@@ -751,6 +947,37 @@ class FakeSlack:
         if token in (self.bot_token, self.app_token):
             return "not_allowed_token_type"  # a valid token, but of the wrong kind for this method
         return "invalid_auth"
+
+    def _take_rate_token(self, method: str, args: JsonDict) -> RateLimited | None:
+        """Take one token from each of the method's buckets, or none at all and say when to retry."""
+        scale = self._rate_scale
+        limits = self._rate_overrides.get(method, RATE_LIMITS.get(method, ()))
+        if scale is None or not limits:
+            return None
+        now = self._now()
+        team = self.team_id  # every token the fake accepts belongs to its one workspace
+        channel = args.get("channel") or args.get("channel_id")
+        channel = channel if isinstance(channel, str) else None
+        buckets: list[_Bucket] = []
+        wait, wait_channel = 0.0, None
+        for i, limit in enumerate(limits):
+            key_channel = channel if limit.per_channel else None
+            rate = limit.per_minute * scale / 60.0  # tokens per second
+            burst = max(limit.burst * scale, 1.0)
+            bucket = self._buckets.setdefault((team, method, i, key_channel), _Bucket(burst, now))
+            bucket.tokens = min(burst, bucket.tokens + (now - bucket.updated) * rate)
+            bucket.updated = now
+            buckets.append(bucket)
+            if bucket.tokens < 1.0:
+                needed = (1.0 - bucket.tokens) / rate
+                if needed > wait:
+                    wait, wait_channel = needed, key_channel
+        if wait > 0:
+            # slack_sdk's retry handler sleeps int(Retry-After) (+ jitter): round up so a token is there then.
+            return RateLimited(method, wait_channel, max(1, math.ceil(wait - 1e-9)), time.monotonic())
+        for bucket in buckets:
+            bucket.tokens -= 1.0
+        return None
 
     def _take_failure(self, method: str) -> _Failure | None:
         queue = self._failures.get(method)
@@ -903,8 +1130,28 @@ class FakeSlack:
             kind="ephemeral",
             user=user,
         )
+        # docs.slack.dev/reference/methods/chat.postEphemeral, thread_ts: "Ephemeral messages in threads are
+        # only shown if there is already an active thread." Slack still answers ok: the user never sees it.
+        # A thread is active once it has a reply besides its parent (the fake knows the bot's messages and
+        # the users' ones a test reported: user_message(), observe_event()).
+        if msg.thread_ts is not None:
+            msg.visible = self._has_replies(channel, msg.thread_ts)
         self._ephemerals.append(msg)
         return {"message_ts": msg.ts}
+
+    def _has_replies(self, channel: str, thread_ts: str) -> bool:
+        if any(m.ts != thread_ts for m in self._threads.get((channel, thread_ts), [])):
+            return True
+        return any(c == channel and t == thread_ts and ts != thread_ts for c, ts, t in self._user_messages)
+
+    def _expire_old_streams(self) -> None:
+        if self._stream_lifetime is None:
+            return
+        deadline = self._now() - self._stream_lifetime
+        for msg in self._messages.values():
+            if msg.streaming and msg.started <= deadline:
+                msg.streaming = False
+                msg.expired = True
 
     def _find(self, channel: str, ts: str) -> Message:
         msg = self._messages.get(ts)
@@ -915,6 +1162,9 @@ class FakeSlack:
     def _update(self, args: JsonDict) -> JsonDict:
         channel = self._channel(args)
         msg = self._find(channel, self._required(args, "ts"))
+        self._expire_old_streams()
+        # chat.update errors: "streaming_state_conflict: The message is currently streaming text and cannot be
+        # edited" (docs.slack.dev/reference/methods/chat.update).
         if msg.streaming:
             raise SlackError("streaming_state_conflict")
         text, blocks = self._message_content(args)
@@ -968,6 +1218,7 @@ class FakeSlack:
             blocks=[],
             kind="stream",
             chunks=chunks,
+            started=self._now(),
         )
         self._add_message(msg)
         if markdown or chunks:
@@ -976,6 +1227,7 @@ class FakeSlack:
 
     def _open_stream(self, args: JsonDict) -> Message:
         msg = self._find(self._channel(args), self._required(args, "ts"))
+        self._expire_old_streams()
         if msg.kind != "stream" or not msg.streaming:
             raise SlackError("message_not_in_streaming_state")
         if self._expire_after is not None and msg.appends >= self._expire_after:
@@ -1189,10 +1441,28 @@ class FakeSlack:
         view = self._view_arg(args)
         return self._store_view(f"V{uuid.uuid4().hex[:10].upper()}", view)
 
-    def _views_open(self, args: JsonDict) -> JsonDict:
-        if not (args.get("trigger_id") or args.get("interactivity_pointer")):
+    def _exchange_trigger(self, args: JsonDict) -> None:
+        trigger_id = args.get("trigger_id") or args.get("interactivity_pointer")
+        if not trigger_id:
             raise _missing("trigger_id")
+        issued = self._triggers.get(str(trigger_id))
+        if issued is None:
+            raise SlackError("invalid_trigger_id")
+        if trigger_id in self._exchanged:
+            raise SlackError("exchanged_trigger_id")
+        if self._now() - issued > TRIGGER_TTL:
+            raise SlackError("expired_trigger_id")
+        self._exchanged.add(str(trigger_id))
+
+    def _views_open(self, args: JsonDict) -> JsonDict:
         view = self._view_arg(args)
+        self._exchange_trigger(args)
+        return self._store_view(f"V{uuid.uuid4().hex[:10].upper()}", view)
+
+    def _views_push(self, args: JsonDict) -> JsonDict:
+        # The push stack limit (push_limit_reached, 3 views) is not modelled: the bot never pushes.
+        view = self._view_arg(args)
+        self._exchange_trigger(args)
         return self._store_view(f"V{uuid.uuid4().hex[:10].upper()}", view)
 
     def _views_update(self, args: JsonDict) -> JsonDict:
