@@ -41,8 +41,11 @@ def _slack_server() -> Iterator[FakeSlack]:
     # Every SlackSender mints its trigger_ids with this fake and tells it about the users' messages.
     SlackSender.default_trigger_ids = fake.new_trigger_id
     SlackSender.default_on_event = fake.observe_event
+    SlackSender.default_response_urls = fake.new_response_url
+    SlackSender.default_responses = fake.responses
     yield fake
     SlackSender.default_trigger_ids = SlackSender.default_on_event = None
+    SlackSender.default_response_urls = SlackSender.default_responses = None
     fake.stop()
 
 

@@ -211,6 +211,9 @@ class SlackSender:
     # What a sender built without `trigger_ids`/`on_event` uses: the session's fake Slack (conftest sets it).
     default_trigger_ids: ClassVar[Callable[[], str] | None] = None
     default_on_event: ClassVar[Callable[[dict[str, Any]], None] | None] = None
+    # The session's fake Slack mints response_urls and shows what was posted to them (conftest sets these).
+    default_response_urls: ClassVar[Callable[[], str] | None] = None
+    default_responses: ClassVar[Callable[[str], list[dict[str, Any]]] | None] = None
 
     def __init__(
         self,
@@ -229,6 +232,22 @@ class SlackSender:
         self._verifier = SignatureVerifier(secret)
         self._trigger_ids = trigger_ids or SlackSender.default_trigger_ids
         self._on_event = on_event or SlackSender.default_on_event
+
+    def response_url(self) -> str:
+        """A response_url for an interaction payload (the fake Slack's, where there is one)."""
+        mint = SlackSender.default_response_urls
+        return mint() if mint is not None else "http://127.0.0.1:9/never-used"
+
+    def responses(self, response_url: str, count: int = 1, timeout: float = 15) -> list[dict[str, Any]]:
+        """Wait until `count` messages were posted to `response_url`, and return them."""
+        read = SlackSender.default_responses
+        assert read is not None, "no fake Slack serves response_urls here"
+        deadline = time.monotonic() + timeout
+        while len(read(response_url)) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        posted = read(response_url)
+        assert len(posted) >= count, f"{len(posted)} of {count} message(s) posted to the response_url"
+        return posted
 
     def trigger_id(self) -> str:
         """A trigger_id for an interaction payload built now."""

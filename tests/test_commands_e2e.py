@@ -15,6 +15,9 @@ THREAD_KEY = f"sa:{{-:{TEAM}}}:thread:"
 
 
 def command(sender: SlackSender, text: str, *, channel: str = DM, user: str = ALICE, team: str = TEAM) -> str:
+    """Run `/assistant text`: the answer the user sees, in the ack (help, mistakes) or, for a command that
+    needs the thread, posted to the command's response_url after the ack."""
+    response_url = sender.response_url()
     reply = sender.send_form(
         {
             "token": "legacy",
@@ -27,7 +30,7 @@ def command(sender: SlackSender, text: str, *, channel: str = DM, user: str = AL
             "command": "/assistant",
             "text": text,
             "api_app_id": "A0APP",
-            "response_url": "http://127.0.0.1:9/never-used",
+            "response_url": response_url,
             "trigger_id": new_trigger_id(),
         }
     )
@@ -35,7 +38,11 @@ def command(sender: SlackSender, text: str, *, channel: str = DM, user: str = AL
     # Bolt answers an ack(text=...) as the plain text of the ephemeral reply.
     if reply.headers.get("Content-Type", "").startswith("application/json"):
         return str(json.loads(reply.body)["text"])
-    return reply.body
+    if reply.body:
+        return reply.body
+    [answer] = sender.responses(response_url)
+    assert answer["response_type"] == "ephemeral"
+    return str(answer["text"])
 
 
 def shortcut(

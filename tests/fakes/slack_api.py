@@ -89,6 +89,9 @@ TRIGGER_TTL = 3.0
 # `per_minute`; a fresh workspace can burst up to `burst` calls, then is held to the rate.
 # Per-minute figures: slackapi/java-slack-sdk MethodsRateLimitTier.java (getAllowedRequestsPerMinute).
 TIER_PER_MINUTE = {1: 1.0, 2: 20.0, 3: 50.0, 4: 100.0}
+# A response_url takes up to 5 messages within 30 minutes (docs.slack.dev "Handling user interaction").
+RESPONSE_URL_USES = 5
+RESPONSE_URL_TTL = 30 * 60.0
 
 
 @dataclass(frozen=True)
@@ -336,6 +339,7 @@ class FakeSlack:
         app.router.add_get("/link/", self._handle_link)
         app.router.add_post("/upload/v1/{token}", self._handle_upload)
         app.router.add_get("/files-pri/{key}/{rest:.+}", self._handle_download)
+        app.router.add_post("/commands/{key}", self._handle_response_url)
         self._server = ServerThread(app)
 
     def _clear_state(self) -> None:
@@ -372,6 +376,8 @@ class FakeSlack:
         self._rate_limited: list[RateLimited] = []
         self._stream_lifetime: float | None = STREAM_LIFETIME
         self._triggers: dict[str, float] = {}  # trigger_id -> fake clock when issued
+        # response_url key -> (fake clock when issued, the messages posted to it)
+        self._response_urls: dict[str, tuple[float, list[JsonDict]]] = {}
         self._exchanged: set[str] = set()
         self._user_messages: set[tuple[str, str, str | None]] = set()  # (channel, ts, thread_ts)
 
@@ -571,6 +577,40 @@ class FakeSlack:
         trigger_id = f"{10_000_000_000 + n}.{self.team_id[1:].lower()}.{secrets.token_hex(16)}"
         self.register_trigger_id(trigger_id)
         return trigger_id
+
+    def new_response_url(self) -> str:
+        """A response_url as Slack puts in a slash command or shortcut payload, issued now."""
+        key = secrets.token_hex(8)
+        with self._lock:
+            self._response_urls[key] = (self._now(), [])
+        return f"{self._server.base_url}/commands/{key}"
+
+    def responses(self, response_url: str) -> list[JsonDict]:
+        """The messages the app posted to `response_url` (accepted ones), in order; copies."""
+        key = response_url.rsplit("/", 1)[-1]
+        with self._lock:
+            return copy.deepcopy(self._response_urls.get(key, (0.0, []))[1])
+
+    async def _handle_response_url(self, request: web.Request) -> web.Response:
+        # docs.slack.dev "Handling user interaction": a response_url can be used up to 5 times within 30
+        # minutes; past that Slack refuses the message.
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.json_response({"ok": False, "error": "invalid_payload"}, status=400)
+        with self._lock:
+            entry = self._response_urls.get(request.match_info["key"])
+            if entry is None:
+                return web.json_response({"ok": False, "error": "invalid_response_url"}, status=404)
+            issued, posted = entry
+            if self._now() - issued > RESPONSE_URL_TTL:
+                return web.json_response({"ok": False, "error": "expired_url"}, status=404)
+            if len(posted) >= RESPONSE_URL_USES:
+                return web.json_response({"ok": False, "error": "used_url"}, status=404)
+            if not isinstance(body, dict) or not (body.get("text") or body.get("blocks")):
+                return web.json_response({"ok": False, "error": "no_text"}, status=400)
+            posted.append(body)
+        return web.json_response({"ok": True})
 
     def register_trigger_id(self, trigger_id: str) -> None:
         """Treat `trigger_id` (any string a test put in a payload) as issued now."""
