@@ -231,6 +231,8 @@ class Dispatcher:
         self._progress_scripts = ProgressScripts(redis)
         # One drain task per assistant thread this process runs, by (workspace namespace, thread).
         self._drains: dict[tuple[str, str], asyncio.Task[None]] = {}
+        # Threads with an entry offered while their drain was registered here (see `_drain`).
+        self._offered: set[tuple[str, str]] = set()
         self._slot_freed = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -464,6 +466,7 @@ class Dispatcher:
         if not thread or self._stopping:
             return False
         if (keys.ns, thread) in self._drains:
+            self._offered.add((keys.ns, thread))
             return False  # this process is draining the thread already
         token = secrets.token_hex(8)
         # Taking the lock and reading the thread's head are one script: one round trip fewer per drain.
@@ -472,11 +475,13 @@ class Dispatcher:
             return False  # another worker holds the thread ('lost'), or nothing is left ('empty')
         task = asyncio.create_task(self._drain(keys, thread, token, head), name=f"drain {thread}")
         self._drains[(keys.ns, thread)] = task
-        task.add_done_callback(lambda _: self._drain_done(keys.ns, thread))
+        task.add_done_callback(lambda done: self._drain_done(keys.ns, thread, done))
         return True
 
-    def _drain_done(self, ns: str, thread: str) -> None:
-        self._drains.pop((ns, thread), None)
+    def _drain_done(self, ns: str, thread: str, task: asyncio.Task[None]) -> None:
+        if self._drains.get((ns, thread)) is task:  # not a newer drain of the thread
+            del self._drains[(ns, thread)]
+            self._offered.discard((ns, thread))
         self._slot_freed.set()
 
     async def _next_head(self, keys: Keys, thread: str, token: str) -> list[Any]:
@@ -497,8 +502,17 @@ class Dispatcher:
         try:
             while not self._stopping:
                 if head is None:
+                    self._offered.discard((keys.ns, thread))
                     head = await self._next_head(keys, thread, token)
                 if head[0] == "empty":
+                    if (keys.ns, thread) in self._offered:
+                        # Read while the script ran: it may have been queued after the script found the
+                        # index empty and released the lock. Look again (the script re-takes a free lock).
+                        head = None
+                        continue
+                    # Unregistered before any await: an entry read from now on starts a drain of its own.
+                    self._drains.pop((keys.ns, thread), None)
+                    self._slot_freed.set()
                     release = False  # the script released it
                     return
                 if head[0] == "lost":
