@@ -19,7 +19,7 @@ from bot.files.sweep import OrphanSweeper, sweep_forever
 from bot.queue.connection import RedisHandle, connect_redis
 from bot.queue.dispatcher import Dispatcher
 from bot.settings import Settings
-from bot.slack.budget import SlackBudget
+from bot.slack.budget import BUDGET_SHARE, SlackBudget
 from bot.slack.client import build_web_client
 from bot.slack.ephemeral import Ephemeral
 from bot.threads.admin import ThreadAdmin
@@ -70,7 +70,7 @@ class Bot:
             files=self._files,
             registry=tools,
             generated=GeneratedFiles(openai_client, web_client, settings.file_max_bytes),
-            budget=SlackBudget(redis.client),
+            budget=SlackBudget(redis.client, share=BUDGET_SHARE * settings.slack_rate_scale),
         )
         self._dispatcher = Dispatcher(redis.client, store, runner, settings=settings)
         admin = ThreadAdmin(store, backend, self._dispatcher, files=self._files)

@@ -92,6 +92,9 @@ class Settings(BaseSettings):
         default_factory=lambda: list(DEFAULT_PROMPTS), max_length=4
     )
 
+    # Slack's rate tiers, as the bot budgets them across its replicas (bot/slack/budget.py): 1 = Slack's
+    # published figures; more only for a workspace Slack has granted higher limits.
+    slack_rate_scale: float = Field(default=1.0, gt=0, le=1000)
     # Streaming: send the first text at once, then at most one Slack call per interval (rate limits).
     stream_flush_seconds: float = Field(default=0.5, ge=0.05, le=5)
     # Slack accepts 12,000 Markdown characters per call; leave room for a closing code fence.

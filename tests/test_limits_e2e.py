@@ -4,11 +4,14 @@ as strict as the platforms)."""
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 from tests.conftest import BotFactory
 from tests.fakes.openai_api import FakeOpenAI, Reply
 from tests.fakes.slack_api import FakeSlack
-from tests.harness import SlackSender, mention, message
-from tests.test_bridge_e2e import ALICE, CHANNEL, answers, user_texts
+from tests.harness import TEAM, SlackSender, mention, message
+from tests.test_bridge_e2e import ALICE, CHANNEL, DM, answers, user_texts
 from tests.test_files_e2e import share
 
 # 1,600 characters: about 400 tokens as the fake counts them.
@@ -111,3 +114,74 @@ def test_sixty_files_give_the_container_the_newest_fifty_and_the_user_is_told(
 
 def _creates(openai_fake: FakeOpenAI) -> list[dict]:
     return [r["json"] for r in openai_fake.requests if r["method"] == "POST" and r["path"] == "/v1/responses"]
+
+
+def test_forty_mentions_at_once_in_one_workspace_are_each_answered_once_within_slacks_tiers(
+    slack: FakeSlack, openai_fake: FakeOpenAI, start_bot: BotFactory
+) -> None:
+    sender = SlackSender(start_bot(RATE_LIMIT_USER_PER_MINUTE="0", RATE_LIMIT_TEAM_PER_MINUTE="0").url)
+    openai_fake.default_reply = Reply(text="An answer of a few words, streamed in pieces.", chunk_size=6)
+    events = [mention(f"C0CH{i % 4:04d}", f"U0P{i:05d}", f"question {i}") for i in range(40)]
+    with ThreadPoolExecutor(8) as pool:
+        assert all(r.status == 200 for r in pool.map(sender.send_event, events))
+
+    def all_answered() -> bool:
+        return all(
+            [m.text for m in slack.messages(e["channel"], e["ts"]) if not m.streaming]
+            == ["An answer of a few words, streamed in pieces."]
+            for e in events
+        )
+
+    slack.wait_for(all_answered, timeout=120)
+    for e in events:  # once each: one message per thread
+        assert len(slack.messages(e["channel"], e["ts"])) == 1
+    assert len(openai_fake.model_inputs) == 40
+    limited = slack.rate_limited()
+    assert len(limited) <= 10, [(r.method, r.channel) for r in limited]
+
+
+def test_status_acks_at_once_while_openai_is_slow_and_then_answers(
+    slack: FakeSlack, openai_fake: FakeOpenAI, start_bot: BotFactory
+) -> None:
+    sender = SlackSender(start_bot().url)
+    first = message(DM, ALICE, "hello", channel_type="im")
+    sender.send_event(first)
+    answers(slack, DM, first["ts"])
+    openai_fake.slow_down("GET", r"^/v1/conversations/", 4.0)
+    response_url = sender.response_url()
+    started = time.monotonic()
+    reply = sender.send_form(slash(DM, ALICE, "status", response_url, sender.trigger_id()))
+    acked = time.monotonic() - started
+    assert reply.status == 200 and reply.body == ""
+    assert acked < 3.0, f"acked after {acked:.1f}s"
+    [answer] = sender.responses(response_url, timeout=30)
+    assert answer["text"].startswith("*Assistant thread*") and answer["response_type"] == "ephemeral"
+
+
+def test_a_command_at_the_top_of_a_channel_is_answered_where_the_user_sees_it(
+    slack: FakeSlack, openai_fake: FakeOpenAI, start_bot: BotFactory
+) -> None:
+    sender = SlackSender(start_bot().url)
+    event = mention(CHANNEL, ALICE, "status")
+    sender.send_event(event)
+    slack.wait_for(lambda: bool(slack.ephemerals(CHANNEL, ALICE)))
+    [shown] = slack.ephemerals(CHANNEL, ALICE)
+    assert shown.thread_ts is None and "no assistant thread here yet" in shown.text
+    assert slack.ephemerals(CHANNEL, ALICE, include_invisible=True) == [shown]
+
+
+def slash(channel: str, user: str, text: str, response_url: str, trigger_id: str) -> dict[str, str]:
+    return {
+        "token": "legacy",
+        "team_id": TEAM,
+        "team_domain": "acme",
+        "channel_id": channel,
+        "channel_name": "directmessage",
+        "user_id": user,
+        "user_name": user.lower(),
+        "command": "/assistant",
+        "text": text,
+        "api_app_id": "A0APP",
+        "response_url": response_url,
+        "trigger_id": trigger_id,
+    }

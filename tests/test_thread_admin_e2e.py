@@ -151,8 +151,11 @@ def test_settings_modal_shows_and_edits_metadata(
         )
         == 200
     )
-    slack.wait_for(lambda: bool(slack.views()))
-    modal = slack.views()[0]
+    slack.wait_for(lambda: any(v.get("callback_id") == "thread_settings_modal" for v in slack.views()))
+    # views.open came first (its trigger_id lives 3 s), with a loading view; the settings replaced it.
+    loading, modal = slack.views()
+    assert "Loading" in json.dumps(loading["blocks"]) and modal["id"] == loading["id"]
+    assert [c.method for c in slack.calls if c.method.startswith("views.")] == ["views.open", "views.update"]
     assert modal["type"] == "modal" and modal["callback_id"] == "thread_settings_modal"
     [box] = [b for b in modal["blocks"] if b.get("block_id") == "meta_block"]
     assert box["element"]["initial_value"] == "topic=old"
@@ -160,6 +163,8 @@ def test_settings_modal_shows_and_edits_metadata(
 
     ok = sender.send_form({"payload": settings_submission(ref, "topic=new plan\n\nowner = Ann\n")})
     assert ok.status == 200 and "errors" not in ok.body
+    # Saved after the ack, and the user is told.
+    slack.wait_for(lambda: any("Saved this thread's settings" in e.text for e in slack.ephemerals(DM, ALICE)))
     assert openai_fake.conversation(dm_thread)["metadata"] == {
         **BOT_META,
         "topic": "new plan",
@@ -220,10 +225,13 @@ def test_nobody_reaches_another_users_thread_by_any_command(
     # Bob on Alice's DM messages (a shared link): settings and reset refused.
     shortcut(sender, channel=DM, user=BOB, ts=reply.ts, thread_ts=reply.thread_ts, callback="thread_settings")
     shortcut(sender, channel=DM, user=BOB, ts=reply.ts, thread_ts=reply.thread_ts)
-    slack.wait_for(lambda: len(slack.ephemerals(DM, BOB)) == 2)
-    assert all("Only the person who started" in e.text for e in slack.ephemerals(DM, BOB))
+    slack.wait_for(lambda: len(slack.ephemerals(DM, BOB)) == 1)
+    assert "Only the person who started" in slack.ephemerals(DM, BOB)[0].text
+    # The settings modal opened for Bob says the same, and shows none of Alice's settings.
+    slack.wait_for(lambda: len(slack.views()) == 2)
+    assert "Only the person who started" in json.dumps(slack.views()[-1]["blocks"])
     # Alice's own ids in another workspace reach nothing.
     assert "no assistant thread here yet" in command(sender, "meta set topic=x", team="T0OTHER")
-    assert slack.views() == []
+    assert not any(v.get("callback_id") == "thread_settings_modal" for v in slack.views())
     assert openai_fake.conversation(dm_thread)["metadata"] == BOT_META
     assert dm_thread in openai_fake.conversations
