@@ -82,7 +82,14 @@ class Result:
     redis_cmds_per_turn: float = 0.0
     cpu_s_per_turn: float = 0.0
     peak_rss_mb: float = 0.0
+    last_answer_s: float = float("nan")
+    answers_per_min: float = float("nan")
     notes: list[str] = field(default_factory=list)
+
+
+# The cost scenarios drive one workspace far past Slack's tiers (hundreds of answers a second): they lift
+# the tiers, in the fake and in the bot's budget alike, to measure the bot's own cost.
+COST_RATE_SCALE = 1000.0
 
 
 class Driver:
@@ -143,8 +150,10 @@ class Bench:
         chunk_size: int,
         workers: int,
         worker_nice: int = 0,
+        slack_rate_scale: float = 1.0,
     ) -> None:
         self.out = out
+        self.slack_rate_scale = slack_rate_scale
         self.workers = workers
         self.worker_nice = worker_nice
         self.reply = Reply(
@@ -158,7 +167,9 @@ class Bench:
     def __enter__(self) -> Bench:
         self.redis_server = RedisServer(self.tmp / "redis").start()
         self.rdb = redis.Redis.from_url(self.redis_server.url, decode_responses=True)
-        self.slack = FakeSlack().start()
+        # Slack's rate tiers in the fake and in the bot's budget alike: the cost scenarios lift them (a scale
+        # of 1,000), the tier scenarios keep Slack's own figures (1).
+        self.slack = FakeSlack(rate_limit_scale=self.slack_rate_scale).start()
         self.openai = FakeOpenAI().start()
 
         def env(concurrency: int) -> dict[str, str]:
@@ -172,6 +183,7 @@ class Bench:
                 WORKER_CONCURRENCY=str(concurrency),
                 RATE_LIMIT_USER_PER_MINUTE="0",
                 RATE_LIMIT_TEAM_PER_MINUTE="0",
+                SLACK_RATE_SCALE=str(self.slack_rate_scale),
             )
 
         # The front takes Slack's requests; with workers it only acks and queues (WORKER_CONCURRENCY=0).
@@ -199,6 +211,8 @@ class Bench:
 
     def fresh(self, reply: Reply | None = None) -> None:
         self.slack.reset()
+        for key in self.rdb.scan_iter("sa:*:slack:*"):  # the bot's Slack budget starts full, as the fake does
+            self.rdb.delete(key)
         self.openai.reset()
         self.openai.default_reply = reply or self.reply
         self.rdb.config_resetstat()
@@ -321,6 +335,46 @@ async def scenario_inflight(bench: Bench, driver: Driver, turns: int, model_late
     return finish(bench, result, acks, texts, cpu0, redis0, started)
 
 
+async def scenario_tiers(bench: Bench, driver: Driver, mentions: int, channels: int) -> Result:
+    """`mentions` at once from as many people in one workspace, in `channels` channels, under Slack's
+    rate tiers: every answer whole and once? how many 429s? how long until the last answer?"""
+    text = "An answer of a few words, streamed to Slack in several pieces."
+    bench.fresh(Reply(text=text, first_token_delay=0.3, chunk_size=8, chunk_delay=0.02))
+    result = Result("tiers", f"{mentions} at once, 1 workspace", mentions)
+    cpu0, redis0, started = bench.cpu(), bench.redis_calls(), time.monotonic()
+    events = []
+    for i in range(mentions):
+        ts = driver.next_ts()
+        event = driver.mention(f"C0T{i % channels:04d}", f"bench {ts}", ts)
+        event["user"] = f"U0T{i:05d}"
+        events.append(event)
+    acks = list(await asyncio.gather(*(driver.send(e) for e in events)))
+    last_answer = started
+    pending = {(e["channel"], e["ts"]) for e in events}
+    deadline = time.monotonic() + 600
+    while pending and time.monotonic() < deadline:
+        for key in list(pending):
+            msgs = bench.slack.messages(*key)
+            if [m.text for m in msgs if not m.streaming] == [text]:
+                pending.discard(key)
+                last_answer = time.monotonic()
+        await asyncio.sleep(0.1)
+    result = finish(bench, result, acks, {}, cpu0, redis0, started)
+    result.answered = mentions - len(pending)
+    once = sum(1 for e in events if len(bench.slack.messages(e["channel"], e["ts"])) == 1)
+    result.last_answer_s = round(last_answer - started, 1)
+    result.answers_per_min = round(result.answered / max(result.last_answer_s, 1e-9) * 60, 1)
+    result.slack_429s = len(bench.slack.rate_limited())
+    calls = bench.slack.calls
+    streamed = sum(1 for c in calls if c.method == "chat.startStream" and c.ok)
+    result.notes = [
+        f"{streamed} streamed, {result.answered - streamed} posted whole; {once} threads with one answer"
+    ]
+    if result.answered < mentions:
+        result.notes.append(f"{mentions - result.answered} not answered in time")
+    return result
+
+
 def finish(
     bench: Bench,
     result: Result,
@@ -413,6 +467,8 @@ COLUMNS = [
     ("redis_cmds_per_turn", "redis/turn"),
     ("cpu_s_per_turn", "cpu s/turn"),
     ("peak_rss_mb", "peak MB"),
+    ("last_answer_s", "last s"),
+    ("answers_per_min", "ans/min"),
 ]
 
 
@@ -459,6 +515,7 @@ async def run(args: argparse.Namespace) -> list[Result]:
         chunk_size=args.chunk_size,
         workers=args.workers,
         worker_nice=args.worker_nice,
+        slack_rate_scale=COST_RATE_SCALE,
     ) as bench:
         connector = aiohttp.TCPConnector(limit=200)
         async with aiohttp.ClientSession(connector=connector) as session:
@@ -476,6 +533,28 @@ async def run(args: argparse.Namespace) -> list[Result]:
             if args.inflight:
                 results.append(await scenario_inflight(bench, driver, args.inflight, args.inflight_latency))
                 print(table(results[-1:]), flush=True)
+    if args.tiers:
+        results += await run_tiers(args)
+    return results
+
+
+async def run_tiers(args: argparse.Namespace) -> list[Result]:
+    """The same deployment under Slack's own rate tiers (fake and budget at scale 1)."""
+    results: list[Result] = []
+    with Bench(
+        args.out,
+        model_first_token=args.model_latency,
+        chunk_delay=args.chunk_delay,
+        chunk_size=args.chunk_size,
+        workers=args.workers,
+        worker_nice=args.worker_nice,
+        slack_rate_scale=1.0,
+    ) as bench:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200)) as session:
+            driver = Driver(bench.bot.url, session)
+            for mentions in args.tiers:
+                results.append(await scenario_tiers(bench, driver, mentions, args.tier_channels))
+                print(table(results[-1:]), *results[-1].notes, sep="\n", flush=True)
     return results
 
 
@@ -510,10 +589,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--chunk-delay", type=float, default=0.02, help="s between streamed chunks")
     parser.add_argument("--chunk-size", type=int, default=8, help="characters per streamed chunk")
+    parser.add_argument(
+        "--tiers", type=int, nargs="*", default=[40, 200], help="mentions at once under Slack's tiers"
+    )
+    parser.add_argument("--tier-channels", type=int, default=10, help="channels they are spread over")
     args = parser.parse_args(argv)
     if args.quick:
         args.rates, args.seconds, args.concurrency, args.turns_each = [20], 1.0, [3], 2
         args.inflight, args.inflight_latency, args.model_latency = 20, 0.5, 0.1
+        args.tiers = [10]
     args.out.mkdir(parents=True, exist_ok=True)
     results = asyncio.run(run(args))
     print("\n" + table(results))
