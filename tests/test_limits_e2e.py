@@ -9,10 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 from tests.conftest import BotFactory
 from tests.fakes.openai_api import FakeOpenAI, Reply
+from tests.fakes.openai_tools import ToolCall
 from tests.fakes.slack_api import FakeSlack
 from tests.harness import TEAM, SlackSender, mention, message
 from tests.test_bridge_e2e import ALICE, CHANNEL, DM, answers, user_texts
 from tests.test_files_e2e import share
+from tests.test_tools_e2e import TEAM_TOOLS
 
 # 1,600 characters: about 400 tokens as the fake counts them.
 LONG = "word " * 320
@@ -185,3 +187,24 @@ def slash(channel: str, user: str, text: str, response_url: str, trigger_id: str
         "response_url": response_url,
         "trigger_id": trigger_id,
     }
+
+
+def test_more_tool_outputs_than_items_create_takes_go_in_batches(
+    slack: FakeSlack, openai_fake: FakeOpenAI, start_bot: BotFactory
+) -> None:
+    sender = SlackSender(start_bot(tool_max_rounds="1", **TEAM_TOOLS).url)
+    many = Reply(
+        tool_calls=tuple(ToolCall("get_weather", {"city": f"C{i}", "unit": "celsius"}) for i in range(25))
+    )
+    openai_fake.script(many, many)
+    event = mention(CHANNEL, ALICE, "The weather everywhere, please")
+    sender.send_event(event)
+    [answer] = answers(slack, CHANNEL, event["ts"], timeout=30)
+    assert answer.text.endswith("Try a narrower question.")
+    items = openai_fake.conversation(openai_fake.model_inputs[0]["conversation"])["items"]
+    calls = [i["call_id"] for i in items if i["type"] == "function_call"]
+    closed = {i["call_id"] for i in items if i["type"] == "function_call_output"}
+    # The second round's 25 calls were closed through conversations.items.create, at most 20 a call.
+    assert len(calls) == 50 and set(calls) == closed
+    creates = [r for r in openai_fake.requests if r["method"] == "POST" and r["path"].endswith("/items")]
+    assert [len(r["json"]["items"]) for r in creates] == [20, 5]
