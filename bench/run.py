@@ -361,14 +361,21 @@ async def scenario_tiers(bench: Bench, driver: Driver, mentions: int, channels: 
         await asyncio.sleep(0.1)
     result = finish(bench, result, acks, {}, cpu0, redis0, started)
     result.answered = mentions - len(pending)
+    non_auth = [c for c in bench.slack.calls if c.method != "auth.test"]
+    result.slack_calls_per_answer = round(len(non_auth) / max(1, result.answered), 2)
     once = sum(1 for e in events if len(bench.slack.messages(e["channel"], e["ts"])) == 1)
     result.last_answer_s = round(last_answer - started, 1)
     result.answers_per_min = round(result.answered / max(result.last_answer_s, 1e-9) * 60, 1)
+    result.turns_per_s = round(result.answered / max(result.last_answer_s, 1e-9), 1)
     result.slack_429s = len(bench.slack.rate_limited())
     calls = bench.slack.calls
     streamed = sum(1 for c in calls if c.method == "chat.startStream" and c.ok)
+    by_method: dict[str, int] = {}
+    for c in calls:
+        by_method[c.method] = by_method.get(c.method, 0) + 1
     result.notes = [
-        f"{streamed} streamed, {result.answered - streamed} posted whole; {once} threads with one answer"
+        f"{streamed} streamed, {result.answered - streamed} posted whole; {once} threads with one answer",
+        "Slack calls: " + ", ".join(f"{m} {n}" for m, n in sorted(by_method.items(), key=lambda x: -x[1])),
     ]
     if result.answered < mentions:
         result.notes.append(f"{mentions - result.answered} not answered in time")
