@@ -51,19 +51,22 @@ class ConversationAdmin:
         return [_line(item) for item in page.data[:limit]]
 
     async def holds_message(self, conversation_id: str, text: str) -> bool:
-        """Whether one of the newest items is the user's message with this text (a response that vanished
-        may or may not have added its input to the conversation)."""
+        """Whether the conversation holds, after its last answer, the user's message starting with `text`
+        (a response that vanished may or may not have added its input to the conversation)."""
         try:
             page = await self._client.conversations.items.list(
                 conversation_id, order="desc", limit=RECENT_ITEMS
             )
         except openai.APIError as exc:
             raise AssistantUnavailable(f"conversations.items.list: {type(exc).__name__}") from exc
-        for item in page.data:
-            if getattr(item, "type", None) == "message" and getattr(item, "role", None) == "user":
-                parts = getattr(item, "content", None) or []
-                if any(getattr(p, "text", None) == text for p in parts):
-                    return True
+        for item in page.data:  # newest first
+            if getattr(item, "type", None) != "message":
+                continue
+            if getattr(item, "role", None) == "assistant":
+                return False  # answered messages are not this one
+            parts = getattr(item, "content", None) or []
+            if any(str(getattr(p, "text", None) or "").startswith(text) for p in parts):
+                return True
         return False
 
     async def count_items(self, conversation_id: str) -> int:

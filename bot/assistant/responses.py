@@ -120,7 +120,6 @@ class ResponsesBackend(ConversationAdmin):
             "model": self._settings.assistant_model,
             "instructions": turn.instructions,
             "conversation": turn.conversation_id,
-            "input": items,
             "store": True,
             "stream": True,
             # Lives on at OpenAI when the stream drops: resumable with `retrieve(stream=True)`.
@@ -134,6 +133,8 @@ class ResponsesBackend(ConversationAdmin):
         }
         if self._settings.max_output_tokens is not None:
             request["max_output_tokens"] = self._settings.max_output_tokens
+        if items:  # none: the conversation already ends with the user's message
+            request["input"] = items
         if turn.tools:
             request["tools"] = turn.tools
         return request

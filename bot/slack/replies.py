@@ -3,7 +3,10 @@ several messages past Slack's per-message limit, and carried on with chat.update
 stream has expired.
 
 Text is sent at once when it first arrives and then at most once per `flush_seconds`, so a fast model
-does not turn into hundreds of Slack calls (and 429s).
+does not turn into hundreds of Slack calls (and 429s). Every call is also paced by the workspace's Slack
+budget (`pace`, shared by every replica): a stream starts only when its chat.stopStream can be reserved
+with it, else the message is posted whole once complete; an append the budget has no room for yet waits,
+with its text, for a later flush or rides on chat.stopStream.
 
 A retried turn *adopts* the messages an earlier attempt posted (their ts come from the turn's progress
 record): a stream left open is stopped, and the answer is written into those messages with chat.update
@@ -35,6 +38,8 @@ log = logging.getLogger(__name__)
 WARNING_ICON = ":warning:"
 # msg_too_long: messages are halved down to this size before giving up.
 MIN_MESSAGE_CHARS = 200
+# A message written whole (no stream) is updated at most this often while the answer grows (Tier 3).
+UPDATE_EVERY_SECONDS = 5.0
 
 OnMessage = Callable[[str], Awaitable[None]]
 # Raises when this answer must no longer be written (another worker took the turn over).
@@ -104,7 +109,10 @@ class ReplyStream:
         self._pending = ""
         self._last_flush = float("-inf")
         self._timer: asyncio.Task[None] | None = None
+        self._timer_busy = False  # the timer is flushing (not sleeping): it is waited for, not cancelled
         self._timer_error: BaseException | None = None
+        self._closing = False  # finish/fail/restart under way: no new timer
+        self._last_update = float("-inf")
         self._lock = asyncio.Lock()
 
     @property
@@ -116,28 +124,31 @@ class ReplyStream:
         return "".join(m.text for m in self._messages) + self._pending
 
     async def adopt(self, message_ts: list[str]) -> None:
-        """Write into the messages an earlier attempt posted (stopping a stream it left open)."""
-        for ts in message_ts:
+        """Write into the messages an earlier attempt posted (stopping a stream it left open: only its last
+        message can be, since a message is closed before the next one starts)."""
+        if message_ts:
             if self._pace is not None:
                 await self._pace.wait("chat.stopStream")
             try:
-                await self._client.chat_stopStream(channel=self._channel, ts=ts)
+                await self._client.chat_stopStream(channel=self._channel, ts=message_ts[-1])
             except SLACK_CALL_ERRORS as exc:
                 log.debug("adopted message not streaming (%s)", _slack_error(exc))
-        if message_ts:
             self._messages = [_Message(ts=message_ts[0], streaming=False)]
             self._spare_ts = list(message_ts[1:])
 
     async def restart(self) -> None:
         """Start the answer over: what was shown is rewritten in place by the text that follows."""
+        self._closing = True
         await self._stop_timer()
         self._pending = ""
         for msg in self._messages:
             if msg.streaming and msg.ts:
+                msg.text = msg.text[: msg.sent]  # nothing more of the old answer
                 await self._close(msg)
         shown = self.message_ts
         self._messages = [_Message(ts=shown[0], streaming=False)] if shown else [_Message()]
         self._spare_ts = shown[1:] + self._spare_ts
+        self._closing = False
 
     async def append(self, delta: str) -> None:
         self._raise_timer_error()
@@ -146,20 +157,22 @@ class ReplyStream:
         self._pending += delta
         wait = self._last_flush + self._flush_seconds - asyncio.get_running_loop().time()
         if wait <= 0:
-            await self._flush()
-        else:
+            wait = await self._flush() or 0.0
+        if wait > 0:
             self._flush_in(wait)
 
     async def finish(self) -> None:
         """Send what is left and close the message."""
+        self._closing = True
         await self._stop_timer()
-        if not self.message_ts and not self._pending and not self._messages[-1].text:
+        if not self.text.strip():
             # The model said nothing: still answer, so the user is not left with a silent thread.
             self._pending = "_(The assistant returned an empty answer.)_"
         await self._flush_and_close()
 
     async def fail(self, user_message: str) -> None:
         """End the answer with a short notice; a new message when nothing was shown yet."""
+        self._closing = True
         await self._stop_timer()
         separator = "\n\n" if self.text.strip() else ""
         if separator and inside_code_block(self.text):
@@ -174,24 +187,48 @@ class ReplyStream:
             last.text += self._pending
             self._pending = ""
             await self._close(last)
-            return
-        if not last.streaming and last.sent < len(last.text):
-            # Written whole and not (fully) yet: it goes out with the rest, as one complete message.
-            self._pending, last.text, last.sent = last.text + self._pending, "", 0
-        await self._flush(final=True)
-        await self._close(self._messages[-1])
+        else:
+            if not last.streaming and last.sent < len(last.text):
+                # Written whole and not (fully) yet: it goes out with the rest, as one complete message.
+                self._pending, last.text, last.sent = last.text + self._pending, "", 0
+            await self._flush(final=True)
+            await self._close(self._messages[-1])
+        await self._drop_spares()
+
+    async def _drop_spares(self) -> None:
+        """Messages of an earlier attempt the answer no longer needs (it came out shorter) go."""
+        spare, self._spare_ts = self._spare_ts, []
+        for ts in spare:
+            if self._pace is not None:
+                await self._pace.wait("chat.delete")
+            try:
+                await self._client.chat_delete(channel=self._channel, ts=ts)
+            except SLACK_CALL_ERRORS as exc:
+                log.warning("leftover message not deleted: %s", _slack_error(exc))
 
     def _flush_in(self, delay: float) -> None:
-        if self._timer is None:
+        if self._timer is None and not self._closing:
             self._timer = asyncio.create_task(self._flush_later(delay))
 
     async def _flush_later(self, delay: float) -> None:
+        """The timer: flush after `delay`, and again as long as the budget asks to wait (until closing)."""
         try:
-            await asyncio.sleep(delay)
-            self._timer = None
-            await self._flush()
+            while True:
+                await asyncio.sleep(delay)
+                self._timer_busy = True
+                again = await self._flush()
+                self._timer_busy = False
+                if again is None or self._closing:
+                    return
+                delay = again
         except BotError as exc:
             self._timer_error = exc
+        except Exception as exc:  # surfaced on the next append or finish, never lost with the task
+            self._timer_error = SlackDeliveryError(f"flush failed: {type(exc).__name__}")
+        finally:
+            self._timer_busy = False
+            if self._timer is asyncio.current_task():
+                self._timer = None
 
     def _raise_timer_error(self) -> None:
         if self._timer_error is not None:
@@ -199,16 +236,19 @@ class ReplyStream:
             raise error
 
     async def _stop_timer(self) -> None:
+        """No more timer flushes: a sleeping timer is cancelled, a flushing one is waited for (cancelling a
+        Slack call midway would leave it unknown whether Slack has the text)."""
         timer, self._timer = self._timer, None
         if timer is not None:
-            timer.cancel()
+            if not self._timer_busy:
+                timer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await timer
         self._raise_timer_error()
 
-    async def _flush(self, *, final: bool = False) -> None:
-        """Send the pending text. Only `final` sends it all: otherwise a call the budget has no room for
-        yet waits, with its text, for a later flush."""
+    async def _flush(self, *, final: bool = False) -> float | None:
+        """Send the pending text. A `final` flush sends it all; otherwise a call the budget has no room for
+        yet keeps its text pending: the seconds to wait before flushing again, else None."""
         async with self._lock:
             self._last_flush = asyncio.get_running_loop().time()
             text, self._pending = self._pending, ""
@@ -228,17 +268,20 @@ class ReplyStream:
                     await self._send(msg, head, complete=full or (final and not rest))
                 except _TooLong:
                     self._shrink(len(msg.text) + len(head))
-                    text = self._unfence(head) + self._unfence_start(rest, head)
+                    # What Slack does not have yet (this piece, and text a whole-message write held back)
+                    # is split again at the smaller size.
+                    unsent, msg.text = msg.text[msg.sent :], msg.text[: msg.sent]
+                    text = unsent + self._unfence(head) + self._unfence_start(rest, head)
                     if msg.text:
                         await self._next_message(msg)
                     continue
                 except _NoBudget as exc:
                     self._pending = text + self._pending
-                    self._flush_in(exc.wait)
-                    return
+                    return exc.wait
                 text = rest
                 if full:
                     await self._next_message(msg)
+        return None
 
     def _shrink(self, refused: int) -> None:
         smaller = min(self._max_chars, refused) // 2
@@ -306,18 +349,32 @@ class ReplyStream:
                     raise _TooLong from exc
                 log.warning("streaming to Slack failed (%s); continuing with chat.update", _slack_error(exc))
                 msg.streaming = False
+                await self._abandon_stream(msg, _slack_error(exc))
             except SLACK_TRANSPORT_ERRORS as exc:
                 # Unknown whether Slack showed it: a later attempt rewrites the recorded messages whole.
                 raise SlackDeliveryError(f"Slack stream call got no answer: {type(exc).__name__}") from exc
         if msg.streaming or msg.sent == len(msg.text):
             return
         if not complete:
-            # Written whole: a new message once it is complete, an update as often as the budget allows.
-            if msg.ts is None or (self._pace is not None and await self._pace.now("chat.update") > 0):
+            # Written whole: a new message once it is complete; an update now and then, budget allowing.
+            loop = asyncio.get_running_loop()
+            if msg.ts is None or loop.time() < self._last_update + UPDATE_EVERY_SECONDS:
                 return
+            if self._pace is not None and await self._pace.now("chat.update") > 0:
+                return
+            self._last_update = loop.time()
         elif self._pace is not None:
             await self._pace.wait("chat.update" if msg.ts else "chat.postMessage")
         await self._write_whole(msg)
+
+    async def _abandon_stream(self, msg: _Message, error: str) -> None:
+        """Close a stream Slack refused a call on (its chat.stopStream was reserved), unless it is gone."""
+        if msg.ts is None or error == "message_not_in_streaming_state":
+            return
+        try:
+            await self._client.chat_stopStream(channel=self._channel, ts=msg.ts)
+        except SLACK_CALL_ERRORS as exc:
+            log.debug("refused stream not stopped (%s)", _slack_error(exc))
 
     async def _started(self, msg: _Message, ts: str | None) -> None:
         if ts and msg.ts != ts:
@@ -352,7 +409,10 @@ class ReplyStream:
             msg.streaming = False
             if self._pace is not None:
                 await self._pace.wait("chat.update")
-            await self._write_whole(msg)
+            try:
+                await self._write_whole(msg)
+            except _TooLong as too_long:
+                raise SlackDeliveryError("chat.update after chat.stopStream: msg_too_long") from too_long
         except SLACK_TRANSPORT_ERRORS as exc:
             raise SlackDeliveryError(f"chat.stopStream got no answer: {type(exc).__name__}") from exc
 

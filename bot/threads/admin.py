@@ -50,13 +50,16 @@ class ThreadAdmin:
         self._dispatcher = dispatcher
         self._files = files
 
-    async def run(self, target: ThreadTarget, parsed: ParsedCommand, *, request_id: str) -> str:
-        """Carry out a command on the target thread; the text to show the user (errors included)."""
+    async def run(
+        self, target: ThreadTarget, parsed: ParsedCommand, *, request_id: str, at: str | None = None
+    ) -> str:
+        """Carry out a command on the target thread; the text to show the user (errors included).
+        `at`: the ts of the message that asked (its reset goes after earlier messages, before later ones)."""
         try:
             if parsed.command is Command.HELP:
                 return HELP_TEXT
             if parsed.command is Command.RESET:
-                return await self.queue_reset(target, request_id=request_id)
+                return await self.queue_reset(target, request_id=request_id, at=at)
             if parsed.command is Command.HISTORY:
                 return await self.history(target, parsed.limit)
             if parsed.command is Command.STATUS:
@@ -86,7 +89,7 @@ class ThreadAdmin:
             raise NoAssistantThread(f"{target.thread} has no conversation")
         return conversation_id
 
-    async def queue_reset(self, target: ThreadTarget, *, request_id: str) -> str:
+    async def queue_reset(self, target: ThreadTarget, *, request_id: str, at: str | None = None) -> str:
         await self._authorize(target)
         now = time.time()
         turn = Turn(
@@ -96,8 +99,9 @@ class ThreadAdmin:
             channel=target.channel,
             user=target.user,
             text="",
-            # After every message already queued for the thread (Slack ts are epoch seconds too).
-            ts=f"{now:.6f}",
+            # After every message already queued for the thread (Slack ts are epoch seconds too), or where
+            # the message that asked for it stands.
+            ts=at or f"{now:.6f}",
             reply_thread_ts=target.notice_ts,
             is_dm=target.channel.startswith("D"),
             received_at=now,

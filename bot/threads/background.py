@@ -30,4 +30,6 @@ class Background:
     async def drain(self, grace_seconds: float) -> None:
         """Let the work still running finish (at most `grace_seconds`), at shutdown."""
         if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=grace_seconds)
+            _, late = await asyncio.wait(set(self._tasks), timeout=grace_seconds)
+            for task in late:  # the clients it uses are about to close
+                task.cancel()

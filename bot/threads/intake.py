@@ -76,7 +76,7 @@ class Intake:
 
     async def _answer_thread_command(self, msg: IncomingMessage, parsed: ParsedCommand) -> None:
         target = await self._targets.of_message(msg)
-        text = await self._admin.run(target, parsed, request_id=f"{msg.channel}:{msg.ts}")
+        text = await self._admin.run(target, parsed, request_id=f"{msg.channel}:{msg.ts}", at=msg.ts)
         # In the message's thread when it is in one; at top level otherwise (Slack shows an ephemeral in a
         # thread only once the thread has replies, and a top-level message has none).
         await self._ephemeral.whisper(msg.channel, msg.user, text, msg.thread_ts)

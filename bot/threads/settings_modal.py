@@ -10,12 +10,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import RedisError
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import BotError, NoAssistantThread, StoreUnavailable
 from bot.models import MessageAction, Workspace
-from bot.slack.client import slack_error
+from bot.slack.client import SLACK_CALL_ERRORS, slack_error
 from bot.slack.ephemeral import Ephemeral
 from bot.threads.admin import ThreadAdmin
 from bot.threads.metadata import (
@@ -106,7 +105,7 @@ class ThreadSettings:
     async def _open_loading(self, trigger_id: str) -> str | None:
         try:
             response = await self._client.views_open(trigger_id=trigger_id, view=loading_view())
-        except SlackApiError as exc:
+        except SLACK_CALL_ERRORS as exc:
             log.warning("views.open failed: %s", slack_error(exc))
             return None
         return str((response.get("view") or {}).get("id") or "") or None
@@ -126,7 +125,7 @@ class ThreadSettings:
     async def _show(self, view_id: str, view: View) -> None:
         try:
             await self._client.views_update(view_id=view_id, view=view)
-        except SlackApiError as exc:
+        except SLACK_CALL_ERRORS as exc:
             log.warning("views.update failed: %s", slack_error(exc))
 
     @staticmethod

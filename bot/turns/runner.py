@@ -174,8 +174,8 @@ class TurnRunner:
                 raise  # past a tool round: its calls can't be asked again; the user is told
             log.warning("turn %s: %s; asking again", turn.id, exc)
             # The answer so far is rewritten in place; the message goes in again unless OpenAI kept it.
-            await progress.forget_responses()
             await reply.restart()
+            await progress.forget_responses()
             text = items[0]["content"][0]["text"] if items else turn.text
             held = await self._backend.holds_message(request.conversation_id, text)
             again = [] if held else (items or [user_message(turn.text)])
@@ -311,8 +311,11 @@ class TurnRunner:
         if turn.reply_thread_ts is None:
             return
         pace = self._pace(turn)
-        if pace is not None and await pace.now("assistant.threads.setStatus") > 0:
-            return
+        if pace is not None:
+            if not status:
+                await pace.wait("assistant.threads.setStatus")  # a status left behind would say "thinking"
+            elif await pace.now("assistant.threads.setStatus") > 0:
+                return
         try:
             await self._client.assistant_threads_setStatus(
                 channel_id=turn.channel,
