@@ -43,6 +43,7 @@ METHOD_SCOPES = {
     "assistant_threads_setSuggestedPrompts": "assistant:write",
     "users_info": "users:read",
     "views_open": None,
+    "views_update": None,
     "views_publish": None,
     "files_info": "files:read",
     "files_upload_v2": "files:write",  # code interpreter output shared in the thread

@@ -8,6 +8,7 @@ queued, to be resumed; every other failure ends in a short notice in the thread.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from typing import Any
@@ -47,6 +48,8 @@ CODE_NOTE = (
 RESET_NOTICE = (
     "<@{user}> reset this thread's assistant memory. The next message starts a fresh assistant thread."
 )
+# A status waits this long at most for room in the budget; past it, it is skipped (answers come first).
+STATUS_PATIENCE_SECONDS = 1.5
 LOADING_MESSAGES = ["Thinking…", "Reading the thread…", "Writing an answer…"]
 
 
@@ -302,6 +305,17 @@ class TurnRunner:
             return
         await progress.add_message(str(response["ts"]))
 
+    @staticmethod
+    async def _status_room(pace: ChannelPace) -> bool:
+        """Room for a status now or within a moment (Slack allows about one a second per channel)."""
+        wait = await pace.now("assistant.threads.setStatus")
+        if wait > STATUS_PATIENCE_SECONDS:
+            return False
+        if wait > 0:
+            await asyncio.sleep(wait)
+            return await pace.now("assistant.threads.setStatus") == 0
+        return True
+
     def _pace(self, turn: Turn) -> ChannelPace | None:
         return ChannelPace(self._budget, turn.workspace.keys, turn.channel) if self._budget else None
 
@@ -314,7 +328,7 @@ class TurnRunner:
         if pace is not None:
             if not status:
                 await pace.wait("assistant.threads.setStatus")  # a status left behind would say "thinking"
-            elif await pace.now("assistant.threads.setStatus") > 0:
+            elif not await self._status_room(pace):
                 return
         try:
             await self._client.assistant_threads_setStatus(
