@@ -6,7 +6,8 @@ second per channel. Every replica takes from the same buckets, so together they 
 a 429 that happens anyway is still honoured by slack-sdk's retry handler (`Retry-After`).
 
 A bucket holds up to a minute's worth of calls (Slack tolerates short bursts) and refills continuously.
-The bot budgets `BUDGET_SHARE` of each tier, leaving room for calls it does not count.
+The bot budgets `BUDGET_SHARE` of each tier and bursts one call short of Slack's, leaving room for calls
+it does not count and for calls that reach Slack later than they were counted.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ LIMITS: dict[str, tuple[Limit, ...]] = {
     "assistant.threads.setStatus": (Limit(60, 3, per_channel=True),),
 }
 BUDGET_SHARE = 0.9
+BURST_MARGIN = 1.0
 # The longest a finished answer waits for its turn to be written (past it, the call goes out anyway and
 # slack-sdk honours any 429's Retry-After).
 MAX_WAIT_SECONDS = 60.0
@@ -101,9 +103,10 @@ class SlackBudget:
         for limit in LIMITS[method]:
             scope = (channel or "") if limit.per_channel else ""
             per_minute = limit.per_minute * self._share
-            out.append(
-                Bucket(keys.slack_budget(method, scope), limit.burst * self._share, per_minute / 60_000)
-            )
+            # One call less than the burst: calls reach Slack a little after they were counted, and a busy
+            # event loop can bunch them up.
+            burst = max(1.0, limit.burst * self._share - BURST_MARGIN)
+            out.append(Bucket(keys.slack_budget(method, scope), burst, per_minute / 60_000))
         return out
 
     async def try_take(self, *buckets: Bucket) -> float:
