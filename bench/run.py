@@ -513,17 +513,21 @@ def plot(results: list[Result], path: Path) -> None:
     plt.close(fig)
 
 
-async def run(args: argparse.Namespace) -> list[Result]:
-    results: list[Result] = []
-    with Bench(
+def bench_for(args: argparse.Namespace, *, slack_rate_scale: float) -> Bench:
+    return Bench(
         args.out,
         model_first_token=args.model_latency,
         chunk_delay=args.chunk_delay,
         chunk_size=args.chunk_size,
         workers=args.workers,
         worker_nice=args.worker_nice,
-        slack_rate_scale=COST_RATE_SCALE,
-    ) as bench:
+        slack_rate_scale=slack_rate_scale,
+    )
+
+
+async def run(args: argparse.Namespace) -> list[Result]:
+    results: list[Result] = []
+    with bench_for(args, slack_rate_scale=COST_RATE_SCALE) as bench:
         connector = aiohttp.TCPConnector(limit=200)
         async with aiohttp.ClientSession(connector=connector) as session:
             driver = Driver(bench.bot.url, session)
@@ -548,15 +552,7 @@ async def run(args: argparse.Namespace) -> list[Result]:
 async def run_tiers(args: argparse.Namespace) -> list[Result]:
     """The same deployment under Slack's own rate tiers (fake and budget at scale 1)."""
     results: list[Result] = []
-    with Bench(
-        args.out,
-        model_first_token=args.model_latency,
-        chunk_delay=args.chunk_delay,
-        chunk_size=args.chunk_size,
-        workers=args.workers,
-        worker_nice=args.worker_nice,
-        slack_rate_scale=1.0,
-    ) as bench:
+    with bench_for(args, slack_rate_scale=1.0) as bench:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200)) as session:
             driver = Driver(bench.bot.url, session)
             for mentions in args.tiers:

@@ -14,26 +14,29 @@ from tests.test_bridge_e2e import ALICE, BOB, CHANNEL, DM, answers, user_texts
 THREAD_KEY = f"sa:{{-:{TEAM}}}:thread:"
 
 
+def slash(text: str, *, channel: str, user: str, team: str = TEAM, response_url: str) -> dict[str, str]:
+    """A `/assistant` slash command payload, as Slack posts it."""
+    return {
+        "token": "legacy",
+        "team_id": team,
+        "team_domain": "acme",
+        "channel_id": channel,
+        "channel_name": "directmessage" if channel.startswith("D") else "general",
+        "user_id": user,
+        "user_name": user.lower(),
+        "command": "/assistant",
+        "text": text,
+        "api_app_id": "A0APP",
+        "response_url": response_url,
+        "trigger_id": new_trigger_id(),
+    }
+
+
 def command(sender: SlackSender, text: str, *, channel: str = DM, user: str = ALICE, team: str = TEAM) -> str:
     """Run `/assistant text`: the answer the user sees, in the ack (help, mistakes) or, for a command that
     needs the thread, posted to the command's response_url after the ack."""
     response_url = sender.response_url()
-    reply = sender.send_form(
-        {
-            "token": "legacy",
-            "team_id": team,
-            "team_domain": "acme",
-            "channel_id": channel,
-            "channel_name": "directmessage" if channel.startswith("D") else "general",
-            "user_id": user,
-            "user_name": user.lower(),
-            "command": "/assistant",
-            "text": text,
-            "api_app_id": "A0APP",
-            "response_url": response_url,
-            "trigger_id": new_trigger_id(),
-        }
-    )
+    reply = sender.send_form(slash(text, channel=channel, user=user, team=team, response_url=response_url))
     assert reply.status == 200
     # Bolt answers an ack(text=...) as the plain text of the ephemeral reply.
     if reply.headers.get("Content-Type", "").startswith("application/json"):

@@ -11,8 +11,9 @@ from tests.conftest import BotFactory
 from tests.fakes.openai_api import FakeOpenAI, Reply
 from tests.fakes.openai_tools import ToolCall
 from tests.fakes.slack_api import FakeSlack
-from tests.harness import TEAM, SlackSender, mention, message
+from tests.harness import SlackSender, mention, message
 from tests.test_bridge_e2e import ALICE, CHANNEL, DM, answers, user_texts
+from tests.test_commands_e2e import slash
 from tests.test_files_e2e import share
 from tests.test_tools_e2e import TEAM_TOOLS
 
@@ -152,7 +153,7 @@ def test_status_acks_at_once_while_openai_is_slow_and_then_answers(
     openai_fake.slow_down("GET", r"^/v1/conversations/", 4.0)
     response_url = sender.response_url()
     started = time.monotonic()
-    reply = sender.send_form(slash(DM, ALICE, "status", response_url, sender.trigger_id()))
+    reply = sender.send_form(slash("status", channel=DM, user=ALICE, response_url=response_url))
     acked = time.monotonic() - started
     assert reply.status == 200 and reply.body == ""
     assert acked < 3.0, f"acked after {acked:.1f}s"
@@ -170,23 +171,6 @@ def test_a_command_at_the_top_of_a_channel_is_answered_where_the_user_sees_it(
     [shown] = slack.ephemerals(CHANNEL, ALICE)
     assert shown.thread_ts is None and "no assistant thread here yet" in shown.text
     assert slack.ephemerals(CHANNEL, ALICE, include_invisible=True) == [shown]
-
-
-def slash(channel: str, user: str, text: str, response_url: str, trigger_id: str) -> dict[str, str]:
-    return {
-        "token": "legacy",
-        "team_id": TEAM,
-        "team_domain": "acme",
-        "channel_id": channel,
-        "channel_name": "directmessage",
-        "user_id": user,
-        "user_name": user.lower(),
-        "command": "/assistant",
-        "text": text,
-        "api_app_id": "A0APP",
-        "response_url": response_url,
-        "trigger_id": trigger_id,
-    }
 
 
 def test_more_tool_outputs_than_items_create_takes_go_in_batches(
