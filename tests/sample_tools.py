@@ -8,6 +8,8 @@ from pydantic import BaseModel, Field
 
 from bot.tools import ToolContext, tool
 
+WEATHER_SERVICE_SECONDS = 1.0
+
 
 class WeatherArgs(BaseModel):
     city: str = Field(description="City name, e.g. Lisbon")
@@ -17,6 +19,7 @@ class WeatherArgs(BaseModel):
 @tool
 async def get_weather(args: WeatherArgs) -> dict[str, object]:
     """The current weather in a city."""
+    await asyncio.sleep(WEATHER_SERVICE_SECONDS)  # asking a weather service takes a moment
     degrees = {"lisbon": 21, "oslo": -3}.get(args.city.lower(), 15)
     if args.unit == "fahrenheit":
         degrees = round(degrees * 9 / 5 + 32)

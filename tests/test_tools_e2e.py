@@ -184,6 +184,9 @@ def test_code_interpreter_reads_shared_data_and_its_chart_lands_in_the_thread(
             text="Sales grew. Here is the chart: [chart.png](sandbox:/mnt/data/chart.png)",
             code="import pandas as pd\npd.read_csv('/mnt/data/sales.csv').plot().figure.savefig('chart.png')",
             code_files=(ContainerFile("chart.png", PNG, "image/png"),),
+            # Python takes a few seconds, as it does (statuses are paced at about one a second per channel).
+            chunk_size=30,
+            chunk_delay=1.0,
         )
     )
     event = share(CHANNEL, ALICE, "Plot the sales", [csv])
@@ -224,6 +227,7 @@ def test_web_search_answers_carry_working_links(
         Reply(
             text="Python 3.14 came out in October 2025.",
             web_results=(("https://www.python.org/downloads/release/python-3140/", "Python 3.14.0"),),
+            first_token_delay=1.0,  # the search takes a moment, as it does
         )
     )
     event = mention(CHANNEL, ALICE, "When did Python 3.14 come out?")

@@ -29,6 +29,9 @@ class Limit:
     per_minute: float
     burst: float  # calls Slack tolerates at once
     per_channel: bool = False  # one bucket per channel (else one per workspace)
+    # Calls short of Slack's burst: calls reach Slack a little after they are counted, and a busy event loop
+    # can bunch them up. none for statuses, which a background task sends (a 429 there delays nobody).
+    margin: float = 1.0
 
 
 # Calls per minute by tier (docs.slack.dev "Rate limits"; java-slack-sdk MethodsRateLimitTier).
@@ -52,10 +55,9 @@ LIMITS: dict[str, tuple[Limit, ...]] = {
     "views.open": _tier(4),
     "views.update": _tier(4),
     "chat.postMessage": (Limit(60, 3, per_channel=True), Limit(300, 300)),
-    "assistant.threads.setStatus": (Limit(60, 3, per_channel=True),),
+    "assistant.threads.setStatus": (Limit(60, 3, per_channel=True, margin=0.0),),
 }
 BUDGET_SHARE = 0.9
-BURST_MARGIN = 1.0
 # The longest a finished answer waits for its turn to be written (past it, the call goes out anyway and
 # slack-sdk honours any 429's Retry-After).
 MAX_WAIT_SECONDS = 60.0
@@ -103,9 +105,7 @@ class SlackBudget:
         for limit in LIMITS[method]:
             scope = (channel or "") if limit.per_channel else ""
             per_minute = limit.per_minute * self._share
-            # One call less than the burst: calls reach Slack a little after they were counted, and a busy
-            # event loop can bunch them up.
-            burst = max(1.0, limit.burst * self._share - BURST_MARGIN)
+            burst = max(1.0, limit.burst * self._share - limit.margin)
             out.append(Bucket(keys.slack_budget(method, scope), burst, per_minute / 60_000))
         return out
 

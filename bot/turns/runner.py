@@ -8,7 +8,6 @@ queued, to be resumed; every other failure ends in a short notice in the thread.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from typing import Any
@@ -37,6 +36,7 @@ from bot.slack.client import SLACK_CALL_ERRORS, slack_error
 from bot.slack.replies import WARNING_ICON, ReplyStream
 from bot.threads.store import ThreadStore
 from bot.tools import ToolContext, ToolRegistry
+from bot.turns.status import StatusLine
 from bot.turns.tool_loop import THINKING_STATUS, ToolLoop
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,6 @@ CODE_NOTE = (
 RESET_NOTICE = (
     "<@{user}> reset this thread's assistant memory. The next message starts a fresh assistant thread."
 )
-# A status waits this long at most for room in the budget; past it, it is skipped (answers come first).
-STATUS_PATIENCE_SECONDS = 1.5
 LOADING_MESSAGES = ["Thinking…", "Reading the thread…", "Writing an answer…"]
 
 
@@ -99,6 +97,7 @@ class TurnRunner:
     ) -> None:
         self._settings = settings
         self._budget = budget
+        self._statuses: dict[str, StatusLine] = {}  # the running turns' status lines, by turn id
         self._client = web_client
         self._store = store
         self._backend = backend
@@ -131,6 +130,7 @@ class TurnRunner:
             pace=self._pace(turn),
         )
         outcome = "failed"
+        self._statuses[turn.id] = StatusLine(lambda text: self._send_status(turn, text), self._pace(turn))
         try:
             await reply.adopt(record.message_ts)
             if record.attempts > self._settings.max_turn_attempts:
@@ -155,6 +155,8 @@ class TurnRunner:
         except Exception:
             log.exception("turn %s failed", turn.id)
             await self._tell(turn, reply, BotError.user_message)
+        finally:
+            await self._statuses.pop(turn.id).close()
         with contextlib.suppress(RedisError):
             await self._store.record_run(turn.workspace.keys, turn.thread, outcome)
 
@@ -209,6 +211,7 @@ class TurnRunner:
                 if isinstance(piece, Status):
                     await self._set_status(turn, piece.text)
                 else:
+                    self._status_of(turn).forget()  # a status not shown yet would come after the text
                     await reply.append(piece)
         if citations is not None:
             await reply.append(citations.footer())
@@ -305,31 +308,20 @@ class TurnRunner:
             return
         await progress.add_message(str(response["ts"]))
 
-    @staticmethod
-    async def _status_room(pace: ChannelPace) -> bool:
-        """Room for a status now or within a moment (Slack allows about one a second per channel)."""
-        wait = await pace.now("assistant.threads.setStatus")
-        if wait > STATUS_PATIENCE_SECONDS:
-            return False
-        if wait > 0:
-            await asyncio.sleep(wait)
-            return await pace.now("assistant.threads.setStatus") == 0
-        return True
-
     def _pace(self, turn: Turn) -> ChannelPace | None:
         return ChannelPace(self._budget, turn.workspace.keys, turn.channel) if self._budget else None
 
+    def _status_of(self, turn: Turn) -> StatusLine:
+        line = self._statuses.get(turn.id)
+        return line if line is not None else StatusLine(lambda text: self._send_status(turn, text), None)
+
     async def _set_status(self, turn: Turn, status: str) -> None:
-        # Best effort: the status is a nicety and is not available on every surface; skipped when the
-        # workspace's budget for it is spent (answers come first).
+        # Best effort: the status is a nicety, paced by the workspace's budget (answers come first).
+        await self._status_of(turn).show(status)
+
+    async def _send_status(self, turn: Turn, status: str) -> None:
         if turn.reply_thread_ts is None:
             return
-        pace = self._pace(turn)
-        if pace is not None:
-            if not status:
-                await pace.wait("assistant.threads.setStatus")  # a status left behind would say "thinking"
-            elif not await self._status_room(pace):
-                return
         try:
             await self._client.assistant_threads_setStatus(
                 channel_id=turn.channel,
