@@ -207,7 +207,9 @@ def _describe(err: dict[str, object]) -> str:
 
 def _given(field: str, settings: Settings | None, overrides: dict[str, object]) -> bool:
     if settings is not None:
-        return getattr(settings, field) is not None
+        value = getattr(settings, field)
+        # An empty secret (as .env.example ships it) is no secret: HTTP mode would refuse every request.
+        return bool(value.get_secret_value().strip()) if isinstance(value, SecretStr) else value is not None
     # Validation failed elsewhere: look at the raw sources so every problem is reported in one go.
     env_file = Path(".env")
     from_file = dotenv_values(env_file) if env_file.is_file() else {}

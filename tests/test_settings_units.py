@@ -50,3 +50,15 @@ def test_reliability_settings_defaults_and_overrides(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("WORKER_CONCURRENCY", "4")
     settings = load_settings(Mode.HTTP)
     assert settings.rate_limit_user_per_minute == 0 and settings.worker_concurrency == 4
+
+
+def test_an_empty_signing_secret_stops_http_mode_at_start_up(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-1")
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", "")  # as .env.example ships it
+    with pytest.raises(ConfigError) as err:
+        load_settings(Mode.HTTP)
+    assert "SLACK_SIGNING_SECRET is not set (needed for HTTP mode)" in str(err.value)

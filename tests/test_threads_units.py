@@ -36,6 +36,7 @@ def test_commands_parse_and_explain_mistakes() -> None:
         "history 0",
         "history 51",
         "history x",
+        "history \u00b2",  # a digit, not a decimal: int() refuses it
         "meta frob",
         "meta set novalue",
         "meta unset",

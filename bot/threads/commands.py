@@ -110,7 +110,8 @@ def _parse_meta(args: list[str]) -> ParsedCommand:
 def _parse_history(args: list[str]) -> ParsedCommand:
     if not args:
         return ParsedCommand(Command.HISTORY)
-    if len(args) == 1 and args[0].isdigit() and 1 <= int(args[0]) <= HISTORY_MAX:
+    # isdecimal, not isdigit: "²" is a digit that int() refuses.
+    if len(args) == 1 and args[0].isdecimal() and 1 <= int(args[0]) <= HISTORY_MAX:
         return ParsedCommand(Command.HISTORY, limit=int(args[0]))
     raise _fail("history N", f"`{COMMAND} history` takes a number from 1 to {HISTORY_MAX}.")
 
