@@ -30,7 +30,7 @@ class Limit:
     burst: float  # calls Slack tolerates at once
     per_channel: bool = False  # one bucket per channel (else one per workspace)
     # Calls short of Slack's burst: calls reach Slack a little after they are counted, and a busy event loop
-    # can bunch them up. none for statuses, which a background task sends (a 429 there delays nobody).
+    # can bunch them up. Zero for statuses, which a background task sends (a 429 there delays nobody).
     margin: float = 1.0
 
 

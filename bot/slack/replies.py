@@ -90,8 +90,8 @@ class ReplyStream:
         flush_seconds: float,
         max_chars: int,
         on_message: OnMessage | None = None,
+        pace: Pace,
         guard: Guard | None = None,
-        pace: Pace | None = None,
     ) -> None:
         self._client = client
         self._channel = channel
@@ -127,8 +127,7 @@ class ReplyStream:
         """Write into the messages an earlier attempt posted (stopping a stream it left open: only its last
         message can be, since a message is closed before the next one starts)."""
         if message_ts:
-            if self._pace is not None:
-                await self._pace.wait("chat.stopStream")
+            await self._pace.wait("chat.stopStream")
             try:
                 await self._client.chat_stopStream(channel=self._channel, ts=message_ts[-1])
             except SLACK_CALL_ERRORS as exc:
@@ -199,8 +198,7 @@ class ReplyStream:
         """Messages of an earlier attempt the answer no longer needs (it came out shorter) go."""
         spare, self._spare_ts = self._spare_ts, []
         for ts in spare:
-            if self._pace is not None:
-                await self._pace.wait("chat.delete")
+            await self._pace.wait("chat.delete")
             try:
                 await self._client.chat_delete(channel=self._channel, ts=ts)
             except SLACK_CALL_ERRORS as exc:
@@ -320,7 +318,7 @@ class ReplyStream:
         if msg.streaming and unsent:
             try:
                 if msg.ts is None:
-                    if self._pace is None or await self._pace.stream():
+                    if await self._pace.stream():
                         response = await self._client.chat_startStream(
                             channel=self._channel,
                             thread_ts=self._thread_ts,
@@ -334,7 +332,7 @@ class ReplyStream:
                     log.info("no Slack budget for a stream in %s; the answer is posted whole", self._channel)
                     msg.streaming = False
                 else:
-                    wait = await self._pace.now("chat.appendStream") if self._pace is not None else 0.0
+                    wait = await self._pace.now("chat.appendStream")
                     if wait > 0:
                         if complete:
                             return  # rides on chat.stopStream
@@ -360,10 +358,10 @@ class ReplyStream:
             loop = asyncio.get_running_loop()
             if msg.ts is None or loop.time() < self._last_update + UPDATE_EVERY_SECONDS:
                 return
-            if self._pace is not None and await self._pace.now("chat.update") > 0:
+            if await self._pace.now("chat.update") > 0:
                 return
             self._last_update = loop.time()
-        elif self._pace is not None:
+        else:
             await self._pace.wait("chat.update" if msg.ts else "chat.postMessage")
         await self._write_whole(msg)
 
@@ -407,8 +405,7 @@ class ReplyStream:
                 "closing the Slack stream failed (%s); writing it with chat.update", _slack_error(exc)
             )
             msg.streaming = False
-            if self._pace is not None:
-                await self._pace.wait("chat.update")
+            await self._pace.wait("chat.update")
             try:
                 await self._write_whole(msg)
             except _TooLong as too_long:

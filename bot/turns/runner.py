@@ -93,7 +93,7 @@ class TurnRunner:
         files: FileService | None = None,
         registry: ToolRegistry | None = None,
         generated: GeneratedFiles | None = None,
-        budget: SlackBudget | None = None,
+        budget: SlackBudget,
     ) -> None:
         self._settings = settings
         self._budget = budget
@@ -181,8 +181,8 @@ class TurnRunner:
             # The answer so far is rewritten in place; the message goes in again unless OpenAI kept it.
             await reply.restart()
             await progress.forget_responses()
-            text = items[0]["content"][0]["text"] if items else turn.text
-            held = await self._backend.holds_message(request.conversation_id, text)
+            # A resumed turn's recorded input has no text: look for the message's own.
+            held = await self._backend.holds_message(request.conversation_id, extras.text or turn.text)
             again = [] if held else (items or [user_message(turn.text)])
             fresh = CitationRenderer(extras.citations.files) if items else None
             await self._stream(turn, reply, progress, request, again, [], fresh)
@@ -211,7 +211,7 @@ class TurnRunner:
                 if isinstance(piece, Status):
                     await self._set_status(turn, piece.text)
                 else:
-                    self._status_of(turn).forget()  # a status not shown yet would come after the text
+                    self._statuses[turn.id].forget()  # a status not shown yet would come after the text
                     await reply.append(piece)
         if citations is not None:
             await reply.append(citations.footer())
@@ -297,8 +297,7 @@ class TurnRunner:
         except BotError as exc:
             log.warning("turn %s: reset failed: %s: %s", turn.id, type(exc).__name__, exc)
             notice = f"{WARNING_ICON} Couldn't reset this thread. {exc.user_message}"
-        if (pace := self._pace(turn)) is not None:
-            await pace.wait("chat.postMessage")
+        await self._pace(turn).wait("chat.postMessage")
         try:
             response = await self._client.chat_postMessage(
                 channel=turn.channel, thread_ts=turn.reply_thread_ts, markdown_text=notice
@@ -308,16 +307,12 @@ class TurnRunner:
             return
         await progress.add_message(str(response["ts"]))
 
-    def _pace(self, turn: Turn) -> ChannelPace | None:
-        return ChannelPace(self._budget, turn.workspace.keys, turn.channel) if self._budget else None
-
-    def _status_of(self, turn: Turn) -> StatusLine:
-        line = self._statuses.get(turn.id)
-        return line if line is not None else StatusLine(lambda text: self._send_status(turn, text), None)
+    def _pace(self, turn: Turn) -> ChannelPace:
+        return ChannelPace(self._budget, turn.workspace.keys, turn.channel)
 
     async def _set_status(self, turn: Turn, status: str) -> None:
         # Best effort: the status is a nicety, paced by the workspace's budget (answers come first).
-        await self._status_of(turn).show(status)
+        await self._statuses[turn.id].show(status)
 
     async def _send_status(self, turn: Turn, status: str) -> None:
         if turn.reply_thread_ts is None:

@@ -16,7 +16,7 @@ Send = Callable[[str], Awaitable[None]]
 
 
 class StatusLine:
-    def __init__(self, send: Send, pace: ChannelPace | None) -> None:
+    def __init__(self, send: Send, pace: ChannelPace) -> None:
         self._send = send
         self._pace = pace
         self._wanted: str | None = None
@@ -24,15 +24,13 @@ class StatusLine:
         self._sending = False
 
     async def show(self, text: str) -> None:
-        """Show `text` as soon as there is room (at once without a budget); "" clears the status."""
+        """Show `text` as soon as there is room; "" clears the status."""
         if not text:
             await self.clear()
-        elif self._pace is None:
-            await self._send(text)
-        else:
-            self._wanted = text
-            if self._task is None:
-                self._task = asyncio.create_task(self._show_wanted())
+            return
+        self._wanted = text
+        if self._task is None:
+            self._task = asyncio.create_task(self._show_wanted())
 
     def forget(self) -> None:
         """The status waiting for room is no longer wanted (the answer is on its way)."""
@@ -41,8 +39,7 @@ class StatusLine:
     async def clear(self) -> None:
         """Clear the status (it would otherwise say "is thinking…" for minutes); waits for room."""
         await self.close()
-        if self._pace is not None:
-            await self._pace.wait(METHOD)
+        await self._pace.wait(METHOD)
         await self._send("")
 
     async def close(self) -> None:
@@ -56,7 +53,6 @@ class StatusLine:
                 await task
 
     async def _show_wanted(self) -> None:
-        assert self._pace is not None
         try:
             while self._wanted is not None:
                 await self._pace.wait(METHOD)
