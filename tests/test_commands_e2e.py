@@ -87,6 +87,20 @@ def test_help_and_unknown_or_malformed_commands(sender: SlackSender, openai_fake
     assert openai_fake.requests == []
 
 
+def test_history_with_a_digit_that_is_no_number_gets_the_usage_text(
+    slack: FakeSlack, openai_fake: FakeOpenAI, sender: SlackSender
+) -> None:
+    # "²" is a digit to str.isdigit but not to int(): the slash command gets the usage text, not a 500.
+    assert "takes a number from 1 to 50" in command(sender, "history \u00b2")
+    assert openai_fake.requests == []
+    # After a mention, "history" with anything but a clean count reads as a question ("history of Rome?"):
+    # acked and answered, never a crash for Slack to retry.
+    root = mention(CHANNEL, ALICE, "history \u00b2")
+    assert sender.send_event(root).status == 200
+    [reply] = answers(slack, CHANNEL, root["ts"])
+    assert reply.text == "Echo: history \u00b2"
+
+
 def test_reset_by_command_in_dm_starts_a_fresh_assistant_thread(
     slack: FakeSlack, openai_fake: FakeOpenAI, sender: SlackSender, rdb: redis.Redis
 ) -> None:

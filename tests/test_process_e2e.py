@@ -66,6 +66,21 @@ def test_missing_configuration_stops_at_once_naming_each_variable(tmp_path: Path
     assert "SLACK_SIGNING_SECRET is not set" in result.stderr
     assert "xoxp-user-token-by-mistake" not in result.stderr
 
+    # An empty secret, as .env.example ships it: HTTP mode would refuse every request, so it does not start.
+    empty = {"PATH": "/usr/bin:/bin", "SLACK_BOT_TOKEN": "xoxb-x", "OPENAI_API_KEY": "sk-x"}
+    empty["SLACK_SIGNING_SECRET"] = ""
+    result = subprocess.run(
+        [str(exe), "--http", "--port", "1"],
+        cwd=tmp_path,
+        env=empty,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "SLACK_SIGNING_SECRET is not set (needed for HTTP mode)" in result.stderr
+    assert "Traceback" not in result.stderr
+
     front_only = {"PATH": "/usr/bin:/bin", "SLACK_BOT_TOKEN": "xoxb-x", "OPENAI_API_KEY": "sk-x"}
     front_only["WORKER_CONCURRENCY"] = "0"
     result = subprocess.run(
