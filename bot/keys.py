@@ -34,6 +34,8 @@ TEAMS_KEY = f"{PREFIX}:teams"
 RECENT_THREADS_KEPT = 20
 # What the user is looking at in Slack (app_context_changed) matters only for a while.
 CONTEXT_TTL = timedelta(hours=12)
+# A Slack Connect guest who is not served is told so at most once per this interval.
+GUEST_NOTICE_TTL = timedelta(minutes=1)
 
 # The files a thread uses (and its vector store id) are kept as long as the thread itself.
 FILES_TTL = THREAD_TTL
@@ -119,6 +121,10 @@ class Keys:
 
     def user_context(self, user_id: str) -> str:
         return f"{self.ns}:context:{user_id}"
+
+    def guest_notice(self, user_id: str) -> str:
+        """STRING (GUEST_NOTICE_TTL): a Slack Connect guest was just told the bot does not serve them."""
+        return f"{self.ns}:notice:guest:{user_id}"
 
     # --- files and retrieval (issue 3) -----------------------------------------------------------------
 

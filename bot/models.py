@@ -74,6 +74,8 @@ class IncomingMessage(BaseModel):
     # Addressed to the bot by a mention (commands are only read from such messages).
     mentions_bot: bool = False
     files: list[SharedFile] = Field(default_factory=list)  # shared with the message (issue 3)
+    # Sent by someone outside the installing organization (Slack Connect): see `sender_is_external`.
+    external: bool = False
 
     @property
     def is_dm(self) -> bool:
@@ -114,6 +116,9 @@ class Turn(BaseModel):
     is_dm: bool
     received_at: float
     files: list[SharedFile] = Field(default_factory=list)  # shared with the message (issue 3)
+    # A Slack Connect guest's turn (ALLOW_EXTERNAL_USERS): no shared knowledge, no workspace-reading tools.
+    # Stored with the queued turn, so whichever replica runs it applies the same limits.
+    external: bool = False
 
     @property
     def id(self) -> str:
@@ -135,6 +140,7 @@ class CommandRequest(BaseModel):
     channel: str
     user: str
     text: str = ""
+    external: bool = False  # sent by someone outside the installing organization (Slack Connect)
 
     @property
     def is_dm(self) -> bool:
@@ -151,6 +157,7 @@ class MessageAction(BaseModel):
     user: str
     message_ts: str
     thread_ts: str | None = None
+    external: bool = False  # used by someone outside the installing organization (Slack Connect)
 
     @property
     def is_dm(self) -> bool:

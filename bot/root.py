@@ -12,6 +12,7 @@ from typing import Any
 from openai import AsyncOpenAI
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.assistant.knowledge import KnowledgeStores, check_forever
 from bot.assistant.responses import ResponsesBackend, build_openai_client
 from bot.files.generated import GeneratedFiles
 from bot.files.service import FileService
@@ -24,6 +25,7 @@ from bot.slack.client import build_web_client
 from bot.slack.ephemeral import Ephemeral
 from bot.threads.admin import ThreadAdmin
 from bot.threads.background import Background
+from bot.threads.guests import Guests
 from bot.threads.home import AppHome
 from bot.threads.intake import Intake
 from bot.threads.messages_tab import MessagesTab
@@ -58,7 +60,8 @@ class Bot:
         self._openai = openai_client
         tools = tools if tools is not None else registry_from(settings)
         store = ThreadStore(redis.client)
-        backend = ResponsesBackend(openai_client, settings)
+        self._knowledge = KnowledgeStores(openai_client, settings.knowledge_vector_store_ids)
+        backend = ResponsesBackend(openai_client, settings, self._knowledge)
         self._files = FileService(
             settings, redis=redis.client, web_client=web_client, openai_client=openai_client
         )
@@ -77,8 +80,11 @@ class Bot:
         targets = Targets(store)
         ephemeral = Ephemeral(web_client)
         self._background = Background()
-        self.intake = Intake(self._dispatcher, admin, targets, ephemeral, self._background)
-        self.thread_settings = ThreadSettings(admin, targets, web_client, ephemeral)
+        guests = Guests(
+            allowed=settings.allow_external_users, redis=redis.client, store=store, ephemeral=ephemeral
+        )
+        self.intake = Intake(self._dispatcher, admin, targets, ephemeral, self._background, guests)
+        self.thread_settings = ThreadSettings(admin, targets, web_client, ephemeral, guests)
         self.home = AppHome(
             model=settings.assistant_model,
             # Every tool the model can use: the built-ins switched on and the teams' own.
@@ -90,6 +96,7 @@ class Bot:
         )
         self.messages_tab = MessagesTab(settings.assistant_suggested_prompts, store, web_client)
         self._orphan_sweep: asyncio.Task[None] | None = None
+        self._knowledge_check: asyncio.Task[None] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, tools: ToolRegistry | None = None) -> Bot:
@@ -107,12 +114,18 @@ class Bot:
         return self.settings.worker_concurrency > 0
 
     def start(self) -> None:
-        """Start background work: the workers reading the turn queue, the sweep reclaiming turns, and
-        the sweep of orphaned files. A front starts none of it, so its event loop only serves acks."""
+        """Start background work: the workers reading the turn queue, the sweep reclaiming turns, the
+        check of the shared knowledge stores (now, then every KNOWLEDGE_CHECK_HOURS) and the sweep of
+        orphaned files. A front starts none of it, so its event loop only serves acks."""
         if not self.runs_turns:
             log.info("front only (WORKER_CONCURRENCY=0): queueing turns for `slack-assistant worker`")
             return
         self._dispatcher.start()
+        if self._knowledge.configured:
+            every = self.settings.knowledge_check_hours * 3600
+            self._knowledge_check = asyncio.create_task(
+                check_forever(self._knowledge, every), name="knowledge check"
+            )
         if self.settings.orphan_sweep_hours:  # expired threads' files and stores go
             sweeper = OrphanSweeper(self._files.store, self._files.openai)
             every = self.settings.orphan_sweep_hours * 3600
@@ -128,12 +141,15 @@ class Bot:
         return await self._redis.ping()
 
     async def _stop_sweep(self) -> None:
-        """Stop the orphan sweep before the clients it uses are closed (briefly waiting for it)."""
-        task, self._orphan_sweep = self._orphan_sweep, None
-        if task is None:
+        """Stop the orphan sweep and the knowledge check before the clients they use are closed (briefly
+        waiting for them)."""
+        tasks = {t for t in (self._orphan_sweep, self._knowledge_check) if t is not None}
+        self._orphan_sweep = self._knowledge_check = None
+        if not tasks:
             return
-        task.cancel()
-        await asyncio.wait({task}, timeout=SWEEP_STOP_SECONDS)
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks, timeout=SWEEP_STOP_SECONDS)
 
     async def aclose(self, grace_seconds: float = 20.0) -> None:
         await self._stop_sweep()

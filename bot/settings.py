@@ -117,6 +117,10 @@ class Settings(BaseSettings):
     # Spend limits (token buckets in Redis): messages per minute per user and per workspace; 0 = no limit.
     rate_limit_user_per_minute: int = Field(default=20, ge=0)
     rate_limit_team_per_minute: int = Field(default=300, ge=0)
+    # Slack Connect: people from another organization in a shared channel (or a DM) are told the bot is
+    # not theirs, by default. True: they are answered, without the shared knowledge stores and without
+    # the tools that read the workspace (e.g. `slack_user_profile`).
+    allow_external_users: bool = False
 
     # --- files and retrieval (issue 3) -------------------------------------------------------------------
     # A shared file larger than this is refused (before any download) with a message naming the limit.
@@ -133,6 +137,9 @@ class Settings(BaseSettings):
     vector_store_expiry_days: int = Field(default=7, ge=1, le=365)
     # Shared knowledge: vector stores searched in every thread, alongside the thread's own files.
     knowledge_vector_store_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # They are checked at start-up and this often: one that is missing or expired is left out (and put
+    # back once it answers again); 0: checked at start-up only.
+    knowledge_check_hours: float = Field(default=6.0, ge=0, le=24 * 30)
     # How long a turn waits for a shared document to be indexed before giving up on it.
     file_index_timeout_seconds: float = Field(default=300.0, gt=0, le=3600)
     # The bot itself runs `cleanup-orphans` about this often (one replica at a time); 0 turns it off.

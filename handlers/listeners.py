@@ -19,6 +19,7 @@ from bot.slack.events import (
     parse_message_action,
     parse_user_message,
     parse_view_submission,
+    sender_is_external,
     workspace_of,
 )
 from bot.threads.commands import COMMAND
@@ -115,7 +116,7 @@ def register(app: AsyncApp, bot: Bot) -> None:
         if submitted is None:
             await ack()
             return
-        problem = bot.thread_settings.check(*submitted)
+        problem = bot.thread_settings.check(*submitted, external=sender_is_external(body, context))
         if problem:
             await ack(response_action="errors", errors={META_BLOCK: problem})
             return

@@ -313,6 +313,56 @@ class SlackSender:
             headers = {"X-Slack-Retry-Num": str(retry_num), "X-Slack-Retry-Reason": "http_timeout"}
         return self.post(self.event_body(event, event_id=event_id, team_id=team_id), headers=headers)
 
+    def connect_event_body(
+        self,
+        event: dict[str, Any],
+        *,
+        sender_team: str,
+        sender_enterprise: str | None = None,
+        host_enterprise: str | None = None,
+        shared_externally: bool = True,
+        event_id: str | None = None,
+    ) -> str:
+        """The envelope of an event in a shared channel, as Slack delivers it to this (the installing)
+        workspace: `team_id`/`enterprise_id` and `context_team_id`/`context_enterprise_id` name the
+        workspace the event comes from (the sender's), `authorizations` the installation it is delivered
+        to, and `is_ext_shared_channel` says whether the channel is shared with another organization
+        (False in a channel shared only between workspaces of one Enterprise Grid org). Shapes: Bolt's
+        shared-channel scenario tests and `slack_bolt.request.internals` (authorizations[0] names the
+        installation; the envelope's team may be another), docs.slack.dev "Events API" (authorizations,
+        is_ext_shared_channel)."""
+        return json.dumps(
+            {
+                "token": "legacy-verification-token",
+                "team_id": sender_team,
+                "enterprise_id": sender_enterprise,
+                "context_team_id": sender_team,
+                "context_enterprise_id": sender_enterprise,
+                "api_app_id": "A0APP",
+                "event": event,
+                "type": "event_callback",
+                "event_id": event_id or f"Ev{next(_ids):08d}",
+                "event_time": int(time.time()),
+                "authorizations": [
+                    {
+                        "enterprise_id": host_enterprise,
+                        "team_id": self.team_id,
+                        "user_id": BOT_USER,
+                        "is_bot": True,
+                        "is_enterprise_install": False,
+                    }
+                ],
+                "is_ext_shared_channel": shared_externally,
+                "event_context": f"4-connect-{next(_ids)}",
+            }
+        )
+
+    def send_connect_event(self, event: dict[str, Any], **envelope: Any) -> Reply:
+        """Send `event` (see `connect_user`) in a shared channel; `envelope`: see `connect_event_body`."""
+        if self._on_event is not None:
+            self._on_event(event)
+        return self.post(self.connect_event_body(event, **envelope))
+
     def send_form(self, payload: dict[str, str]) -> Reply:
         return self.post(urllib.parse.urlencode(payload), content_type="application/x-www-form-urlencoded")
 
@@ -358,3 +408,29 @@ def message(
         event["thread_ts"] = thread_ts
     event.update(extra)
     return event
+
+
+def connect_user(
+    event: dict[str, Any], team: str, *, user_team: str | None = None, name: str = "Guest"
+) -> dict[str, Any]:
+    """`event` sent by a user of workspace `team` in a shared channel, as Slack shapes it: `team` and
+    `source_team` (where the message was posted), `user_team` (the user's own workspace; for a user of an
+    Enterprise Grid org an `app_mention` may carry the org's id instead, hence `user_team`), and
+    `user_profile` with the user's `team`. Shapes: @slack/types `AppMentionEvent` ("user_team,
+    source_team, and user_profile can exist when the user who mentioned this bot is in a different
+    workspace/org") and `slack_bolt.request.internals.extract_actor_team_id`."""
+    return {
+        **event,
+        "team": team,
+        "source_team": team,
+        "user_team": user_team or team,
+        "user_profile": {
+            "name": name.lower(),
+            "first_name": name,
+            "real_name": name,
+            "display_name": name,
+            "team": team,
+            "is_restricted": False,
+            "is_ultra_restricted": False,
+        },
+    }

@@ -183,9 +183,10 @@ def test_nobody_resets_another_users_dm_thread_or_another_workspace(
     assert "Only the person who started" in slack.ephemerals(DM, BOB)[0].text
     # Bob's own /assistant reset acts on his own (empty) thread only.
     assert "no assistant thread here" in command(sender, "reset", channel="D0BOB", user=BOB)
-    # The same ids from another workspace reach nothing.
+    # The same ids from another workspace (for this app, installed in one, a Slack Connect guest's) reach
+    # nothing: the guest is told the bot is not theirs.
     shortcut(sender, channel=DM, user=ALICE, ts=reply.ts, thread_ts=first["ts"], team="T0OTHER")
     slack.wait_for(lambda: len(slack.ephemerals(DM, ALICE)) == 1)
-    assert "no assistant thread here" in slack.ephemerals(DM, ALICE)[0].text
+    assert "only serves members of the organization" in slack.ephemerals(DM, ALICE)[0].text
     assert list(openai_fake.conversations) == [conv]
     assert not any("reset this thread" in m.text for m in slack.messages(DM))

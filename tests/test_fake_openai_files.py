@@ -157,6 +157,27 @@ def test_search_only_sees_the_given_stores_and_refuses_unknown_or_expired_ones(
     assert client.vector_stores.retrieve(theirs).status == "expired"
 
 
+def test_a_store_expires_once_unused_past_its_expiry_and_retrieve_says_so(
+    fake: FakeOpenAI, client: openai.OpenAI
+) -> None:
+    store, _ = indexed_store(client, {"notes.pdf": b"The zebra project ships soon."})  # 7 days
+    fake.idle_vector_store(store, days=6)
+    fresh = client.vector_stores.retrieve(store)
+    assert fresh.status == "completed" and (fresh.expires_at or 0) > fresh.created_at
+    fake.idle_vector_store(store, days=2)  # 8 days without use: past expires_at
+    expired = client.vector_stores.retrieve(store)
+    assert expired.status == "expired" and expired.expires_at is not None
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(
+            model=MODEL, input="zebra", tools=[{"type": "file_search", "vector_store_ids": [store]}]
+        )
+    assert store in refused.value.message
+    # Expired for good, and an unknown store is a 404 on retrieve.
+    assert [vs.status for vs in client.vector_stores.list()] == ["expired"]
+    with pytest.raises(openai.NotFoundError):
+        client.vector_stores.retrieve("vs_unknown")
+
+
 def test_input_image_is_recorded_and_must_name_a_stored_file(fake: FakeOpenAI, client: openai.OpenAI) -> None:
     image = client.files.create(file=("p.png", b"\x89PNG", "image/png"), purpose="vision")
     content: list[Any] = [

@@ -7,7 +7,14 @@ from types import SimpleNamespace
 import pytest
 
 from bot.slack.citations import CitationRenderer, Source
-from bot.slack.events import clean_text, parse_context, parse_files, parse_user_message
+from bot.slack.events import (
+    clean_text,
+    parse_command_request,
+    parse_context,
+    parse_files,
+    parse_user_message,
+    sender_is_external,
+)
 from bot.slack.markdown import inside_code_block, split_point
 
 CTX = {"team_id": "T1", "bot_user_id": "UBOT"}
@@ -157,3 +164,75 @@ def test_generated_file_citation_links_the_uploaded_file_and_positions_count_per
         "1. [chart.png](https://team.slack.com/files/U1/F1/chart.png)\n"
         "2. [data.csv](https://team.slack.com/files/U1/F2/data.csv)"
     )
+
+
+# ---- Slack Connect: who is external (payload shapes: tests/harness.py connect_event_body, connect_user) ----
+
+HOST = {"team_id": "T1", "user_id": "UBOT", "is_bot": True, "is_enterprise_install": False}
+
+
+def shared(
+    event: dict, *, sender: str, org: str | None = None, host_org: str | None = None, ext: bool = True
+) -> dict:
+    """An event in a shared channel as the installing workspace T1 receives it."""
+    return {
+        "team_id": sender, "enterprise_id": org, "context_team_id": sender, "context_enterprise_id": org,
+        "event": {"type": "app_mention", "user": "U9", "text": "hi", "ts": "1.0", "channel": "C1", **event},
+        "authorizations": [{**HOST, "enterprise_id": host_org}],
+        "is_ext_shared_channel": ext,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("payload", "external"),
+    [
+        # Not shared, no team on the event (the usual case): the installer's own people.
+        ({"team_id": "T1", "event": {"type": "message", "user": "U1"}}, False),
+        # A guest: user_team / source_team / user_profile name their workspace; the envelope names it too.
+        (shared({"user_team": "T2", "source_team": "T2", "team": "T2"}, sender="T2"), True),
+        (shared({"user_profile": {"team": "T2"}}, sender="T2"), True),
+        (shared({"team": "T2"}, sender="T2"), True),
+        # user_team wins over team (Bolt: event.team is not the actor's when user_team is present).
+        (shared({"user_team": "T2", "team": "T1"}, sender="T1"), True),
+        # A host member in the shared channel.
+        (shared({"team": "T1"}, sender="T1"), False),
+        (shared({"user_team": "T1", "source_team": "T1", "team": "T1"}, sender="T1"), False),
+        # No team on the sender: only an externally shared channel makes them a guest.
+        (shared({}, sender="T2"), True),
+        (shared({}, sender="T1", ext=False), False),
+        # Enterprise Grid: a sibling workspace of the installer's org, by its pairing with the envelope.
+        (shared({"user_team": "T3", "team": "T3"}, sender="T3", org="E1", host_org="E1", ext=False), False),
+        (shared({"user_team": "T3", "team": "T3"}, sender="T3", org="E1", host_org="E1"), False),
+        # ... or by the org id itself, as an app_mention may carry it.
+        (shared({"user_team": "E1", "team": "T3"}, sender="T3", host_org="E1"), False),
+        # Another org's user, whatever the envelope says about the channel.
+        (shared({"user_team": "E2", "team": "T4"}, sender="T4", org="E2", host_org="E1"), True),
+        (shared({"user_team": "T4"}, sender="T4", org="E2", host_org="E1"), True),
+        (shared({"user_team": "E2"}, sender="T4", org="E2"), True),
+    ],
+)
+def test_sender_is_external_reads_slack_connect_payloads(payload: dict, external: bool) -> None:
+    assert sender_is_external(payload, CTX) is external
+
+
+def test_commands_and_interactions_compare_the_user_with_the_token_s_own_workspace() -> None:
+    # Bolt's authorize_result: the bot token's auth.test (a dict subclass), the installer.
+    ctx = {"team_id": "T2", "authorize_result": {"team_id": "T1", "enterprise_id": None}}
+    command = {"command": "/assistant", "team_id": "T2", "user_id": "U9", "channel_id": "D1"}
+    assert sender_is_external(command, ctx) is True
+    assert sender_is_external({**command, "team_id": "T1"}, {**ctx, "team_id": "T1"}) is False
+    action = {"type": "message_action", "team": {"id": "T2"}, "user": {"id": "U9", "team_id": "T2"}}
+    assert sender_is_external(action, ctx) is True
+    org_ctx = {"authorize_result": {"team_id": "T1", "enterprise_id": "E1"}}
+    sibling = {
+        "type": "view_submission",
+        "team": {"id": "T3", "enterprise_id": "E1"},
+        "user": {"team_id": "T3"},
+    }
+    assert sender_is_external(sibling, org_ctx) is False
+    assert sender_is_external({**command, "team_id": "T3", "enterprise_id": "E1"}, org_ctx) is False
+    # Parsed requests carry the answer.
+    msg = parse_user_message(shared({"user_team": "T2"}, sender="T2"), CTX, source="mention")
+    assert msg is not None and msg.external and msg.workspace.team_id == "T1"
+    req = parse_command_request(command, ctx)
+    assert req is not None and req.external

@@ -230,8 +230,8 @@ def test_nobody_reaches_another_users_thread_by_any_command(
     # The settings modal opened for Bob says the same, and shows none of Alice's settings.
     slack.wait_for(lambda: len(slack.views()) == 2)
     assert "Only the person who started" in json.dumps(slack.views()[-1]["blocks"])
-    # Alice's own ids in another workspace reach nothing.
-    assert "no assistant thread here yet" in command(sender, "meta set topic=x", team="T0OTHER")
+    # Alice's own ids in another workspace (for this app, a Slack Connect guest's) reach nothing.
+    assert "only serves members of the organization" in command(sender, "meta set topic=x", team="T0OTHER")
     assert not any(v.get("callback_id") == "thread_settings_modal" for v in slack.views())
     assert openai_fake.conversation(dm_thread)["metadata"] == BOT_META
     assert dm_thread in openai_fake.conversations

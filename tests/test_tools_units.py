@@ -11,6 +11,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import ConfigError
 from bot.tools import ToolContext, ToolRegistry, builtin, tool, tools_in
+from bot.tools.registry import MARK
 
 CTX = ToolContext(
     team_id="T1", user_id="U1", channel="C1", thread_ts=None, slack=AsyncWebClient(token="xoxb-unused")
@@ -63,3 +64,24 @@ def test_bad_declarations_are_refused() -> None:
         tools_in("tests.no_such_module")
     with pytest.raises(ConfigError):
         ToolRegistry([builtin("current_time"), builtin("current_time")])
+
+
+class Query(BaseModel):
+    q: str
+
+
+@tool(reads_workspace=True)
+async def search_channels(args: Query, ctx: ToolContext) -> dict[str, str]:
+    """Search this workspace's channels."""
+    return {"found": args.q}
+
+
+def test_tools_that_read_the_workspace_are_kept_from_slack_connect_guests() -> None:
+    declared = getattr(search_channels, MARK)
+    registry = ToolRegistry([builtin("current_time"), builtin("slack_user_profile"), declared])
+    assert [s["name"] for s in registry.specs()] == ["current_time", "slack_user_profile", "search_channels"]
+    assert [s["name"] for s in registry.specs(external=True)] == ["current_time"]
+    assert run(registry, "search_channels", '{"q": "x"}') == {"found": "x"}
+    guest = ToolContext("T1", "U1", "C1", None, AsyncWebClient(token="xoxb-unused"), external=True)
+    refused = json.loads(asyncio.run(registry.run("search_channels", '{"q": "x"}', guest)))
+    assert refused == {"error": "the tool search_channels is not available to this user"}

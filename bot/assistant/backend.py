@@ -56,12 +56,14 @@ class RoundResult:
 @dataclass(frozen=True)
 class TurnRequest:
     """What every response of one turn sends besides its input: the conversation, the per-turn
-    instructions and the tools (function specs, hosted tools, file search)."""
+    instructions and the tools (function specs, hosted tools, the thread's own file search). The backend
+    adds the shared knowledge stores to file search unless `knowledge` is off (a Slack Connect guest)."""
 
     conversation_id: str
     instructions: str
     user_key: str
     tools: list[dict[str, Any]] = field(default_factory=list)
+    knowledge: bool = True
 
 
 @dataclass(frozen=True)

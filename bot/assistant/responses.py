@@ -36,6 +36,7 @@ from bot.assistant.backend import (
     TurnRequest,
 )
 from bot.assistant.conversations import ConversationAdmin
+from bot.assistant.knowledge import KnowledgeStores
 from bot.errors import (
     AnswerIncomplete,
     AssistantBusy,
@@ -92,11 +93,14 @@ def build_openai_client(settings: Settings) -> AsyncOpenAI:
 class ResponsesBackend(ConversationAdmin):
     """`AssistantBackend` on OpenAI: Conversations hold the threads, Responses run the turns."""
 
-    def __init__(self, client: AsyncOpenAI, settings: Settings) -> None:
+    def __init__(
+        self, client: AsyncOpenAI, settings: Settings, knowledge: KnowledgeStores | None = None
+    ) -> None:
         super().__init__(client)
         # Creating a response is not idempotent: this copy never retries on its own.
         self._no_retry = client.with_options(max_retries=0)
         self._settings = settings
+        self.knowledge = knowledge or KnowledgeStores(client, settings.knowledge_vector_store_ids)
 
     async def create_conversation(self, metadata: dict[str, str]) -> str:
         try:
@@ -135,9 +139,25 @@ class ResponsesBackend(ConversationAdmin):
             request["max_output_tokens"] = self._settings.max_output_tokens
         if items:  # none: the conversation already ends with the user's message
             request["input"] = items
-        if turn.tools:
-            request["tools"] = turn.tools
+        tools = _with_knowledge(turn.tools, self.knowledge.usable if turn.knowledge else [])
+        if tools:
+            request["tools"] = tools
         return request
+
+    async def _start_searching(self, request: dict[str, Any]) -> Any:
+        """`_start`, and once more without the knowledge stores OpenAI refused (missing or expired since
+        the last check) instead of failing the answer."""
+        try:
+            return await self._start(request)
+        except AssistantUnavailable as exc:
+            refusal = exc.__cause__
+            if not isinstance(refusal, openai.BadRequestError | openai.NotFoundError):
+                raise
+            dropped = await self.knowledge.refused(refusal.message, _searched(request))
+            if not dropped:
+                raise
+            log.info("responses.create refused knowledge store(s) %s; asking again without", dropped)
+        return await self._start(_without_stores(request, dropped))
 
     async def answer(
         self,
@@ -155,7 +175,7 @@ class ResponsesBackend(ConversationAdmin):
         `on_created(response_id)` runs before any text is yielded (the caller records the id); if it
         raises, the response is cancelled and the error propagates.
         """
-        stream = await self._start(self._request(turn, items))
+        stream = await self._start_searching(self._request(turn, items))
         async with contextlib.aclosing(self._follow(stream, None, on_created, result, citations)) as pieces:
             async for piece in pieces:
                 yield piece
@@ -355,6 +375,45 @@ class ResponsesBackend(ConversationAdmin):
                 unavailable += 1
             except openai.APIError as exc:
                 raise AssistantUnavailable(f"responses.create: {_describe(exc)}") from exc
+
+
+def _with_knowledge(tools: list[dict[str, Any]], knowledge: list[str]) -> list[dict[str, Any]]:
+    """The turn's tools with the knowledge stores added to its file search (after the thread's own
+    store), or a file search of their own."""
+    if not knowledge:
+        return tools
+    out = [dict(t) for t in tools]
+    search = next((t for t in out if t.get("type") == "file_search"), None)
+    if search is None:
+        return [*out, {"type": "file_search", "vector_store_ids": list(knowledge)}]
+    own = list(search.get("vector_store_ids") or [])
+    search["vector_store_ids"] = [*own, *(i for i in knowledge if i not in own)]
+    return out
+
+
+def _searched(request: dict[str, Any]) -> list[str]:
+    return [
+        str(store_id)
+        for t in request.get("tools") or []
+        if t.get("type") == "file_search"
+        for store_id in t.get("vector_store_ids") or []
+    ]
+
+
+def _without_stores(request: dict[str, Any], dropped: list[str]) -> dict[str, Any]:
+    """The request with these stores out of its file search (and the file search gone when empty)."""
+    tools: list[dict[str, Any]] = []
+    for tool in request.get("tools") or []:
+        if tool.get("type") == "file_search":
+            kept = [i for i in tool.get("vector_store_ids") or [] if i not in dropped]
+            if not kept:
+                continue
+            tool = {**tool, "vector_store_ids": kept}
+        tools.append(tool)
+    out = {k: v for k, v in request.items() if k != "tools"}
+    if tools:
+        out["tools"] = tools
+    return out
 
 
 def _absorb(result: RoundResult, response: Response) -> None:

@@ -3,8 +3,9 @@
 Documents are uploaded to OpenAI and added to the thread's own vector store (created on first use, expiring
 after `VECTOR_STORE_EXPIRY_DAYS` without use); the turn waits until they are indexed, and `file_search` is
 on for the thread from then on. Images go to the model as `input_image`. Shared knowledge stores from the
-configuration are searched alongside. A file that cannot be used is named in one notice in the thread and
-the rest of the turn still runs; nothing half-uploaded is left behind.
+configuration are searched alongside (the assistant backend adds them: `bot.assistant.knowledge`). A file
+that cannot be used is named in one notice in the thread and the rest of the turn still runs; nothing
+half-uploaded is left behind.
 """
 
 from __future__ import annotations
@@ -140,10 +141,12 @@ class FileService:
             code_file_ids=state.for_code,
         )
 
-    def _file_search(self, state: ThreadFiles) -> list[dict[str, Any]]:
-        store_ids = [state.vector_store_id] if state.vector_store_id and state.documents else []
-        store_ids += [i for i in self._settings.knowledge_vector_store_ids if i not in store_ids]
-        return [{"type": "file_search", "vector_store_ids": store_ids}] if store_ids else []
+    @staticmethod
+    def _file_search(state: ThreadFiles) -> list[dict[str, Any]]:
+        """The thread's own store; the backend adds the shared knowledge stores it finds usable."""
+        if not (state.vector_store_id and state.documents):
+            return []
+        return [{"type": "file_search", "vector_store_ids": [state.vector_store_id]}]
 
     async def recorded_input(self, keys: Keys, thread: str) -> TurnInput:
         """For a retried turn that carries on: the thread's tools as they are, taking nothing new in."""

@@ -256,6 +256,7 @@ class Dispatcher:
             is_dm=msg.is_dm,
             received_at=time.time(),
             files=msg.files,
+            external=msg.external,
         )
         # Replies to a top-level DM land in a Slack thread under it; that thread continues the
         # user's own assistant thread.

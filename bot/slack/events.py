@@ -80,6 +80,7 @@ def parse_user_message(
         thread_ts=event.get("thread_ts"),
         mentions_bot=source == "mention" or (bool(bot_user_id) and f"<@{bot_user_id}>" in raw_text),
         files=parse_files(event),
+        external=sender_is_external(body, context),
     )
 
 
@@ -92,6 +93,7 @@ def parse_command_request(body: Mapping[str, Any], context: Mapping[str, Any]) -
         channel=str(body["channel_id"]),
         user=str(body["user_id"]),
         text=str(body.get("text") or ""),
+        external=sender_is_external(body, context),
     )
 
 
@@ -109,6 +111,7 @@ def parse_message_action(body: Mapping[str, Any], context: Mapping[str, Any]) ->
         user=user,
         message_ts=str(ts),
         thread_ts=message.get("thread_ts"),
+        external=sender_is_external(body, context),
     )
 
 
@@ -152,3 +155,91 @@ def clean_text(text: str, bot_user_id: str | None) -> str:
         return f"[{label}]({target})" if label and label != target else target
 
     return html.unescape(_LINK.sub(unwrap, text)).strip()
+
+
+# --- Slack Connect: who is a guest --------------------------------------------------------------------
+
+
+def sender_is_external(body: Mapping[str, Any], context: Mapping[str, Any]) -> bool:
+    """Whether the person behind this event, command or interaction belongs to another organization than
+    the one that installed the app (a Slack Connect guest).
+
+    The installer is Slack's `authorizations[0]` on events (the installation the event is delivered to;
+    the envelope's `team_id` may be the guest's), else the bot token's own `auth.test` (Bolt's
+    `authorize_result`). The sender's team is the event's `user_team` (an enterprise id for a user of
+    another Enterprise Grid org in an `app_mention`), else `user_profile.team`, `team`, `source_team`;
+    `user.team_id` on interactions; `team_id` on slash commands. Another workspace of the installer's own
+    Enterprise Grid org is not external. With no team on the sender at all, only a channel Slack flags as
+    externally shared (`is_ext_shared_channel`) makes them one, so the bot errs on the safe side there.
+    """
+    host_team, host_org = _installer(body, context)
+    team, org = _sender(body)
+    if team is None and org is None:
+        return body.get("is_ext_shared_channel") is True
+    if team is not None and team == host_team:
+        return False
+    if host_org is not None and org == host_org:
+        return False
+    # Another workspace of the same Enterprise Grid org, in a channel Slack says is not shared outside it.
+    envelope_orgs = (body.get("enterprise_id"), body.get("context_enterprise_id"))
+    return not (
+        host_org is not None and body.get("is_ext_shared_channel") is False and host_org in envelope_orgs
+    )
+
+
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _installer(body: Mapping[str, Any], context: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """(team, enterprise) of the installation serving this request."""
+    authorizations = body.get("authorizations")
+    if isinstance(authorizations, list) and authorizations and isinstance(authorizations[0], Mapping):
+        first = authorizations[0]
+        return _text_or_none(first.get("team_id")), _text_or_none(first.get("enterprise_id"))
+    # Bolt's AuthorizeResult (a dict) from the bot token's auth.test: who installed the app.
+    result = context.get("authorize_result")
+    if isinstance(result, Mapping) and (result.get("team_id") or result.get("enterprise_id")):
+        return _text_or_none(result.get("team_id")), _text_or_none(result.get("enterprise_id"))
+    return _text_or_none(context.get("team_id")), _text_or_none(context.get("enterprise_id"))
+
+
+def _sender(body: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """(team, enterprise) of the person who sent the request, as far as the payload tells."""
+    event = body.get("event")
+    user = body.get("user")
+    if isinstance(event, Mapping):
+        profile = event.get("user_profile")
+        candidates = [
+            event.get("user_team"),
+            profile.get("team") if isinstance(profile, Mapping) else None,
+            event.get("team"),
+            event.get("source_team"),
+        ]
+    elif isinstance(user, Mapping):  # shortcuts, block actions, view submissions
+        candidates = [user.get("team_id")]
+    else:  # slash commands: the invoking user's own workspace
+        candidates = [body.get("team_id") if body.get("command") else None]
+    team = next((t for t in map(_text_or_none, candidates) if t is not None), None)
+    if team is None:
+        return None, None
+    if team.startswith("E"):  # an Enterprise Grid org id stands for the user's org
+        return None, team
+    return team, _org_of(body, team)
+
+
+def _org_of(body: Mapping[str, Any], team: str) -> str | None:
+    """The enterprise the payload pairs with `team`: the envelope's (or its context's) on events and
+    commands, the `team` object's or `enterprise`'s on interactions."""
+    if team == body.get("team_id"):
+        return _text_or_none(body.get("enterprise_id"))
+    if team == body.get("context_team_id"):
+        return _text_or_none(body.get("context_enterprise_id"))
+    workspace = body.get("team")
+    if isinstance(workspace, Mapping) and workspace.get("id") == team:
+        enterprise = body.get("enterprise")
+        found = workspace.get("enterprise_id") or (
+            enterprise.get("id") if isinstance(enterprise, Mapping) else None
+        )
+        return _text_or_none(found)
+    return None

@@ -25,6 +25,7 @@ from bot.threads.commands import (
     parse_command,
     parse_thread_command,
 )
+from bot.threads.guests import GUEST_NOTICE, Guests
 from bot.threads.targets import Targets
 
 log = logging.getLogger(__name__)
@@ -38,19 +39,24 @@ class Intake:
         targets: Targets,
         ephemeral: Ephemeral,
         background: Background,
+        guests: Guests,
     ) -> None:
         self._dispatcher = dispatcher
         self._admin = admin
         self._targets = targets
         self._ephemeral = ephemeral
         self._background = background
+        self._guests = guests
 
     async def receive(self, msg: IncomingMessage, *, require_known_thread: bool = False) -> Submitted:
         """Queue a person's message for an answer, or carry out a command written after a mention.
 
         Raises StoreUnavailable, or UserSpendLimited / TeamSpendLimited (nothing is sent to OpenAI), each
-        with a user message.
+        with a user message. A Slack Connect guest the configuration does not serve gets a notice only.
         """
+        if self._guests.refuses(msg.external):
+            await self._guests.turn_away_message(msg, require_known_thread=require_known_thread)
+            return Submitted.IGNORED
         if msg.mentions_bot:
             try:
                 parsed = parse_thread_command(msg.text)
@@ -81,10 +87,12 @@ class Intake:
         # thread only once the thread has replies, and a top-level message has none).
         await self._ephemeral.whisper(msg.channel, msg.user, text, msg.thread_ts)
 
-    @staticmethod
-    def answer_now(req: CommandRequest) -> str | None:
+    def answer_now(self, req: CommandRequest) -> str | None:
         """The answer to `/assistant …` when it needs nothing but the text (help, a mistake, a command
-        that needs a thread): it goes back in the ack. None: `command` answers after the ack."""
+        that needs a thread, a guest not served): it goes back in the ack. None: `command` answers after
+        the ack."""
+        if self._guests.refuses(req.external):
+            return GUEST_NOTICE
         try:
             parsed = parse_command(req.text)
         except UnknownCommand as exc:
@@ -104,6 +112,9 @@ class Intake:
 
     async def reset_shortcut(self, action: MessageAction, *, request_id: str) -> None:
         """The "Reset this thread" shortcut on a message: reset the assistant thread it belongs to."""
+        if self._guests.refuses(action.external):
+            await self._guests.turn_away(action.workspace, action.channel, action.user, action.thread_ts)
+            return
         try:
             target = await self._targets.of_action(action)
             text = await self._admin.queue_reset(target, request_id=request_id)

@@ -17,6 +17,7 @@ from bot.models import MessageAction, Workspace
 from bot.slack.client import SLACK_CALL_ERRORS, slack_error
 from bot.slack.ephemeral import Ephemeral
 from bot.threads.admin import ThreadAdmin
+from bot.threads.guests import GUEST_NOTICE, Guests
 from bot.threads.metadata import (
     BOT_KEYS,
     MAX_KEY_CHARS,
@@ -71,15 +72,24 @@ class ThreadSettings:
     at once (problems shown under the text box) and saved after the ack, the user told how it went."""
 
     def __init__(
-        self, admin: ThreadAdmin, targets: Targets, client: AsyncWebClient, ephemeral: Ephemeral
+        self,
+        admin: ThreadAdmin,
+        targets: Targets,
+        client: AsyncWebClient,
+        ephemeral: Ephemeral,
+        guests: Guests,
     ) -> None:
         self._admin = admin
         self._targets = targets
         self._client = client
         self._ephemeral = ephemeral
+        self._guests = guests
 
     async def open_from_shortcut(self, action: MessageAction, *, trigger_id: str) -> None:
         """The "Thread settings" shortcut on a message: the settings of the thread it belongs to."""
+        if self._guests.refuses(action.external):
+            await self._guests.turn_away(action.workspace, action.channel, action.user, action.thread_ts)
+            return
         view_id = await self._open_loading(trigger_id)
         if view_id is None:
             await self._ephemeral.whisper(action.channel, action.user, NOT_OPENED, action.thread_ts)
@@ -128,9 +138,12 @@ class ThreadSettings:
         except SLACK_CALL_ERRORS as exc:
             log.warning("views.update failed: %s", slack_error(exc))
 
-    @staticmethod
-    def check(workspace: Workspace, user: str, private_metadata: str, text: str) -> str | None:
+    def check(
+        self, workspace: Workspace, user: str, private_metadata: str, text: str, *, external: bool = False
+    ) -> str | None:
         """The submitted modal, checked without I/O: the problem to show under the text box, or None."""
+        if self._guests.refuses(external):
+            return GUEST_NOTICE
         ref = SettingsRef.load(private_metadata)
         # The modal belongs to whoever opened it, in that workspace.
         if ref is None or ref.user != user or ref.workspace != workspace:

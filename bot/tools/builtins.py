@@ -45,7 +45,7 @@ async def current_time(args: NoArgs, ctx: ToolContext) -> dict[str, str]:
     return {"iso": now.isoformat(timespec="seconds"), "weekday": now.strftime("%A"), "time_zone": tz_name}
 
 
-@tool
+@tool(reads_workspace=True)
 async def slack_user_profile(args: UserArgs, ctx: ToolContext) -> dict[str, object]:
     """Look up a Slack user's public profile: name, title, time zone and status."""
     user = (await ctx.slack.users_info(user=args.user_id.strip("<@>"))).get("user") or {}

@@ -11,6 +11,9 @@ docstring, and it becomes a strict function tool the model can call.
 
 Point `ASSISTANT_TOOL_MODULES=mycompany.slack_tools` at a module holding such functions. A tool that
 raises returns an error result to the model (and a note in the log), never a crash.
+
+A tool that reads the workspace (its people, channels, files: anything a Slack Connect guest should not
+see) says so with `@tool(reads_workspace=True)`: it is neither offered to nor run for a guest's turn.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import logging
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, get_type_hints
+from typing import Any, TypeVar, get_type_hints, overload
 
 import openai
 from pydantic import BaseModel, ValidationError
@@ -45,9 +48,13 @@ class ToolContext:
     channel: str
     thread_ts: str | None
     slack: AsyncWebClient
+    # The asking user is a Slack Connect guest (ALLOW_EXTERNAL_USERS): tools that read the workspace
+    # are not run for them.
+    external: bool = False
 
 
 ToolFunc = Callable[[Any, ToolContext], Awaitable[object]]
+F = TypeVar("F", bound=Callable[..., Awaitable[object]])
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,7 @@ class FunctionTool:
     description: str
     params: type[BaseModel]
     func: ToolFunc
+    reads_workspace: bool = False  # kept from Slack Connect guests
 
     def spec(self) -> dict[str, Any]:
         return dict(
@@ -63,10 +71,28 @@ class FunctionTool:
         )
 
 
-def tool(func: Callable[..., Awaitable[object]]) -> Callable[..., Awaitable[object]]:
-    """Mark an async function as a tool. Its first parameter is a pydantic model (the arguments); an
-    optional second one receives the ToolContext."""
-    if not inspect.iscoroutinefunction(func):
+@overload
+def tool(func: F, /) -> F: ...
+
+
+@overload
+def tool(*, reads_workspace: bool = False) -> Callable[[F], F]: ...
+
+
+def tool(func: F | None = None, /, *, reads_workspace: bool = False) -> F | Callable[[F], F]:
+    """Mark an async function as a tool: `@tool`, or `@tool(reads_workspace=True)` for a tool that reads
+    the workspace's data (kept from Slack Connect guests). Its first parameter is a pydantic model (the
+    arguments); an optional second one receives the ToolContext."""
+
+    def mark(f: F) -> F:
+        return _mark(f, reads_workspace=reads_workspace)
+
+    return mark if func is None else mark(func)
+
+
+def _mark(func: F, *, reads_workspace: bool) -> F:
+    checked: object = func  # (checked apart, so the narrowing keeps `func` an F)
+    if not inspect.iscoroutinefunction(checked):
         raise TypeError(f"tool {func.__name__} must be an async function")
     try:
         hints = get_type_hints(func)
@@ -84,7 +110,7 @@ def tool(func: Callable[..., Awaitable[object]]) -> Callable[..., Awaitable[obje
     description = inspect.getdoc(func) or ""
     if not description:
         raise TypeError(f"tool {func.__name__} needs a docstring: it is what the model reads")
-    setattr(func, MARK, FunctionTool(func.__name__, description, model, call))
+    setattr(func, MARK, FunctionTool(func.__name__, description, model, call, reads_workspace))
     return func
 
 
@@ -103,7 +129,9 @@ class ToolRegistry:
         if duplicates:
             raise ConfigError(f"two tools share the name(s) {', '.join(sorted(duplicates))}")
         self._tools = {t.name: t for t in tools}
-        self._specs = [t.spec() for t in tools]  # sent with every response: built once
+        # Sent with every response: built once, with and without the tools that read the workspace.
+        self._specs = [t.spec() for t in tools]
+        self._guest_specs = [s for t, s in zip(tools, self._specs, strict=True) if not t.reads_workspace]
         self._timeout = timeout_seconds
 
     def __bool__(self) -> bool:
@@ -113,14 +141,20 @@ class ToolRegistry:
     def names(self) -> list[str]:
         return list(self._tools)
 
-    def specs(self) -> list[dict[str, Any]]:
-        return list(self._specs)
+    def specs(self, *, external: bool = False) -> list[dict[str, Any]]:
+        """The function tools offered to the model; for a Slack Connect guest, none that read the
+        workspace."""
+        return list(self._guest_specs if external else self._specs)
 
     async def run(self, name: str, arguments: str, ctx: ToolContext) -> str:
         """The call's output as the model will read it: the tool's result, or an error it can act on."""
         found = self._tools.get(name)
         if found is None:
             return _error(f"there is no tool named {name}")
+        if found.reads_workspace and ctx.external:
+            # Never offered to a guest's turn; refused here too, whatever the model asks.
+            log.warning("tool %s not run: it reads the workspace and the user is external", name)
+            return _error(f"the tool {name} is not available to this user")
         try:
             args = found.params.model_validate_json(arguments or "{}")
         except ValidationError as exc:

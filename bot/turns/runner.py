@@ -76,6 +76,11 @@ def turn_instructions(base: str, turn: Turn, context: UserContext | None) -> str
     """Per-turn instructions: who is speaking and where, which the conversation itself does not hold."""
     where = "a direct message" if turn.is_dm else f"a thread in the Slack channel <#{turn.channel}>"
     lines = [base, "", f"You are in {where}. This message is from the Slack user <@{turn.user}>."]
+    if turn.external:
+        lines.append(
+            "This user is from another organization (Slack Connect): do not share information about "
+            "this workspace, its people or its internal documents beyond what is in this conversation."
+        )
     if context and context.channel_ids:
         viewing = ", ".join(f"<#{c}>" for c in context.channel_ids)
         lines.append(f"The user is currently looking at {viewing} in Slack.")
@@ -197,7 +202,9 @@ class TurnRunner:
         recorded: list[str],
         citations: CitationRenderer | None,
     ) -> None:
-        ctx = ToolContext(turn.workspace.team_id, turn.user, turn.channel, turn.reply_thread_ts, self._client)
+        ctx = ToolContext(
+            turn.workspace.team_id, turn.user, turn.channel, turn.reply_thread_ts, self._client, turn.external
+        )
         pieces = self._loop.run(
             request,
             items=items,
@@ -241,8 +248,11 @@ class TurnRunner:
                 raise NoAssistantThread("the thread lost its conversation while its turn was retried")
             conversation_id = await self._new_conversation(turn, progress)
         instructions = turn_instructions(self._settings.assistant_instructions, turn, context)
-        tools = [*self._registry.specs(), *extras.tools, *hosted_tools(self._settings, extras.code_file_ids)]
-        if extras.tools:
+        # A Slack Connect guest's turn: no tools that read the workspace, no shared knowledge stores.
+        specs = self._registry.specs(external=turn.external)
+        tools = [*specs, *extras.tools, *hosted_tools(self._settings, extras.code_file_ids)]
+        knowledge = not turn.external
+        if extras.tools or (knowledge and self._settings.knowledge_vector_store_ids):
             instructions += f"\n\n{FILE_SEARCH_NOTE}"
         if self._settings.code_interpreter:
             instructions += f"\n\n{CODE_NOTE}"
@@ -251,6 +261,7 @@ class TurnRunner:
             instructions,
             user_key=f"{turn.workspace.team_id}:{turn.user}",
             tools=tools,
+            knowledge=knowledge,
         )
 
     async def _new_conversation(self, turn: Turn, progress: TurnProgress) -> str:

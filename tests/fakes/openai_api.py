@@ -1098,6 +1098,16 @@ class FakeOpenAI:
         with self._lock:
             self._files.expire(vs_id)
 
+    def idle_vector_store(self, vs_id: str, days: float) -> None:
+        """Move the store's `last_active_at` back, as if unused for `days` (its expiry counts from it)."""
+        with self._lock:
+            self._files.vector_stores[vs_id]["last_active_at"] -= int(days * 86_400)
+
+    def delete_vector_store(self, vs_id: str) -> None:
+        """A store deleted by someone else (as with DELETE /v1/vector_stores/{id})."""
+        with self._lock:
+            self._files.delete_vector_store(vs_id)
+
     def add_vector_store(self, files: dict[str, bytes], *, metadata: dict[str, str] | None = None) -> str:
         """A ready vector store holding these files (e.g. shared knowledge the bot did not create)."""
         with self._lock:

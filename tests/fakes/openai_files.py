@@ -9,8 +9,13 @@ every method runs under the fake's lock. Semantics chosen where the real API is 
   ``openai-poll-after-ms`` so the SDK's poll helper waits only briefly.
 * Deleting a file also detaches it from every vector store (the API reference: "Delete a file and remove it
   from all vector stores"); deleting a vector store leaves its files alone, as the real API does.
-* ``expire_vector_store`` turns a store ``expired``; a response whose ``file_search`` tool names an expired or
-  unknown store is refused with a 400 (the real API refuses unknown stores; its wording is not documented).
+* A store with ``expires_after`` turns ``expired`` once ``expires_at`` (its ``last_active_at`` plus the days)
+  has passed, for good (the spec's ``VectorStoreObject``: status ``expired``, ``in_progress`` or
+  ``completed``; ``expires_at``: "when the vector store will expire"); ``expire_vector_store`` expires one
+  now. ``GET /v1/vector_stores/{id}`` still returns an expired store (with that status); an unknown id is a
+  404. A response whose ``file_search`` tool names an expired or unknown store is refused with a 400 naming
+  the store (the real API refuses it; neither its status nor its wording is documented, so the bot must
+  not depend on either).
 * File search is a keyword match: words of four or more letters of the user's last message, found
   (case-insensitively) in the text of completed files of the given stores; the snippet is the first
   matching sentence. File bytes are read as UTF-8 with errors ignored, so a test PDF carries its text in
@@ -120,7 +125,15 @@ class FilesState:
         vs = self.vector_stores.get(vs_id)
         if vs is None:
             raise ApiError(404, f"No vector store found with id '{vs_id}'.", param="vector_store_id")
+        self._expire_if_due(vs)
         return vs
+
+    @staticmethod
+    def _expire_if_due(vs: Json) -> None:
+        """Past its `expires_at` a store is expired, and stays so (an expired store never comes back)."""
+        days = (vs.get("expires_after") or {}).get("days")
+        if days and time.time() >= vs["last_active_at"] + int(days) * 86_400:
+            vs["status"] = "expired"
 
     def _vs_object(self, vs: Json) -> Json:
         attached = [a.obj for a in self.vs_files.get(vs["id"], {}).values()]
@@ -174,7 +187,7 @@ class FilesState:
         return {"id": vs_id, "object": "vector_store.deleted", "deleted": True}
 
     def list_vector_stores(self) -> list[Json]:
-        return [self._vs_object(vs) for vs in self.vector_stores.values()]
+        return [self._vs_object(self._vs(vs_id)) for vs_id in list(self.vector_stores)]
 
     def expire(self, vs_id: str) -> None:
         self._vs(vs_id)["status"] = "expired"
@@ -255,6 +268,7 @@ class FilesState:
             vs = self.vector_stores.get(vs_id)
             if vs is None:
                 raise ApiError(400, f"Vector store {vs_id} not found.", param="tools")
+            self._expire_if_due(vs)
             if vs["status"] == "expired":
                 raise ApiError(400, f"Vector store {vs_id} has expired.", param="tools")
 
