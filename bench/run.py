@@ -183,6 +183,7 @@ class Bench:
                 WORKER_CONCURRENCY=str(concurrency),
                 RATE_LIMIT_USER_PER_MINUTE="0",
                 RATE_LIMIT_TEAM_PER_MINUTE="0",
+                THREAD_ANSWERS_PER_MINUTE="0",
                 SLACK_RATE_SCALE=str(self.slack_rate_scale),
             )
 

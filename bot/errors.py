@@ -74,7 +74,8 @@ class NotYourThread(BotError):
 
 
 class SpendLimited(BotError):
-    """A spend limit (messages per minute) was reached; nothing was sent to OpenAI."""
+    """A spend limit (tokens per minute: messages, files by size, commands) was reached; nothing was sent
+    to OpenAI."""
 
 
 class UserSpendLimited(SpendLimited):
@@ -86,6 +87,15 @@ class UserSpendLimited(SpendLimited):
 class TeamSpendLimited(SpendLimited):
     user_message = (
         "This workspace has reached its limit of messages per minute for me. Please try again in a minute."
+    )
+
+
+class ThreadPaused(SpendLimited):
+    """The thread had its answers for this minute (two apps answering each other, most likely)."""
+
+    user_message = (
+        "This thread is getting answers faster than anyone can read them, so I'm pausing it for a minute. "
+        "Write again after that."
     )
 
 

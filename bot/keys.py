@@ -22,8 +22,10 @@ THREAD_TTL = timedelta(days=180)
 RUNNER_LOCK_TTL = timedelta(seconds=30)
 # A turn's progress record (response id, Slack messages, done) outlives any retry of the turn.
 TURN_RECORD_TTL = timedelta(days=7)
-# Spend-limit buckets refill within a minute; an idle bucket is dropped after this.
-RATE_BUCKET_TTL = timedelta(minutes=5)
+# Spend limits (per user, per workspace, answers per thread) refill over this window (the default of
+# RATE_LIMIT_WINDOW_SECONDS). A bucket is full again one window after its last take, so it expires then.
+# Rate-limit notices: at most one per person, and one per paused thread, per window (SET NX with this TTL).
+SPEND_WINDOW = timedelta(minutes=1)
 
 # The consumer group every replica reads the turn streams with.
 TURN_GROUP = "workers"
@@ -105,6 +107,19 @@ class Keys:
     def team_bucket(self) -> str:
         """HASH token bucket (tokens, at_ms): the workspace's spend limit."""
         return f"{self.ns}:rate:team"
+
+    def thread_answers(self, thread_ref: str) -> str:
+        """HASH token bucket (tokens, at): the answers one assistant thread may get per window, so two
+        apps talking to each other in a thread cannot run on forever."""
+        return f"{self.ns}:rate:thread:{thread_ref}"
+
+    def limit_notice(self, user_id: str) -> str:
+        """STRING (SET NX, TTL one spend window): this person was told they are over a spend limit."""
+        return f"{self.ns}:notice:limit:{user_id}"
+
+    def pause_notice(self, thread_ref: str) -> str:
+        """STRING (SET NX, TTL one spend window): this Slack thread was told it is paused."""
+        return f"{self.ns}:notice:paused:{thread_ref}"
 
     def slack_budget(self, method: str, scope: str = "") -> str:
         """HASH token bucket (tokens, ts): the workspace's calls of one Slack Web API method (per channel

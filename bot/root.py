@@ -19,6 +19,7 @@ from bot.files.service import FileService
 from bot.files.sweep import OrphanSweeper, sweep_forever
 from bot.queue.connection import RedisHandle, connect_redis
 from bot.queue.dispatcher import Dispatcher
+from bot.queue.spend import SpendLimits
 from bot.settings import Settings
 from bot.slack.budget import BUDGET_SHARE, SlackBudget
 from bot.slack.client import build_web_client
@@ -30,6 +31,7 @@ from bot.threads.home import AppHome
 from bot.threads.intake import Intake
 from bot.threads.messages_tab import MessagesTab
 from bot.threads.settings_modal import ThreadSettings
+from bot.threads.spending import Spending
 from bot.threads.store import ThreadStore
 from bot.threads.targets import Targets
 from bot.tools import ToolRegistry, registry_from
@@ -75,16 +77,18 @@ class Bot:
             generated=GeneratedFiles(openai_client, web_client, settings.file_max_bytes),
             budget=SlackBudget(redis.client, share=BUDGET_SHARE * settings.slack_rate_scale),
         )
-        self._dispatcher = Dispatcher(redis.client, store, runner, settings=settings)
+        limits = SpendLimits(redis.client, settings)
+        self._dispatcher = Dispatcher(redis.client, store, runner, settings=settings, limits=limits)
         admin = ThreadAdmin(store, backend, self._dispatcher, files=self._files)
         targets = Targets(store)
         ephemeral = Ephemeral(web_client)
+        spending = Spending(limits, ephemeral)
         self._background = Background()
         guests = Guests(
             allowed=settings.allow_external_users, redis=redis.client, store=store, ephemeral=ephemeral
         )
-        self.intake = Intake(self._dispatcher, admin, targets, ephemeral, self._background, guests)
-        self.thread_settings = ThreadSettings(admin, targets, web_client, ephemeral, guests)
+        self.intake = Intake(self._dispatcher, admin, targets, ephemeral, self._background, guests, spending)
+        self.thread_settings = ThreadSettings(admin, targets, web_client, ephemeral, guests, spending)
         self.home = AppHome(
             model=settings.assistant_model,
             # Every tool the model can use: the built-ins switched on and the teams' own.
@@ -93,6 +97,8 @@ class Bot:
             admin=admin,
             targets=targets,
             client=web_client,
+            spending=spending,
+            ephemeral=ephemeral,
         )
         self.messages_tab = MessagesTab(settings.assistant_suggested_prompts, store, web_client)
         self._orphan_sweep: asyncio.Task[None] | None = None

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validat
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.errors import ConfigError
-from bot.keys import RUNNER_LOCK_TTL
+from bot.keys import RUNNER_LOCK_TTL, SPEND_WINDOW
 
 
 class Mode(StrEnum):
@@ -114,13 +114,23 @@ class Settings(BaseSettings):
     response_deadline_seconds: float = Field(default=600.0, gt=0, le=3600)
     # SIGTERM: running answers get this long to finish; what is left goes back to the queue.
     shutdown_grace_seconds: float = Field(default=25.0, ge=0, le=600)
-    # Spend limits (token buckets in Redis): messages per minute per user and per workspace; 0 = no limit.
+    # Spend limits (token buckets in Redis, bot/queue/spend.py): tokens per window (a minute) per user and
+    # per workspace; 0 = no limit. A message costs 1 token plus its files (below); a slash command that
+    # acts on a thread, a message shortcut, a settings save or an App Home button costs 1.
     rate_limit_user_per_minute: int = Field(default=20, ge=0)
     rate_limit_team_per_minute: int = Field(default=300, ge=0)
     # Slack Connect: people from another organization in a shared channel (or a DM) are told the bot is
     # not theirs, by default. True: they are answered, without the shared knowledge stores and without
     # the tools that read the workspace (e.g. `slack_user_profile`).
     allow_external_users: bool = False
+    # Uploads cost by size: one more token per started this many MB of a message's files, all together (a
+    # file counts up to FILE_MAX_MB; one of unknown size counts as that much); 0 = files cost nothing extra.
+    rate_limit_mb_per_token: float = Field(default=5.0, ge=0)
+    # Answers one thread may get per window, so two apps answering each other (one posting with a user
+    # token, so it looks like a person) stop; 0 = no cap.
+    thread_answers_per_minute: int = Field(default=6, ge=0)
+    # The window the limits above refill over, and the one notice per person (or paused thread) it allows.
+    rate_limit_window_seconds: float = Field(default=SPEND_WINDOW.total_seconds(), ge=1, le=24 * 3600)
 
     # --- files and retrieval (issue 3) -------------------------------------------------------------------
     # A shared file larger than this is refused (before any download) with a message naming the limit.

@@ -37,6 +37,8 @@ MESSAGE_SHORTCUTS = (RESET_SHORTCUT, SETTINGS_SHORTCUT)
 
 
 async def _receive(bot: Bot, msg: IncomingMessage, say: AsyncSay, *, known_only: bool = False) -> None:
+    # Spend limits are told by the bot itself (ephemeral, at most once a minute); what is left to say here
+    # is that storage is down.
     try:
         await bot.intake.receive(msg, require_known_thread=known_only)
     except BotError as exc:
@@ -116,7 +118,7 @@ def register(app: AsyncApp, bot: Bot) -> None:
         if submitted is None:
             await ack()
             return
-        problem = bot.thread_settings.check(*submitted, external=sender_is_external(body, context))
+        problem = await bot.thread_settings.accept(*submitted, external=sender_is_external(body, context))
         if problem:
             await ack(response_action="errors", errors={META_BLOCK: problem})
             return

@@ -25,7 +25,8 @@ def test_a_thread_past_the_context_window_keeps_answering(
     slack: FakeSlack, openai_fake: FakeOpenAI, start_bot: BotFactory
 ) -> None:
     openai_fake.set_context_window(2_000)
-    sender = SlackSender(start_bot(CONTEXT_COMPACT_THRESHOLD="1000").url)
+    # Twenty-odd answers in one thread: more than a thread gets per minute by default.
+    sender = SlackSender(start_bot(CONTEXT_COMPACT_THRESHOLD="1000", THREAD_ANSWERS_PER_MINUTE="0").url)
     root = mention(CHANNEL, ALICE, LONG)
     sender.send_event(root)
     answers(slack, CHANNEL, root["ts"])

@@ -34,7 +34,11 @@ from tests.test_bridge_e2e import ALICE, BOB, CHANNEL, DM, answers, user_texts
 
 # A dead worker's lock frees, and its turns are reclaimed, within about two seconds.
 FAST = {"RUNNER_LOCK_SECONDS": "2", "RECOVERY_INTERVAL_SECONDS": "0.5"}
-NO_LIMITS = {"RATE_LIMIT_USER_PER_MINUTE": "0", "RATE_LIMIT_TEAM_PER_MINUTE": "0"}
+NO_LIMITS = {
+    "RATE_LIMIT_USER_PER_MINUTE": "0",
+    "RATE_LIMIT_TEAM_PER_MINUTE": "0",
+    "THREAD_ANSWERS_PER_MINUTE": "0",
+}
 NS = f"sa:{{-:{TEAM}}}"
 
 Spawn = Callable[..., BotProcess]
@@ -299,10 +303,13 @@ def test_spend_limits_per_user_and_per_workspace(
         assert [m.text for m in answers(slack, CHANNEL, event["ts"])] == [
             f"Echo: {event['text'].split('> ')[1]}"
         ]
-    [user_notice] = texts(slack, CHANNEL, alice[2]["ts"])
-    assert "faster than I can answer" in user_notice
-    [team_notice] = texts(slack, CHANNEL, bob[1]["ts"])
-    assert "workspace has reached its limit" in team_notice
+    # Each told once, ephemerally (at the top: the refused mentions started no thread); nothing public.
+    slack.wait_for(lambda: bool(slack.ephemerals(CHANNEL, ALICE)) and bool(slack.ephemerals(CHANNEL, BOB)))
+    [user_notice] = slack.ephemerals(CHANNEL, ALICE)
+    assert "faster than I can answer" in user_notice.text and user_notice.thread_ts is None
+    [team_notice] = slack.ephemerals(CHANNEL, BOB)
+    assert "workspace has reached its limit" in team_notice.text
+    assert texts(slack, CHANNEL, alice[2]["ts"]) == texts(slack, CHANNEL, bob[1]["ts"]) == []
     # Nothing was sent to OpenAI for the refused messages.
     assert sorted(user_texts(i["input_items"])[-1] for i in openai_fake.model_inputs) == [
         "user: alice 0",

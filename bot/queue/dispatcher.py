@@ -10,8 +10,9 @@ Shape (all keys of one workspace share a Redis Cluster hash tag, so every script
 - `turn:<channel>:<ts>` (HASH): the turn's progress record (see `bot.queue.progress`).
 
 `submit` (the listener, before Slack's ack): one Lua script claims the event id AND the (channel, ts)
-pair (Slack retries, and the app_mention/message twin), takes a token from the spend-limit buckets, XADDs
-the entry and indexes it under its thread. With appendonly Redis, an acked message is on disk.
+pair (Slack retries, and the app_mention/message twin), takes the message's cost from the spend-limit
+buckets and one answer from the thread's (`bot.queue.spend`), XADDs the entry and indexes it under its
+thread. With appendonly Redis, an acked message is on disk.
 
 Workers (every replica, HTTP or Socket Mode) XREADGROUP new entries. For each, the worker tries the
 thread's lock. With it, the worker *drains the thread*: it runs the index head (the oldest unfinished turn,
@@ -59,7 +60,6 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from bot.errors import StoreUnavailable, TurnInterrupted
 from bot.keys import (
     DEDUPE_TTL,
-    RATE_BUCKET_TTL,
     RECENT_THREADS_KEPT,
     TEAMS_KEY,
     THREAD_TTL,
@@ -71,6 +71,7 @@ from bot.keys import (
 from bot.models import IncomingMessage, Turn, thread_ref
 from bot.queue.connection import patiently, raise_if_cancelling
 from bot.queue.progress import ProgressScripts, TurnProgress
+from bot.queue.spend import BUCKETS_LUA, SpendLimits, Spent
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -78,40 +79,26 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # KEYS: 1 seen_event, 2 seen_message, 3 thread, 4 alias, 5 stream, 6 thread index, 7 user bucket,
-#       8 team bucket, 9 the user's recent threads
+#       8 team bucket, 9 the user's recent threads, 10 the thread's answer bucket
 # ARGV: 1 dedupe_ttl_ms, 2 turn_json, 3 now, 4 thread_ttl_ms, 5 alias_target, 6 channel, 7 user,
-#       8 require_known, 9 thread ref, 10 ts, 11 group, 12 user limit/min, 13 team limit/min,
-#       14 bucket_ttl_ms, 15 recent threads kept (0: leave them alone)
-# Returns -1 ignored (unknown thread), 0 duplicate, -2 user limit, -3 workspace limit, 1 queued.
-_SUBMIT = """
+#       8 require_known, 9 thread ref, 10 ts, 11 group, 12 user limit, 13 team limit, 14 spend window_ms,
+#       15 recent threads kept (0: leave them alone), 16 cost (tokens), 17 thread answers limit
+# Returns -1 ignored (unknown thread), 0 duplicate, -2 user limit, -3 workspace limit, -4 thread paused,
+# 1 queued. A refused message stays claimed: a Slack retry of it is a duplicate (and is not told again).
+_SUBMIT = (
+    BUCKETS_LUA
+    + """
 if ARGV[8] == '1' and redis.call('EXISTS', KEYS[3]) == 0 then return -1 end
 if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
 
--- Spend limits: token buckets holding up to one minute's allowance, refilled continuously.
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local function level(key, per_minute)
-  local cap = tonumber(per_minute)
-  if cap <= 0 then return nil end
-  local state = redis.call('HMGET', key, 'tokens', 'at')
-  local tokens = tonumber(state[1]) or cap
-  local at = tonumber(state[2]) or now_ms
-  return math.min(cap, tokens + math.max(0, now_ms - at) * cap / 60000)
-end
-local user_tokens = level(KEYS[7], ARGV[12])
-local team_tokens = level(KEYS[8], ARGV[13])
-if user_tokens and user_tokens < 1 then return -2 end
-if team_tokens and team_tokens < 1 then return -3 end
-if user_tokens then
-  redis.call('HSET', KEYS[7], 'tokens', tostring(user_tokens - 1), 'at', tostring(now_ms))
-  redis.call('PEXPIRE', KEYS[7], ARGV[14])
-end
-if team_tokens then
-  redis.call('HSET', KEYS[8], 'tokens', tostring(team_tokens - 1), 'at', tostring(now_ms))
-  redis.call('PEXPIRE', KEYS[8], ARGV[14])
-end
+-- Spend limits (bot/queue/spend.py): the user's and the workspace's buckets pay the message's cost, the
+-- thread's answer bucket one answer; all or nothing.
+local short = spend_take(
+  {{KEYS[7], ARGV[12], ARGV[16]}, {KEYS[8], ARGV[13], ARGV[16]}, {KEYS[10], ARGV[17], 1}},
+  tonumber(ARGV[14]))
+if short > 0 then return -1 - short end
 
 if redis.call('EXISTS', KEYS[5]) == 0 then
   redis.call('XGROUP', 'CREATE', KEYS[5], ARGV[11], '0', 'MKSTREAM')
@@ -133,6 +120,7 @@ if kept > 0 then
 end
 return 1
 """
+)
 
 # KEYS: index, runner, stream. ARGV: token, ttl_ms.
 # The thread's next turn while this worker holds its lock (re-taken if it expired and nobody took it):
@@ -196,8 +184,10 @@ class Submitted(StrEnum):
     QUEUED = "queued"
     DUPLICATE = "duplicate"
     IGNORED = "ignored"
+    # The same values as `bot.queue.spend.Spent`'s refusals (`refusal_of` reads either).
     USER_LIMITED = "user_limited"
     TEAM_LIMITED = "team_limited"
+    THREAD_PAUSED = "thread_paused"
 
 
 TurnHandler = Callable[[Turn, TurnProgress], Awaitable[None]]
@@ -215,12 +205,19 @@ def _consumer_name() -> str:
 
 class Dispatcher:
     def __init__(
-        self, redis: Redis, store: ThreadResolver, handle_turn: TurnHandler, *, settings: Settings
+        self,
+        redis: Redis,
+        store: ThreadResolver,
+        handle_turn: TurnHandler,
+        *,
+        settings: Settings,
+        limits: SpendLimits,
     ) -> None:
         self._redis = redis
         self._store = store
         self._handle_turn = handle_turn
         self._settings = settings
+        self._limits = limits
         self._lock_ms = int(settings.runner_lock_seconds * 1000)
         self._consumer = _consumer_name()
         self._submit = redis.register_script(_SUBMIT)
@@ -271,19 +268,17 @@ class Dispatcher:
             require_known_thread=require_known_thread,
             limited=turn.kind == "message",
             recent=True,
+            cost=self._limits.message_cost(msg.files),
         )
 
-    async def claim(self, msg: IncomingMessage) -> bool:
-        """Claim a message handled outside the queue (a command), with the same dedupe keys as submit."""
+    async def claim(self, msg: IncomingMessage, *, cost: int = 0) -> Spent:
+        """Claim a message handled outside the queue (a command), with the same dedupe keys as submit, and
+        take `cost` tokens from the spend limits (nothing when it is refused). Raises StoreUnavailable."""
         keys = msg.workspace.keys
         seen = [keys.seen_message(msg.channel, msg.ts)]
         if msg.event_id:
             seen.append(keys.seen_event(msg.event_id))
-        async with self._redis.pipeline(transaction=True) as pipe:
-            for key in seen:
-                pipe.set(key, "1", nx=True, px=ms(DEDUPE_TTL))
-            claimed = await self._guard(pipe.execute())
-        return all(claimed)
+        return await self._limits.take(keys, msg.user, cost, seen=seen)
 
     async def submit_reset(self, turn: Turn, *, request_id: str) -> Submitted:
         """Queue a reset behind the thread's pending turns. `request_id` (e.g. a trigger id) dedupes it."""
@@ -298,8 +293,10 @@ class Dispatcher:
         require_known_thread: bool = False,
         limited: bool = False,
         recent: bool = False,
+        cost: int = 1,
     ) -> Submitted:
         keys, thread = turn.workspace.keys, turn.thread
+        user_cap, team_cap, thread_cap = self._limits.caps(limited=limited)
         script_keys = [
             seen[-1],
             seen[0],
@@ -310,6 +307,7 @@ class Dispatcher:
             keys.user_bucket(turn.user),
             keys.team_bucket(),
             keys.user_threads(turn.user),
+            keys.thread_answers(thread),
         ]
         args = [
             ms(DEDUPE_TTL),
@@ -325,10 +323,12 @@ class Dispatcher:
             # message ts (same-score ZSET members sort by their bytes; ts strings sort in time).
             turn.ts,
             TURN_GROUP,
-            self._settings.rate_limit_user_per_minute if limited else 0,
-            self._settings.rate_limit_team_per_minute if limited else 0,
-            ms(RATE_BUCKET_TTL),
+            user_cap,
+            team_cap,
+            self._limits.window_ms,
             RECENT_THREADS_KEPT if recent else 0,
+            cost,
+            thread_cap,
         ]
         result = await self._guard(self._submit_once(script_keys, args, keys.registry_member))
         if result == -1:
@@ -336,9 +336,10 @@ class Dispatcher:
         if result == 0:
             log.info("duplicate %s %s ignored", turn.kind, turn.id)
             return Submitted.DUPLICATE
-        if result in (-2, -3):
-            log.info("%s %s over the %s spend limit", turn.kind, turn.id, "user" if result == -2 else "team")
-            return Submitted.USER_LIMITED if result == -2 else Submitted.TEAM_LIMITED
+        refused = {-2: Submitted.USER_LIMITED, -3: Submitted.TEAM_LIMITED, -4: Submitted.THREAD_PAUSED}
+        if result in refused:
+            log.info("%s %s (cost %d) refused: %s", turn.kind, turn.id, cost, refused[result])
+            return refused[result]
         return Submitted.QUEUED
 
     async def _submit_once(self, script_keys: list[str], args: list[Any], member: str) -> Any:

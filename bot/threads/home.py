@@ -14,9 +14,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.models import Workspace
 from bot.slack.client import slack_error
-from bot.threads.admin import ThreadAdmin, slack_date, user_text
+from bot.slack.ephemeral import Ephemeral
+from bot.threads.admin import RESET_QUEUED, ThreadAdmin, slack_date, user_text
+from bot.threads.spending import Spending
 from bot.threads.store import ThreadStore
-from bot.threads.targets import Targets
+from bot.threads.targets import Targets, ThreadTarget
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,8 @@ class AppHome:
         admin: ThreadAdmin,
         targets: Targets,
         client: AsyncWebClient,
+        spending: Spending,
+        ephemeral: Ephemeral,
     ) -> None:
         self._model = model
         self._tool_names = tool_names
@@ -51,6 +55,8 @@ class AppHome:
         self._admin = admin
         self._targets = targets
         self._client = client
+        self._spending = spending
+        self._ephemeral = ephemeral
         self._workspace_url: str | None = None
 
     async def publish(self, workspace: Workspace, user: str) -> None:
@@ -68,11 +74,18 @@ class AppHome:
             log.warning("views.publish failed: %s", slack_error(exc))
 
     async def reset_dm_thread(self, workspace: Workspace, user: str, *, request_id: str) -> None:
-        """The reset button: queue a reset of the user's DM thread, then show the tab again."""
+        """The reset button (it costs a spend-limit token): queue a reset of the user's DM thread, then show
+        the tab again. A refusal (over the limit, storage down) is told in the DM, to the user only."""
         target = await self._targets.of_dm(workspace, user)
         if target is not None:
-            await user_text(self._admin.queue_reset(target, request_id=request_id))
+            told = await user_text(self._paid_reset(target, request_id=request_id))
+            if told != RESET_QUEUED:
+                await self._ephemeral.whisper(target.channel, user, told, None)
         await self.publish(workspace, user)
+
+    async def _paid_reset(self, target: ThreadTarget, *, request_id: str) -> str:
+        await self._spending.pay(target.workspace, target.user)
+        return await self._admin.queue_reset(target, request_id=request_id)
 
     async def _workspace_base(self) -> str:
         """The workspace's own URL, for permalinks (asked once: it does not change while we run)."""

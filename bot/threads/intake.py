@@ -4,15 +4,17 @@ out on its thread, and answered with an ephemeral message.
 
 Slack wants every request acknowledged within 3 seconds, and a command may wait on OpenAI: the listener
 acks first and the command runs after (a slash command's answer goes through its `response_url`; a
-command after a mention runs in the background once its message is claimed)."""
+command after a mention runs in the background once its message is claimed). Whatever costs pays the
+spend limits first (`bot.threads.spending`)."""
 
 from __future__ import annotations
 
 import logging
 
-from bot.errors import BotError, TeamSpendLimited, UserSpendLimited
+from bot.errors import BotError
 from bot.models import CommandRequest, IncomingMessage, MessageAction
 from bot.queue.dispatcher import Dispatcher, Submitted
+from bot.queue.spend import Spent, refusal_of
 from bot.slack.ephemeral import Ephemeral
 from bot.threads.admin import ThreadAdmin, user_text
 from bot.threads.background import Background
@@ -26,6 +28,7 @@ from bot.threads.commands import (
     parse_thread_command,
 )
 from bot.threads.guests import GUEST_NOTICE, Guests
+from bot.threads.spending import ACTION_COST, Spending
 from bot.threads.targets import Targets
 
 log = logging.getLogger(__name__)
@@ -40,6 +43,7 @@ class Intake:
         ephemeral: Ephemeral,
         background: Background,
         guests: Guests,
+        spending: Spending,
     ) -> None:
         self._dispatcher = dispatcher
         self._admin = admin
@@ -47,12 +51,14 @@ class Intake:
         self._ephemeral = ephemeral
         self._background = background
         self._guests = guests
+        self._spending = spending
 
     async def receive(self, msg: IncomingMessage, *, require_known_thread: bool = False) -> Submitted:
         """Queue a person's message for an answer, or carry out a command written after a mention.
 
-        Raises StoreUnavailable, or UserSpendLimited / TeamSpendLimited (nothing is sent to OpenAI), each
-        with a user message. A Slack Connect guest the configuration does not serve gets a notice only.
+        Over a spend limit (or in a paused thread) nothing is queued or sent to OpenAI, and the sender is
+        told quietly (`Spending.tell`). A Slack Connect guest the configuration does not serve gets a
+        notice only. Raises StoreUnavailable, with its user message.
         """
         if self._guests.refuses(msg.external):
             await self._guests.turn_away_message(msg, require_known_thread=require_known_thread)
@@ -61,23 +67,32 @@ class Intake:
             try:
                 parsed = parse_thread_command(msg.text)
             except UnknownCommand as exc:
-                if await self._dispatcher.claim(msg):
+                # A usage mistake needs nothing but the text: free.
+                if await self._dispatcher.claim(msg) is Spent.TAKEN:
                     await self._ephemeral.whisper(msg.channel, msg.user, exc.user_message, msg.thread_ts)
                 return Submitted.QUEUED
             if parsed is not None:
                 await self._thread_command(msg, parsed)
                 return Submitted.QUEUED
         result = await self._dispatcher.submit(msg, require_known_thread=require_known_thread)
-        if result is Submitted.USER_LIMITED:
-            raise UserSpendLimited(f"user {msg.user}")
-        if result is Submitted.TEAM_LIMITED:
-            raise TeamSpendLimited(f"team {msg.workspace.team_id}")
+        self._tell_if_refused(msg, result)
         return result
 
+    def _tell_if_refused(self, msg: IncomingMessage, outcome: str) -> None:
+        """Over a limit: the sender is told after the ack (quietly, see `Spending.tell`)."""
+        refused = refusal_of(outcome, f"{msg.channel}:{msg.ts}")
+        if refused is not None:
+            self._background.run(self._spending.tell(refused, msg), name=f"notice {msg.channel}:{msg.ts}")
+
     async def _thread_command(self, msg: IncomingMessage, parsed: ParsedCommand) -> None:
-        if not await self._dispatcher.claim(msg):
+        cost = 0 if parsed.command is Command.HELP else ACTION_COST
+        outcome = await self._dispatcher.claim(msg, cost=cost)
+        if outcome is Spent.DUPLICATE:
             return  # a retry, or the app_mention / message twin
-        # Claimed: the event is acked now, and the command (which may wait on OpenAI) runs after.
+        if outcome is not Spent.TAKEN:
+            self._tell_if_refused(msg, outcome)
+            return
+        # Claimed and paid: the event is acked now, and the command (which may wait on OpenAI) runs after.
         self._background.run(self._answer_thread_command(msg, parsed), name=f"command {msg.channel}:{msg.ts}")
 
     async def _answer_thread_command(self, msg: IncomingMessage, parsed: ParsedCommand) -> None:
@@ -104,18 +119,25 @@ class Intake:
         return None
 
     async def command(self, req: CommandRequest, *, request_id: str) -> str:
-        """Carry out `/assistant …` on the user's DM thread: the ephemeral text to show the user."""
+        """Carry out `/assistant …` on the user's DM thread (it costs `ACTION_COST`): the ephemeral text to
+        show the user (the limit's message when they are over it)."""
         if (now := self.answer_now(req)) is not None:
             return now
+        return await user_text(self._paid_command(req, request_id=request_id))
+
+    async def _paid_command(self, req: CommandRequest, *, request_id: str) -> str:
+        await self._spending.pay(req.workspace, req.user)
         parsed = parse_command(req.text)
-        return await user_text(self._admin.run(Targets.of_command(req), parsed, request_id=request_id))
+        return await self._admin.run(Targets.of_command(req), parsed, request_id=request_id)
 
     async def reset_shortcut(self, action: MessageAction, *, request_id: str) -> None:
-        """The "Reset this thread" shortcut on a message: reset the assistant thread it belongs to."""
+        """The "Reset this thread" shortcut on a message (it costs `ACTION_COST`): reset the assistant thread
+        it belongs to."""
         if self._guests.refuses(action.external):
             await self._guests.turn_away(action.workspace, action.channel, action.user, action.thread_ts)
             return
         try:
+            await self._spending.pay(action.workspace, action.user)
             target = await self._targets.of_action(action)
             text = await self._admin.queue_reset(target, request_id=request_id)
         except BotError as exc:

@@ -27,6 +27,7 @@ from bot.threads.metadata import (
     apply_replace,
     user_part,
 )
+from bot.threads.spending import Spending
 from bot.threads.targets import Targets, ThreadTarget
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,8 @@ class SettingsRef:
 class ThreadSettings:
     """The modal's life: `views.open` first (a trigger id lives 3 seconds), with a loading view that is
     then replaced by the thread's settings, or by why they can't be shown; on submit, the text is checked
-    at once (problems shown under the text box) and saved after the ack, the user told how it went."""
+    at once (problems shown under the text box) and saved after the ack, the user told how it went.
+    Opening and saving each cost a spend-limit token (`Spending`); over the limit, the modal says so."""
 
     def __init__(
         self,
@@ -78,12 +80,14 @@ class ThreadSettings:
         client: AsyncWebClient,
         ephemeral: Ephemeral,
         guests: Guests,
+        spending: Spending,
     ) -> None:
         self._admin = admin
         self._targets = targets
         self._client = client
         self._ephemeral = ephemeral
         self._guests = guests
+        self._spending = spending
 
     async def open_from_shortcut(self, action: MessageAction, *, trigger_id: str) -> None:
         """The "Thread settings" shortcut on a message: the settings of the thread it belongs to."""
@@ -95,6 +99,7 @@ class ThreadSettings:
             await self._ephemeral.whisper(action.channel, action.user, NOT_OPENED, action.thread_ts)
             return
         try:
+            await self._spending.pay(action.workspace, action.user)
             target = await self._targets.of_action(action)
         except BotError as exc:
             await self._show(view_id, notice_view(exc.user_message))
@@ -109,6 +114,11 @@ class ThreadSettings:
         target = await self._targets.of_dm(workspace, user)
         if target is None:
             await self._show(view_id, notice_view(NoAssistantThread.user_message))
+            return
+        try:
+            await self._spending.pay(workspace, user)
+        except BotError as exc:
+            await self._show(view_id, notice_view(exc.user_message))
             return
         await self._fill(view_id, target)
 
@@ -153,6 +163,20 @@ class ThreadSettings:
             apply_replace(dict.fromkeys(BOT_KEYS, ""), parse_lines(text))
         except BotError as exc:
             return exc.user_message[:1900]
+        return None
+
+    async def accept(
+        self, workspace: Workspace, user: str, private_metadata: str, text: str, *, external: bool = False
+    ) -> str | None:
+        """A submitted modal, before the ack: `check`, then the save's spend-limit token (a mistake costs
+        nothing). The problem to show under the text box, or None: `save` it after the ack."""
+        problem = self.check(workspace, user, private_metadata, text, external=external)
+        if problem is not None:
+            return problem
+        try:
+            await self._spending.pay(workspace, user)
+        except BotError as exc:
+            return exc.user_message
         return None
 
     async def save(self, workspace: Workspace, user: str, private_metadata: str, text: str) -> None:
