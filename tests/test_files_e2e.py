@@ -335,7 +335,7 @@ def test_citations_survive_splitting_and_url_citations_become_links(
     assert "urchins[2] and fish[1]. More on the web.[3]" in msgs[1].text
     assert msgs[1].text.endswith(
         f"**Sources**\n1. [one.txt]({one['permalink']})\n2. [two.txt]({two['permalink']})\n"
-        "3. [Otter facts](https://example.org/otters)"
+        "3. [Otter facts](https://example.org/otters) (example.org)"  # a web page shows its host
     )
     assert whole.count("**Sources**") == 1
 

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from bot.slack.citations import CitationRenderer, Source
+from bot.slack.citations import CitationRenderer, slack_source
 from bot.slack.events import (
     clean_text,
     parse_command_request,
@@ -105,7 +105,7 @@ def file_cite(file_id: str, index: int, filename: str = "x.pdf") -> SimpleNamesp
 
 
 def test_markers_go_where_the_index_points_and_sources_are_numbered_once() -> None:
-    r = CitationRenderer({"file-a": Source("report.pdf", "https://t.slack.com/files/U1/F1/report.pdf")})
+    r = CitationRenderer({"file-a": slack_source("report.pdf", "https://t.slack.com/files/U1/F1/report.pdf")})
     out = r.text("Launch is in March.")
     out += r.annotate(file_cite("file-a", 19))  # right after the text it cites
     out += r.annotate(file_cite("file-a", 19))  # the same source at the same spot: one marker
@@ -119,7 +119,7 @@ def test_markers_go_where_the_index_points_and_sources_are_numbered_once() -> No
         "Launch is in March.[1] Budget is[2] 5k, see the book.[1][3]\n\n**Sources**\n"
         "1. [report.pdf](https://t.slack.com/files/U1/F1/report.pdf)\n"
         "2. handbook.pdf\n"
-        "3. [Ex (1)](https://example.com/a%28b%29)"
+        "3. [Ex (1)](https://example.com/a%28b%29) (example.com)"  # a web page's host shows; Slack's need not
     )
 
 

@@ -237,6 +237,7 @@ def test_web_search_answers_carry_working_links(
     assert answer.text.startswith("Python 3.14 came out in October 2025.[1]")
     assert answer.text.endswith(
         "**Sources**\n1. [Python 3.14.0](https://www.python.org/downloads/release/python-3140/)"
+        " (www.python.org)"
     )
     assert "is searching the web…" in statuses(slack, event["ts"])
 

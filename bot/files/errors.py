@@ -4,11 +4,12 @@ with the other files and the text, and the messages are shown together in the th
 from __future__ import annotations
 
 from bot.errors import BotError
+from bot.slack.inert import escape_angles
 
 
 def quoted(name: str) -> str:
-    """A file name as Slack shows it safely inside a sentence."""
-    return "`" + name.replace("`", "'").replace("\n", " ")[:120] + "`"
+    """A file name as Slack shows it safely inside a sentence (of a Markdown notice): inert."""
+    return "`" + escape_angles(name.replace("`", "'").replace("\n", " ")[:120]) + "`"
 
 
 def human_size(size: int) -> str:
@@ -46,7 +47,8 @@ class FileTypeRefused(FileProblem):
         super().__init__(name, f"type {kind!r} not accepted")
 
     def describe(self, name: str) -> str:
-        return f"I can't read {self.kind} files like {name}. I can read: {', '.join(self.accepted)}."
+        kind = escape_angles(self.kind)  # from the file's name
+        return f"I can't read {kind} files like {name}. I can read: {', '.join(self.accepted)}."
 
 
 class FileHostRefused(FileProblem):
@@ -83,5 +85,6 @@ class FileIndexFailed(FileProblem):
 
     def describe(self, name: str) -> str:
         return (
-            f"{name} couldn't be indexed for search ({self.reason.replace('_', ' ')}), so I can't search it."
+            f"{name} couldn't be indexed for search ({escape_angles(self.reason.replace('_', ' '))}), so I "
+            "can't search it."
         )

@@ -18,13 +18,17 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from bot.slack.inert import escape_angles, link_hint
 from bot.slack.markdown import FENCE, inside_code_block
 
 
 @dataclass(frozen=True)
 class Source:
-    label: str
+    label: str  # inert (`_label`)
     url: str | None = None
+    # A file in Slack: its permalink is Slack's own, so its host needs no showing. A web page's link shows
+    # its host after its title, which anyone can choose.
+    in_slack: bool = False
 
 
 @dataclass
@@ -145,9 +149,9 @@ def _field(annotation: object, name: str, default: Any) -> Any:
 
 
 def _label(text: str) -> str:
-    """A name safe inside Markdown link text."""
+    """A name (a web page's title, a file's name) safe inside Markdown link text, and inert."""
     cleaned = " ".join(text.replace("[", "(").replace("]", ")").replace("`", "'").split())
-    return cleaned[:200] or "source"
+    return escape_angles(cleaned[:200]) or "source"
 
 
 def _web_url(url: str) -> bool:
@@ -163,8 +167,10 @@ def _link(source: Source) -> str:
         return source.label
     safe = quote(source.url, safe=":/?#[]@!$&'*+,;=%~-._")
     safe = safe.replace("(", "%28").replace(")", "%29")
-    return f"[{source.label}]({safe})"
+    hint = "" if source.in_slack else link_hint(source.label, source.url)
+    return f"[{source.label}]({safe}){hint}"
 
 
 def slack_source(name: str, permalink: str | None) -> Source:
-    return Source(_label(name), permalink if permalink and _web_url(permalink) else None)
+    """A file shared in Slack, linked by its permalink."""
+    return Source(_label(name), permalink if permalink and _web_url(permalink) else None, in_slack=True)

@@ -5,7 +5,6 @@ Like Bolt's own request predicates, these take plain dicts so they can be tested
 
 from __future__ import annotations
 
-import html
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -142,7 +141,13 @@ _LINK = re.compile(r"<([^<>|]+)(?:\|([^<>]*))?>")
 
 
 def clean_text(text: str, bot_user_id: str | None) -> str:
-    """Slack mrkdwn from a user -> plain Markdown for the model: drop the bot's own mention, unwrap links."""
+    """Slack mrkdwn from a user -> plain Markdown for the model: drop the bot's own mention, unwrap links,
+    and the text as the user typed it.
+
+    Slack escapes exactly `&`, `<` and `>` in what people type, so those three entities are decoded (`&amp;`
+    last: once) and nothing else: a typed `&lt;b&gt;` or `&copy;` reaches the model as typed, and a typed
+    `<!channel>` as that plain text. The model may repeat it; the answer is made inert on its way to Slack
+    (`bot.slack.inert`), so it never comes back live."""
 
     def unwrap(m: re.Match[str]) -> str:
         target, label = m.group(1), m.group(2)
@@ -154,7 +159,11 @@ def clean_text(text: str, bot_user_id: str | None) -> str:
             return f"@{label or target[1:].split('^')[0]}"
         return f"[{label}]({target})" if label and label != target else target
 
-    return html.unescape(_LINK.sub(unwrap, text)).strip()
+    return _unescape(_LINK.sub(unwrap, text)).strip()
+
+
+def _unescape(text: str) -> str:
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
 # --- Slack Connect: who is a guest --------------------------------------------------------------------

@@ -19,6 +19,7 @@ from bot.errors import BotError, NoAssistantThread, NotYourThread, StoreUnavaila
 from bot.files.service import FileService
 from bot.models import Turn
 from bot.queue.dispatcher import Dispatcher
+from bot.slack.inert import escape_mrkdwn
 from bot.threads.commands import HELP_TEXT, Command, ParsedCommand
 from bot.threads.metadata import BOT_KEYS, MAX_PAIRS, apply_replace, apply_set, apply_unset
 from bot.threads.store import ThreadStore
@@ -137,7 +138,8 @@ class ThreadAdmin:
         lines = await self._conversations.newest_items(conversation_id, limit)
         if not lines:
             return "This assistant thread has no messages yet."
-        shown = [f"*{line.role.capitalize()}:* {line.text}".rstrip() for line in lines]
+        # What people and the model wrote is shown, never acted on.
+        shown = [f"*{escape_mrkdwn(i.role.capitalize())}:* {escape_mrkdwn(i.text)}".rstrip() for i in lines]
         return f"*The newest {len(lines)} item(s), newest first*\n" + "\n".join(shown)
 
     async def status(self, target: ThreadTarget) -> str:
@@ -164,10 +166,12 @@ class ThreadAdmin:
 
 
 def format_metadata(conversation_id: str, metadata: Mapping[str, str]) -> str:
-    lines = [f"*Metadata of assistant thread* `{conversation_id}`"]
+    """The metadata as mrkdwn; keys and values are anyone's text, shown inert."""
+    lines = [f"*Metadata of assistant thread* `{escape_mrkdwn(conversation_id)}`"]
     for key in sorted(metadata, key=lambda k: (k not in BOT_KEYS, k)):
         suffix = " _(set by the bot)_" if key in BOT_KEYS else ""
-        lines.append(f"• `{key}`: {metadata[key] or '_(empty)_'}{suffix}")
+        value = escape_mrkdwn(metadata[key]) or "_(empty)_"
+        lines.append(f"• `{escape_mrkdwn(key)}`: {value}{suffix}")
     lines.append(f"_{len(metadata)} of {MAX_PAIRS} pairs used._")
     return "\n".join(lines)
 

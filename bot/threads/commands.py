@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Literal
 
 from bot.errors import BotError
+from bot.slack.inert import escape_mrkdwn
 from bot.threads.metadata import MetadataError, parse_assignments
 
 COMMAND = "/assistant"
@@ -79,7 +80,7 @@ def parse_command(text: str) -> ParsedCommand:
     try:
         command = Command(name)
     except ValueError:
-        shown = name if len(name) <= 30 else name[:30] + "…"
+        shown = escape_mrkdwn(name if len(name) <= 30 else name[:30] + "…")
         raise _fail(name, f"I don't know `{COMMAND} {shown}`.") from None
     if command is Command.META:
         return _parse_meta(args)

@@ -15,6 +15,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.models import Workspace
 from bot.slack.client import slack_error
 from bot.slack.ephemeral import Ephemeral
+from bot.slack.inert import escape_mrkdwn
 from bot.threads.admin import RESET_QUEUED, ThreadAdmin, slack_date, user_text
 from bot.threads.spending import Spending
 from bot.threads.store import ThreadStore
@@ -117,10 +118,10 @@ def home_view(
     *, model: str, tools: list[str], threads: list[RecentThread], date: Callable[[float], str]
 ) -> View:
     """The App Home tab. `date` renders an epoch as Slack date markup."""
-    tool_names = ", ".join(tools) if tools else "none"
+    tool_names = escape_mrkdwn(", ".join(tools)) if tools else "none"
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": "Your assistant"}},
-        {"type": "section", "text": _text(f"*Model:* `{model}`\n*Tools:* {tool_names}")},
+        {"type": "section", "text": _text(f"*Model:* `{escape_mrkdwn(model)}`\n*Tools:* {tool_names}")},
         {"type": "divider"},
         {"type": "section", "text": _text("*Your recent assistant threads*")},
     ]

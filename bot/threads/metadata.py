@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from bot.errors import BotError
+from bot.slack.inert import escape_mrkdwn
 
 MAX_PAIRS = 16
 MAX_KEY_CHARS = 64
@@ -25,7 +26,8 @@ class MetadataError(BotError):
 
 
 def _shown(text: str, limit: int = 40) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """A user's key or word quoted back in a (mrkdwn) message: cut, and inert."""
+    return escape_mrkdwn(text if len(text) <= limit else text[: limit - 1] + "…")
 
 
 def parse_assignments(words: list[str]) -> dict[str, str]:

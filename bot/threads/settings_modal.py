@@ -16,6 +16,7 @@ from bot.errors import BotError, NoAssistantThread, StoreUnavailable
 from bot.models import MessageAction, Workspace
 from bot.slack.client import SLACK_CALL_ERRORS, slack_error
 from bot.slack.ephemeral import Ephemeral
+from bot.slack.inert import escape_mrkdwn
 from bot.threads.admin import ThreadAdmin
 from bot.threads.guests import GUEST_NOTICE, Guests
 from bot.threads.metadata import (
@@ -200,7 +201,7 @@ def _text(text: str) -> dict[str, Any]:
 
 
 def settings_modal(ref: SettingsRef, conversation_id: str, metadata: Mapping[str, str]) -> View:
-    bot_lines = [f"`{k}`: {metadata.get(k) or '—'}" for k in BOT_KEYS if k in metadata]
+    bot_lines = [f"`{k}`: {escape_mrkdwn(metadata.get(k) or '—')}" for k in BOT_KEYS if k in metadata]
     editable = "\n".join(f"{k}={v}" for k, v in user_part(metadata).items())
     element: dict[str, Any] = {
         "type": "plain_text_input",
@@ -218,7 +219,7 @@ def settings_modal(ref: SettingsRef, conversation_id: str, metadata: Mapping[str
         "submit": {"type": "plain_text", "text": "Save"},
         "close": {"type": "plain_text", "text": "Cancel"},
         "blocks": [
-            {"type": "section", "text": _text(f"Assistant thread `{conversation_id}`")},
+            {"type": "section", "text": _text(f"Assistant thread `{escape_mrkdwn(conversation_id)}`")},
             {"type": "context", "elements": [_text("Set by the bot: " + " · ".join(bot_lines))]},
             {
                 "type": "input",

@@ -33,6 +33,7 @@ from bot.settings import Settings
 from bot.slack.budget import ChannelPace, SlackBudget
 from bot.slack.citations import CitationRenderer
 from bot.slack.client import SLACK_CALL_ERRORS, slack_error
+from bot.slack.inert import InertMarkdown
 from bot.slack.replies import WARNING_ICON, ReplyStream
 from bot.threads.store import ThreadStore
 from bot.tools import ToolContext, ToolRegistry
@@ -213,13 +214,17 @@ class TurnRunner:
             on_created=progress.save_response,
             citations=citations,
         )
+        # The model's text (and what tools, files and web pages put in it) is made inert on its way in; what
+        # the bot itself adds (the Sources, notices) is built inert.
+        inert = InertMarkdown()
         async with contextlib.aclosing(pieces):
             async for piece in pieces:
                 if isinstance(piece, Status):
                     await self._set_status(turn, piece.text)
                 else:
                     self._statuses[turn.id].forget()  # a status not shown yet would come after the text
-                    await reply.append(piece)
+                    await reply.append(inert.feed(piece))
+        await reply.append(inert.flush())
         if citations is not None:
             await reply.append(citations.footer())
         await reply.finish()

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
@@ -39,8 +40,12 @@ THINKING_STATUS = "is thinking…"
 ROUND_BREAK = "\n\n"  # between the text of one response and the next
 
 
+# The model names the function it calls: only a function name's own characters reach the status.
+_NOT_IN_NAME = re.compile(r"[^A-Za-z0-9_.-]")
+
+
 def calling_status(calls: Sequence[FunctionCall]) -> str:
-    names = list(dict.fromkeys(c.name for c in calls))
+    names = list(dict.fromkeys(_NOT_IN_NAME.sub("", c.name)[:64] for c in calls))
     shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
     return f"is calling {shown}…"
 

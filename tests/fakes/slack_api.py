@@ -94,6 +94,99 @@ RESPONSE_URL_USES = 5
 RESPONSE_URL_TTL = 30 * 60.0
 
 
+# ---------------------------------------------------------------- live special syntax
+#
+# docs.slack.dev/messaging/formatting-message-text, "Escaping text": "Slack uses &, <, and > as control
+# characters for special parsing"; text meant literally arrives as &amp; &lt; &gt;, which Slack only decodes
+# for display, never into syntax. Every raw <…> is parsed ("Advanced formatting"): <@U…>/<@W…> mentions a
+# user, <#C…> links a channel, <!subteam^ID> mentions a user group, <!here> <!channel> <!everyone> notify,
+# <!date^…> formats a date, anything else is a link, <url> or <url|label>. Parsed: the message `text`, mrkdwn
+# text objects, `markdown_text` and markdown blocks (Slack reads its own tokens inside Markdown too); not
+# parsed: plain_text objects and plain_text_input values. chat.postMessage's `link_names` / `parse=full` also
+# make plain "@channel", "@here", "@everyone" words notify. Rich text elements of type user / channel /
+# usergroup / broadcast / link are live by construction.
+SLACK_TOKEN = re.compile(r"<([^<>]*)>")
+BROADCASTS = frozenset({"here", "channel", "everyone"})
+_PLAIN_BROADCAST = re.compile(r"(?<![\w@])@(here|channel|everyone)\b")
+_RICH_LIVE = frozenset({"user", "channel", "usergroup", "broadcast", "link"})
+_PARSED_TYPES = frozenset({"mrkdwn", "markdown"})
+
+
+@dataclass(frozen=True)
+class LiveForm:
+    """A special form Slack would act on: it notifies, mentions, links or formats."""
+
+    method: str  # the Web API method, or "response_url"
+    where: str  # the field it was in, e.g. "markdown_text", "view.blocks[1].text.text"
+    kind: str  # user | channel | usergroup | broadcast | date | special | link
+    raw: str  # as Slack received it
+
+
+def token_kind(inner: str) -> str:
+    """What Slack makes of `<inner>`."""
+    if inner.startswith("@"):
+        return "user"
+    if inner.startswith("#"):
+        return "channel"
+    if inner.startswith("!subteam^"):
+        return "usergroup"
+    if inner.startswith("!"):
+        name = inner[1:].split("|", 1)[0].split("^", 1)[0]
+        return "broadcast" if name in BROADCASTS else "date" if name == "date" else "special"
+    return "link"
+
+
+def live_tokens(text: str) -> list[tuple[str, str]]:
+    """(kind, raw) of every live `<…>` form in a parsed text field, exactly as Slack reads it: raw angle
+    brackets are syntax, their entities are not."""
+    return [(token_kind(m.group(1)), m.group(0)) for m in SLACK_TOKEN.finditer(text) if m.group(1)]
+
+
+def live_forms_in(method: str, args: JsonDict) -> list[LiveForm]:
+    """Every live special form in one request's arguments (message, stream, view or response_url body)."""
+    found: list[LiveForm] = []
+
+    def parsed(where: str, text: object) -> None:
+        if isinstance(text, str):
+            found.extend(LiveForm(method, where, kind, raw) for kind, raw in live_tokens(text))
+
+    def walk(node: object, where: str) -> None:
+        if isinstance(node, list):
+            for i, item in enumerate(node):
+                walk(item, f"{where}[{i}]")
+            return
+        if not isinstance(node, dict):
+            return
+        kind = node.get("type")
+        if kind == "plain_text":
+            return
+        if kind in _PARSED_TYPES:
+            parsed(f"{where}.text", node.get("text"))
+        elif kind in _RICH_LIVE and where.count("elements") >= 2:  # inside a rich_text section / list
+            found.append(LiveForm(method, where, str(kind), json.dumps(node, sort_keys=True)))
+        for key, value in node.items():
+            if isinstance(value, (dict, list)):
+                walk(value, f"{where}.{key}")
+
+    for key in ("text", "markdown_text", "initial_comment"):
+        parsed(key, args.get(key))
+    if args.get("link_names") in (True, 1, "1", "true") or args.get("parse") == "full":
+        text = args.get("text")
+        for m in _PLAIN_BROADCAST.finditer(text if isinstance(text, str) else ""):
+            found.append(LiveForm(method, "text", "broadcast", m.group(0)))
+    for key in ("blocks", "attachments", "view"):
+        walk(args.get(key), key)
+    for i, chunk in enumerate(args.get("chunks") or []):
+        if isinstance(chunk, dict) and chunk.get("type") == "markdown_text":
+            parsed(f"chunks[{i}].text", chunk.get("text"))
+        walk(chunk, f"chunks[{i}]")
+    for i, attachment in enumerate(args.get("attachments") or []):
+        if isinstance(attachment, dict):
+            for key in ("text", "pretext"):
+                parsed(f"attachments[{i}].{key}", attachment.get(key))
+    return found
+
+
 @dataclass(frozen=True)
 class RateLimit:
     per_minute: float
@@ -480,6 +573,17 @@ class FakeSlack:
         """Every view object returned by views.publish/open/update, in call order."""
         with self._lock:
             return copy.deepcopy(self._view_log)
+
+    def live_forms(self, *kinds: str) -> list[LiveForm]:
+        """Every live special form (mention, broadcast, link, date...; see `live_forms_in`) in what the
+        app sent: each Web API call, whatever Slack answered, and each response_url post; only `kinds` if
+        given."""
+        with self._lock:
+            sent = [(c.method, copy.deepcopy(c.args)) for c in self._calls]
+            posts = [body for _, posted in self._response_urls.values() for body in posted]
+            sent += [("response_url", copy.deepcopy(body)) for body in posts]
+        found = [form for method, args in sent for form in live_forms_in(method, args)]
+        return [f for f in found if not kinds or f.kind in kinds]
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> None:
         deadline = time.monotonic() + timeout
