@@ -152,6 +152,11 @@ class Keys:
         """STRING: the id of the thread's own vector store (FILES_TTL)."""
         return f"{self.ns}:vstore:{thread_ref}"
 
+    def thread_file_quota(self, thread_ref: str) -> str:
+        """HASH (files, bytes): what the thread took in over its life, against THREAD_FILE_QUOTA_*. Lives
+        as long as the thread's files (FILES_TTL, refreshed by each turn that uses them); reset deletes it."""
+        return f"{self.ns}:fquota:{thread_ref}"
+
     def thread_uploads(self, thread_ref: str) -> str:
         """HASH: every OpenAI object (file or vector store) the bot created for the thread -> JSON (kind,
         created_at). No TTL: it outlives the thread so `cleanup-orphans` finds what is no longer mapped;

@@ -74,7 +74,13 @@ class Bot:
             backend=backend,
             files=self._files,
             registry=tools,
-            generated=GeneratedFiles(openai_client, web_client, settings.file_max_bytes),
+            generated=GeneratedFiles(
+                openai_client,
+                web_client,
+                settings.file_max_bytes,
+                max_files=settings.generated_files_max,
+                concurrency=settings.file_download_concurrency,
+            ),
             budget=SlackBudget(redis.client, share=BUDGET_SHARE * settings.slack_rate_scale),
         )
         limits = SpendLimits(redis.client, settings)

@@ -152,6 +152,15 @@ class Settings(BaseSettings):
     knowledge_check_hours: float = Field(default=6.0, ge=0, le=24 * 30)
     # How long a turn waits for a shared document to be indexed before giving up on it.
     file_index_timeout_seconds: float = Field(default=300.0, gt=0, le=3600)
+    # A turn's shared files are brought in this many at a time, all under one deadline (downloads, uploads
+    # and indexing waits included); a file not ready by then is named and the turn answers without it.
+    file_download_concurrency: int = Field(default=4, ge=1, le=32)
+    file_turn_deadline_seconds: float = Field(default=150.0, gt=0, le=3600)
+    # What one assistant thread may take in over its life (reset starts it over); 0 = no limit.
+    thread_file_quota_files: int = Field(default=100, ge=0)
+    thread_file_quota_mb: float = Field(default=500.0, ge=0)
+    # Files the code interpreter writes that one answer shares in Slack (each at most FILE_MAX_MB).
+    generated_files_max: int = Field(default=10, ge=0, le=100)
     # The bot itself runs `cleanup-orphans` about this often (one replica at a time); 0 turns it off.
     orphan_sweep_hours: float = Field(default=24.0, ge=0, le=24 * 30)
 
@@ -206,6 +215,10 @@ class Settings(BaseSettings):
     @property
     def file_max_bytes(self) -> int:
         return int(self.file_max_mb * 1024 * 1024)
+
+    @property
+    def thread_file_quota_bytes(self) -> int:
+        return int(self.thread_file_quota_mb * 1024 * 1024)
 
     @property
     def code_interpreter(self) -> bool:

@@ -4,6 +4,7 @@ by the official SDK and checked against the spec."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import httpx2
@@ -20,6 +21,7 @@ from openai.types.responses import (
 )
 
 from tests.fakes.openai_api import ContainerFile, FakeOpenAI, Reply, ToolCall, get_spec
+from tests.fakes.openai_tools import CONTENT_CHUNK, pattern_bytes
 
 MODEL = "gpt-4.1-mini"
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(64))
@@ -36,6 +38,11 @@ TIME: Any = {
     "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}, "required": ["tz"]},
     "strict": False,
 }
+
+
+# Bytes the kernels may hold between the fake and a reader that stopped: the fake sends a chunk only once
+# the last one was acknowledged, so a few chunks at most (none, as a rule).
+SOCKET_SLACK = 4 * CONTENT_CHUNK
 
 
 def _headers(fake: FakeOpenAI) -> dict[str, str]:
@@ -627,3 +634,67 @@ def test_deleted_input_file_cannot_start_a_code_run(fake: FakeOpenAI, client: op
     with pytest.raises(openai.NotFoundError):
         client.files.content(data.id)
     assert fake.containers == {}
+
+
+# ---- container file content: chunked, made lazily, paced by the reader ----------------------------------
+
+
+def _wait(predicate: Any, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def test_container_file_content_is_made_lazily_and_stops_where_the_reader_does(
+    fake: FakeOpenAI, client: openai.OpenAI
+) -> None:
+    big = 24 * 1024 * 1024
+    container = client.containers.create(name="big")
+    fake.script(
+        Reply(
+            code="write()",
+            code_files=(
+                ContainerFile("huge.bin", size=big),
+                ContainerFile("mid.bin", size=200_000),
+                ContainerFile("small.txt", b"hello", "text/plain"),
+            ),
+        )
+    )
+    client.responses.create(
+        model=MODEL, input="run", tools=[{"type": "code_interpreter", "container": container.id}]
+    )
+    listed = {f.path.rsplit("/", 1)[-1]: f for f in client.containers.files.list(container.id, order="asc")}
+    assert listed["huge.bin"].bytes == big and listed["mid.bin"].bytes == 200_000
+    assert get_spec().schema_errors("ContainerFileResource", listed["huge.bin"].model_dump()) == []
+
+    # A reader that stops after 1 MB and closes: the transfer ends there, far short of 24 MB.
+    read = 0
+    content = client.containers.files.content.with_streaming_response
+    with content.retrieve(listed["huge.bin"].id, container_id=container.id) as response:
+        assert "content-length" not in response.headers  # chunked
+        for chunk in response.iter_bytes(CONTENT_CHUNK):
+            read += len(chunk)
+            if read > 1024 * 1024:
+                break
+    _wait(lambda: fake.container_file_downloads[0].ended)
+    [huge] = fake.container_file_downloads
+    assert huge.filename == "huge.bin" and huge.size == big and not huge.completed
+    # What was sent is what was read, plus what the two kernels' socket buffers held.
+    assert read <= huge.sent <= read + SOCKET_SLACK
+
+    # Read whole, a lazily made file is its pattern and a stored one its bytes.
+    mid = client.containers.files.content.retrieve(listed["mid.bin"].id, container_id=container.id)
+    assert mid.read() == pattern_bytes(0, 200_000)
+    small = client.containers.files.content.retrieve(listed["small.txt"].id, container_id=container.id)
+    assert small.read() == b"hello"
+    _wait(lambda: all(d.ended for d in fake.container_file_downloads))
+    assert [(d.filename, d.sent, d.completed) for d in fake.container_file_downloads[1:]] == [
+        ("mid.bin", 200_000, True),
+        ("small.txt", 5, True),
+    ]
+    # The spec's range for `limit` on the list: 1 to 100.
+    for limit in (0, 101):
+        with pytest.raises(openai.BadRequestError):
+            client.containers.files.list(container.id, limit=limit)
+    assert fake.spec_violations == []

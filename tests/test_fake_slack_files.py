@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -70,3 +71,39 @@ def test_downloads_need_the_bot_token_and_are_recorded(fake: FakeSlack) -> None:
     with pytest.raises(urllib.error.HTTPError) as gone:  # reset forgets the file too
         fetch(file["url_private_download"], fake.bot_token)
     assert gone.value.code == 404
+
+
+def test_held_downloads_wait_are_counted_in_flight_and_end_when_the_client_hangs_up(
+    fake: FakeSlack,
+) -> None:
+    files = [fake.add_file(f"f{i}.txt", f"file {i}".encode(), mimetype="text/plain") for i in range(3)]
+    fake.hold_downloads("f0.txt", "f1.txt")
+    results: dict[str, bytes] = {}
+
+    def get(file: dict[str, str]) -> None:
+        results[file["name"]] = fetch(file["url_private_download"], fake.bot_token)[1]
+
+    threads = [threading.Thread(target=get, args=(f,)) for f in files[:2]]
+    for t in threads:
+        t.start()
+    fake.wait_for(lambda: fake.downloads_in_flight == 2)
+    assert fetch(files[2]["url_private_download"], fake.bot_token)[1] == b"file 2"  # not held
+    assert results == {} and fake.downloads_in_flight == 2
+    fake.release_downloads("f0.txt")
+    threads[0].join(5)
+    assert results == {"f0.txt": b"file 0"} and fake.downloads_in_flight == 1
+    fake.release_downloads()
+    threads[1].join(5)
+    assert results["f1.txt"] == b"file 1"
+    assert fake.downloads_in_flight == 0 and fake.peak_downloads_in_flight == 3
+    assert [d.path.rsplit("/", 1)[-1] for d in fake.downloads] == ["f2.txt", "f0.txt", "f1.txt"]
+
+    # Held for every file; a client that hangs up ends its download there, unserved.
+    fake.hold_downloads()
+    parts = urllib.parse.urlsplit(files[0]["url_private_download"])
+    conn = http.client.HTTPConnection(parts.netloc, timeout=5)
+    conn.request("GET", parts.path, headers={"Authorization": f"Bearer {fake.bot_token}"})
+    fake.wait_for(lambda: fake.downloads_in_flight == 1)
+    conn.close()
+    fake.wait_for(lambda: fake.downloads_in_flight == 0)
+    assert fake.abandoned_downloads == ["f0.txt"] and len(fake.downloads) == 3

@@ -39,8 +39,11 @@ IN_THREAD = "is reading"
 @pytest.fixture
 def fsender(start_bot: BotFactory) -> SlackSender:
     """A sender to a bot with this module's file settings. One bot per test: every bot on the shared
-    Redis is a worker of the same turn queue, so a bot kept for the module would take other tests' turns."""
-    return SlackSender(start_bot(file_max_mb=LIMIT_MB, max_message_chars="600").url)
+    Redis is a worker of the same turn queue, so a bot kept for the module would take other tests' turns.
+    Files come in one at a time here: these tests script outcomes in sharing order (the first attach fails,
+    the first file is the first search hit); parallel intake is tested in test_file_bounds_e2e.py."""
+    bot = start_bot(file_max_mb=LIMIT_MB, max_message_chars="600", file_download_concurrency="1")
+    return SlackSender(bot.url)
 
 
 def share(

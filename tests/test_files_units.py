@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from bot.files.downloads import classify, token_allowed
 from bot.files.errors import FileTypeRefused
@@ -65,6 +66,25 @@ def test_file_settings_are_lists_and_bytes() -> None:
     s = settings(file_max_mb=0.5, knowledge_vector_store_ids='["vs_a","vs_b"]', file_image_types=".PNG, gif")
     assert s.file_max_bytes == 512 * 1024
     assert s.knowledge_vector_store_ids == ["vs_a", "vs_b"] and s.file_image_types == ["png", "gif"]
+
+
+def test_file_bounds_have_sensible_defaults_and_refuse_nonsense() -> None:
+    s = settings()
+    assert (s.file_download_concurrency, s.file_turn_deadline_seconds, s.generated_files_max) == (
+        4,
+        150.0,
+        10,
+    )
+    assert (s.thread_file_quota_files, s.thread_file_quota_bytes) == (100, 500 * 1024 * 1024)
+    for bad in (
+        {"file_download_concurrency": 0},
+        {"file_turn_deadline_seconds": 0},
+        {"generated_files_max": -1},
+    ):
+        with pytest.raises(ValidationError):
+            settings(**bad)
+    # The quota lives beside the thread's other file records: namespaced and slot-safe per workspace.
+    assert Keys("T1", "E1").thread_file_quota("u:U1") == "sa:{E1:T1}:fquota:u:U1"
 
 
 def test_uploads_keys_round_trip() -> None:

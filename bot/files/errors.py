@@ -88,3 +88,24 @@ class FileIndexFailed(FileProblem):
             f"{name} couldn't be indexed for search ({escape_angles(self.reason.replace('_', ' '))}), so I "
             "can't search it."
         )
+
+
+class FileQuotaReached(FileProblem):
+    """The thread took in all the files (or bytes) THREAD_FILE_QUOTA_* allow over its life."""
+
+    def __init__(self, name: str, limit: str) -> None:
+        self.limit = limit
+        super().__init__(name, f"thread quota reached: {limit}")
+
+    def describe(self, name: str) -> str:
+        return (
+            f"{name} wasn't added: this thread has reached its limit of {self.limit}. Start a new thread "
+            "(or reset this one) to share more."
+        )
+
+
+class FileNotReady(FileProblem):
+    """The file was not in (downloaded, uploaded, indexed) by the turn's deadline for its files."""
+
+    def describe(self, name: str) -> str:
+        return f"{name} wasn't ready in time, so I answered without it. Share it again to try once more."

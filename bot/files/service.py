@@ -6,13 +6,21 @@ on for the thread from then on. Images go to the model as `input_image`. Shared 
 configuration are searched alongside (the assistant backend adds them: `bot.assistant.knowledge`). A file
 that cannot be used is named in one notice in the thread and the rest of the turn still runs; nothing
 half-uploaded is left behind.
+
+Bounds: a turn's files come in `FILE_DOWNLOAD_CONCURRENCY` at a time, all under one deadline
+(`FILE_TURN_DEADLINE_SECONDS`, downloads and indexing waits included): a file not in by then is named and the
+turn answers without it. A thread takes in at most `THREAD_FILE_QUOTA_FILES` files and
+`THREAD_FILE_QUOTA_MB` over its life (counted in Redis; reset starts over).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from openai import AsyncOpenAI
@@ -21,8 +29,16 @@ from redis.exceptions import RedisError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import StoreUnavailable
-from bot.files.downloads import SlackFiles, check_declared_size, classify
-from bot.files.errors import FileIndexFailed, FileProblem, FileUploadFailed, quoted
+from bot.files.downloads import FileKind, SlackFiles, check_declared_size, classify
+from bot.files.errors import (
+    FileIndexFailed,
+    FileNotReady,
+    FileProblem,
+    FileQuotaReached,
+    FileUploadFailed,
+    human_size,
+    quoted,
+)
 from bot.files.openai_files import OpenAIFileError, OpenAIFiles, Purpose, tags
 from bot.files.store import CONTAINER_MAX_FILES, FileStore, StoredFile, ThreadFiles
 from bot.files.turn_input import TurnInput
@@ -51,6 +67,16 @@ def _left_out_notice(names: list[str]) -> str:
         f"The Python tool can open {CONTAINER_MAX_FILES} files at a time, so it gets this thread's newest "
         f"{CONTAINER_MAX_FILES}; left out: {shown}. Share a file again to bring it back in."
     )
+
+
+@dataclass
+class _Intake:
+    """One turn's files coming in together (in parallel): what their tasks share."""
+
+    turn: Turn
+    state: ThreadFiles
+    status: StatusFn
+    store_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one vector store per thread
 
 
 class FileService:
@@ -91,12 +117,10 @@ class FileService:
         parts: list[dict[str, Any]] = []
         notes: list[str] = []
         used = 0
-        for shared in turn.files:
-            try:
-                stored = await self._take(turn, shared, state, status)
-            except FileProblem as exc:
-                log.info("turn %s: file %s not used: %s", turn.id, shared.id, type(exc).__name__)
-                notices.append(exc.user_message)
+        for shared, stored in await self._take_all(_Intake(turn, state, status)):
+            if isinstance(stored, FileProblem):
+                log.info("turn %s: file %s not used: %s", turn.id, shared.id, type(stored).__name__)
+                notices.append(stored.user_message)
                 notes.append(f"{shared.display_name} (could not be read)")
                 continue
             used += 1
@@ -156,8 +180,42 @@ class FileService:
             raise StoreUnavailable(f"files: {type(exc).__name__}") from exc
         return TurnInput("", tools=self._file_search(state), code_file_ids=state.for_code)
 
-    async def _take(self, turn: Turn, shared: SharedFile, state: ThreadFiles, status: StatusFn) -> StoredFile:
+    async def _take_all(self, intake: _Intake) -> list[tuple[SharedFile, StoredFile | FileProblem]]:
+        """Bring the turn's files in, `FILE_DOWNLOAD_CONCURRENCY` at a time, under one deadline for all of
+        them: each file's record, or the problem that kept it out (FileNotReady past the deadline)."""
+        files = list({f.id: f for f in intake.turn.files}.values())  # a file listed twice comes in once
+        if not files:
+            return []
+        gate = asyncio.Semaphore(self._settings.file_download_concurrency)
+
+        async def one(shared: SharedFile) -> StoredFile | FileProblem:
+            async with gate:
+                try:
+                    return await self._take(intake, shared)
+                except FileProblem as exc:
+                    return exc
+
+        tasks = [asyncio.create_task(one(f)) for f in files]
+        try:
+            _, late = await asyncio.wait(tasks, timeout=self._settings.file_turn_deadline_seconds)
+            for task in late:
+                task.cancel()
+            # Their clean-up (uploads deleted, quota given back) runs before the turn goes on.
+            await asyncio.gather(*late, return_exceptions=True)
+        finally:
+            for task in tasks:
+                task.cancel()
+        if late:
+            names = ", ".join(f.id for f, t in zip(files, tasks, strict=True) if t in late)
+            log.warning("turn %s: file(s) not ready by the deadline: %s", intake.turn.id, names)
+        return [
+            (f, FileNotReady(f.display_name) if t in late else t.result())
+            for f, t in zip(files, tasks, strict=True)
+        ]
+
+    async def _take(self, intake: _Intake, shared: SharedFile) -> StoredFile:
         """Bring one shared file in (or find it already in): the stored record, or a FileProblem."""
+        turn, state = intake.turn, intake.state
         keys, thread = turn.workspace.keys, turn.thread
         already = state.by_slack_id(shared.id)
         if already is None:
@@ -167,15 +225,51 @@ class FileService:
             return await self._share_again(keys, thread, already, state)
         kind = classify(shared, self._settings)
         check_declared_size(shared, self._settings.file_max_bytes)
+        counted = max(shared.size or 0, 0)  # bytes counted against the quota so far
+        await self._count(turn, shared, files=1, size=counted)
+        try:
+            name = shared.display_name
+            await intake.status(f"is reading {name if len(name) <= 60 else name[:59] + '…'}…")
+            data = await self._slack.download(shared)
+            if len(data) > counted:  # the declared size was less than the bytes
+                await self._count(turn, shared, files=0, size=len(data) - counted)
+                counted = len(data)
+            stored = await self._bring_in(intake, shared, kind, data)
+        except BaseException:
+            # Not in after all (a problem, or the deadline): it does not count against the quota.
+            with contextlib.suppress(RedisError):
+                await self.store.release_quota(keys, thread, files=1, size=counted)
+            raise
+        if len(data) < counted:  # the declared size was more than the bytes
+            await self.store.release_quota(keys, thread, files=0, size=counted - len(data))
+        return stored
+
+    async def _count(self, turn: Turn, shared: SharedFile, *, files: int, size: int) -> None:
+        """Count a new file (or more of its bytes) against the thread's quota; FileQuotaReached past it."""
+        settings = self._settings
+        found = await self.store.reserve_quota(
+            turn.workspace.keys,
+            turn.thread,
+            files=files,
+            size=size,
+            max_files=settings.thread_file_quota_files,
+            max_bytes=settings.thread_file_quota_bytes,
+        )
+        if found == "files":
+            raise FileQuotaReached(shared.display_name, f"{settings.thread_file_quota_files} files")
+        if found == "bytes":
+            limit = human_size(settings.thread_file_quota_bytes)
+            raise FileQuotaReached(shared.display_name, f"{limit} of files")
+
+    async def _bring_in(self, intake: _Intake, shared: SharedFile, kind: FileKind, data: bytes) -> StoredFile:
+        """Upload (and index) one new file's bytes: its record."""
+        turn, state = intake.turn, intake.state
+        keys, thread = turn.workspace.keys, turn.thread
         name = shared.display_name
-        await status(f"is reading {name if len(name) <= 60 else name[:59] + '…'}…")
-        data = await self._slack.download(shared)
         purpose: Purpose = "vision" if kind == "image" else "assistants"
         try:
-            if kind == "document" and state.vector_store_id is None:
-                state.vector_store_id = await self.openai.create_store(keys, thread)
-                await self.store.record_upload(keys, thread, state.vector_store_id, "vector_store")
-                await self.store.set_vector_store(keys, thread, state.vector_store_id)
+            if kind == "document":
+                await self._ensure_store(intake)
             file_id = await self.openai.upload(name, data, shared.mimetype, purpose)
         except OpenAIFileError as exc:
             log.warning("turn %s: file %s not uploaded: %s", turn.id, shared.id, exc)
@@ -196,6 +290,18 @@ class FileService:
         state.files[file_id] = stored
         log.info("turn %s: file %s in as %s %s", turn.id, shared.id, kind, file_id)
         return stored
+
+    async def _ensure_store(self, intake: _Intake) -> None:
+        """The thread's vector store, created by the first document that needs it (one per thread, even
+        when several documents come in at once)."""
+        async with intake.store_lock:
+            state = intake.state
+            if state.vector_store_id is not None:
+                return
+            keys, thread = intake.turn.workspace.keys, intake.turn.thread
+            state.vector_store_id = await self.openai.create_store(keys, thread)
+            await self.store.record_upload(keys, thread, state.vector_store_id, "vector_store")
+            await self.store.set_vector_store(keys, thread, state.vector_store_id)
 
     async def _share_again(
         self, keys: Keys, thread: str, stored: StoredFile, state: ThreadFiles
@@ -220,10 +326,17 @@ class FileService:
         except OpenAIFileError as exc:
             log.warning("turn %s: file %s not attached: %s", turn.id, shared.id, exc)
             problem = FileUploadFailed(name, str(exc))
-        # Nothing half-uploaded stays: the file goes (which also detaches it from the store).
+        except asyncio.CancelledError:
+            # The turn's deadline for its files passed while this one was indexing.
+            await self._drop_upload(keys, thread, file_id)
+            raise
+        await self._drop_upload(keys, thread, file_id)
+        raise problem
+
+    async def _drop_upload(self, keys: Keys, thread: str, file_id: str) -> None:
+        """Nothing half-uploaded stays: the file goes (which also detaches it from the store)."""
         if await self.openai.delete_file(file_id):
             await self.store.forget_uploads(keys, thread, [file_id])
-        raise problem
 
     async def _drop_expired(self, keys: Keys, thread: str, state: ThreadFiles) -> None:
         """The thread's store expired at OpenAI: delete it and its documents (images stay: the conversation

@@ -3,6 +3,8 @@
 * `thread_files`: the files the thread uses (OpenAI file id -> name, kind, Slack file id and permalink), so
   citations name and link the Slack file and `/assistant status` can count them;
 * `thread_vector_store`: the thread's own vector store;
+* `thread_file_quota`: how many files (and bytes) the thread took in over its life, held against
+  THREAD_FILE_QUOTA_FILES / THREAD_FILE_QUOTA_MB; reset starts it over with the thread's other records;
 * `thread_uploads`: a ledger of every OpenAI object the bot created for the thread, written right after
   each creation. OpenAI files carry no metadata, so this ledger is how the bot knows which files are its
   own: reset deletes everything in it, and `cleanup-orphans` deletes what it holds that the thread no
@@ -71,6 +73,26 @@ class ThreadFiles:
         return next((f for f in self.files.values() if f.slack_id == slack_id), None)
 
 
+# KEYS[1]: the thread's quota hash. ARGV: files and bytes to add, files and bytes allowed (0: no limit), TTL
+# in ms. Adds both or neither (files of one turn are taken in in parallel): 0 when added, 1 when the files
+# allowed, 2 when the bytes allowed would be passed.
+_RESERVE = """
+local files = tonumber(redis.call('HGET', KEYS[1], 'files') or '0')
+local bytes = tonumber(redis.call('HGET', KEYS[1], 'bytes') or '0')
+local add_files, add_bytes = tonumber(ARGV[1]), tonumber(ARGV[2])
+local max_files, max_bytes = tonumber(ARGV[3]), tonumber(ARGV[4])
+if max_files > 0 and add_files > 0 and files + add_files > max_files then return 1 end
+if max_bytes > 0 and add_bytes > 0 and bytes + add_bytes > max_bytes then return 2 end
+redis.call('HINCRBY', KEYS[1], 'files', add_files)
+redis.call('HINCRBY', KEYS[1], 'bytes', add_bytes)
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 0
+"""
+
+QuotaCheck = Literal["ok", "files", "bytes"]
+_QUOTA_RESULTS: tuple[QuotaCheck, ...] = ("ok", "files", "bytes")
+
+
 @dataclass(frozen=True)
 class Upload:
     object_id: str
@@ -81,6 +103,7 @@ class Upload:
 class FileStore:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
+        self._reserve = redis.register_script(_RESERVE)
 
     async def load(self, keys: Keys, thread: str) -> ThreadFiles:
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -95,6 +118,24 @@ class FileStore:
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.pexpire(keys.thread_files(thread), ms(FILES_TTL))
             pipe.pexpire(keys.thread_vector_store(thread), ms(FILES_TTL))
+            pipe.pexpire(keys.thread_file_quota(thread), ms(FILES_TTL))
+            await pipe.execute()
+
+    async def reserve_quota(
+        self, keys: Keys, thread: str, *, files: int, size: int, max_files: int, max_bytes: int
+    ) -> QuotaCheck:
+        """Count `files` more files of `size` bytes against the thread's quota, unless that passes it."""
+        key = keys.thread_file_quota(thread)
+        found = await self._reserve(keys=[key], args=[files, size, max_files, max_bytes, ms(FILES_TTL)])
+        return _QUOTA_RESULTS[int(found)]
+
+    async def release_quota(self, keys: Keys, thread: str, *, files: int, size: int) -> None:
+        """Give back what `reserve_quota` counted for a file that did not come in after all."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            key = keys.thread_file_quota(thread)
+            pipe.hincrby(key, "files", -files)
+            pipe.hincrby(key, "bytes", -size)
+            pipe.pexpire(key, ms(FILES_TTL))
             await pipe.execute()
 
     async def record_upload(self, keys: Keys, thread: str, object_id: str, kind: UploadKind) -> None:
@@ -128,7 +169,9 @@ class FileStore:
         """Unmap every file of the thread (reset) and return its ledger: everything to delete at OpenAI."""
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hgetall(keys.thread_uploads(thread))
-            pipe.delete(keys.thread_files(thread), keys.thread_vector_store(thread))
+            pipe.delete(
+                keys.thread_files(thread), keys.thread_vector_store(thread), keys.thread_file_quota(thread)
+            )
             ledger, _ = await pipe.execute()
         return [_upload(str(k), str(v)) for k, v in ledger.items()]
 

@@ -29,7 +29,7 @@ from bot.assistant.backend import (
     tool_output,
 )
 from bot.errors import BotError, ToolLoopStopped
-from bot.files.generated import GeneratedFiles, SandboxLinks
+from bot.files.generated import AnswerFiles, GeneratedFiles, SandboxLinks
 from bot.settings import Settings
 from bot.slack.citations import CitationRenderer
 from bot.tools import ToolContext, ToolRegistry
@@ -80,7 +80,7 @@ class ToolLoop:
         links = SandboxLinks() if self._settings.code_interpreter else None
         wrote = False
         rounds = max(0, len(recorded) - 1)  # a retried turn's earlier rounds count towards the limit
-        shared: set[str] = set()  # generated files already in the thread
+        answer_files = AnswerFiles()  # what this answer did with the files its code wrote
         for earlier in recorded[:-1]:
             text = await self._backend.replay(earlier)
             if text:
@@ -106,7 +106,7 @@ class ToolLoop:
                     yield (ROUND_BREAK if wrote and not started else "") + text
                     started = True
             wrote = wrote or started
-            await self._share_files(result, ctx, citations, shared)
+            await self._share_files(result, ctx, citations, answer_files)
             if not result.calls:
                 return
             rounds += 1
@@ -166,10 +166,10 @@ class ToolLoop:
         raise ToolLoopStopped(f"stopped after {rounds} tool round(s)", rounds=rounds, out_of_time=out_of_time)
 
     async def _share_files(
-        self, result: RoundResult, ctx: ToolContext, citations: CitationRenderer | None, shared: set[str]
+        self, result: RoundResult, ctx: ToolContext, citations: CitationRenderer | None, answer: AnswerFiles
     ) -> None:
         if self._generated is None or ctx.thread_ts is None or not (result.files or result.containers):
             return
         await self._generated.share(
-            result, channel=ctx.channel, thread_ts=ctx.thread_ts, citations=citations, shared=shared
+            result, channel=ctx.channel, thread_ts=ctx.thread_ts, citations=citations, answer=answer
         )

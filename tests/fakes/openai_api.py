@@ -58,12 +58,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import fcntl
 import json
 import math
 import os
 import re
 import secrets
+import socket
+import struct
 import tempfile
+import termios
 import threading
 import time
 from collections import deque
@@ -567,6 +571,38 @@ _DEFAULT_ERRORS: dict[int, tuple[str, str | None, str]] = {
 }
 
 
+# The fake's send buffer for container file content (the kernel doubles it): small, so that what the fake
+# counts as sent is close to what the client read.
+CONTENT_SNDBUF = 16 * 1024
+
+
+async def _acked(sock: socket.socket) -> None:
+    """Until the peer's kernel acknowledged everything sent on `sock` (Linux: SIOCOUTQ is 0), so one chunk
+    at most is on its way and the reader's receive buffer never grows past what it reads."""
+    while True:
+        try:
+            unacked = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+        except OSError:
+            return  # closed, or not Linux: nothing to wait for
+        if unacked <= 0:
+            return
+        await asyncio.sleep(0.001)
+
+
+@dataclass
+class ContentDownload:
+    """One ``GET /v1/containers/{id}/files/{file_id}/content``: how much of the file was handed to the
+    connection, whether all of it was, and whether the transfer is over (finished or cut by the client)."""
+
+    container_id: str
+    file_id: str
+    filename: str
+    size: int
+    sent: int = 0
+    completed: bool = False
+    ended: bool = False
+
+
 def _error(
     status: int,
     message: str,
@@ -913,6 +949,7 @@ class FakeOpenAI:
         self._containers: dict[str, tools.StoredContainer] = {}
         self._tool_outputs: list[Json] = []
         self._code_runs: list[Json] = []
+        self._content_downloads: list[ContentDownload] = []  # GET .../files/{id}/content, as served
         self._tool_mismatches: list[str] = []
         # Limits (see set_context_window / set_background_retention / vanish_next_response)
         self._context_window = DEFAULT_CONTEXT_WINDOW
@@ -1008,6 +1045,12 @@ class FakeOpenAI:
             return self._containers[container_id].record()
 
     @property
+    def container_file_downloads(self) -> list[ContentDownload]:
+        """Every container file content download, as served so far (``sent`` grows while one runs)."""
+        with self._lock:
+            return [copy.copy(d) for d in self._content_downloads]
+
+    @property
     def tool_mismatches(self) -> list[str]:
         """Scripted tool use that did not happen because the request did not allow it."""
         with self._lock:
@@ -1094,6 +1137,11 @@ class FakeOpenAI:
         with self._lock:
             self._files.index_failures[filename] = code
 
+    def hold_indexing(self, filename: str) -> None:
+        """Files with this name stay ``in_progress`` in every vector store, however often they are polled."""
+        with self._lock:
+            self._files.index_holds.add(filename)
+
     def expire_vector_store(self, vs_id: str) -> None:
         with self._lock:
             self._files.expire(vs_id)
@@ -1162,6 +1210,7 @@ class FakeOpenAI:
             self._containers.clear()
             self._tool_outputs.clear()
             self._code_runs.clear()
+            self._content_downloads.clear()
             self._tool_mismatches.clear()
             self._context_window = DEFAULT_CONTEXT_WINDOW
             self._retention = DEFAULT_BACKGROUND_RETENTION
@@ -1597,6 +1646,10 @@ class FakeOpenAI:
             return found if isinstance(found, web.Response) else web.json_response(found.json())
 
     async def _list_container_files(self, request: web.Request) -> web.StreamResponse:
+        limit = request.query.get("limit", "20")
+        # The spec (ListContainerFiles): "Limit can range between 1 and 100, and the default is 20."
+        if not limit.isdecimal() or not 1 <= int(limit) <= 100:
+            return _error(400, "Invalid 'limit': must be between 1 and 100.", param="limit")
         with self._lock:
             found = self._find_container(request)
             if isinstance(found, web.Response):
@@ -1610,11 +1663,38 @@ class FakeOpenAI:
             return found if isinstance(found, web.Response) else web.json_response(found.json())
 
     async def _get_container_file_content(self, request: web.Request) -> web.StreamResponse:
+        """The file's bytes, chunked and made lazily, paced by the client's reading (openai_tools doc)."""
         with self._lock:
             found = self._find_container_file(request)
-        if isinstance(found, web.Response):
-            return found
-        return web.Response(body=found.content, content_type=found.mime)
+            if isinstance(found, web.Response):
+                return found
+            download = ContentDownload(found.container_id, found.id, found.filename, found.size)
+            self._content_downloads.append(download)
+        response = web.StreamResponse(headers={"Content-Type": found.mime})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        transport = request.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if transport is None or sock is None:
+            return response
+        # Small kernel buffer, no transport buffer: a chunk goes out only once the last one left.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, CONTENT_SNDBUF)
+        transport.set_write_buffer_limits(high=0)
+        try:
+            while chunk := found.chunk(download.sent):
+                await response.write(chunk)
+                with self._lock:
+                    download.sent += len(chunk)
+                await _acked(sock)
+            await response.write_eof()
+            with self._lock:
+                download.completed = True
+        except (ConnectionError, asyncio.CancelledError):
+            pass  # the client hung up: the transfer ends here
+        finally:
+            with self._lock:
+                download.ended = True
+        return response
 
     # ---- responses ---------------------------------------------------------------------------------
 
@@ -1845,7 +1925,9 @@ class FakeOpenAI:
                 mismatch("a code interpreter run scripted, but the request declared no code_interpreter tool")
             else:
                 container = self._container_for(interpreter.get("container"))
-                written = [container.add(f.name, f.content, f.mime, "assistant") for f in reply.code_files]
+                written = [
+                    container.add(f.name, f.content, f.mime, "assistant", f.size) for f in reply.code_files
+                ]
                 logs = reply.code_logs if "code_interpreter_call.outputs" in include else None
                 item = tools.code_interpreter_item(container.id, reply.code or "", logs)
                 run.items_before.append(item)

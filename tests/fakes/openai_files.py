@@ -5,7 +5,8 @@ every method runs under the fake's lock. Semantics chosen where the real API is 
 
 * Indexing: a file attached to a vector store starts ``in_progress``; each ``GET`` of that vector-store file
   counts down ``index_polls`` and the file turns ``completed`` (or ``failed`` for a name scripted with
-  ``fail_indexing``) on the last one, so a client that polls sees ``in_progress`` first. Responses carry
+  ``fail_indexing``) on the last one, so a client that polls sees ``in_progress`` first; a name scripted
+  with ``hold_indexing`` stays ``in_progress``. Responses carry
   ``openai-poll-after-ms`` so the SDK's poll helper waits only briefly.
 * Deleting a file also detaches it from every vector store (the API reference: "Delete a file and remove it
   from all vector stores"); deleting a vector store leaves its files alone, as the real API does.
@@ -81,6 +82,7 @@ class FilesState:
     vector_stores: dict[str, Json] = field(default_factory=dict)
     vs_files: dict[str, dict[str, _VsFile]] = field(default_factory=dict)
     index_failures: dict[str, str] = field(default_factory=dict)  # filename -> error code
+    index_holds: set[str] = field(default_factory=set)  # filenames that never finish indexing
 
     # ---- files -------------------------------------------------------------------------------------
 
@@ -216,7 +218,7 @@ class FilesState:
         }
         entry = _VsFile(obj, self.index_polls)
         self.vs_files[vs_id][file_id] = entry
-        if entry.polls_left <= 0:
+        if entry.polls_left <= 0 and self.files[file_id]["filename"] not in self.index_holds:
             self._finish_indexing(entry)
         return copy.deepcopy(obj)
 
@@ -242,7 +244,8 @@ class FilesState:
     def get_vs_file(self, vs_id: str, file_id: str) -> Json:
         """One poll: an in-progress file counts down and finishes on its last poll."""
         entry = self._vs_file(vs_id, file_id)
-        if entry.obj["status"] == "in_progress":
+        held = self.files.get(file_id, {}).get("filename") in self.index_holds
+        if entry.obj["status"] == "in_progress" and not held:
             entry.polls_left -= 1
             if entry.polls_left <= 0:
                 self._finish_indexing(entry)

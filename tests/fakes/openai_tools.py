@@ -15,6 +15,15 @@ Choices where the real API is vague:
   id (a string) reuses a container made by ``POST /v1/containers`` or by an earlier run. The container's
   input files (``file_ids``, which must name files uploaded with ``POST /v1/files``) are copied into it as
   ``source: "user"`` files under ``/mnt/data/``; files the run produces are ``source: "assistant"``.
+* ``GET /v1/containers/{id}/files/{file_id}/content`` answers the file's binary content (the spec documents
+  only ``200`` with the bytes) with chunked transfer, ``CONTENT_CHUNK`` bytes at a time, generated lazily for
+  a file scripted by ``size`` (``ContainerFile("big.bin", size=24 << 20)`` never exists in memory). The fake
+  hands the socket the next chunk only once the client's kernel acknowledged the last one (a small
+  ``SO_SNDBUF``, no transport buffer, then ``SIOCOUTQ`` down to 0), so what it counts as sent
+  (``FakeOpenAI.container_file_downloads``) is what the client read plus at most a chunk or two on the way,
+  and a client that stops reading and closes the connection ends the transfer there (``completed`` stays
+  False). The real API's transfer encoding is not documented; chunked is the case a client must handle
+  without a ``Content-Length`` to check first.
 * A citation's ``start_index``/``end_index`` span the first place its file (``sandbox:/mnt/data/<name>``,
   else ``<name>``) or its URL (else its title) appears in the text; when it does not appear, both are the
   text's length. Without scripted text, the text is made of markdown links to every file or result.
@@ -54,11 +63,28 @@ class ToolCall:
 
 @dataclass(frozen=True)
 class ContainerFile:
-    """A file a scripted code interpreter run writes to its container (then cited in the reply)."""
+    """A file a scripted code interpreter run writes to its container (then cited in the reply). With
+    ``size``, its content is ``size`` bytes of a fixed pattern, made chunk by chunk as it is downloaded."""
 
     name: str
-    content: bytes
+    content: bytes = b""
     mime: str = "application/octet-stream"
+    size: int | None = None
+
+
+# How the fake serves container file content (see the module docstring).
+CONTENT_CHUNK = 64 * 1024
+_PATTERN = bytes(range(256)) * (CONTENT_CHUNK // 256)
+
+
+def pattern_bytes(offset: int, length: int) -> bytes:
+    """``length`` bytes of a lazily generated file, from ``offset`` (a file scripted by size)."""
+    start = offset % len(_PATTERN)
+    out = bytearray()
+    while len(out) < length:
+        out += _PATTERN[start : start + length - len(out)]
+        start = 0
+    return bytes(out)
 
 
 def new_id(prefix: str, sep: str = "_") -> str:
@@ -233,17 +259,29 @@ class StoredContainerFile:
     content: bytes
     mime: str
     created_at: int = field(default_factory=lambda: int(time.time()))
+    lazy_size: int | None = None  # content made on the fly (pattern_bytes), never stored
 
     @property
     def filename(self) -> str:
         return self.path.rsplit("/", 1)[-1]
+
+    @property
+    def size(self) -> int:
+        return self.lazy_size if self.lazy_size is not None else len(self.content)
+
+    def chunk(self, offset: int) -> bytes:
+        """The content's chunk at ``offset`` (empty past the end)."""
+        length = max(0, min(CONTENT_CHUNK, self.size - offset))
+        if self.lazy_size is not None:
+            return pattern_bytes(offset, length)
+        return self.content[offset : offset + length]
 
     def json(self) -> Json:
         return {
             "id": self.id,
             "object": "container.file",
             "created_at": self.created_at,
-            "bytes": len(self.content),
+            "bytes": self.size,
             "container_id": self.container_id,
             "path": self.path,
             "source": self.source,
@@ -271,7 +309,9 @@ class StoredContainer:
             "memory_limit": self.memory_limit,
         }
 
-    def add(self, name: str, content: bytes, mime: str, source: str) -> StoredContainerFile:
+    def add(
+        self, name: str, content: bytes, mime: str, source: str, size: int | None = None
+    ) -> StoredContainerFile:
         stored = StoredContainerFile(
             id=new_id("cfile"),
             container_id=self.id,
@@ -279,6 +319,7 @@ class StoredContainer:
             source=source,
             content=content,
             mime=mime,
+            lazy_size=size,
         )
         self.files[stored.id] = stored
         return stored

@@ -13,6 +13,9 @@ Files: ``add_file`` stores a file and returns its file object (as a ``file_share
 to ``Authorization: Bearer <bot token>`` and otherwise answers Slack's HTML sign-in page (HTTP 200,
 ``text/html``), as Slack does for a token it does not accept. Every download request is recorded with its
 headers (``downloads``). ``connect_stub`` gives the stub a Slack Connect event carries instead.
+``hold_downloads`` keeps chosen downloads waiting (until ``release_downloads``, or until the client hangs up:
+``abandoned_downloads``), and the fake counts the downloads in flight at once (``downloads_in_flight``,
+``peak_downloads_in_flight``), so a test can see parallelism and deadlines without timing anything.
 
 Uploads: ``AsyncWebClient.files_upload_v2``'s flow (``files.getUploadURLExternal``, the bytes POSTed to an
 upload URL on this fake's own host, ``files.completeUploadExternal``) stores the file with the others, so
@@ -30,6 +33,7 @@ moves the fake's clock for all of these.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copy
 import itertools
@@ -459,6 +463,11 @@ class FakeSlack:
         self._downloads: list[Download] = []
         self._refusing_downloads = False
         self._redirect_to: str | None = None
+        self._held_downloads: set[str] = set()  # file names whose downloads wait (hold_downloads)
+        self._holding_all = False
+        self._in_flight = 0
+        self._peak_in_flight = 0
+        self._abandoned: list[str] = []  # names of held downloads whose client hung up
         self._pending_uploads: dict[str, _PendingUpload] = {}  # by upload URL token
         self._uploads: list[Upload] = []
         self._upload_failures: list[int] = []  # HTTP statuses for the next POSTs to an upload URL
@@ -839,15 +848,73 @@ class FakeSlack:
         with self._lock:
             self._redirect_to = location
 
+    def hold_downloads(self, *names: str) -> None:
+        """From now on the downloads of the files with these names (of every file, without names) wait
+        until released; one whose client hangs up meanwhile ends there (``abandoned_downloads``)."""
+        with self._lock:
+            self._held_downloads.update(names)
+            self._holding_all = self._holding_all or not names
+
+    def release_downloads(self, *names: str) -> None:
+        """Let the held downloads of these files (of every file, without names) go on."""
+        with self._lock:
+            if names:
+                self._held_downloads.difference_update(names)
+            else:
+                self._held_downloads.clear()
+                self._holding_all = False
+
+    @property
+    def downloads_in_flight(self) -> int:
+        """Download requests being answered right now (held ones included)."""
+        with self._lock:
+            return self._in_flight
+
+    @property
+    def peak_downloads_in_flight(self) -> int:
+        """The most download requests that were being answered at once."""
+        with self._lock:
+            return self._peak_in_flight
+
+    @property
+    def abandoned_downloads(self) -> list[str]:
+        """The names of held files whose client hung up before they were released."""
+        with self._lock:
+            return list(self._abandoned)
+
     @property
     def downloads(self) -> list[Download]:
         with self._lock:
             return list(self._downloads)
 
+    def _held(self, name: str) -> bool:
+        with self._lock:
+            return self._holding_all or name in self._held_downloads
+
     async def _handle_download(self, request: web.Request) -> web.StreamResponse:
+        with self._lock:
+            self._in_flight += 1
+            self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
+        try:
+            return await self._download(request)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    async def _download(self, request: web.Request) -> web.StreamResponse:
         key = request.match_info["key"]
         file_id = key.split("-", 1)[1] if "-" in key else ""
         header = request.headers.get("Authorization", "")
+        with self._lock:
+            file = self._files.get(file_id)
+        name = str(file["name"]) if file is not None else ""
+        while file is not None and self._held(name):
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                with self._lock:
+                    self._abandoned.append(name)
+                return web.Response(status=499)  # nobody is listening any more
+            await asyncio.sleep(0.01)
         with self._lock:
             content = self._file_bytes.get(file_id)
             file = self._files.get(file_id)
