@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bot.keys import Keys
 
 # Slack's `filetype` for files whose name has no extension (e.g. a snippet called "notes").
 _FILETYPE_EXTENSIONS = {"text": "txt", "markdown": "md", "python": "py", "javascript": "js", "shell": "sh"}
+# SharedFile's text fields other than the id: a null or a value of another type falls back to the default.
+_FILE_TEXT_FIELDS = (
+    "name",
+    "title",
+    "mimetype",
+    "filetype",
+    "mode",
+    "url_private",
+    "url_private_download",
+    "permalink",
+    "file_access",
+)
 
 
 class SharedFile(BaseModel):
@@ -29,6 +42,19 @@ class SharedFile(BaseModel):
     permalink: str | None = None
     # "check_file_info" on Slack Connect stubs: the event carries only the id; ask files.info.
     file_access: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_malformed_fields(cls, data: Any) -> Any:
+        """A file object with `"name": null`, a numeric title or a negative size is still the file: such
+        fields take their defaults (only the id is required, and must be text)."""
+        if not isinstance(data, Mapping):
+            return data
+        clean = {k: v for k, v in data.items() if k not in _FILE_TEXT_FIELDS or isinstance(v, str)}
+        size = clean.get("size")
+        if not (isinstance(size, int) and not isinstance(size, bool) and size >= 0):
+            clean.pop("size", None)
+        return clean
 
     @property
     def display_name(self) -> str:

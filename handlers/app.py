@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_bolt_request
 from slack_bolt.async_app import AsyncApp
+from slack_sdk.signature import SignatureVerifier
 
 from bot.root import Bot
 from bot.settings import Mode, Settings
+from bot.slack.events import envelope_problem
 from handlers import listeners
+
+log = logging.getLogger(__name__)
+
+EVENTS_PATH = "/slack/events"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def build_app(settings: Settings, bot: Bot, mode: Mode) -> AsyncApp:
@@ -22,3 +35,72 @@ def build_app(settings: Settings, bot: Bot, mode: Mode) -> AsyncApp:
     )
     listeners.register(app, bot)
     return app
+
+
+def build_web_app(app: AsyncApp, signing_secret: str) -> web.Application:
+    """Bolt's aiohttp app, behind a gate that answers every request Bolt itself would answer with a 500.
+
+    Bolt parses the body and reads ids from it before it checks the signature, and its listener matching
+    indexes the payload without checking types: a body that is not JSON, a `"event": "x"` or an odd
+    X-Slack-Request-Timestamp raise inside Bolt. The gate checks the signature first (401 as Bolt answers
+    it), then that Bolt can read the request; a signed request it can't is acked with an empty 200 (Slack
+    would only retry it) and logged in a line that names the problem, never the payload.
+    """
+    web_app = app.web_app(path=EVENTS_PATH)
+    verifier = SignatureVerifier(signing_secret)
+
+    @web.middleware
+    async def readable_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method != "POST" or request.path != EVENTS_PATH:
+            return await handler(request)
+        if not _signed(verifier, await request.read(), request.headers):
+            return web.json_response({"error": "invalid request"}, status=401)
+        body, problem = await _read(request)
+        if problem is not None:
+            log.warning("ignored a signed Slack request Bolt can't read: %s", problem)
+            return web.Response(status=200)
+        response = await handler(request)
+        if response.status != 404:
+            return response
+        log.warning("no listener for %s; acked", _kind(body))
+        return web.Response(status=200)
+
+    web_app.middlewares.append(readable_requests)
+    return web_app
+
+
+def _signed(verifier: SignatureVerifier, body: bytes, headers: Mapping[str, str]) -> bool:
+    timestamp = headers.get("X-Slack-Request-Timestamp", "")
+    signature = headers.get("X-Slack-Signature", "")
+    # slack_sdk's verifier reads the body as UTF-8 text (as Slack sends it), takes int(timestamp) and
+    # compares with hmac.compare_digest: it raises on other bytes, a non-number and non-ASCII text.
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12 and signature.isascii()):
+        return False
+    try:
+        text = body.decode()
+    except UnicodeDecodeError:
+        return False
+    return verifier.is_valid(text, timestamp, signature)
+
+
+async def _read(request: web.Request) -> tuple[Mapping[str, Any], str | None]:
+    """The payload as Bolt reads it, and why Bolt can't (None: it can). The body is decoded and parsed
+    exactly as Bolt's aiohttp adapter does, then its envelope is checked (`envelope_problem`)."""
+    try:
+        bolt_request = await to_bolt_request(request)
+    # What Bolt's parsing raises on a body it can't read: a bad charset or encoding, JSON that doesn't
+    # parse or nests too deep, ids in containers of the wrong type.
+    except (ValueError, TypeError, AttributeError, LookupError, RecursionError) as exc:
+        return {}, f"{type(exc).__name__} while parsing"
+    return bolt_request.body, envelope_problem(bolt_request.body)
+
+
+def _kind(body: Mapping[str, Any]) -> str:
+    """What a request is, for the log: its event type, command or callback id (names, never content)."""
+    event = body.get("event")
+    if isinstance(event, Mapping):
+        return f"event {str(event.get('type'))[:64]}"
+    for key in ("command", "callback_id", "type"):
+        if body.get(key):
+            return f"{key} {str(body[key])[:64]}"
+    return "a request without a type"

@@ -19,7 +19,7 @@ from bot.files.sweep import cleanup_orphans
 from bot.root import Bot
 from bot.settings import Mode, Settings, load_settings
 from bot.tools import ToolRegistry, registry_from
-from handlers.app import build_app
+from handlers.app import build_app, build_web_app
 
 log = logging.getLogger("slack_assistant")
 
@@ -116,8 +116,10 @@ async def _serve(settings: Settings, mode: Mode, host: str, port: int | None, to
     app = build_app(settings, bot, mode)
     try:
         if mode is Mode.HTTP:
-            assert port is not None
-            await _serve_http(app.web_app(path="/slack/events"), bot, host, port, stop)
+            # HTTP mode always has a port, and load_settings() refuses it without a signing secret.
+            assert port is not None and settings.slack_signing_secret is not None
+            web_app = build_web_app(app, settings.slack_signing_secret.get_secret_value())
+            await _serve_http(web_app, bot, host, port, stop)
         else:
             await _serve_socket_mode(app, bot, settings, stop)
     finally:

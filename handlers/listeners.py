@@ -13,14 +13,17 @@ from slack_bolt.context.say.async_say import AsyncSay
 from bot.errors import BotError
 from bot.models import IncomingMessage
 from bot.root import Bot
+from bot.slack.client import SLACK_CALL_ERRORS, slack_error
 from bot.slack.events import (
+    parse_actor,
     parse_command_request,
-    parse_context,
+    parse_context_changed,
+    parse_home_opened,
     parse_message_action,
     parse_user_message,
     parse_view_submission,
     sender_is_external,
-    workspace_of,
+    trigger_id_of,
 )
 from bot.threads.commands import COMMAND
 from bot.threads.home import HOME_RESET_ACTION, HOME_SETTINGS_ACTION
@@ -43,7 +46,10 @@ async def _receive(bot: Bot, msg: IncomingMessage, say: AsyncSay, *, known_only:
         await bot.intake.receive(msg, require_known_thread=known_only)
     except BotError as exc:
         log.warning("could not queue %s:%s: %s", msg.channel, msg.ts, exc)
-        await say(text=exc.user_message, thread_ts=msg.reply_thread_ts)
+        try:
+            await say(text=exc.user_message, thread_ts=msg.reply_thread_ts)
+        except SLACK_CALL_ERRORS as say_exc:  # the ack must not fail with it: Slack would send it again
+            log.warning("notice not posted: %s", slack_error(say_exc))
 
 
 async def _respond(respond: AsyncRespond, text: str) -> None:
@@ -89,7 +95,7 @@ def register(app: AsyncApp, bot: Bot) -> None:
         # Help and mistakes go back in the ack itself: an ephemeral answer only the user sees.
         await ack(text=now or "")
         if req is not None and now is None:
-            request_id = str(body.get("trigger_id") or req.user)
+            request_id = trigger_id_of(body) or req.user
 
             async def answer() -> None:
                 await _respond(respond, await bot.intake.command(req, request_id=request_id))
@@ -101,7 +107,7 @@ def register(app: AsyncApp, bot: Bot) -> None:
         await ack()
         action = parse_message_action(body, context)
         if action is not None:
-            request_id = str(body.get("trigger_id") or action.message_ts)
+            request_id = trigger_id_of(body) or action.message_ts
             bot.later(bot.intake.reset_shortcut(action, request_id=request_id), name="reset shortcut")
 
     @app.shortcut(SETTINGS_SHORTCUT)
@@ -109,7 +115,7 @@ def register(app: AsyncApp, bot: Bot) -> None:
         await ack()
         action = parse_message_action(body, context)
         if action is not None:
-            trigger_id = str(body.get("trigger_id"))
+            trigger_id = trigger_id_of(body)
             bot.later(bot.thread_settings.open_from_shortcut(action, trigger_id=trigger_id), name="settings")
 
     @app.view(SETTINGS_CALLBACK)
@@ -128,36 +134,33 @@ def register(app: AsyncApp, bot: Bot) -> None:
     @app.action(HOME_RESET_ACTION)
     async def on_home_reset(ack: AsyncAck, body: dict[str, Any], context: dict[str, Any]) -> None:
         await ack()
-        workspace, user = workspace_of(body, context), (body.get("user") or {}).get("id")
-        if workspace is not None and user:
-            request_id = str(body.get("trigger_id"))
-            bot.later(
-                bot.home.reset_dm_thread(workspace, str(user), request_id=request_id), name="home reset"
-            )
+        actor = parse_actor(body, context)
+        if actor is not None:
+            workspace, user = actor
+            request_id = trigger_id_of(body) or user
+            bot.later(bot.home.reset_dm_thread(workspace, user, request_id=request_id), name="home reset")
 
     @app.action(HOME_SETTINGS_ACTION)
     async def on_home_settings(ack: AsyncAck, body: dict[str, Any], context: dict[str, Any]) -> None:
         await ack()
-        workspace, user = workspace_of(body, context), (body.get("user") or {}).get("id")
-        if workspace is not None and user:
-            trigger_id = str(body.get("trigger_id"))
+        actor = parse_actor(body, context)
+        if actor is not None:
+            workspace, user = actor
+            trigger_id = trigger_id_of(body)
             bot.later(
-                bot.thread_settings.open_for_dm(workspace, str(user), trigger_id=trigger_id), name="settings"
+                bot.thread_settings.open_for_dm(workspace, user, trigger_id=trigger_id), name="settings"
             )
 
     @app.event("app_home_opened")
-    async def on_home_opened(body: dict[str, Any], context: dict[str, Any], event: dict[str, Any]) -> None:
-        if event.get("tab") == "messages" and event.get("channel"):
-            await bot.messages_tab.opened(str(event["channel"]))
-        workspace = workspace_of(body, context)
-        if event.get("tab") == "home" and event.get("user") and workspace is not None:
-            await bot.home.publish(workspace, str(event["user"]))
+    async def on_home_opened(body: dict[str, Any], context: dict[str, Any]) -> None:
+        opened = parse_home_opened(body, context)
+        if opened.tab == "messages" and opened.channel:
+            await bot.messages_tab.opened(opened.channel)
+        if opened.tab == "home" and opened.user and opened.workspace is not None:
+            await bot.home.publish(opened.workspace, opened.user)
 
     @app.event("app_context_changed")
-    async def on_context_changed(
-        body: dict[str, Any], context: dict[str, Any], event: dict[str, Any]
-    ) -> None:
-        workspace = workspace_of(body, context)
-        user = event.get("user") or context.get("user_id")
-        if workspace is not None and user:
-            await bot.messages_tab.context_changed(workspace, str(user), parse_context(event))
+    async def on_context_changed(body: dict[str, Any], context: dict[str, Any]) -> None:
+        changed = parse_context_changed(body, context)
+        if changed is not None:
+            await bot.messages_tab.context_changed(*changed)

@@ -629,6 +629,54 @@ def test_views_are_echoed_and_updatable(fake: FakeSlack) -> None:
     assert [v["id"] for v in fake.views()] == [view["id"], view["id"]]
 
 
+def text_input_modal(**element: Any) -> dict[str, Any]:
+    box = {"type": "plain_text_input", "action_id": "box", "multiline": True, **element}
+    label = {"type": "plain_text", "text": "Notes"}
+    return {**MODAL, "blocks": [{"type": "input", "block_id": "b", "label": label, "element": box}]}
+
+
+@pytest.mark.parametrize(
+    ("element", "pointer"),
+    [
+        ({"max_length": 3001}, "/view/blocks/0/element/max_length"),
+        ({"max_length": 0}, "/view/blocks/0/element/max_length"),
+        ({"min_length": -1}, "/view/blocks/0/element/min_length"),
+        ({"min_length": 3001}, "/view/blocks/0/element/min_length"),
+        ({"min_length": 10, "max_length": 5}, "/view/blocks/0/element/min_length"),
+        ({"max_length": 5, "initial_value": "123456"}, "/view/blocks/0/element/initial_value"),
+        ({"initial_value": "x" * 3001}, "/view/blocks/0/element/initial_value"),
+        ({"action_id": "a" * 256}, "/view/blocks/0/element/action_id"),
+        (
+            {"placeholder": {"type": "plain_text", "text": "p" * 151}},
+            "/view/blocks/0/element/placeholder/text",
+        ),
+    ],
+)
+def test_views_refuse_a_text_input_over_block_kit_limits(
+    fake: FakeSlack, element: dict[str, Any], pointer: str
+) -> None:
+    client = web(fake)
+    for call in (
+        lambda: client.views_open(trigger_id=fake.new_trigger_id(), view=text_input_modal(**element)),
+        lambda: client.views_publish(user_id="U0USER1", view=text_input_modal(**element)),
+    ):
+        error = api_error(call).response
+        assert error["error"] == "invalid_arguments"
+        assert any(pointer in m for m in error["response_metadata"]["messages"])
+    assert fake.views() == []
+
+
+def test_views_take_a_text_input_at_block_kit_limits(fake: FakeSlack) -> None:
+    client = web(fake)
+    at_limits = text_input_modal(min_length=0, max_length=3000, initial_value="é\n " * 1000)
+    view = client.views_open(trigger_id=fake.new_trigger_id(), view=at_limits)["view"]
+    assert view["blocks"][0]["element"]["initial_value"] == "é\n " * 1000
+    too_long = {**MODAL, "private_metadata": "m" * 3001}
+    error = api_error(lambda: client.views_update(view_id=view["id"], view=too_long)).response
+    assert "/view/private_metadata" in error["response_metadata"]["messages"][0]
+    assert client.views_update(view_id=view["id"], view={**MODAL, "private_metadata": "m" * 3000})["ok"]
+
+
 # ---------------------------------------------------------------- helpers
 
 

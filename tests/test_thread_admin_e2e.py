@@ -163,12 +163,12 @@ def test_settings_modal_shows_and_edits_metadata(
 
     ok = sender.send_form({"payload": settings_submission(ref, "topic=new plan\n\nowner = Ann\n")})
     assert ok.status == 200 and "errors" not in ok.body
-    # Saved after the ack, and the user is told.
+    # Saved after the ack, and the user is told. A value is everything after the "=", spaces included.
     slack.wait_for(lambda: any("Saved this thread's settings" in e.text for e in slack.ephemerals(DM, ALICE)))
     assert openai_fake.conversation(dm_thread)["metadata"] == {
         **BOT_META,
         "topic": "new plan",
-        "owner": "Ann",
+        "owner": " Ann",
     }
 
     bad = sender.send_form({"payload": settings_submission(ref, "topic=" + "x" * 600)})

@@ -1,50 +1,100 @@
 """Pure functions that read Slack event payloads into `bot.models` (no I/O).
 
-Like Bolt's own request predicates, these take plain dicts so they can be tested without a server.
+Like Bolt's own request predicates, these take plain dicts so they can be tested without a server. They are
+total: any JSON value in any field gives a result or None, never an exception. A field of the wrong type is
+left out (its default used) with a short warning naming the field, never its value; a malformed file entry
+is skipped, not the message.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import ValidationError
 
 from bot.models import CommandRequest, IncomingMessage, MessageAction, SharedFile, UserContext, Workspace
+
+log = logging.getLogger(__name__)
 
 # Message subtypes that are still a person talking to the bot; every other subtype (edits, deletions,
 # joins, bot messages...) is ignored.
 _ANSWERABLE_SUBTYPES = frozenset({None, "file_share", "thread_broadcast"})
 
 _CHANNEL_TYPES = frozenset({"channel", "group", "im", "mpim", "app_home"})
+_EMPTY: Mapping[str, Any] = {}
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else _EMPTY
+
+
+def _text(container: Mapping[str, Any], key: str, where: str) -> str | None:
+    """A string field: None when absent, null or empty; a value of another type is dropped, with a warning."""
+    value = container.get(key)
+    if value is None or isinstance(value, str):
+        return value or None
+    log.warning("ignored %s.%s of type %s", where, key, type(value).__name__)
+    return None
 
 
 def parse_files(event: Mapping[str, Any]) -> list[SharedFile]:
-    """The files a message event carries (a `file_share` message, or a mention with files)."""
+    """The files a message event carries (a `file_share` message, or a mention with files). An entry that
+    is not a file object (no string id, or fields pydantic can't read) is skipped with a warning."""
     raw = event.get("files")
-    if not isinstance(raw, list):
+    if raw is None:
         return []
-    files = [SharedFile.model_validate(f) for f in raw if isinstance(f, Mapping) and f.get("id")]
-    # A deleted file stays in the message as a tombstone: nothing to read.
-    return [f for f in files if f.mode != "tombstone"]
+    if not isinstance(raw, list):
+        log.warning("ignored event.files of type %s", type(raw).__name__)
+        return []
+    files: list[SharedFile] = []
+    for number, entry in enumerate(raw):
+        file = _shared_file(entry)
+        if file is None:
+            log.warning("skipped malformed file entry %d of %d", number + 1, len(raw))
+        elif file.mode != "tombstone":  # a deleted file stays in the message as a tombstone: nothing to read
+            files.append(file)
+    return files
+
+
+def _shared_file(entry: object) -> SharedFile | None:
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("id"), str) or not entry["id"]:
+        return None
+    try:
+        return SharedFile.model_validate(entry)
+    except ValidationError:
+        return None
 
 
 def workspace_of(body: Mapping[str, Any], context: Mapping[str, Any]) -> Workspace | None:
+    """The workspace a request comes from. The first id present decides: one of the wrong type makes the
+    request unreadable (None) rather than letting a later field pick another workspace."""
     team = body.get("team")
     team_id = (
         context.get("team_id")
         or body.get("team_id")
         or (team.get("id") if isinstance(team, Mapping) else None)
     )
-    if not team_id:
+    enterprise_id = context.get("enterprise_id") or body.get("enterprise_id") or None
+    if not isinstance(team_id, str) or not team_id:
+        if team_id:
+            log.warning("ignored a request whose team id is of type %s", type(team_id).__name__)
         return None
-    return Workspace(team_id=team_id, enterprise_id=context.get("enterprise_id") or body.get("enterprise_id"))
+    if enterprise_id is not None and not isinstance(enterprise_id, str):
+        log.warning("ignored a request whose enterprise id is of type %s", type(enterprise_id).__name__)
+        return None
+    return Workspace(team_id=team_id, enterprise_id=enterprise_id)
 
 
-def _channel_type(event: Mapping[str, Any]) -> str:
+def _channel_type(
+    event: Mapping[str, Any], channel: str
+) -> Literal["channel", "group", "im", "mpim", "app_home"]:
     kind = event.get("channel_type")
-    if kind in _CHANNEL_TYPES:
-        return str(kind)
-    channel = str(event.get("channel", ""))
+    if isinstance(kind, str) and kind in _CHANNEL_TYPES:
+        return kind  # type: ignore[return-value]
     # app_mention carries no channel_type; the id's first letter tells DMs (D) from channels.
     return "im" if channel.startswith("D") else "channel"
 
@@ -53,31 +103,33 @@ def parse_user_message(
     body: Mapping[str, Any], context: Mapping[str, Any], *, source: str
 ) -> IncomingMessage | None:
     """The message a person sent, or None when it is not one the bot should answer."""
-    event = body.get("event") or {}
-    if event.get("subtype") not in _ANSWERABLE_SUBTYPES:
+    event = _mapping(body.get("event"))
+    subtype = event.get("subtype")
+    if not (subtype is None or isinstance(subtype, str)) or subtype not in _ANSWERABLE_SUBTYPES:
         return None
     if event.get("bot_id") or event.get("bot_profile"):
         return None
-    user = event.get("user")
+    user = _text(event, "user", "event")
     bot_user_id = context.get("bot_user_id")
     if not user or user == bot_user_id:
         return None
-    channel, ts = event.get("channel"), event.get("ts")
+    channel, ts = _text(event, "channel", "event"), _text(event, "ts", "event")
     workspace = workspace_of(body, context)
     if not channel or not ts or workspace is None:
         return None
-    raw_text = str(event.get("text") or "")
+    raw_text = _text(event, "text", "event") or ""
+    mentioned = isinstance(bot_user_id, str) and bool(bot_user_id) and f"<@{bot_user_id}>" in raw_text
     return IncomingMessage(
         workspace=workspace,
-        event_id=body.get("event_id"),
+        event_id=_text(body, "event_id", "body"),
         source="mention" if source == "mention" else "message",
         channel=channel,
-        channel_type=_channel_type(event),  # type: ignore[arg-type]
+        channel_type=_channel_type(event, channel),
         user=user,
         text=clean_text(raw_text, bot_user_id),
-        ts=str(ts),
-        thread_ts=event.get("thread_ts"),
-        mentions_bot=source == "mention" or (bool(bot_user_id) and f"<@{bot_user_id}>" in raw_text),
+        ts=ts,
+        thread_ts=_text(event, "thread_ts", "event"),
+        mentions_bot=source == "mention" or mentioned,
         files=parse_files(event),
         external=sender_is_external(body, context),
     )
@@ -85,31 +137,48 @@ def parse_user_message(
 
 def parse_command_request(body: Mapping[str, Any], context: Mapping[str, Any]) -> CommandRequest | None:
     workspace = workspace_of(body, context)
-    if workspace is None or not body.get("channel_id") or not body.get("user_id"):
+    channel, user = _text(body, "channel_id", "command"), _text(body, "user_id", "command")
+    if workspace is None or not channel or not user:
         return None
     return CommandRequest(
         workspace=workspace,
-        channel=str(body["channel_id"]),
-        user=str(body["user_id"]),
-        text=str(body.get("text") or ""),
+        channel=channel,
+        user=user,
+        text=_text(body, "text", "command") or "",
         external=sender_is_external(body, context),
     )
 
 
+def trigger_id_of(body: Mapping[str, Any]) -> str:
+    """The interaction's trigger_id ("" when missing: views.open then answers an error, which is logged)."""
+    return _text(body, "trigger_id", "interaction") or ""
+
+
+def _actor(body: Mapping[str, Any]) -> str | None:
+    """The user who clicked or submitted (`user.id` of an interaction payload)."""
+    return _text(_mapping(body.get("user")), "id", "user")
+
+
+def parse_actor(body: Mapping[str, Any], context: Mapping[str, Any]) -> tuple[Workspace, str] | None:
+    """(workspace, user) of a block action (an App Home button)."""
+    workspace, user = workspace_of(body, context), _actor(body)
+    return (workspace, user) if workspace is not None and user else None
+
+
 def parse_message_action(body: Mapping[str, Any], context: Mapping[str, Any]) -> MessageAction | None:
     workspace = workspace_of(body, context)
-    channel = (body.get("channel") or {}).get("id")
-    user = (body.get("user") or {}).get("id")
-    message = body.get("message") or {}
-    ts = message.get("ts") or body.get("message_ts")
+    channel = _text(_mapping(body.get("channel")), "id", "channel")
+    user = _actor(body)
+    message = _mapping(body.get("message"))
+    ts = _text(message, "ts", "message") or _text(body, "message_ts", "shortcut")
     if workspace is None or not channel or not user or not ts:
         return None
     return MessageAction(
         workspace=workspace,
         channel=channel,
         user=user,
-        message_ts=str(ts),
-        thread_ts=message.get("thread_ts"),
+        message_ts=ts,
+        thread_ts=_text(message, "thread_ts", "message"),
         external=sender_is_external(body, context),
     )
 
@@ -117,24 +186,130 @@ def parse_message_action(body: Mapping[str, Any], context: Mapping[str, Any]) ->
 def parse_view_submission(
     body: Mapping[str, Any], context: Mapping[str, Any], *, block_id: str, action_id: str
 ) -> tuple[Workspace, str, str, str] | None:
-    """(workspace, user, private_metadata, text of one input) from a view_submission payload."""
-    workspace = workspace_of(body, context)
-    user = (body.get("user") or {}).get("id")
-    view = body.get("view") or {}
+    """(workspace, user, private_metadata, text of one input) from a view_submission payload; None when
+    it can't be read (an input value that is not text is never taken for an empty box)."""
+    workspace, user = workspace_of(body, context), _actor(body)
+    view = _mapping(body.get("view"))
     if workspace is None or not user:
         return None
-    value = (((view.get("state") or {}).get("values") or {}).get(block_id) or {}).get(action_id) or {}
-    return workspace, str(user), str(view.get("private_metadata") or ""), str(value.get("value") or "")
+    values = _mapping(_mapping(view.get("state")).get("values"))
+    element = _mapping(_mapping(values.get(block_id)).get(action_id))
+    value = element.get("value")
+    if value is not None and not isinstance(value, str):
+        log.warning("ignored a view submission whose input value is of type %s", type(value).__name__)
+        return None
+    return workspace, user, _text(view, "private_metadata", "view") or "", value or ""
 
 
 def parse_context(event: Mapping[str, Any]) -> UserContext:
-    entities = (event.get("context") or {}).get("entities") or []
+    entities = _mapping(event.get("context")).get("entities")
     channels = [
-        str(e["value"])
-        for e in entities
-        if isinstance(e, Mapping) and e.get("type") == "slack#/types/channel_id" and e.get("value")
+        e["value"]
+        for e in (entities if isinstance(entities, list) else [])
+        if isinstance(e, Mapping)
+        and e.get("type") == "slack#/types/channel_id"
+        and isinstance(e.get("value"), str)
+        and e["value"]
     ]
     return UserContext(channel_ids=channels[:10])
+
+
+def parse_context_changed(
+    body: Mapping[str, Any], context: Mapping[str, Any]
+) -> tuple[Workspace, str, UserContext] | None:
+    """(workspace, user, what they look at) from an `app_context_changed` event."""
+    event = _mapping(body.get("event"))
+    workspace = workspace_of(body, context)
+    user = _text(event, "user", "event") or _text(context, "user_id", "context")
+    if workspace is None or not user:
+        return None
+    return workspace, user, parse_context(event)
+
+
+@dataclass(frozen=True)
+class HomeOpened:
+    """An `app_home_opened` event: which tab, in which DM channel, by whom."""
+
+    tab: str | None
+    channel: str | None
+    user: str | None
+    workspace: Workspace | None
+
+
+def parse_home_opened(body: Mapping[str, Any], context: Mapping[str, Any]) -> HomeOpened:
+    event = _mapping(body.get("event"))
+    return HomeOpened(
+        tab=_text(event, "tab", "event"),
+        channel=_text(event, "channel", "event"),
+        user=_text(event, "user", "event"),
+        workspace=workspace_of(body, context),
+    )
+
+
+_ENVELOPE_IDS = ("team", "enterprise", "user", "channel")
+_ENVELOPE_OBJECTS = ("event", "view", "message", "previous_message", "item", "assistant_thread", "container")
+_ENVELOPE_LISTS = ("authorizations", "response_urls")
+_ENVELOPE_NAMES = ("type", "command", "callback_id")
+# Slack's longest names: a callback_id "Maximum length of 255 characters" (views, shortcuts).
+_MAX_NAME_CHARS = 255
+
+
+def envelope_problem(body: object, *, depth: int = 0) -> str | None:
+    """What makes a payload's envelope unreadable, or None: the containers Slack documents (and Bolt's
+    request parsing and listener matching index without checking) must have their documented types, and
+    the names listeners are matched on must be short text. Other scalars are not checked here: the parse_*
+    functions above drop those of the wrong type."""
+    if not isinstance(body, Mapping):
+        return f"a {type(body).__name__}, not an object"
+    for key in _ENVELOPE_IDS:
+        if not isinstance(body.get(key), str | Mapping | None):
+            return f"{key} is a {type(body[key]).__name__}"
+    for key in _ENVELOPE_OBJECTS:  # absent or an object (Bolt reads `body.get("event", {}).get(...)`)
+        if key in body and not isinstance(body[key], Mapping):
+            return f"{key} is a {type(body[key]).__name__}"
+    for key in _ENVELOPE_LISTS:
+        value = body.get(key)
+        if key in body and not (isinstance(value, list) and all(isinstance(v, Mapping) for v in value)):
+            return f"{key} is not a list of objects"
+    if not isinstance(body.get("response_url"), str | None):
+        return "response_url is not text"
+    for key in _ENVELOPE_NAMES:  # what Bolt matches listeners on (and logs when none matches)
+        name = body.get(key)
+        if not (name is None or (isinstance(name, str) and len(name) <= _MAX_NAME_CHARS)):
+            return f"{key} is not a name"
+    actions = body.get("actions")
+    if "actions" in body and not (
+        isinstance(actions, list)
+        and actions
+        and all(isinstance(a, Mapping) and isinstance(a.get("action_id"), str) for a in actions)
+    ):
+        return "actions is not a list of actions"
+    if depth == 0 and (problem := _bolt_shape_problem(body)) is not None:
+        return problem
+    if depth == 0:
+        # Bolt reads ids and names from the event, the first authorization, the message and the view the
+        # same way.
+        for key in ("event", "message", "previous_message", "item", "assistant_thread", "view"):
+            if (problem := envelope_problem(body.get(key) or {}, depth=1)) is not None:
+                return f"{key}: {problem}"
+        authorizations = body.get("authorizations") or [{}]
+        if (problem := envelope_problem(authorizations[0], depth=1)) is not None:
+            return f"authorizations: {problem}"
+    return None
+
+
+def _bolt_shape_problem(body: Mapping[str, Any]) -> str | None:
+    """Fields Bolt's listener matching takes for granted once a payload has a given type (Slack always
+    sends them): every payload is matched against every listener kind, workflow steps included."""
+    kind, view = body.get("type"), body.get("view")
+    if isinstance(view, Mapping) and "type" not in view:
+        return "view has no type"
+    step_view = isinstance(view, Mapping) and view.get("type") == "workflow_step"
+    if (kind == "workflow_step_edit" or step_view) and "workflow_step" not in body:
+        return "workflow_step is missing"
+    if kind in ("block_actions", "interactive_message") and "actions" not in body:
+        return "actions is missing"
+    return None
 
 
 _LINK = re.compile(r"<([^<>|]+)(?:\|([^<>]*))?>")

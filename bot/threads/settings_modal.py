@@ -24,8 +24,9 @@ from bot.threads.metadata import (
     MAX_KEY_CHARS,
     MAX_PAIRS,
     MAX_VALUE_CHARS,
-    MetadataError,
     apply_replace,
+    format_lines,
+    parse_lines,
     user_part,
 )
 from bot.threads.spending import Spending
@@ -38,6 +39,20 @@ NOT_OPENED = "Sorry, I couldn't open the settings. Please try again."
 SAVED = "Saved this thread's settings."
 META_BLOCK = "meta_block"
 META_INPUT = "meta_lines"
+# Slack's plain_text_input takes max_length from 1 to 3000 (docs.slack.dev/reference/block-kit/
+# block-elements/plain-text-input-element); a modal's private_metadata holds at most 3000 characters
+# (docs.slack.dev/reference/views/modal-views). Twelve pairs at their limits (64 + 1 + 512 characters each,
+# more when quoted) can be longer than the box: such metadata is edited with `meta set` / `meta unset`.
+TEXT_MAX_CHARS = 3000
+PRIVATE_METADATA_MAX_CHARS = 3000
+FOREIGN = "These settings belong to someone else."
+UNREADABLE = (
+    "I couldn't tell which thread these settings are for. Please close this and open Thread settings again."
+)
+TOO_LONG_TO_EDIT = (
+    "This thread's metadata is {length} characters as text, more than a Slack text box holds ({limit}). "
+    "Change it with `meta set` and `meta unset` (see `/assistant help`)."
+)
 
 View = dict[str, Any]
 
@@ -57,11 +72,32 @@ class SettingsRef:
 
     @classmethod
     def load(cls, raw: str) -> SettingsRef | None:
-        try:
-            team, enterprise, thread, channel, user = json.loads(raw)
-        except (ValueError, TypeError):
+        """The ref a modal carried, or None when it is not one this bot wrote (forged, cut or stale)."""
+        if len(raw) > PRIVATE_METADATA_MAX_CHARS:
             return None
-        return cls(str(team), enterprise, str(thread), str(channel), str(user))
+        try:
+            fields = json.loads(raw)
+        except (ValueError, RecursionError):
+            return None
+        if not isinstance(fields, list) or len(fields) != 5:
+            return None
+        team, enterprise, thread, channel, user = fields
+        if not all(isinstance(v, str) and v for v in (team, thread, channel, user)):
+            return None
+        if enterprise is not None and not (isinstance(enterprise, str) and enterprise):
+            return None
+        ref = cls(team, enterprise, thread, channel, user)
+        return ref if ref.consistent else None
+
+    @property
+    def consistent(self) -> bool:
+        """The thread is one the modal could have been opened on: a channel thread from its own channel,
+        a DM thread by its owner in a DM."""
+        if self.thread.startswith("u:"):
+            return self.thread == f"u:{self.user}" and self.channel.startswith("D")
+        kind, _, rest = self.thread.partition(":")
+        channel, _, ts = rest.partition(":")
+        return kind == "c" and channel == self.channel and bool(ts)
 
     @property
     def workspace(self) -> Workspace:
@@ -141,6 +177,12 @@ class ThreadSettings:
             return
         keys = target.workspace
         ref = SettingsRef(keys.team_id, keys.enterprise_id, target.thread, target.channel, target.user)
+        editable = format_lines(user_part(metadata))
+        if len(editable) > TEXT_MAX_CHARS:
+            await self._show(
+                view_id, notice_view(TOO_LONG_TO_EDIT.format(length=len(editable), limit=TEXT_MAX_CHARS))
+            )
+            return
         await self._show(view_id, settings_modal(ref, conversation_id, metadata))
 
     async def _show(self, view_id: str, view: View) -> None:
@@ -156,9 +198,16 @@ class ThreadSettings:
         if self._guests.refuses(external):
             return GUEST_NOTICE
         ref = SettingsRef.load(private_metadata)
+        if ref is None:
+            log.warning(
+                "settings submitted with unreadable private_metadata (%d characters)", len(private_metadata)
+            )
+            return UNREADABLE
         # The modal belongs to whoever opened it, in that workspace.
-        if ref is None or ref.user != user or ref.workspace != workspace:
-            return "These settings belong to someone else."
+        if ref.user != user or ref.workspace != workspace:
+            return FOREIGN
+        if len(text) > TEXT_MAX_CHARS:  # Slack's max_length keeps a real submission within it
+            return f"That is {len(text)} characters; the box holds {TEXT_MAX_CHARS}."
         try:
             # Against the most the bot's own keys can take, so the save after the ack fits.
             apply_replace(dict.fromkeys(BOT_KEYS, ""), parse_lines(text))
@@ -202,11 +251,12 @@ def _text(text: str) -> dict[str, Any]:
 
 def settings_modal(ref: SettingsRef, conversation_id: str, metadata: Mapping[str, str]) -> View:
     bot_lines = [f"`{k}`: {escape_mrkdwn(metadata.get(k) or '—')}" for k in BOT_KEYS if k in metadata]
-    editable = "\n".join(f"{k}={v}" for k, v in user_part(metadata).items())
+    editable = format_lines(user_part(metadata))
     element: dict[str, Any] = {
         "type": "plain_text_input",
         "action_id": META_INPUT,
         "multiline": True,
+        "max_length": TEXT_MAX_CHARS,
         "placeholder": {"type": "plain_text", "text": "topic=Q3 planning"},
     }
     if editable:
@@ -229,29 +279,14 @@ def settings_modal(ref: SettingsRef, conversation_id: str, metadata: Mapping[str
                 "hint": {
                     "type": "plain_text",
                     "text": f"Up to {MAX_PAIRS - len(BOT_KEYS)} pairs; keys up to {MAX_KEY_CHARS} "
-                    f"characters, values up to {MAX_VALUE_CHARS}.",
+                    f"characters, values up to {MAX_VALUE_CHARS}. A value is everything after the = "
+                    "and is kept exactly, spaces included; for line breaks write it in double quotes "
+                    'with \\n: note="line 1\\nline 2".',
                 },
                 "element": element,
             },
         ],
     }
-
-
-def parse_lines(text: str) -> dict[str, str]:
-    """The modal's text box: one KEY=VALUE per line (values keep their spaces; blank lines are skipped)."""
-    pairs: dict[str, str] = {}
-    problems = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        key, sep, value = line.partition("=")
-        if not sep or not key.strip():
-            problems.append(f"Line {number} is not KEY=VALUE.")
-            continue
-        pairs[key.strip()] = value.strip()
-    if problems:
-        raise MetadataError(problems)
-    return pairs
 
 
 def loading_view() -> View:

@@ -26,7 +26,8 @@ As strict as Slack, by default: every method has its documented rate limit (toke
 per channel for chat.postMessage and assistant.threads.setStatus; HTTP 429 + Retry-After, no effect; read
 them with ``rate_limited()``, tune them with ``set_rate_limits``/``set_rate_limit``); streams close
 STREAM_LIFETIME after they start; views.open/views.push take only a trigger_id the fake minted
-(``new_trigger_id``) or was told about (``register_trigger_id``), once, within 3 s; an ephemeral posted into a
+(``new_trigger_id``) or was told about (``register_trigger_id``), once, within 3 s; views.* refuse a view
+over Block Kit's limits (private_metadata, input blocks, plain_text_input lengths); an ephemeral posted into a
 thread with no replies is accepted but marked invisible, and ``ephemerals()`` leaves it out. ``advance_clock``
 moves the fake's clock for all of these.
 """
@@ -82,6 +83,19 @@ STREAM_LIFETIME = 300.0
 # error codes (expired_trigger_id, exchanged_trigger_id, invalid_trigger_id) are from the views.open and
 # views.push references (slack-ruby/slack-api-ref methods/views/views.open.json, views.push.json).
 TRIGGER_TTL = 3.0
+
+# Views (docs.slack.dev/reference/views/modal-views): "private_metadata ... Max length of 3000 characters".
+PRIVATE_METADATA_LIMIT = 3000
+# Input block (docs.slack.dev/reference/block-kit/blocks/input-block): label and hint text "Maximum length
+# for the text in this field is 2000 characters"; block_id "Maximum length for this field is 255".
+INPUT_LABEL_LIMIT = 2000
+BLOCK_ID_LIMIT = 255
+# plain_text_input (docs.slack.dev/reference/block-kit/block-elements/plain-text-input-element): action_id at
+# most 255 characters; placeholder text at most 150; min_length "between 0 and 3000, inclusive"; max_length
+# "between 1 and 3000, inclusive".
+ACTION_ID_LIMIT = 255
+PLACEHOLDER_LIMIT = 150
+TEXT_INPUT_LIMIT = 3000
 
 
 # ---------------------------------------------------------------- rate limits
@@ -354,6 +368,67 @@ class SlackError(Exception):
         super().__init__(error)
         self.error = error
         self.extra = extra
+
+
+def _too_long(text: object, limit: int) -> bool:
+    return isinstance(text, str) and len(text) > limit
+
+
+def _text_of(obj: object) -> object:
+    return obj.get("text") if isinstance(obj, dict) else None
+
+
+def _over(limit: int, pointer: str) -> str:
+    return f"[ERROR] must be less than {limit + 1} characters [json-pointer:{pointer}]"
+
+
+def _view_problems(view: JsonDict) -> list[str]:
+    """The Block Kit limits a view breaks (private_metadata, input blocks, plain_text_input elements)."""
+    problems: list[str] = []
+    if _too_long(view.get("private_metadata"), PRIVATE_METADATA_LIMIT):
+        problems.append(_over(PRIVATE_METADATA_LIMIT, "/view/private_metadata"))
+    blocks = view.get("blocks")
+    for i, block in enumerate(blocks if isinstance(blocks, list) else []):
+        if not isinstance(block, dict):
+            continue
+        at = f"/view/blocks/{i}"
+        if _too_long(block.get("block_id"), BLOCK_ID_LIMIT):
+            problems.append(_over(BLOCK_ID_LIMIT, f"{at}/block_id"))
+        if block.get("type") == "input":
+            for field in ("label", "hint"):
+                if _too_long(_text_of(block.get(field)), INPUT_LABEL_LIMIT):
+                    problems.append(_over(INPUT_LABEL_LIMIT, f"{at}/{field}/text"))
+        element = block.get("element")
+        if isinstance(element, dict) and element.get("type") == "plain_text_input":
+            problems += _text_input_problems(element, f"{at}/element")
+    return problems
+
+
+def _text_input_problems(element: JsonDict, at: str) -> list[str]:
+    problems: list[str] = []
+    if _too_long(element.get("action_id"), ACTION_ID_LIMIT):
+        problems.append(_over(ACTION_ID_LIMIT, f"{at}/action_id"))
+    if _too_long(_text_of(element.get("placeholder")), PLACEHOLDER_LIMIT):
+        problems.append(_over(PLACEHOLDER_LIMIT, f"{at}/placeholder/text"))
+    low, high = element.get("min_length"), element.get("max_length")
+    for name, value, least in (("min_length", low, 0), ("max_length", high, 1)):
+        if value is not None and not (
+            isinstance(value, int) and not isinstance(value, bool) and least <= value <= TEXT_INPUT_LIMIT
+        ):
+            problems.append(
+                f"[ERROR] must be between {least} and {TEXT_INPUT_LIMIT} [json-pointer:{at}/{name}]"
+            )
+    # Not in the field table, the fake's choice: a box whose bounds contradict each other, or whose
+    # initial_value is longer than it accepts (the user could never submit it unchanged), is refused.
+    if isinstance(low, int) and isinstance(high, int) and low > high:
+        problems.append(f"[ERROR] min_length must not exceed max_length [json-pointer:{at}/min_length]")
+    initial = element.get("initial_value")
+    if initial is not None and not isinstance(initial, str):
+        problems.append(f"[ERROR] expected a string [json-pointer:{at}/initial_value]")
+    most = high if isinstance(high, int) and not isinstance(high, bool) else TEXT_INPUT_LIMIT
+    if _too_long(initial, most):
+        problems.append(_over(most, f"{at}/initial_value"))
+    return problems
 
 
 def _missing(name: str) -> SlackError:
@@ -741,9 +816,10 @@ class FakeSlack:
         """Note what an Events API event shows: a user's message or mention becomes a user_message()."""
         if event.get("type") not in ("message", "app_mention") or event.get("subtype"):
             return
-        channel, ts = event.get("channel"), event.get("ts")
+        channel, ts, thread_ts = event.get("channel"), event.get("ts"), event.get("thread_ts")
         if isinstance(channel, str) and isinstance(ts, str):
-            self.user_message(channel, ts, thread_ts=event.get("thread_ts"))
+            # A malformed thread_ts (tests send odd payloads) is no thread Slack would know.
+            self.user_message(channel, ts, thread_ts=thread_ts if isinstance(thread_ts, str) else None)
 
     def set_user(self, user_id: str, **fields: Any) -> None:
         """Override fields of the users.info object (deep-merged, e.g. ``tz=..., profile={...}``)."""
@@ -1639,6 +1715,11 @@ class FakeSlack:
             raise _missing("view")
         if not isinstance(view, dict) or not isinstance(view.get("type"), str):
             raise SlackError("invalid_arguments")
+        problems = _view_problems(view)
+        if problems:
+            # Slack's answer to a view that breaks a Block Kit rule: invalid_arguments, one message per
+            # problem with a JSON pointer (the wording of each message is the fake's own).
+            raise SlackError("invalid_arguments", response_metadata={"messages": problems})
         return view
 
     def _store_view(self, view_id: str, view: JsonDict) -> JsonDict:
