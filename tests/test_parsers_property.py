@@ -405,7 +405,7 @@ def test_every_command_text_is_parsed_or_explained(text: str, dm: bool) -> None:
     request = CommandRequest(
         workspace=Workspace(team_id=TEAM), channel=DM if dm else CHANNEL, user=ALICE, text=text
     )
-    now = Intake.answer_now(request)
+    now = Intake.answer_from_text(request)
     assert (now is None and dm) or (isinstance(now, str) and now)
 
 

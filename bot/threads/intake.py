@@ -108,6 +108,11 @@ class Intake:
         the ack."""
         if self._guests.refuses(req.external):
             return GUEST_NOTICE
+        return self.answer_from_text(req)
+
+    @staticmethod
+    def answer_from_text(req: CommandRequest) -> str | None:
+        """`answer_now` for a sender the bot serves: what the command's text alone answers, or None."""
         try:
             parsed = parse_command(req.text)
         except UnknownCommand as exc:

@@ -191,12 +191,9 @@ class ThreadSettings:
         except SLACK_CALL_ERRORS as exc:
             log.warning("views.update failed: %s", slack_error(exc))
 
-    def check(
-        self, workspace: Workspace, user: str, private_metadata: str, text: str, *, external: bool = False
-    ) -> str | None:
+    @staticmethod
+    def check(workspace: Workspace, user: str, private_metadata: str, text: str) -> str | None:
         """The submitted modal, checked without I/O: the problem to show under the text box, or None."""
-        if self._guests.refuses(external):
-            return GUEST_NOTICE
         ref = SettingsRef.load(private_metadata)
         if ref is None:
             log.warning(
@@ -219,8 +216,11 @@ class ThreadSettings:
         self, workspace: Workspace, user: str, private_metadata: str, text: str, *, external: bool = False
     ) -> str | None:
         """A submitted modal, before the ack: `check`, then the save's spend-limit token (a mistake costs
-        nothing). The problem to show under the text box, or None: `save` it after the ack."""
-        problem = self.check(workspace, user, private_metadata, text, external=external)
+        nothing; a Slack Connect guest the configuration does not serve is told so). The problem to show
+        under the text box, or None: `save` it after the ack."""
+        if self._guests.refuses(external):
+            return GUEST_NOTICE
+        problem = self.check(workspace, user, private_metadata, text)
         if problem is not None:
             return problem
         try:
