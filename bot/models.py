@@ -102,6 +102,9 @@ class IncomingMessage(BaseModel):
     files: list[SharedFile] = Field(default_factory=list)  # shared with the message (issue 3)
     # Sent by someone outside the installing organization (Slack Connect): see `sender_is_external`.
     external: bool = False
+    # The sender's own workspace when it is not the installing one (a guest's `user_team`): a streamed
+    # answer names the team of the user it is for (chat.startStream `recipient_team_id`).
+    user_team: str | None = None
 
     @property
     def is_dm(self) -> bool:
@@ -145,6 +148,7 @@ class Turn(BaseModel):
     # A Slack Connect guest's turn (ALLOW_EXTERNAL_USERS): no shared knowledge, no workspace-reading tools.
     # Stored with the queued turn, so whichever replica runs it applies the same limits.
     external: bool = False
+    user_team: str | None = None  # the sender's own workspace, when not the installing one
 
     @property
     def id(self) -> str:

@@ -167,6 +167,9 @@ def test_allowed_guests_are_answered_without_knowledge_or_workspace_tools_on_any
     assert guest_request["file_search"] is None and knowledge not in json.dumps(guest_request["tools"])
     assert "another organization" in guest_request["instructions"]
     assert slack.ephemerals(SHARED, GUEST) == []
+    # The streamed answer names the guest's own team as its recipient's (chat.startStream).
+    [guest_start] = [c.args for c in slack.calls_to("chat.startStream") if c.args["thread_ts"] == asked["ts"]]
+    assert (guest_start["recipient_user_id"], guest_start["recipient_team_id"]) == (GUEST, PARTNER)
 
     # A host member in the same channel, same processes: everything.
     host = host_mention("When does the office close?", user=BOB)
@@ -176,6 +179,8 @@ def test_allowed_guests_are_answered_without_knowledge_or_workspace_tools_on_any
     assert names(host_request["tools"]) == ["current_time", "slack_user_profile", "file_search"]
     assert host_request["file_search"] == {"vector_store_ids": [knowledge], "hits": ["handbook.pdf"]}
     assert "another organization" not in host_request["instructions"]
+    [host_start] = [c.args for c in slack.calls_to("chat.startStream") if c.args["thread_ts"] == host["ts"]]
+    assert host_start["recipient_team_id"] == TEAM
 
 
 def test_a_user_of_another_workspace_of_the_same_enterprise_org_is_served_normally(

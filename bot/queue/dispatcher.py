@@ -254,6 +254,7 @@ class Dispatcher:
             received_at=time.time(),
             files=msg.files,
             external=msg.external,
+            user_team=msg.user_team,
         )
         # Replies to a top-level DM land in a Slack thread under it; that thread continues the
         # user's own assistant thread.

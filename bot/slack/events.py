@@ -132,6 +132,7 @@ def parse_user_message(
         mentions_bot=source == "mention" or mentioned,
         files=parse_files(event),
         external=sender_is_external(body, context),
+        user_team=_guest_team(event, workspace),
     )
 
 
@@ -369,6 +370,13 @@ def sender_is_external(body: Mapping[str, Any], context: Mapping[str, Any]) -> b
     return not (
         host_org is not None and body.get("is_ext_shared_channel") is False and host_org in envelope_orgs
     )
+
+
+def _guest_team(event: Mapping[str, Any], workspace: Workspace) -> str | None:
+    """The sender's workspace (`user_team`) when it is another one than the installer's; enterprise ids
+    (an org, not a workspace) do not count."""
+    team = _text_or_none(event.get("user_team"))
+    return team if team is not None and team.startswith("T") and team != workspace.team_id else None
 
 
 def _text_or_none(value: object) -> str | None:

@@ -127,7 +127,8 @@ class TurnRunner:
             self._client,
             channel=turn.channel,
             thread_ts=turn.reply_thread_ts,
-            team_id=turn.workspace.team_id,
+            # The recipient's own team: a Slack Connect guest's, when the bot serves one.
+            team_id=turn.user_team or turn.workspace.team_id,
             user_id=turn.user,
             flush_seconds=self._settings.stream_flush_seconds,
             max_chars=self._settings.max_message_chars,
