@@ -105,6 +105,7 @@ class Bot:
             client=web_client,
             spending=spending,
             ephemeral=ephemeral,
+            guests=guests,
         )
         self.messages_tab = MessagesTab(settings.assistant_suggested_prompts, store, web_client)
         self._orphan_sweep: asyncio.Task[None] | None = None

@@ -138,7 +138,9 @@ def register(app: AsyncApp, bot: Bot) -> None:
         if actor is not None:
             workspace, user = actor
             request_id = trigger_id_of(body) or user
-            bot.later(bot.home.reset_dm_thread(workspace, user, request_id=request_id), name="home reset")
+            external = sender_is_external(body, context)
+            reset = bot.home.reset_dm_thread(workspace, user, request_id=request_id, external=external)
+            bot.later(reset, name="home reset")
 
     @app.action(HOME_SETTINGS_ACTION)
     async def on_home_settings(ack: AsyncAck, body: dict[str, Any], context: dict[str, Any]) -> None:
@@ -147,9 +149,11 @@ def register(app: AsyncApp, bot: Bot) -> None:
         if actor is not None:
             workspace, user = actor
             trigger_id = trigger_id_of(body)
-            bot.later(
-                bot.thread_settings.open_for_dm(workspace, user, trigger_id=trigger_id), name="settings"
+            external = sender_is_external(body, context)
+            opening = bot.thread_settings.open_for_dm(
+                workspace, user, trigger_id=trigger_id, external=external
             )
+            bot.later(opening, name="settings")
 
     @app.event("app_home_opened")
     async def on_home_opened(body: dict[str, Any], context: dict[str, Any]) -> None:

@@ -159,5 +159,17 @@ def test_a_file_named_like_a_mention_is_named_inert_in_notices(
     sender.send_event(event)
     slack.wait_for(lambda: bool(notices(slack, DM, event["ts"])))
     [notice] = notices(slack, DM, event["ts"])
-    assert "I can't read .&lt;!here&gt; files like `&lt;!channel&gt; setup.&lt;!here&gt;`." in notice
+    assert "I can't read files of that type like `&lt;!channel&gt; setup.&lt;!here&gt;`." in notice
+    assert slack.live_forms() == []
+    # A Markdown link hidden in the type (the name's "extension", cut at a look-alike full stop) is not
+    # shown as a link: the type is named only when it looks like one.
+    disguised = slack.add_file("report.[Sign in to Slack](https://slack-login\u3002example/x)", b"x")
+    event = share(DM, ALICE, "and this", [disguised])
+    sender.send_event(event)
+    slack.wait_for(lambda: bool(notices(slack, DM, event["ts"])))
+    [notice] = notices(slack, DM, event["ts"])
+    assert "I can't read files of that type like `report.[Sign in to Slack](https://" in notice
+    # The only link-shaped text is the name, inside a code span (where Markdown makes no link).
+    outside_code = notice.split("`")[0::2]
+    assert not any("](" in part for part in outside_code)
     assert slack.live_forms() == []

@@ -17,7 +17,16 @@ import redis
 from tests.conftest import BotFactory
 from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.slack_api import FakeSlack
-from tests.harness import TEAM, BotProcess, SlackSender, connect_user, mention, message, new_ts
+from tests.harness import (
+    TEAM,
+    BotProcess,
+    SlackSender,
+    connect_user,
+    mention,
+    message,
+    new_trigger_id,
+    new_ts,
+)
 from tests.test_bridge_e2e import ALICE, BOB, answers, user_texts
 from tests.test_commands_e2e import command, shortcut
 from tests.test_thread_admin_e2e import settings_submission
@@ -89,6 +98,12 @@ def test_an_external_users_mention_dm_and_thread_reply_run_no_model_and_they_are
     marker = host_mention("thanks!", thread_ts=root["ts"])
     sender.send_connect_event(marker, sender_team=TEAM)
     answers(slack, SHARED, root["ts"], count=2)
+    # Notices go out after the ack: wait for the three guests who get one.
+    slack.wait_for(
+        lambda: all(
+            notices_to(slack, c, u) for c, u in ((SHARED, GUEST), (SHARED, GUEST2), ("D0GUEST4", GUEST4))
+        )
+    )
 
     [(thread, text)] = notices_to(slack, SHARED, GUEST)  # one a minute, however many mentions
     assert thread is None and NOTICE in text
@@ -136,6 +151,22 @@ def test_a_guests_command_shortcuts_and_modal_get_the_notice_and_change_nothing(
         NOTICE in m.text for m in [*slack.ephemerals(SHARED, GUEST), *slack.ephemerals(SHARED, GUEST2)]
     )
     assert slack.views() == []  # no modal opened for the guest
+    # The App Home's settings button: the modal opens (Slack's 3 s trigger) and says the bot is not theirs.
+    home_button = {
+        "type": "block_actions",
+        "team": {"id": PARTNER, "domain": "partner"},
+        "user": {"id": GUEST4, "team_id": PARTNER},
+        "trigger_id": new_trigger_id(),
+        "api_app_id": "A0APP",
+        "container": {"type": "view", "view_id": "V0HOME"},
+        "view": {"id": "V0HOME", "type": "home"},
+        "actions": [
+            {"action_id": "home_dm_thread_settings", "block_id": "b", "type": "button", "action_ts": "1.2"}
+        ],
+    }
+    assert sender.send_form({"payload": json.dumps(home_button)}).status == 200
+    slack.wait_for(lambda: any(NOTICE in json.dumps(v) for v in slack.views()))
+    assert "topic" not in json.dumps(slack.views())
     # The thread is untouched: same conversation, no reset, no metadata written, no model run.
     marker = host_mention("And the launch day?", thread_ts=root["ts"])
     sender.send_connect_event(marker, sender_team=TEAM)

@@ -87,6 +87,19 @@ def test_files_are_read_from_events_including_slack_connect_stubs() -> None:
     assert msg is not None and [f.name for f in msg.files] == ["a.pdf"]
 
 
+def test_split_point_never_starts_a_message_with_a_link_reference_definition() -> None:
+    # Mid-line, "[1]: url" is text; at the top of the next message it would define where every [1]
+    # marker of that message links. The cut goes to the word break before it instead.
+    text = "See the note " + "x" * 20 + " [1]: https://evil.example/ref and more words after it"
+    for room in range(20, len(text)):
+        rest = text[split_point(text, room) :]
+        assert not rest.lstrip(" ").startswith("[1]:"), room
+    assert split_point(text, 37) != len("See the note " + "x" * 20 + " ")  # the word break right before it
+    # With no other break in reach, the hard cut moves into the word before the bracket.
+    hard = "y" * 30 + "[1]: https://evil.example"
+    assert split_point(hard, 30) == 29 and hard[29:].startswith("y[1]:")
+
+
 def test_split_point_prefers_paragraphs_then_lines_then_words() -> None:
     assert split_point("short", 10) == 5
     assert split_point("aaaa bbbb\n\ncccc dddd", 16) == 11

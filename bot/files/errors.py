@@ -3,8 +3,13 @@ with the other files and the text, and the messages are shown together in the th
 
 from __future__ import annotations
 
+import re
+
 from bot.errors import BotError
 from bot.slack.inert import escape_angles
+
+# ".exe", "untyped", "externally hosted": a type worth naming; anything else came from an odd file name.
+_PLAIN_KIND = re.compile(r"\.[a-z0-9]{1,10}|[a-z ]{1,20}")
 
 
 def quoted(name: str) -> str:
@@ -47,8 +52,10 @@ class FileTypeRefused(FileProblem):
         super().__init__(name, f"type {kind!r} not accepted")
 
     def describe(self, name: str) -> str:
-        kind = escape_angles(self.kind)  # from the file's name
-        return f"I can't read {kind} files like {name}. I can read: {', '.join(self.accepted)}."
+        # The type comes from the file's name: named only when it looks like one, so no Markdown link,
+        # mention or look-alike text rides on it.
+        kind = f"{self.kind} files" if _PLAIN_KIND.fullmatch(self.kind) else "files of that type"
+        return f"I can't read {kind} like {name}. I can read: {', '.join(self.accepted)}."
 
 
 class FileHostRefused(FileProblem):

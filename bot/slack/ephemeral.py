@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.slack.client import slack_error
+from bot.slack.client import SLACK_CALL_ERRORS, slack_error
 
 log = logging.getLogger(__name__)
 
@@ -20,5 +19,5 @@ class Ephemeral:
         """An ephemeral message only `user` sees (a failure is logged, not raised)."""
         try:
             await self._client.chat_postEphemeral(channel=channel, user=user, text=text, thread_ts=thread_ts)
-        except SlackApiError as exc:
+        except SLACK_CALL_ERRORS as exc:  # Slack's refusal, or the network: the caller goes on either way
             log.warning("ephemeral answer not delivered: %s", slack_error(exc))

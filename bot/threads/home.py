@@ -17,6 +17,7 @@ from bot.slack.client import slack_error
 from bot.slack.ephemeral import Ephemeral
 from bot.slack.inert import escape_mrkdwn
 from bot.threads.admin import RESET_QUEUED, ThreadAdmin, slack_date, user_text
+from bot.threads.guests import Guests
 from bot.threads.spending import Spending
 from bot.threads.store import ThreadStore
 from bot.threads.targets import Targets, ThreadTarget
@@ -49,6 +50,7 @@ class AppHome:
         client: AsyncWebClient,
         spending: Spending,
         ephemeral: Ephemeral,
+        guests: Guests,
     ) -> None:
         self._model = model
         self._tool_names = tool_names
@@ -58,6 +60,7 @@ class AppHome:
         self._client = client
         self._spending = spending
         self._ephemeral = ephemeral
+        self._guests = guests
         self._workspace_url: str | None = None
 
     async def publish(self, workspace: Workspace, user: str) -> None:
@@ -74,11 +77,16 @@ class AppHome:
         except SlackApiError as exc:
             log.warning("views.publish failed: %s", slack_error(exc))
 
-    async def reset_dm_thread(self, workspace: Workspace, user: str, *, request_id: str) -> None:
+    async def reset_dm_thread(
+        self, workspace: Workspace, user: str, *, request_id: str, external: bool = False
+    ) -> None:
         """The reset button (it costs a spend-limit token): queue a reset of the user's DM thread, then show
-        the tab again. A refusal (over the limit, storage down) is told in the DM, to the user only."""
+        the tab again. A refusal (over the limit, storage down, a Slack Connect guest not served) is told
+        in the DM, to the user only."""
         target = await self._targets.of_dm(workspace, user)
-        if target is not None:
+        if target is not None and self._guests.refuses(external):
+            await self._guests.turn_away(workspace, target.channel, user, None)
+        elif target is not None:
             told = await user_text(self._paid_reset(target, request_id=request_id))
             if told != RESET_QUEUED:
                 await self._ephemeral.whisper(target.channel, user, told, None)

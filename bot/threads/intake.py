@@ -61,7 +61,11 @@ class Intake:
         notice only. Raises StoreUnavailable, with its user message.
         """
         if self._guests.refuses(msg.external):
-            await self._guests.turn_away_message(msg, require_known_thread=require_known_thread)
+            # Told after the ack (a Slack call must not hold it up past Slack's 3 seconds).
+            self._background.run(
+                self._guests.turn_away_message(msg, require_known_thread=require_known_thread),
+                name=f"guest notice {msg.channel}:{msg.ts}",
+            )
             return Submitted.IGNORED
         if msg.mentions_bot:
             try:

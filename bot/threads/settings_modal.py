@@ -143,10 +143,15 @@ class ThreadSettings:
             return
         await self._fill(view_id, target)
 
-    async def open_for_dm(self, workspace: Workspace, user: str, *, trigger_id: str) -> None:
+    async def open_for_dm(
+        self, workspace: Workspace, user: str, *, trigger_id: str, external: bool = False
+    ) -> None:
         """The App Home's settings button: the user's own DM thread."""
         view_id = await self._open_loading(trigger_id)
         if view_id is None:
+            return
+        if self._guests.refuses(external):
+            await self._show(view_id, notice_view(GUEST_NOTICE))
             return
         target = await self._targets.of_dm(workspace, user)
         if target is None:
