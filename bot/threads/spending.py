@@ -7,8 +7,9 @@ settings saves and App Home buttons pay `ACTION_COST` here, from the same bucket
 (`Intake.answer_now`, an unknown `@Assistant meta …`) need only the text and stay free.
 
 A refused message gets an ephemeral notice (in its thread when it is in one), at most one per person per
-window, and a paused thread one per thread; the rest are only logged. A refused command, shortcut or save
-is always answered: that answer goes to its sender alone, in reply to something they just did.
+window, and a paused thread one per thread; the rest are only logged (a command written after a mention
+is a message here). A refused slash command, shortcut, save or App Home button is always answered: that
+answer goes to its sender alone, in reply to something they just did.
 """
 
 from __future__ import annotations
