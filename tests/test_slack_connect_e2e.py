@@ -24,12 +24,11 @@ from tests.harness import (
     connect_user,
     mention,
     message,
-    new_trigger_id,
     new_ts,
 )
 from tests.test_bridge_e2e import ALICE, BOB, answers, user_texts
 from tests.test_commands_e2e import command, shortcut
-from tests.test_thread_admin_e2e import settings_submission
+from tests.test_thread_admin_e2e import home_button, settings_submission
 
 SHARED = "C0SHARED"  # a channel shared with another organization
 PARTNER = "T0PARTNER"  # a workspace of that organization
@@ -152,19 +151,8 @@ def test_a_guests_command_shortcuts_and_modal_get_the_notice_and_change_nothing(
     )
     assert slack.views() == []  # no modal opened for the guest
     # The App Home's settings button: the modal opens (Slack's 3 s trigger) and says the bot is not theirs.
-    home_button = {
-        "type": "block_actions",
-        "team": {"id": PARTNER, "domain": "partner"},
-        "user": {"id": GUEST4, "team_id": PARTNER},
-        "trigger_id": new_trigger_id(),
-        "api_app_id": "A0APP",
-        "container": {"type": "view", "view_id": "V0HOME"},
-        "view": {"id": "V0HOME", "type": "home"},
-        "actions": [
-            {"action_id": "home_dm_thread_settings", "block_id": "b", "type": "button", "action_ts": "1.2"}
-        ],
-    }
-    assert sender.send_form({"payload": json.dumps(home_button)}).status == 200
+    home_button_click = home_button("home_dm_thread_settings", user=GUEST4, team=PARTNER)
+    assert sender.send_form({"payload": json.dumps(home_button_click)}).status == 200
     slack.wait_for(lambda: any(NOTICE in json.dumps(v) for v in slack.views()))
     assert "topic" not in json.dumps(slack.views())
     # The thread is untouched: same conversation, no reset, no metadata written, no model run.

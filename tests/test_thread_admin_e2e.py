@@ -34,6 +34,20 @@ def dm_thread(slack: FakeSlack, openai_fake: FakeOpenAI, sender: SlackSender) ->
     return conv_id
 
 
+def home_button(action_id: str, *, user: str = ALICE, team: str = TEAM) -> dict:
+    """A click on one of the App Home's buttons, as Slack posts it (`block_actions` from the home view)."""
+    return {
+        "type": "block_actions",
+        "team": {"id": team, "domain": "acme"},
+        "user": {"id": user, "team_id": team},
+        "trigger_id": new_trigger_id(),
+        "api_app_id": "A0APP",
+        "container": {"type": "view", "view_id": "V0HOME"},
+        "view": {"id": "V0HOME", "type": "home"},
+        "actions": [{"action_id": action_id, "block_id": "b", "type": "button", "action_ts": new_ts()}],
+    }
+
+
 def test_meta_show_set_and_unset(dm_thread: str, openai_fake: FakeOpenAI, sender: SlackSender) -> None:
     shown = command(sender, "meta")
     assert f"`{dm_thread}`" in shown and "`slack_user`: U0ALICE _(set by the bot)_" in shown
@@ -197,19 +211,7 @@ def test_app_home_lists_threads_and_resets_the_dm_thread(
     assert link in text and "Your direct-message thread" in text
     assert text.index(link) < text.index("Your direct-message thread")  # newest first
 
-    action = {
-        "type": "block_actions",
-        "team": {"id": TEAM, "domain": "acme"},
-        "user": {"id": ALICE, "team_id": TEAM},
-        "trigger_id": new_trigger_id(),
-        "api_app_id": "A0APP",
-        "container": {"type": "view", "view_id": "V0HOME"},
-        "view": {"id": "V0HOME", "type": "home"},
-        "actions": [
-            {"action_id": "home_reset_dm_thread", "block_id": "b", "type": "button", "action_ts": new_ts()}
-        ],
-    }
-    assert sender.send_form({"payload": json.dumps(action)}).status == 200
+    assert sender.send_form({"payload": json.dumps(home_button("home_reset_dm_thread"))}).status == 200
     slack.wait_for(lambda: dm_thread not in openai_fake.conversations)
     slack.wait_for(lambda: any("reset this thread" in m.text for m in slack.messages(DM)))
     assert len(openai_fake.conversations) == 1  # the channel thread is untouched
