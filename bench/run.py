@@ -184,6 +184,7 @@ class Bench:
                 RATE_LIMIT_USER_PER_MINUTE="0",
                 RATE_LIMIT_TEAM_PER_MINUTE="0",
                 THREAD_ANSWERS_PER_MINUTE="0",
+                THREAD_ANSWERS_PER_DAY="0",
                 SLACK_RATE_SCALE=str(self.slack_rate_scale),
             )
 

@@ -126,6 +126,7 @@ class Soak:
             rate_limit_user_per_minute="0",
             rate_limit_team_per_minute="0",
             thread_answers_per_minute="0",
+            thread_answers_per_day="0",
             log_level="INFO",
         )
         for _ in range(self.args.replicas):

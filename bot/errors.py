@@ -99,6 +99,15 @@ class ThreadPaused(SpendLimited):
     )
 
 
+class ThreadCapped(ThreadPaused):
+    """The thread had its answers for the day: two apps answering each other, slower than a minute's cap."""
+
+    user_message = (
+        "This thread has had as many answers as one thread gets in a day, so I've stopped answering here "
+        "(it keeps two apps from answering each other forever). Start a new thread to go on."
+    )
+
+
 class TurnInterrupted(BotError):
     """A turn stopped without an answer or a notice (storage lost, lock lost, Slack refusing): it stays
     queued and is resumed later from its progress record, so the user is not told anything yet."""

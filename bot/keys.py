@@ -26,6 +26,8 @@ TURN_RECORD_TTL = timedelta(days=7)
 # RATE_LIMIT_WINDOW_SECONDS). A bucket is full again one window after its last take, so it expires then.
 # Rate-limit notices: at most one per person, and one per paused thread, per window (SET NX with this TTL).
 SPEND_WINDOW = timedelta(minutes=1)
+# The longer horizon of a thread's answers (THREAD_ANSWERS_PER_DAY): a bucket that refills over a day.
+THREAD_DAY_WINDOW = timedelta(days=1)
 
 # The consumer group every replica reads the turn streams with.
 TURN_GROUP = "workers"
@@ -112,6 +114,11 @@ class Keys:
         """HASH token bucket (tokens, at): the answers one assistant thread may get per window, so two
         apps talking to each other in a thread cannot run on forever."""
         return f"{self.ns}:rate:thread:{thread_ref}"
+
+    def thread_answers_day(self, thread_ref: str) -> str:
+        """HASH token bucket (tokens, at): the answers one assistant thread may get per day, so two apps
+        slower than the per-minute cap still cannot run on forever."""
+        return f"{self.ns}:rate:thread-day:{thread_ref}"
 
     def limit_notice(self, user_id: str) -> str:
         """STRING (SET NX, TTL one spend window): this person was told they are over a spend limit."""

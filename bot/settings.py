@@ -129,6 +129,8 @@ class Settings(BaseSettings):
     # Answers one thread may get per window, so two apps answering each other (one posting with a user
     # token, so it looks like a person) stop; 0 = no cap.
     thread_answers_per_minute: int = Field(default=6, ge=0)
+    # And per day (a bucket refilling over a day), for two apps slower than the cap above; 0 = no cap.
+    thread_answers_per_day: int = Field(default=300, ge=0)
     # The window the limits above refill over, and the one notice per person (or paused thread) it allows.
     rate_limit_window_seconds: float = Field(default=SPEND_WINDOW.total_seconds(), ge=1, le=24 * 3600)
 

@@ -207,6 +207,32 @@ def test_two_apps_answering_each_other_are_paused_by_the_thread_cap_with_one_not
     answers(slack, CHANNEL, other["ts"])
 
 
+def test_apps_slower_than_the_minutes_cap_still_meet_the_days(
+    slack: FakeSlack, openai_fake: FakeOpenAI, start_bot: BotFactory, rdb: redis.Redis
+) -> None:
+    # No minute's cap to hit (two apps answering each other at a human pace); three answers a day.
+    bot = start_bot(THREAD_ANSWERS_PER_MINUTE="0", THREAD_ANSWERS_PER_DAY="3")
+    sender = SlackSender(bot.url)
+    root = mention(CHANNEL, ALICE, "start")
+    sender.send_event(root)
+    answers(slack, CHANNEL, root["ts"])
+    for turn, speaker in enumerate([APP_AS_USER, ALICE, APP_AS_USER, ALICE], start=2):
+        sender.send_event(message(CHANNEL, speaker, f"reply {turn}", thread_ts=root["ts"]))
+        if turn <= 3:
+            answers(slack, CHANNEL, root["ts"], count=turn)
+    slack.wait_for(lambda: bool(slack.ephemerals(CHANNEL, APP_AS_USER)) and quiet_refusals(bot) == 1)
+    [notice] = slack.ephemerals(CHANNEL, include_invisible=True)
+    assert notice.user == APP_AS_USER and "Start a new thread" in notice.text
+    settled(slack, rdb)
+    assert len(slack.messages(CHANNEL, root["ts"])) == 3 and len(openai_fake.model_inputs) == 3
+    # The bucket refills over a day, not a minute.
+    assert 3_600_000 < rdb.pttl(f"{NS}:rate:thread-day:c:{CHANNEL}:{root['ts']}") <= 86_400_000
+    # Another thread has its own day.
+    other = mention(CHANNEL, ALICE, "another topic")
+    sender.send_event(other)
+    answers(slack, CHANNEL, other["ts"])
+
+
 def test_the_caps_and_the_notices_come_back_after_the_window(
     slack: FakeSlack, openai_fake: FakeOpenAI, start_bot: BotFactory, rdb: redis.Redis
 ) -> None:

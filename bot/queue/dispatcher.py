@@ -62,6 +62,7 @@ from bot.keys import (
     DEDUPE_TTL,
     RECENT_THREADS_KEPT,
     TEAMS_KEY,
+    THREAD_DAY_WINDOW,
     THREAD_TTL,
     TURN_GROUP,
     TURN_RECORD_TTL,
@@ -79,12 +80,14 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # KEYS: 1 seen_event, 2 seen_message, 3 thread, 4 alias, 5 stream, 6 thread index, 7 user bucket,
-#       8 team bucket, 9 the user's recent threads, 10 the thread's answer bucket
+#       8 team bucket, 9 the user's recent threads, 10 the thread's answer bucket, 11 its day bucket
 # ARGV: 1 dedupe_ttl_ms, 2 turn_json, 3 now, 4 thread_ttl_ms, 5 alias_target, 6 channel, 7 user,
 #       8 require_known, 9 thread ref, 10 ts, 11 group, 12 user limit, 13 team limit, 14 spend window_ms,
-#       15 recent threads kept (0: leave them alone), 16 cost (tokens), 17 thread answers limit
+#       15 recent threads kept (0: leave them alone), 16 cost (tokens), 17 thread answers limit,
+#       18 thread answers per day, 19 a day in ms
 # Returns -1 ignored (unknown thread), 0 duplicate, -2 user limit, -3 workspace limit, -4 thread paused,
-# 1 queued. A refused message stays claimed: a Slack retry of it is a duplicate (and is not told again).
+# -5 thread capped for the day, 1 queued. A refused message stays claimed: a Slack retry of it is a
+# duplicate (and is not told again).
 _SUBMIT = (
     BUCKETS_LUA
     + """
@@ -96,7 +99,8 @@ redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
 -- Spend limits (bot/queue/spend.py): the user's and the workspace's buckets pay the message's cost, the
 -- thread's answer bucket one answer; all or nothing.
 local short = spend_take(
-  {{KEYS[7], ARGV[12], ARGV[16]}, {KEYS[8], ARGV[13], ARGV[16]}, {KEYS[10], ARGV[17], 1}},
+  {{KEYS[7], ARGV[12], ARGV[16]}, {KEYS[8], ARGV[13], ARGV[16]}, {KEYS[10], ARGV[17], 1},
+   {KEYS[11], ARGV[18], 1, ARGV[19]}},
   tonumber(ARGV[14]))
 if short > 0 then return -1 - short end
 
@@ -188,6 +192,7 @@ class Submitted(StrEnum):
     USER_LIMITED = "user_limited"
     TEAM_LIMITED = "team_limited"
     THREAD_PAUSED = "thread_paused"
+    THREAD_CAPPED = "thread_capped"
 
 
 TurnHandler = Callable[[Turn, TurnProgress], Awaitable[None]]
@@ -309,6 +314,7 @@ class Dispatcher:
             keys.team_bucket(),
             keys.user_threads(turn.user),
             keys.thread_answers(thread),
+            keys.thread_answers_day(thread),
         ]
         args = [
             ms(DEDUPE_TTL),
@@ -330,6 +336,8 @@ class Dispatcher:
             RECENT_THREADS_KEPT if recent else 0,
             cost,
             thread_cap,
+            self._limits.thread_day_cap(limited=limited),
+            ms(THREAD_DAY_WINDOW),
         ]
         result = await self._guard(self._submit_once(script_keys, args, keys.registry_member))
         if result == -1:
@@ -337,7 +345,12 @@ class Dispatcher:
         if result == 0:
             log.info("duplicate %s %s ignored", turn.kind, turn.id)
             return Submitted.DUPLICATE
-        refused = {-2: Submitted.USER_LIMITED, -3: Submitted.TEAM_LIMITED, -4: Submitted.THREAD_PAUSED}
+        refused = {
+            -2: Submitted.USER_LIMITED,
+            -3: Submitted.TEAM_LIMITED,
+            -4: Submitted.THREAD_PAUSED,
+            -5: Submitted.THREAD_CAPPED,
+        }
         if result in refused:
             log.info("%s %s (cost %d) refused: %s", turn.kind, turn.id, cost, refused[result])
             return refused[result]

@@ -17,16 +17,24 @@ from enum import StrEnum
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from bot.errors import SpendLimited, StoreUnavailable, TeamSpendLimited, ThreadPaused, UserSpendLimited
+from bot.errors import (
+    SpendLimited,
+    StoreUnavailable,
+    TeamSpendLimited,
+    ThreadCapped,
+    ThreadPaused,
+    UserSpendLimited,
+)
 from bot.keys import DEDUPE_TTL, Keys, ms
 from bot.models import SharedFile
 from bot.settings import Settings
 
 MIB = 1024 * 1024
 
-# spend_take({{key, cap, cost}, ...}, window_ms): 0 when every bucket with a cap (> 0) held its cost (at
-# most its cap) and gave it; else the index of the first bucket that was short, and nothing was taken.
-# A bucket is full again one window after a take, so it expires then (absent = full).
+# spend_take({{key, cap, cost[, window_ms]}, ...}, window_ms): 0 when every bucket with a cap (> 0) held its
+# cost (at most its cap) and gave it; else the index of the first bucket that was short, and nothing was
+# taken. A bucket refills over its own window (the shared one unless it names one), is full again one
+# window after a take, so it expires then (absent = full).
 BUCKETS_LUA = """
 local function spend_take(buckets, window_ms)
   local t = redis.call('TIME')
@@ -34,11 +42,12 @@ local function spend_take(buckets, window_ms)
   local left = {}
   for i, b in ipairs(buckets) do
     local cap = tonumber(b[2])
+    local window = tonumber(b[4]) or window_ms
     if cap > 0 then
       local state = redis.call('HMGET', b[1], 'tokens', 'at')
       local tokens = tonumber(state[1]) or cap
       local at = tonumber(state[2]) or now_ms
-      local level = math.min(cap, tokens + math.max(0, now_ms - at) * cap / window_ms)
+      local level = math.min(cap, tokens + math.max(0, now_ms - at) * cap / window)
       local cost = math.min(tonumber(b[3]), cap)
       if level < cost then return i end
       left[i] = level - cost
@@ -47,7 +56,7 @@ local function spend_take(buckets, window_ms)
   for i, b in ipairs(buckets) do
     if left[i] then
       redis.call('HSET', b[1], 'tokens', tostring(left[i]), 'at', tostring(now_ms))
-      redis.call('PEXPIRE', b[1], window_ms)
+      redis.call('PEXPIRE', b[1], tonumber(b[4]) or window_ms)
     end
   end
   return 0
@@ -81,12 +90,15 @@ class Spent(StrEnum):
     TEAM_LIMITED = "team_limited"
     # Only from the submit script: the thread had its answers for this window.
     THREAD_PAUSED = "thread_paused"
+    # ... or had its answers for the day.
+    THREAD_CAPPED = "thread_capped"
 
 
 _REFUSALS: dict[str, type[SpendLimited]] = {
     Spent.USER_LIMITED: UserSpendLimited,
     Spent.TEAM_LIMITED: TeamSpendLimited,
     Spent.THREAD_PAUSED: ThreadPaused,
+    Spent.THREAD_CAPPED: ThreadCapped,
 }
 
 
@@ -113,6 +125,10 @@ class SpendLimits:
         if not limited:
             return 0, 0, 0
         return s.rate_limit_user_per_minute, s.rate_limit_team_per_minute, s.thread_answers_per_minute
+
+    def thread_day_cap(self, *, limited: bool = True) -> int:
+        """Answers one thread may get per day (THREAD_DAY_WINDOW); 0 = no limit."""
+        return self._settings.thread_answers_per_day if limited else 0
 
     def message_cost(self, files: Sequence[SharedFile]) -> int:
         """1 for the answer, plus one per started RATE_LIMIT_MB_PER_TOKEN MB of the files it shares, all
