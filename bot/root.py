@@ -10,6 +10,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from openai import AsyncOpenAI
+from redis.exceptions import RedisError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.assistant.knowledge import KnowledgeStores, check_forever
@@ -17,9 +18,11 @@ from bot.assistant.responses import ResponsesBackend, build_openai_client
 from bot.files.generated import GeneratedFiles
 from bot.files.service import FileService
 from bot.files.sweep import OrphanSweeper, sweep_forever
+from bot.ops.metrics import Metrics
 from bot.queue.connection import RedisHandle, connect_redis
 from bot.queue.dispatcher import Dispatcher
 from bot.queue.spend import SpendLimits
+from bot.queue.stats import read_queue_stats
 from bot.settings import Settings
 from bot.slack.budget import BUDGET_SHARE, SlackBudget
 from bot.slack.client import build_web_client
@@ -55,15 +58,18 @@ class Bot:
         web_client: AsyncWebClient,
         openai_client: AsyncOpenAI,
         tools: ToolRegistry | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
+        # This bot's own registry: the clients built by `from_settings` count into it too.
+        self.metrics = metrics or Metrics()
         self.web_client = web_client
         self._redis = redis
         self._openai = openai_client
         tools = tools if tools is not None else registry_from(settings)
         store = ThreadStore(redis.client)
         self._knowledge = KnowledgeStores(openai_client, settings.knowledge_vector_store_ids)
-        backend = ResponsesBackend(openai_client, settings, self._knowledge)
+        backend = ResponsesBackend(openai_client, settings, self._knowledge, self.metrics)
         self._files = FileService(
             settings, redis=redis.client, web_client=web_client, openai_client=openai_client
         )
@@ -82,9 +88,12 @@ class Bot:
                 concurrency=settings.file_download_concurrency,
             ),
             budget=SlackBudget(redis.client, share=BUDGET_SHARE * settings.slack_rate_scale),
+            metrics=self.metrics,
         )
         limits = SpendLimits(redis.client, settings)
-        self._dispatcher = Dispatcher(redis.client, store, runner, settings=settings, limits=limits)
+        self._dispatcher = Dispatcher(
+            redis.client, store, runner, settings=settings, limits=limits, metrics=self.metrics
+        )
         admin = ThreadAdmin(store, backend, self._dispatcher, files=self._files)
         targets = Targets(store)
         ephemeral = Ephemeral(web_client)
@@ -113,12 +122,14 @@ class Bot:
 
     @classmethod
     def from_settings(cls, settings: Settings, tools: ToolRegistry | None = None) -> Bot:
+        metrics = Metrics()
         return cls(
             settings,
             redis=connect_redis(settings),
-            web_client=build_web_client(settings),
-            openai_client=build_openai_client(settings),
+            web_client=build_web_client(settings, metrics),
+            openai_client=build_openai_client(settings, metrics),
             tools=tools,
+            metrics=metrics,
         )
 
     @property
@@ -152,6 +163,28 @@ class Bot:
 
     async def ping(self) -> bool:
         return await self._redis.ping()
+
+    async def not_ready(self) -> str | None:
+        """Why this process can't take work now (None: it can): Redis must answer and the turn queue be
+        readable. A short reason, for `GET /readyz`."""
+        if not await self._redis.ping():
+            return "redis unreachable"
+        try:
+            await read_queue_stats(self._redis.client)
+        except RedisError as exc:
+            return f"queue unreadable: {type(exc).__name__}"
+        return None
+
+    async def metrics_text(self) -> bytes:
+        """The metrics in Prometheus' text format, the queue read from Redis now."""
+        try:
+            stats = await read_queue_stats(self._redis.client)
+        except RedisError as exc:
+            log.info("metrics: queue not read (%s)", type(exc).__name__)
+            self.metrics.queue(None)
+        else:
+            self.metrics.queue(stats.depth, stats.oldest_seconds)
+        return self.metrics.render()
 
     async def _stop_sweep(self) -> None:
         """Stop the orphan sweep and the knowledge check before the clients they use are closed (briefly

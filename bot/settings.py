@@ -167,6 +167,8 @@ class Settings(BaseSettings):
     orphan_sweep_hours: float = Field(default=24.0, ge=0, le=24 * 30)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # "json": one JSON object per log line (time, level, logger, message, team/channel/thread/turn ids).
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator("slack_bot_token")
     @classmethod

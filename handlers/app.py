@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_bolt_request
-from slack_bolt.async_app import AsyncApp
+from slack_bolt.async_app import AsyncApp, AsyncBoltContext
 from slack_sdk.signature import SignatureVerifier
 
+from bot.ops.logs import bind_log_ids, log_context
+from bot.ops.metrics import Metrics
 from bot.root import Bot
 from bot.settings import Mode, Settings
 from bot.slack.events import envelope_problem
@@ -33,11 +36,18 @@ def build_app(settings: Settings, bot: Bot, mode: Mode) -> AsyncApp:
         # inside Slack's 3 s, and a process that dies after acking has already saved the message.
         process_before_response=True,
     )
+
+    @app.middleware
+    async def log_ids(context: AsyncBoltContext, next: Callable[[], Awaitable[None]]) -> None:
+        # The request's log lines (and the work it starts) name its workspace and channel.
+        bind_log_ids(team=context.team_id, channel=context.channel_id)
+        await next()
+
     listeners.register(app, bot)
     return app
 
 
-def build_web_app(app: AsyncApp, signing_secret: str) -> web.Application:
+def build_web_app(app: AsyncApp, signing_secret: str, metrics: Metrics | None = None) -> web.Application:
     """Bolt's aiohttp app, behind a gate that answers every request Bolt itself would answer with a 500.
 
     Bolt parses the body and reads ids from it before it checks the signature, and its listener matching
@@ -53,6 +63,14 @@ def build_web_app(app: AsyncApp, signing_secret: str) -> web.Application:
     async def readable_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.method != "POST" or request.path != EVENTS_PATH:
             return await handler(request)
+        started = time.perf_counter()
+        with log_context():  # ids the request binds end with it
+            response = await _gate(request, handler)
+        if metrics is not None:
+            metrics.ack(time.perf_counter() - started)
+        return response
+
+    async def _gate(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not _signed(verifier, await request.read(), request.headers):
             return web.json_response({"error": "invalid request"}, status=401)
         body, problem = await _read(request)

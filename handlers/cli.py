@@ -16,6 +16,8 @@ from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
 from bot.errors import ConfigError
 from bot.files.sweep import cleanup_orphans
+from bot.ops.logs import JsonFormatter
+from bot.ops.metrics import CONTENT_TYPE
 from bot.root import Bot
 from bot.settings import Mode, Settings, load_settings
 from bot.tools import ToolRegistry, registry_from
@@ -37,7 +39,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--port",
         type=int,
         default=None,
-        help="HTTP mode: port (default 3000); worker: serve only GET /healthz on this port (default: none)",
+        help="HTTP mode: port (default 3000); worker: serve only GET /healthz, /readyz and /metrics on "
+        "this port (default: none)",
     )
     parser.add_argument(
         "command",
@@ -56,8 +59,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _configure_logging(level: str, fmt: str = "text") -> None:
+    handler = logging.StreamHandler()
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     # Library debug logs can include request bodies; keep them quiet unless asked for.
     for noisy in ("slack_bolt", "slack_sdk", "openai", "httpx2", "httpcore2", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING if level != "DEBUG" else logging.INFO)
@@ -78,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     if mode is Mode.WORKER and settings.worker_concurrency == 0:
         print("slack-assistant: a worker needs WORKER_CONCURRENCY of 1 or more", file=sys.stderr)
         raise SystemExit(2)
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.log_level, settings.log_format)
     port = args.port if args.port is not None or mode is Mode.WORKER else 3000
     asyncio.run(_serve(settings, mode, args.host, port, tools))
 
@@ -89,7 +97,7 @@ def _cleanup(args: argparse.Namespace) -> None:
     except ConfigError as exc:
         print(f"slack-assistant: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.log_level, settings.log_format)
     report = asyncio.run(
         cleanup_orphans(settings, min_age_seconds=args.min_age_hours * 3600, dry_run=args.dry_run)
     )
@@ -118,7 +126,7 @@ async def _serve(settings: Settings, mode: Mode, host: str, port: int | None, to
         if mode is Mode.HTTP:
             # HTTP mode always has a port, and load_settings() refuses it without a signing secret.
             assert port is not None and settings.slack_signing_secret is not None
-            web_app = build_web_app(app, settings.slack_signing_secret.get_secret_value())
+            web_app = build_web_app(app, settings.slack_signing_secret.get_secret_value(), bot.metrics)
             await _serve_http(web_app, bot, host, port, stop)
         else:
             await _serve_socket_mode(app, bot, settings, stop)
@@ -128,11 +136,24 @@ async def _serve(settings: Settings, mode: Mode, host: str, port: int | None, to
 
 
 def _add_healthz(web_app: web.Application, bot: Bot) -> None:
+    """GET /healthz (liveness), /readyz (Redis and the turn queue readable) and /metrics (Prometheus)."""
+
     async def healthz(_: web.Request) -> web.Response:
         redis_ok = await bot.ping()
         return web.json_response({"ok": redis_ok, "redis": redis_ok}, status=200 if redis_ok else 503)
 
+    async def readyz(_: web.Request) -> web.Response:
+        reason = await bot.not_ready()
+        if reason is not None:
+            return web.json_response({"ready": False, "reason": reason}, status=503)
+        return web.json_response({"ready": True})
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=await bot.metrics_text(), headers={"Content-Type": CONTENT_TYPE})
+
     web_app.router.add_get("/healthz", healthz)
+    web_app.router.add_get("/readyz", readyz)
+    web_app.router.add_get("/metrics", metrics)
 
 
 async def _serve_worker(bot: Bot, host: str, port: int | None, stop: asyncio.Event) -> None:
@@ -144,7 +165,8 @@ async def _serve_worker(bot: Bot, host: str, port: int | None, stop: asyncio.Eve
         runner = web.AppRunner(web_app, handle_signals=False, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, host, port).start()
-    log.info("worker: running queued turns%s", f"; GET /healthz on {host}:{port}" if port else "")
+    served = f"; GET /healthz, /readyz, /metrics on {host}:{port}" if port else ""
+    log.info("worker: running queued turns%s", served)
     await stop.wait()
     log.info("SIGTERM: no new turns; finishing turns in flight")
     if runner is not None:
@@ -157,7 +179,7 @@ async def _serve_http(web_app: web.Application, bot: Bot, host: str, port: int, 
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    log.info("HTTP mode: serving POST /slack/events and GET /healthz on %s:%d", host, port)
+    log.info("HTTP mode: serving POST /slack/events and GET /healthz, /readyz, /metrics on %s:%d", host, port)
     await stop.wait()
     log.info("SIGTERM: no new requests; finishing turns in flight")
     # Stop accepting first, then let Bot.aclose() drain the running turns.

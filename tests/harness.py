@@ -30,6 +30,14 @@ OPENAI_KEY = "sk-test-fake"
 TEAM = "T0TEAM1"
 BOT_USER = "U0BOT"
 SECRETS = (BOT_TOKEN, APP_TOKEN, SIGNING_SECRET, OPENAI_KEY)
+# The environment variables that hold a secret: a bot's log must not show their values either.
+SECRET_VARS = (
+    "SLACK_BOT_TOKEN",
+    "SLACK_APP_TOKEN",
+    "SLACK_SIGNING_SECRET",
+    "OPENAI_API_KEY",
+    "SLACK_CLIENT_SECRET",
+)
 
 
 def free_port() -> int:
@@ -98,12 +106,32 @@ class RedisServer:
 
 @dataclass
 class BotProcess:
-    """`slack-assistant --http` as a real process, configured only through its environment."""
+    """`slack-assistant --http` as a real process, configured only through its environment.
+
+    Every process started is remembered in `started` until `take_started()`: the test fixtures stop them
+    and check each one's log with `assert_no_secrets` at teardown, whoever started it."""
 
     env: dict[str, str]
     workdir: Path
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    started: ClassVar[list[BotProcess]] = []
+
+    @classmethod
+    def take_started(cls) -> list[BotProcess]:
+        taken, cls.started = cls.started, []
+        return taken
+
+    @property
+    def secrets(self) -> set[str]:
+        """What its log must never contain: the suite's secrets and the ones in its own environment."""
+        return {*SECRETS, *(self.env[v] for v in SECRET_VARS if self.env.get(v))}
+
+    def assert_no_secrets(self) -> None:
+        logs = self.logs()
+        leaked = sorted(name for name in SECRET_VARS if self.env.get(name) and self.env[name] in logs)
+        leaked += [f"a secret of the suite ({s[:4]}…)" for s in SECRETS if s in logs]
+        assert not leaked, f"{self.log_path.name}: a secret reached the bot's log: {leaked}"
 
     @property
     def url(self) -> str:
@@ -124,6 +152,7 @@ class BotProcess:
         if worker:
             args.insert(0, "worker")
         log = self.log_path.open("ab")
+        BotProcess.started.append(self)
         # cwd is a scratch folder, so the developer's own .env is never read by the tests.
         self.proc = subprocess.Popen(
             [str(exe), *args], cwd=self.workdir, env=self.env, stdout=log, stderr=subprocess.STDOUT

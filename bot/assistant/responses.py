@@ -47,6 +47,7 @@ from bot.errors import (
     ContextTooLong,
     ResponseVanished,
 )
+from bot.ops.metrics import Metrics
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -76,17 +77,53 @@ HOSTED_TOOL_STATUS = {
 }
 
 
-def build_openai_client(settings: Settings) -> AsyncOpenAI:
+# `slack_assistant_openai_errors_total{kind}` by HTTP status (what the SDK raises for each).
+_STATUS_KINDS = {
+    400: "bad_request",
+    401: "authentication",
+    403: "permission_denied",
+    404: "not_found",
+    409: "conflict",
+    422: "unprocessable",
+    429: "rate_limited",
+}
+
+
+class _CountingTransport(httpx2.AsyncHTTPTransport):
+    """The OpenAI client's transport, counting every error answer and transport failure for the metrics
+    (each attempt: the SDK's own retries count too)."""
+
+    def __init__(self, metrics: Metrics, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._metrics = metrics
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        try:
+            response = await super().handle_async_request(request)
+        except httpx2.TimeoutException:
+            self._metrics.openai_error("timeout")
+            raise
+        except httpx2.TransportError:
+            self._metrics.openai_error("connection")
+            raise
+        if response.status_code >= 400:
+            kind = _STATUS_KINDS.get(response.status_code)
+            self._metrics.openai_error(kind or ("server_error" if response.status_code >= 500 else "other"))
+        return response
+
+
+def build_openai_client(settings: Settings, metrics: Metrics | None = None) -> AsyncOpenAI:
     # One stream per running turn: keep as many idle connections as turns a worker runs at once, so streams
     # past the SDK's default of 100 do not each open a new connection.
     pool = max(100, settings.worker_concurrency * 2)
     limits = httpx2.Limits(max_connections=max(1000, pool), max_keepalive_connections=pool)
+    transport = _CountingTransport(metrics or Metrics(), limits=limits)
     return AsyncOpenAI(
         api_key=settings.openai_api_key.get_secret_value(),
         base_url=settings.openai_base_url,
         timeout=settings.openai_timeout,
         max_retries=2,
-        http_client=openai.DefaultAsyncHttpxClient(limits=limits),
+        http_client=openai.DefaultAsyncHttpxClient(limits=limits, transport=transport),
     )
 
 
@@ -94,9 +131,14 @@ class ResponsesBackend(ConversationAdmin):
     """`AssistantBackend` on OpenAI: Conversations hold the threads, Responses run the turns."""
 
     def __init__(
-        self, client: AsyncOpenAI, settings: Settings, knowledge: KnowledgeStores | None = None
+        self,
+        client: AsyncOpenAI,
+        settings: Settings,
+        knowledge: KnowledgeStores | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         super().__init__(client)
+        self._metrics = metrics or Metrics()
         # Creating a response is not idempotent: this copy never retries on its own.
         self._no_retry = client.with_options(max_retries=0)
         self._settings = settings
@@ -257,15 +299,19 @@ class ResponsesBackend(ConversationAdmin):
                             yield citations.annotate(event.annotation)
                         elif kind == "response.completed":
                             _absorb(result, event.response)
+                            self._metrics.usage(event.response.usage)
                             return
                         elif kind == "response.failed":
-                            raise _failure(event.response.error.code if event.response.error else None)
+                            raise self._failed(event.response.error.code if event.response.error else None)
                         elif kind == "response.incomplete":
+                            self._metrics.usage(event.response.usage)
+                            self._metrics.openai_error("response_incomplete")
                             details = event.response.incomplete_details
                             raise AnswerIncomplete(
                                 f"response incomplete: {details.reason if details else 'unknown'}"
                             )
                         elif kind == "error":
+                            self._metrics.openai_error("stream_error")
                             raise AssistantFailed(f"stream error event: {event.code}")
                 finally:
                     await stream.close()
@@ -283,6 +329,11 @@ class ResponsesBackend(ConversationAdmin):
                         yield delta
                 return
             stream = reopened
+
+    def _failed(self, code: str | None) -> AssistantUnavailable:
+        """A response that ended `failed` (counted as `response_failed`), as the error to raise."""
+        self._metrics.openai_error("response_failed")
+        return _failure(code)
 
     async def _created(self, response_id: str, on_created: OnCreated) -> None:
         try:
@@ -325,13 +376,15 @@ class ResponsesBackend(ConversationAdmin):
                             yield text[len(shown) :]
                     else:
                         log.warning("response %s: its text differs from what was streamed", response_id)
+                    self._metrics.usage(response.usage)
                     if response.status == "incomplete":
+                        self._metrics.openai_error("response_incomplete")
                         details = response.incomplete_details
                         raise AnswerIncomplete(f"response incomplete: {details.reason if details else '?'}")
                     _absorb(result, response)
                     return
                 if response.status == "failed":
-                    raise _failure(response.error.code if response.error else None)
+                    raise self._failed(response.error.code if response.error else None)
                 if response.status == "cancelled":
                     raise AssistantFailed("response was cancelled")
             if loop.time() + delay > deadline:

@@ -70,6 +70,8 @@ from bot.keys import (
     ms,
 )
 from bot.models import IncomingMessage, Turn, thread_ref
+from bot.ops.logs import log_context
+from bot.ops.metrics import Metrics
 from bot.queue.connection import patiently, raise_if_cancelling
 from bot.queue.progress import ProgressScripts, TurnProgress
 from bot.queue.spend import BUCKETS_LUA, SpendLimits, Spent
@@ -217,8 +219,10 @@ class Dispatcher:
         *,
         settings: Settings,
         limits: SpendLimits,
+        metrics: Metrics | None = None,
     ) -> None:
         self._redis = redis
+        self._metrics = metrics or Metrics()
         self._store = store
         self._handle_turn = handle_turn
         self._settings = settings
@@ -340,6 +344,8 @@ class Dispatcher:
             ms(THREAD_DAY_WINDOW),
         ]
         result = await self._guard(self._submit_once(script_keys, args, keys.registry_member))
+        submitted = _submitted(result)
+        self._metrics.submitted(submitted)
         if result == -1:
             return Submitted.IGNORED
         if result == 0:
@@ -560,6 +566,10 @@ class Dispatcher:
     async def _run(self, keys: Keys, thread: str, token: str, turn: Turn) -> bool:
         """Run one turn; False when it was interrupted and must stay queued."""
         progress = TurnProgress(self._progress_scripts, keys, thread, turn.id, token, self._lock_ms)
+        with log_context(team=keys.team_id, channel=turn.channel, thread=thread, turn=turn.id):
+            return await self._run_logged(turn, progress)
+
+    async def _run_logged(self, turn: Turn, progress: TurnProgress) -> bool:
         try:
             record = await progress.begin()
             if record.done:
@@ -610,3 +620,19 @@ class Dispatcher:
         if pending:
             await asyncio.wait(pending, timeout=5)
         log.info("shutdown: %d threads finished, %d handed back to the queue", len(done), len(pending))
+
+
+_SUBMIT_RESULTS = {
+    -1: Submitted.IGNORED,
+    0: Submitted.DUPLICATE,
+    1: Submitted.QUEUED,
+    -2: Submitted.USER_LIMITED,
+    -3: Submitted.TEAM_LIMITED,
+    -4: Submitted.THREAD_PAUSED,
+    -5: Submitted.THREAD_CAPPED,
+}
+
+
+def _submitted(result: Any) -> str:
+    """The submit script's answer as a metric label."""
+    return str(_SUBMIT_RESULTS.get(int(result), "unknown"))

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
 )
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.ops.metrics import Metrics
 from bot.settings import Settings
 
 SLACK_TIMEOUT_SECONDS = 30
@@ -27,7 +32,38 @@ def slack_error(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def build_web_client(settings: Settings) -> AsyncWebClient:
+class SlackCallCounter(AsyncRetryHandler):
+    """Counts what Slack answers (429s, `ok: false`, HTTP errors, no answer) for the metrics; retries
+    nothing. slack-sdk shows every answer and failure to its retry handlers in order, so this one goes
+    first. Bolt copies the client's retry handlers into its per-request clients: those calls count too."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        super().__init__(max_retry_count=0)
+        self._metrics = metrics
+
+    async def can_retry_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        method = request.url.rstrip("/").rsplit("/", 1)[-1][:64]
+        if error is not None:
+            self._metrics.slack_error(method, type(error).__name__)
+        elif response is not None:
+            if response.status_code == 429:
+                self._metrics.slack_rate_limited(method)
+            body = response.body if isinstance(response.body, dict) else {}
+            if response.status_code >= 400 or body.get("ok") is False:
+                self._metrics.slack_error(
+                    method, str(body.get("error") or f"http_{response.status_code}")[:64]
+                )
+        return False
+
+
+def build_web_client(settings: Settings, metrics: Metrics | None = None) -> AsyncWebClient:
     """Call from inside the running event loop (the client keeps one aiohttp session for its lifetime).
 
     Without a session slack-sdk opens a new one, and a new TCP/TLS connection, for every API call.
@@ -43,6 +79,7 @@ def build_web_client(settings: Settings) -> AsyncWebClient:
         timeout=SLACK_TIMEOUT_SECONDS,
         session=session,
         retry_handlers=[
+            SlackCallCounter(metrics or Metrics()),
             AsyncConnectionErrorRetryHandler(max_retry_count=2),
             AsyncRateLimitErrorRetryHandler(max_retry_count=3),
         ],

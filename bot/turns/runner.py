@@ -28,6 +28,7 @@ from bot.files.generated import GeneratedFiles
 from bot.files.service import FileService
 from bot.files.turn_input import FILE_SEARCH_NOTE, TurnInput
 from bot.models import Turn, UserContext
+from bot.ops.metrics import Metrics
 from bot.queue.progress import TurnProgress
 from bot.settings import Settings
 from bot.slack.budget import ChannelPace, SlackBudget
@@ -100,8 +101,11 @@ class TurnRunner:
         registry: ToolRegistry | None = None,
         generated: GeneratedFiles | None = None,
         budget: SlackBudget,
+        metrics: Metrics | None = None,
     ) -> None:
         self._settings = settings
+        self._metrics = metrics or Metrics()
+        self._texted: set[str] = set()  # running turns whose first text is out (counted once)
         self._budget = budget
         self._statuses: dict[str, StatusLine] = {}  # the running turns' status lines, by turn id
         self._client = web_client
@@ -136,7 +140,8 @@ class TurnRunner:
             guard=progress.check_current,
             pace=self._pace(turn),
         )
-        outcome = "failed"
+        # "interrupted" unless the turn ends here (also when its drain is cancelled: it stays queued).
+        outcome = "interrupted"
         self._statuses[turn.id] = StatusLine(lambda text: self._send_status(turn, text), self._pace(turn))
         try:
             await reply.adopt(record.message_ts)
@@ -145,27 +150,36 @@ class TurnRunner:
             await self._set_status(turn, THINKING_STATUS)
             await self._answer(turn, reply, progress)
             outcome = "answered"
-        except TurnInterrupted:
-            raise
+        except (TurnInterrupted, RedisError):
+            raise  # it stays queued: another attempt ends it
         except SlackDeliveryError as exc:
             if record.attempts >= self._settings.max_turn_attempts:
                 log.warning("turn %s: Slack refused the answer (%s); giving up", turn.id, exc)
+                outcome = "given_up"
                 await self._set_status(turn, "")
                 return
             # The answer is recorded at OpenAI: a later attempt shows it without running it again.
             raise TurnInterrupted(f"Slack refused the answer: {exc}") from exc
+        except TurnAbandoned as exc:
+            log.warning("turn %s: %s: %s", turn.id, type(exc).__name__, exc)
+            outcome = "given_up"
+            await self._tell(turn, reply, exc.user_message)
         except BotError as exc:
             log.warning("turn %s: %s: %s", turn.id, type(exc).__name__, exc)
+            outcome = "failed"
             await self._tell(turn, reply, exc.user_message)
-        except RedisError:
-            raise
         except Exception:
             log.exception("turn %s failed", turn.id)
+            outcome = "failed"
             await self._tell(turn, reply, BotError.user_message)
         finally:
+            self._texted.discard(turn.id)
+            self._metrics.turn_done(outcome, turn.received_at)
             await self._statuses.pop(turn.id).close()
         with contextlib.suppress(RedisError):
-            await self._store.record_run(turn.workspace.keys, turn.thread, outcome)
+            await self._store.record_run(
+                turn.workspace.keys, turn.thread, "answered" if outcome == "answered" else "failed"
+            )
 
     async def _answer(self, turn: Turn, reply: ReplyStream, progress: TurnProgress) -> None:
         recorded = list(progress.record.response_ids)
@@ -225,11 +239,17 @@ class TurnRunner:
                 else:
                     self._statuses[turn.id].forget()  # a status not shown yet would come after the text
                     await reply.append(inert.feed(piece))
+                    self._first_text(turn, piece)
         await reply.append(inert.flush())
         if citations is not None:
             await reply.append(citations.footer())
         await reply.finish()
         log.info("turn %s answered in %s message(s)", turn.id, len(reply.message_ts))
+
+    def _first_text(self, turn: Turn, piece: str) -> None:
+        if piece and turn.id not in self._texted:
+            self._texted.add(turn.id)
+            self._metrics.first_text(turn.received_at)
 
     async def _input(self, turn: Turn, *, resuming: bool) -> TurnInput | None:
         """The turn's text and files (issue 3: shared files in, file_search on, citations on the answer);
@@ -311,9 +331,11 @@ class TurnRunner:
             await self._store.forget(keys, turn.thread)
             log.info("turn %s: reset %s (conversation %s)", turn.id, turn.thread, conversation_id)
             notice = RESET_NOTICE.format(user=turn.user)
+            self._metrics.turn_done("reset", turn.received_at)
         except BotError as exc:
             log.warning("turn %s: reset failed: %s: %s", turn.id, type(exc).__name__, exc)
             notice = f"{WARNING_ICON} Couldn't reset this thread. {exc.user_message}"
+            self._metrics.turn_done("reset_failed", turn.received_at)
         await self._pace(turn).wait("chat.postMessage")
         try:
             response = await self._client.chat_postMessage(
