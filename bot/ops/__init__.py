@@ -1,0 +1,1 @@
+"""Operating the bot: commands an operator runs beside it (`slack-assistant check`)."""
