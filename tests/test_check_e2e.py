@@ -167,6 +167,24 @@ def test_a_missing_scope_is_named(slack: FakeSlack, env: dict[str, str], tmp_pat
     assert [n for n, o in outcomes(result).items() if o == "FAIL"] == ["slack scopes"]
 
 
+def test_scopes_against_another_manifest(env: dict[str, str], tmp_path: Path) -> None:
+    wanted = [*manifest_bot_scopes(), "reactions:write"]
+    manifest = tmp_path / "other-manifest.yml"
+    manifest.write_text("oauth_config:\n  scopes:\n    bot:\n" + "".join(f"      - {s}\n" for s in wanted))
+    result = run_check(env, tmp_path, "--manifest", str(manifest))
+    assert result.status == 1
+    assert (
+        result.rows["slack scopes"].detail
+        == f"missing reactions:write ({len(wanted) - 1} of {len(wanted)} granted)"
+    )
+
+    manifest.write_text("display_information:\n  name: no scopes here\n")
+    result = run_check(env, tmp_path, "--manifest", str(manifest))
+    assert result.status == 0  # cannot tell: not a failure
+    assert result.rows["slack scopes"].outcome == "unknown"
+    assert "--manifest" in result.rows["slack scopes"].hint
+
+
 def test_an_unknown_model(env: dict[str, str], tmp_path: Path) -> None:
     env["ASSISTANT_MODEL"] = "gpt-4-imaginary"
     result = run_check(env, tmp_path)

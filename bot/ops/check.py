@@ -119,8 +119,9 @@ def manifest_bot_scopes(path: Path) -> list[str] | None:
         manifest: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
         return None
-    scopes = manifest.get("oauth_config", {}).get("scopes", {}) if isinstance(manifest, dict) else {}
-    bot = scopes.get("bot") if isinstance(scopes, dict) else None
+    bot: Any = manifest
+    for key in ("oauth_config", "scopes", "bot"):
+        bot = bot.get(key) if isinstance(bot, dict) else None
     if not isinstance(bot, list) or not all(isinstance(s, str) for s in bot):
         return None
     return list(bot)
