@@ -1,7 +1,8 @@
 """`slack-assistant`: Socket Mode by default, `--http --port N` for Bolt's HTTP endpoint;
 `slack-assistant worker` runs queued turns only (no Slack listener; with WORKER_CONCURRENCY=0 the listening
 replicas only ack and queue); `slack-assistant cleanup-orphans` deletes OpenAI files and vector stores no
-thread maps any more."""
+thread maps any more; `slack-assistant check` tests the configuration (tokens, scopes, model, Redis, knowledge
+stores) and prints a pass/fail table."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import asyncio
 import logging
 import signal
 import sys
+from pathlib import Path
 
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
@@ -18,6 +20,7 @@ from bot.errors import ConfigError
 from bot.files.sweep import cleanup_orphans
 from bot.ops.logs import JsonFormatter
 from bot.ops.metrics import CONTENT_TYPE
+from bot.preflight.check import DEFAULT_TIMEOUT_SECONDS, default_manifest, run_checks
 from bot.root import Bot
 from bot.settings import Mode, Settings, load_settings
 from bot.tools import ToolRegistry, registry_from
@@ -45,9 +48,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "command",
         nargs="?",
-        choices=["cleanup-orphans", "worker"],
+        choices=["check", "cleanup-orphans", "worker"],
         help="worker: run queued turns, take no Slack requests; "
-        "cleanup-orphans: delete the OpenAI files and vector stores no thread maps any more, and exit",
+        "cleanup-orphans: delete the OpenAI files and vector stores no thread maps any more, and exit; "
+        "check: test tokens, scopes, model, Redis and knowledge stores, print a table, exit 1 on a failure",
     )
     parser.add_argument(
         "--min-age-hours",
@@ -56,6 +60,18 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="cleanup-orphans: leave objects younger than this alone (default 1)",
     )
     parser.add_argument("--dry-run", action="store_true", help="cleanup-orphans: only report")
+    parser.add_argument(
+        "--manifest",
+        type=Path,
+        default=None,
+        help="check: the Slack app manifest whose bot scopes the token must have (default: manifest.yml)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_SECONDS,
+        help=f"check: seconds each service gets to answer (default {DEFAULT_TIMEOUT_SECONDS:g})",
+    )
     return parser.parse_args(argv)
 
 
@@ -75,6 +91,9 @@ def main(argv: list[str] | None = None) -> None:
     args = _parse_args(argv)
     if args.command == "cleanup-orphans":
         _cleanup(args)
+        return
+    if args.command == "check":
+        _check(args)
         return
     mode = Mode.WORKER if args.command == "worker" else Mode.HTTP if args.http else Mode.SOCKET
     try:
@@ -103,6 +122,25 @@ def _cleanup(args: argparse.Namespace) -> None:
     )
     print(report.summary())
     if report.failed:
+        raise SystemExit(1)
+
+
+def _check(args: argparse.Namespace) -> None:
+    try:
+        # Only what it checks: no app token (checked when set) or signing secret needed.
+        settings = load_settings(Mode.TOOL)
+    except ConfigError as exc:
+        print(f"slack-assistant: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if args.timeout <= 0:
+        print("slack-assistant: --timeout must be more than 0", file=sys.stderr)
+        raise SystemExit(2)
+    # The table is the output; library chatter (and the bot's INFO lines) would only clutter it.
+    _configure_logging("WARNING")
+    manifest = args.manifest if args.manifest is not None else default_manifest()
+    report = asyncio.run(run_checks(settings, manifest=manifest, seconds=args.timeout))
+    print(report.table())
+    if report.failures:
         raise SystemExit(1)
 
 

@@ -57,10 +57,13 @@ def redis_server_binary() -> str:
 
 
 class RedisServer:
-    def __init__(self, workdir: Path, *, appendonly: bool = False) -> None:
+    def __init__(self, workdir: Path, *, appendonly: bool = False, extra_args: tuple[str, ...] = ()) -> None:
+        """`extra_args`: more redis-server options, e.g. ("--rename-command", "CONFIG", "") as managed
+        Redis services disable CONFIG."""
         self.workdir = workdir
         self.port = free_port()
         self.appendonly = appendonly
+        self.extra_args = extra_args
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -79,6 +82,7 @@ class RedisServer:
             str(self.workdir),
         ]
         args += ["--save", "", "--appendonly", "yes" if self.appendonly else "no", "--protected-mode", "no"]
+        args += list(self.extra_args)
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

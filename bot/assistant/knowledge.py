@@ -47,6 +47,11 @@ class KnowledgeStores:
             await self._update(store_id, await self._state(store_id))
         log.info("knowledge stores checked: %d of %d usable", len(self.usable), len(self._configured))
 
+    async def states(self) -> dict[str, str | None]:
+        """Each configured store's state now (USABLE, "missing" or "expired"; None: OpenAI gave no answer),
+        without changing which ones are searched (`slack-assistant check` reports them)."""
+        return {store_id: await self._state(store_id) for store_id in self._configured}
+
     async def refused(self, message: str, searched: Iterable[str]) -> list[str]:
         """A response naming the knowledge stores `searched` was refused with this error message: the
         ones that are (no longer) usable, now left out. Empty: the refusal was about something else."""

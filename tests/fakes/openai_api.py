@@ -39,6 +39,8 @@ Semantics chosen where the real API is vague (kept simple on purpose):
   with ``file_citation`` annotations of the search hits (``response.output_text.annotation.added`` right
   after the text each one cites); ``Reply.annotations`` adds scripted ones (e.g. ``url_citation``).
   ``model_inputs`` entries carry ``file_search``: the store ids searched and the file names found.
+* ``GET /v1/models/{model}`` answers a ``Model`` for the models the project can use (``DEFAULT_MODELS``, or
+  ``set_models``) and 404 ``model_not_found`` for any other id.
 * ``fail_next(method, path_regex, status=...)`` answers the next matching requests with an HTTP error.
 * Tool use (``Reply.tool_calls``/``echo_tool_outputs``/``code``/``code_files``/``web_results``, the Containers
   API, and the 400s for function calls and outputs that do not pair up) is described in
@@ -616,6 +618,26 @@ def _error(
     return web.json_response(body, status=status, headers=headers)
 
 
+# The models a fresh fake project can use: the bot's default (bot/settings.py ASSISTANT_MODEL) and its
+# smaller siblings. `Model` (shared/specs/openai-openapi.yaml): id, object "model", created, owned_by, and
+# shutdown_date (null while none is announced).
+DEFAULT_MODELS = ("gpt-5.1", "gpt-5-mini", "gpt-5-nano")
+
+
+def _model_object(model_id: str) -> Json:
+    return {
+        "id": model_id,
+        "object": "model",
+        "created": 1_762_800_000,
+        "owned_by": "system",
+        "shutdown_date": None,
+    }
+
+
+def _default_models() -> dict[str, Json]:
+    return {m: _model_object(m) for m in DEFAULT_MODELS}
+
+
 def _new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(24)}"
 
@@ -957,6 +979,7 @@ class FakeOpenAI:
         self._vanish_after: int | None = None
         self._compactions: list[Json] = []
         self._vanished: list[str] = []
+        self._models: dict[str, Json] = _default_models()
         self._server: ServerThread | None = None
         self.app = self._build_app()
 
@@ -1167,6 +1190,11 @@ class FakeOpenAI:
                 self._files.vs_files[vs["id"]][file["id"]].obj["status"] = "completed"
             return str(vs["id"])
 
+    def set_models(self, *model_ids: str) -> None:
+        """The models this key's project can use (GET /v1/models/{model}); reset() restores the default."""
+        with self._lock:
+            self._models = {m: _model_object(m) for m in model_ids}
+
     def fail_next(
         self, method: str, path: str, *, status: int = 500, times: int = 1, code: str | None = None
     ) -> None:
@@ -1217,6 +1245,7 @@ class FakeOpenAI:
             self._vanish_after = None
             self._compactions.clear()
             self._vanished.clear()
+            self._models = _default_models()
 
     # ---- app and cross-cutting checks --------------------------------------------------------------
 
@@ -1225,6 +1254,7 @@ class FakeOpenAI:
         app.on_response_prepare.append(self._add_request_id)
         app.on_cleanup.append(self._cancel_background)
         routes: list[tuple[str, str, Handler]] = [
+            ("GET", "/v1/models/{model}", self._get_model),
             ("POST", "/v1/conversations", self._create_conversation),
             ("GET", "/v1/conversations/{conversation_id}", self._get_conversation),
             ("POST", "/v1/conversations/{conversation_id}", self._update_conversation),
@@ -1393,6 +1423,23 @@ class FakeOpenAI:
             param, code, message = limit
             return _error(400, message, param=param, code=code)
         return _error(400, "Invalid request: " + "; ".join(problems))
+
+    # ---- models ------------------------------------------------------------------------------------
+
+    async def _get_model(self, request: web.Request) -> web.StreamResponse:
+        # retrieveModel (shared/specs/openai-openapi.yaml, GET /models/{model}) answers a `Model`. An id the
+        # project cannot use gets 404 with the API's error object, code `model_not_found` (the spec gives no
+        # error bodies; the wording is the API's usual one for an unknown model).
+        model_id = request.match_info["model"]
+        with self._lock:
+            model = copy.deepcopy(self._models.get(model_id))
+        if model is None:
+            return _error(
+                404,
+                f"The model `{model_id}` does not exist or you do not have access to it.",
+                code="model_not_found",
+            )
+        return web.json_response(model)
 
     # ---- conversations -----------------------------------------------------------------------------
 

@@ -22,6 +22,10 @@ upload URL on this fake's own host, ``files.completeUploadExternal``) stores the
 ``files.info`` and the download URLs serve it too; ``uploads()`` records each share, ``fail_uploads`` makes
 the byte upload fail. ``chat.getPermalink`` links any well-formed ts (see the uploads section below).
 
+Scopes: every answer to a token the fake knows carries ``x-oauth-scopes`` (manifest.yml's bot scopes for the
+bot token by default, ``set_bot_scopes`` per test; ``connections:write`` for the app token).
+``socket_connections`` counts the Socket Mode connections accepted.
+
 As strict as Slack, by default: every method has its documented rate limit (token buckets per workspace,
 per channel for chat.postMessage and assistant.threads.setStatus; HTTP 429 + Retry-After, no effect; read
 them with ``rate_limited()``, tune them with ``set_rate_limits``/``set_rate_limit``); streams close
@@ -48,10 +52,12 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import quote
 
+import yaml
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from .server import ServerThread
@@ -76,6 +82,19 @@ TS_BASE = 1_700_000_100
 # slackapi/python-slack-sdk#1859 ("undocumented timeouts") and slackapi/node-slack-sdk#2702 ("a stream is
 # automatically closed after approximately 5 minutes").
 STREAM_LIFETIME = 300.0
+
+# Granted scopes: Slack names a token's scopes, comma-separated, in the `x-oauth-scopes` header of its Web
+# API answers; Bolt reads the bot's scopes from auth.test's (slack_bolt/middleware/authorization/
+# internals.py, `_to_authorize_result`, splitting on ","), node-slack-sdk copies the header into
+# `response_metadata.scopes`. By default the bot token has what manifest.yml asks for (a fresh install of
+# the app); `set_bot_scopes` changes that. An app-level token for Socket Mode has `connections:write`.
+MANIFEST = Path(__file__).resolve().parents[2] / "manifest.yml"
+APP_TOKEN_SCOPES = ("connections:write",)
+
+
+def manifest_bot_scopes() -> tuple[str, ...]:
+    return tuple(yaml.safe_load(MANIFEST.read_text())["oauth_config"]["scopes"]["bot"])
+
 
 # trigger_id / interactivity_pointer: single use, and only valid for 3 seconds after Slack sends it.
 # docs.slack.dev/interactivity/handling-user-interaction ("Triggers expire in three seconds"); dialog.open's
@@ -557,6 +576,8 @@ class FakeSlack:
         self._response_urls: dict[str, tuple[float, list[JsonDict]]] = {}
         self._exchanged: set[str] = set()
         self._user_messages: set[tuple[str, str, str | None]] = set()  # (channel, ts, thread_ts)
+        self._bot_scopes: tuple[str, ...] = manifest_bot_scopes()
+        self._socket_connections = 0  # Socket Mode connections ever accepted (with a valid ticket)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -800,6 +821,11 @@ class FakeSlack:
             posted.append(body)
         return web.json_response({"ok": True})
 
+    def set_bot_scopes(self, *scopes: str) -> None:
+        """The scopes the bot token was granted (its `x-oauth-scopes`); reset() restores manifest.yml's."""
+        with self._lock:
+            self._bot_scopes = tuple(scopes)
+
     def register_trigger_id(self, trigger_id: str) -> None:
         """Treat `trigger_id` (any string a test put in a payload) as issued now."""
         with self._lock:
@@ -1012,6 +1038,12 @@ class FakeSlack:
         with self._lock:
             return any(not ws.closed for ws in self._sockets)
 
+    @property
+    def socket_connections(self) -> int:
+        """Socket Mode connections accepted since reset(), open or closed."""
+        with self._lock:
+            return self._socket_connections
+
     def wait_socket_connected(self, timeout: float = 10.0) -> None:
         self.wait_for(self.socket_connected, timeout=timeout)
 
@@ -1117,6 +1149,7 @@ class FakeSlack:
         ws = web.WebSocketResponse(autoping=True)  # answers the SDK's "sdk-ping-pong" pings
         await ws.prepare(request)
         with self._lock:
+            self._socket_connections += 1
             count = len(self._sockets) + 1
         await ws.send_json(
             {
@@ -1171,6 +1204,7 @@ class FakeSlack:
                 status, headers, body = 200, {}, {"ok": False, "error": "invalid_form_data"}
             else:
                 status, headers, body = self._dispatch(method, args, token)
+                headers = {**headers, **self._scope_header(token)}
             error = body.get("error")
             self._calls.append(Call(method, args, token, body.get("ok") is True, error and str(error), at))
         return web.json_response(body, status=status, headers=headers)
@@ -1224,6 +1258,11 @@ class FakeSlack:
             return 200, {}, {"ok": True, **handler(args)}
         except SlackError as e:
             return 200, {}, {"ok": False, "error": e.error, **e.extra}
+
+    def _scope_header(self, token: str | None) -> dict[str, str]:
+        """`x-oauth-scopes` for a token the workspace knows (none for a token Slack does not accept)."""
+        scopes = {self.bot_token: self._bot_scopes, self.app_token: APP_TOKEN_SCOPES}.get(token or "")
+        return {} if scopes is None else {"x-oauth-scopes": ",".join(scopes)}
 
     def _auth_error(self, method: str, token: str | None) -> str | None:
         wanted = self.app_token if method == "apps.connections.open" else self.bot_token
