@@ -34,6 +34,7 @@ from bot.threads.settings_modal import ThreadSettings
 from bot.threads.spending import Spending
 from bot.threads.store import ThreadStore
 from bot.threads.targets import Targets
+from bot.threads.usage import Admins, UsageLedger, UsageReport
 from bot.tools import ToolRegistry, registry_from
 from bot.turns.runner import TurnRunner
 
@@ -67,6 +68,7 @@ class Bot:
         self._files = FileService(
             settings, redis=redis.client, web_client=web_client, openai_client=openai_client
         )
+        usage = UsageLedger(redis.client)
         runner = TurnRunner(
             settings=settings,
             web_client=web_client,
@@ -82,6 +84,7 @@ class Bot:
                 concurrency=settings.file_download_concurrency,
             ),
             budget=SlackBudget(redis.client, share=BUDGET_SHARE * settings.slack_rate_scale),
+            usage=usage,
         )
         limits = SpendLimits(redis.client, settings)
         self._dispatcher = Dispatcher(redis.client, store, runner, settings=settings, limits=limits)
@@ -93,7 +96,10 @@ class Bot:
         guests = Guests(
             allowed=settings.allow_external_users, redis=redis.client, store=store, ephemeral=ephemeral
         )
-        self.intake = Intake(self._dispatcher, admin, targets, ephemeral, self._background, guests, spending)
+        report = UsageReport(usage, Admins(web_client))
+        self.intake = Intake(
+            self._dispatcher, admin, targets, ephemeral, self._background, guests, spending, report
+        )
         self.thread_settings = ThreadSettings(admin, targets, web_client, ephemeral, guests, spending)
         self.home = AppHome(
             model=settings.assistant_model,
@@ -106,6 +112,7 @@ class Bot:
             spending=spending,
             ephemeral=ephemeral,
             guests=guests,
+            usage=report,
         )
         self.messages_tab = MessagesTab(settings.assistant_suggested_prompts, store, web_client)
         self._orphan_sweep: asyncio.Task[None] | None = None

@@ -33,6 +33,7 @@ from bot.assistant.backend import (
     Piece,
     RoundResult,
     Status,
+    TokenUsage,
     TurnRequest,
 )
 from bot.assistant.conversations import ConversationAdmin
@@ -261,6 +262,7 @@ class ResponsesBackend(ConversationAdmin):
                         elif kind == "response.failed":
                             raise _failure(event.response.error.code if event.response.error else None)
                         elif kind == "response.incomplete":
+                            _note_usage(result, event.response)  # an incomplete answer used tokens too
                             details = event.response.incomplete_details
                             raise AnswerIncomplete(
                                 f"response incomplete: {details.reason if details else 'unknown'}"
@@ -326,6 +328,7 @@ class ResponsesBackend(ConversationAdmin):
                     else:
                         log.warning("response %s: its text differs from what was streamed", response_id)
                     if response.status == "incomplete":
+                        _note_usage(result, response)
                         details = response.incomplete_details
                         raise AnswerIncomplete(f"response incomplete: {details.reason if details else '?'}")
                     _absorb(result, response)
@@ -418,7 +421,7 @@ def _without_stores(request: dict[str, Any], dropped: list[str]) -> dict[str, An
 
 def _absorb(result: RoundResult, response: Response) -> None:
     """Read the finished response's output items (the stream's and the poll's common ground)."""
-    result.response_id = response.id
+    _note_usage(result, response)
     for item in response.output:
         if item.type == "function_call":
             result.calls.append(FunctionCall(item.call_id, item.name, item.arguments))
@@ -433,6 +436,22 @@ def _absorb(result: RoundResult, response: Response) -> None:
                         result.files[note.file_id] = GeneratedFile(
                             note.container_id, note.file_id, note.filename
                         )
+
+
+def _note_usage(result: RoundResult, response: Response) -> None:
+    """The ended response's id and the tokens it used (when it reports them)."""
+    result.response_id = response.id
+    usage = response.usage
+    if usage is None:
+        return
+    details = usage.output_tokens_details
+    result.usage = TokenUsage(
+        input=usage.input_tokens,
+        output=usage.output_tokens,
+        total=usage.total_tokens,
+        reasoning=details.reasoning_tokens if details is not None else None,
+        created_at=response.created_at,
+    )
 
 
 def _failure(code: str | None) -> AssistantUnavailable:

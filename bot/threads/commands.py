@@ -29,6 +29,8 @@ HELP_TEXT = (
     f'• `{COMMAND} meta set KEY=VALUE …`: set metadata (quote values with spaces: `topic="Q3 plan"`)\n'
     f"• `{COMMAND} meta unset KEY …`: remove metadata\n"
     f"• `{COMMAND} reset`: start the thread over\n"
+    f"• `{COMMAND} usage`: the tokens you used today and in the last 7 and 30 days (works anywhere; "
+    "workspace admins also see the workspace's totals and top users and channels)\n"
     "In a channel thread write the same after a mention (`@Assistant status`, `@Assistant meta set …`, "
     "`@Assistant reset`), or use the message menu (⋯) → *Reset this thread* / *Thread settings*."
 )
@@ -49,6 +51,7 @@ class Command(StrEnum):
     META = "meta"
     HISTORY = "history"
     STATUS = "status"
+    USAGE = "usage"  # not about a thread: answered anywhere (`bot.threads.usage`)
 
 
 @dataclass(frozen=True)
