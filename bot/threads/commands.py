@@ -1,7 +1,8 @@
 """`/assistant` sub-commands, and the same commands written as `@Assistant …` inside a thread.
 
 Slash commands carry no thread: in a DM they act on the user's own top-level assistant thread, and in a
-channel they explain how to reach a thread (the message shortcuts, or a mention inside it).
+channel they explain how to reach a thread (the message shortcuts, or a mention inside it). `usage` is about
+the person, not a thread: it is answered anywhere.
 """
 
 from __future__ import annotations

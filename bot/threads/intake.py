@@ -134,8 +134,8 @@ class Intake:
         return None
 
     async def command(self, req: CommandRequest, *, request_id: str) -> str:
-        """Carry out `/assistant …` on the user's DM thread (it costs `ACTION_COST`): the ephemeral text to
-        show the user (the limit's message when they are over it)."""
+        """Carry out `/assistant …` on the user's DM thread, or answer `/assistant usage` (either costs
+        `ACTION_COST`): the ephemeral text to show the user (the limit's message when they are over it)."""
         if (now := self.answer_now(req)) is not None:
             return now
         return await user_text(self._paid_command(req, request_id=request_id))
