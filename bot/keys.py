@@ -29,6 +29,11 @@ SPEND_WINDOW = timedelta(minutes=1)
 # The longer horizon of a thread's answers (THREAD_ANSWERS_PER_DAY): a bucket that refills over a day.
 THREAD_DAY_WINDOW = timedelta(days=1)
 
+# Token usage by day (issue 13) is kept a little over a year, for year-over-year comparisons.
+USAGE_TTL = timedelta(days=400)
+# A response's usage is counted once (SET NX): the marker outlives every retry of its turn.
+USAGE_COUNTED_TTL = TURN_RECORD_TTL
+
 # The consumer group every replica reads the turn streams with.
 TURN_GROUP = "workers"
 # The one global key: the set of workspaces that have a turn stream, so workers know what to read.
@@ -147,6 +152,32 @@ class Keys:
     def guest_notice(self, user_id: str) -> str:
         """STRING (GUEST_NOTICE_TTL): a Slack Connect guest was just told the bot does not serve them."""
         return f"{self.ns}:notice:guest:{user_id}"
+
+    # --- usage accounting (issue 13); `day` is a UTC date, YYYY-MM-DD; every key has USAGE_TTL -----------
+
+    def usage_workspace(self, day: str) -> str:
+        """HASH (input, output, total, reasoning, responses): the workspace's tokens that day."""
+        return f"{self.ns}:usage:{day}:team"
+
+    def usage_user(self, day: str, user_id: str) -> str:
+        """HASH like `usage_workspace`: one user's tokens that day."""
+        return f"{self.ns}:usage:{day}:user:{user_id}"
+
+    def usage_channel(self, day: str, channel: str) -> str:
+        """HASH like `usage_workspace`: one channel's tokens that day (`dm`: all direct messages)."""
+        return f"{self.ns}:usage:{day}:channel:{channel}"
+
+    def usage_top_users(self, day: str) -> str:
+        """ZSET user id -> total tokens that day."""
+        return f"{self.ns}:usage:{day}:top:users"
+
+    def usage_top_channels(self, day: str) -> str:
+        """ZSET channel id (or `dm`) -> total tokens that day."""
+        return f"{self.ns}:usage:{day}:top:channels"
+
+    def usage_counted(self, response_id: str) -> str:
+        """STRING (SET NX, USAGE_COUNTED_TTL): this response's usage is counted."""
+        return f"{self.ns}:usage:counted:{response_id}"
 
     # --- files and retrieval (issue 3) -----------------------------------------------------------------
 

@@ -37,6 +37,7 @@ from bot.threads.settings_modal import ThreadSettings
 from bot.threads.spending import Spending
 from bot.threads.store import ThreadStore
 from bot.threads.targets import Targets
+from bot.threads.usage import Admins, UsageLedger, UsageReport
 from bot.tools import ToolRegistry, registry_from
 from bot.turns.runner import TurnRunner
 
@@ -73,6 +74,7 @@ class Bot:
         self._files = FileService(
             settings, redis=redis.client, web_client=web_client, openai_client=openai_client
         )
+        usage = UsageLedger(redis.client)
         runner = TurnRunner(
             settings=settings,
             web_client=web_client,
@@ -89,6 +91,7 @@ class Bot:
             ),
             budget=SlackBudget(redis.client, share=BUDGET_SHARE * settings.slack_rate_scale),
             metrics=self.metrics,
+            usage=usage,
         )
         limits = SpendLimits(redis.client, settings)
         self._dispatcher = Dispatcher(
@@ -102,7 +105,10 @@ class Bot:
         guests = Guests(
             allowed=settings.allow_external_users, redis=redis.client, store=store, ephemeral=ephemeral
         )
-        self.intake = Intake(self._dispatcher, admin, targets, ephemeral, self._background, guests, spending)
+        report = UsageReport(usage, Admins(web_client))
+        self.intake = Intake(
+            self._dispatcher, admin, targets, ephemeral, self._background, guests, spending, report
+        )
         self.thread_settings = ThreadSettings(admin, targets, web_client, ephemeral, guests, spending)
         self.home = AppHome(
             model=settings.assistant_model,
@@ -115,6 +121,7 @@ class Bot:
             spending=spending,
             ephemeral=ephemeral,
             guests=guests,
+            usage=report,
         )
         self.messages_tab = MessagesTab(settings.assistant_suggested_prompts, store, web_client)
         self._orphan_sweep: asyncio.Task[None] | None = None

@@ -43,11 +43,28 @@ class GeneratedFile:
     filename: str
 
 
+@dataclass(frozen=True)
+class TokenUsage:
+    """The tokens one response used (its `usage`), and when it was created (epoch seconds)."""
+
+    input: int
+    output: int
+    total: int
+    reasoning: int | None  # None: the response did not report it
+    created_at: float
+
+
+# Runs with the response id and its usage once a response has ended (completed or incomplete).
+OnUsage = Callable[[str, TokenUsage], Awaitable[None]]
+
+
 @dataclass
 class RoundResult:
-    """What one response left for the turn to do: function calls to run, files its code wrote."""
+    """What one response left for the turn to do: function calls to run, files its code wrote; and the
+    tokens it used, once it ended."""
 
     response_id: str | None = None
+    usage: TokenUsage | None = None
     calls: list[FunctionCall] = field(default_factory=list)
     files: dict[str, GeneratedFile] = field(default_factory=dict)  # cited files, by container file id
     containers: list[str] = field(default_factory=list)  # containers its code ran in

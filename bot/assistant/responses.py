@@ -33,6 +33,7 @@ from bot.assistant.backend import (
     Piece,
     RoundResult,
     Status,
+    TokenUsage,
     TurnRequest,
 )
 from bot.assistant.conversations import ConversationAdmin
@@ -306,6 +307,7 @@ class ResponsesBackend(ConversationAdmin):
                         elif kind == "response.incomplete":
                             self._metrics.usage(event.response.usage)
                             self._metrics.openai_error("response_incomplete")
+                            _note_usage(result, event.response)  # an incomplete answer used tokens too
                             details = event.response.incomplete_details
                             raise AnswerIncomplete(
                                 f"response incomplete: {details.reason if details else 'unknown'}"
@@ -379,6 +381,7 @@ class ResponsesBackend(ConversationAdmin):
                     self._metrics.usage(response.usage)
                     if response.status == "incomplete":
                         self._metrics.openai_error("response_incomplete")
+                        _note_usage(result, response)
                         details = response.incomplete_details
                         raise AnswerIncomplete(f"response incomplete: {details.reason if details else '?'}")
                     _absorb(result, response)
@@ -471,7 +474,7 @@ def _without_stores(request: dict[str, Any], dropped: list[str]) -> dict[str, An
 
 def _absorb(result: RoundResult, response: Response) -> None:
     """Read the finished response's output items (the stream's and the poll's common ground)."""
-    result.response_id = response.id
+    _note_usage(result, response)
     for item in response.output:
         if item.type == "function_call":
             result.calls.append(FunctionCall(item.call_id, item.name, item.arguments))
@@ -486,6 +489,22 @@ def _absorb(result: RoundResult, response: Response) -> None:
                         result.files[note.file_id] = GeneratedFile(
                             note.container_id, note.file_id, note.filename
                         )
+
+
+def _note_usage(result: RoundResult, response: Response) -> None:
+    """The ended response's id and the tokens it used (when it reports them)."""
+    result.response_id = response.id
+    usage = response.usage
+    if usage is None:
+        return
+    details = usage.output_tokens_details
+    result.usage = TokenUsage(
+        input=usage.input_tokens,
+        output=usage.output_tokens,
+        total=usage.total_tokens,
+        reasoning=details.reasoning_tokens if details is not None else None,
+        created_at=response.created_at,
+    )
 
 
 def _failure(code: str | None) -> AssistantUnavailable:

@@ -1,7 +1,8 @@
 """`/assistant` sub-commands, and the same commands written as `@Assistant …` inside a thread.
 
 Slash commands carry no thread: in a DM they act on the user's own top-level assistant thread, and in a
-channel they explain how to reach a thread (the message shortcuts, or a mention inside it).
+channel they explain how to reach a thread (the message shortcuts, or a mention inside it). `usage` is about
+the person, not a thread: it is answered anywhere.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ HELP_TEXT = (
     f'• `{COMMAND} meta set KEY=VALUE …`: set metadata (quote values with spaces: `topic="Q3 plan"`)\n'
     f"• `{COMMAND} meta unset KEY …`: remove metadata\n"
     f"• `{COMMAND} reset`: start the thread over\n"
+    f"• `{COMMAND} usage`: the tokens you used today and in the last 7 and 30 days (works anywhere; "
+    "workspace admins also see the workspace's totals and top users and channels)\n"
     "In a channel thread write the same after a mention (`@Assistant status`, `@Assistant meta set …`, "
     "`@Assistant reset`), or use the message menu (⋯) → *Reset this thread* / *Thread settings*."
 )
@@ -49,6 +52,7 @@ class Command(StrEnum):
     META = "meta"
     HISTORY = "history"
     STATUS = "status"
+    USAGE = "usage"  # not about a thread: answered anywhere (`bot.threads.usage`)
 
 
 @dataclass(frozen=True)

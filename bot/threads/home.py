@@ -4,7 +4,7 @@ own DM thread (its settings, a reset)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,7 @@ from bot.threads.guests import Guests
 from bot.threads.spending import Spending
 from bot.threads.store import ThreadStore
 from bot.threads.targets import Targets, ThreadTarget
+from bot.threads.usage import Totals, UsageReport, describe
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,9 @@ class AppHome:
         spending: Spending,
         ephemeral: Ephemeral,
         guests: Guests,
+        usage: UsageReport | None = None,
     ) -> None:
+        self._usage = usage
         self._model = model
         self._tool_names = tool_names
         self._store = store
@@ -71,11 +74,28 @@ class AppHome:
             recent = []
         base = await self._workspace_base()
         threads = [_recent_thread(workspace, thread, when, record, base) for thread, when, record in recent]
-        view = home_view(model=self._model, tools=self._tool_names, threads=threads, date=slack_date)
+        view = home_view(
+            model=self._model,
+            tools=self._tool_names,
+            threads=threads,
+            date=slack_date,
+            usage=await self._own_usage(workspace, user),
+        )
         try:
             await self._client.views_publish(user_id=user, view=view)
         except SlackApiError as exc:
             log.warning("views.publish failed: %s", slack_error(exc))
+
+    async def _own_usage(self, workspace: Workspace, user: str) -> list[tuple[str, Totals]]:
+        """The user's tokens today and over the last 30 days (none shown when Redis is down)."""
+        if self._usage is None:
+            return []
+        try:
+            windows = await self._usage.own(workspace, user)
+        except RedisError:
+            log.warning("App Home: Redis unavailable; showing no usage")
+            return []
+        return [windows[0], windows[-1]]
 
     async def reset_dm_thread(
         self, workspace: Workspace, user: str, *, request_id: str, external: bool = False
@@ -123,9 +143,15 @@ def _text(text: str) -> dict[str, Any]:
 
 
 def home_view(
-    *, model: str, tools: list[str], threads: list[RecentThread], date: Callable[[float], str]
+    *,
+    model: str,
+    tools: list[str],
+    threads: list[RecentThread],
+    date: Callable[[float], str],
+    usage: Sequence[tuple[str, Totals]] = (),
 ) -> View:
-    """The App Home tab. `date` renders an epoch as Slack date markup."""
+    """The App Home tab. `date` renders an epoch as Slack date markup; `usage`: (label, totals) of the
+    user's own tokens."""
     tool_names = escape_mrkdwn(", ".join(tools)) if tools else "none"
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": "Your assistant"}},
@@ -140,6 +166,13 @@ def home_view(
         blocks.append(
             {"type": "context", "elements": [_text("None yet. Mention me in a channel or write to me.")]}
         )
+    if usage:
+        lines = [f"• {label}: {describe(totals)}" for label, totals in usage]
+        blocks += [
+            {"type": "divider"},
+            {"type": "section", "text": _text("*Your usage* (tokens; days in UTC)\n" + "\n".join(lines))},
+            {"type": "context", "elements": [_text("More with `/assistant usage`.")]},
+        ]
     blocks += [
         {"type": "divider"},
         {

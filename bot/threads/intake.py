@@ -30,6 +30,7 @@ from bot.threads.commands import (
 from bot.threads.guests import GUEST_NOTICE, Guests
 from bot.threads.spending import ACTION_COST, Spending
 from bot.threads.targets import Targets
+from bot.threads.usage import UsageReport
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,9 @@ class Intake:
         background: Background,
         guests: Guests,
         spending: Spending,
+        usage: UsageReport,
     ) -> None:
+        self._usage = usage
         self._dispatcher = dispatcher
         self._admin = admin
         self._targets = targets
@@ -100,8 +103,11 @@ class Intake:
         self._background.run(self._answer_thread_command(msg, parsed), name=f"command {msg.channel}:{msg.ts}")
 
     async def _answer_thread_command(self, msg: IncomingMessage, parsed: ParsedCommand) -> None:
-        target = await self._targets.of_message(msg)
-        text = await self._admin.run(target, parsed, request_id=f"{msg.channel}:{msg.ts}", at=msg.ts)
+        if parsed.command is Command.USAGE:
+            text = await user_text(self._usage.text(msg.workspace, msg.user, external=msg.external))
+        else:
+            target = await self._targets.of_message(msg)
+            text = await self._admin.run(target, parsed, request_id=f"{msg.channel}:{msg.ts}", at=msg.ts)
         # In the message's thread when it is in one; at top level otherwise (Slack shows an ephemeral in a
         # thread only once the thread has replies, and a top-level message has none).
         await self._ephemeral.whisper(msg.channel, msg.user, text, msg.thread_ts)
@@ -123,13 +129,13 @@ class Intake:
             return exc.user_message
         if parsed.command is Command.HELP:
             return HELP_TEXT
-        if not req.is_dm:
+        if not req.is_dm and parsed.command is not Command.USAGE:
             return CHANNEL_HINT
         return None
 
     async def command(self, req: CommandRequest, *, request_id: str) -> str:
-        """Carry out `/assistant …` on the user's DM thread (it costs `ACTION_COST`): the ephemeral text to
-        show the user (the limit's message when they are over it)."""
+        """Carry out `/assistant …` on the user's DM thread, or answer `/assistant usage` (either costs
+        `ACTION_COST`): the ephemeral text to show the user (the limit's message when they are over it)."""
         if (now := self.answer_now(req)) is not None:
             return now
         return await user_text(self._paid_command(req, request_id=request_id))
@@ -137,6 +143,8 @@ class Intake:
     async def _paid_command(self, req: CommandRequest, *, request_id: str) -> str:
         await self._spending.pay(req.workspace, req.user)
         parsed = parse_command(req.text)
+        if parsed.command is Command.USAGE:
+            return await self._usage.text(req.workspace, req.user, external=req.external)
         return await self._admin.run(Targets.of_command(req), parsed, request_id=request_id)
 
     async def reset_shortcut(self, action: MessageAction, *, request_id: str) -> None:

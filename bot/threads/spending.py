@@ -3,8 +3,10 @@ without making noise.
 
 Messages pay in the submit script (1 token plus their files by size, and one answer from the thread's
 bucket). Commands that act on a thread (`/assistant status`, `@Assistant reset` …), the message shortcuts,
-settings saves and App Home buttons pay `ACTION_COST` here, from the same buckets. Help and usage mistakes
-(`Intake.answer_now`, an unknown `@Assistant meta …`) need only the text and stay free.
+settings saves and App Home buttons pay `ACTION_COST` here, from the same buckets; so does `/assistant
+usage` (it reads up to ~100 Redis keys and may ask Slack's users.info: cheap, but not free to repeat in a
+loop). Help and usage mistakes (`Intake.answer_now`, an unknown `@Assistant meta …`) need only the text and
+stay free.
 
 A refused message gets an ephemeral notice (in its thread when it is in one), at most one per person per
 window, and a paused thread one per thread; the rest are only logged (a command written after a mention

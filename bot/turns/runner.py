@@ -15,7 +15,14 @@ from typing import Any
 from redis.exceptions import RedisError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.assistant.backend import AssistantBackend, Status, TurnRequest, user_message
+from bot.assistant.backend import (
+    AssistantBackend,
+    OnUsage,
+    Status,
+    TokenUsage,
+    TurnRequest,
+    user_message,
+)
 from bot.errors import (
     BotError,
     NoAssistantThread,
@@ -37,6 +44,7 @@ from bot.slack.client import SLACK_CALL_ERRORS, slack_error
 from bot.slack.inert import InertMarkdown
 from bot.slack.replies import WARNING_ICON, ReplyStream
 from bot.threads.store import ThreadStore
+from bot.threads.usage import UsageLedger, channel_of
 from bot.tools import ToolContext, ToolRegistry
 from bot.turns.status import StatusLine
 from bot.turns.tool_loop import THINKING_STATUS, ToolLoop
@@ -102,10 +110,12 @@ class TurnRunner:
         generated: GeneratedFiles | None = None,
         budget: SlackBudget,
         metrics: Metrics | None = None,
+        usage: UsageLedger | None = None,
     ) -> None:
         self._settings = settings
         self._metrics = metrics or Metrics()
         self._texted: set[str] = set()  # running turns whose first text is out (counted once)
+        self._usage = usage
         self._budget = budget
         self._statuses: dict[str, StatusLine] = {}  # the running turns' status lines, by turn id
         self._client = web_client
@@ -228,6 +238,7 @@ class TurnRunner:
             ctx=ctx,
             on_created=progress.save_response,
             citations=citations,
+            on_usage=self._usage_counter(turn),
         )
         # The model's text (and what tools, files and web pages put in it) is made inert on its way in; what
         # the bot itself adds (the Sources, notices) is built inert.
@@ -250,6 +261,20 @@ class TurnRunner:
         if piece and turn.id not in self._texted:
             self._texted.add(turn.id)
             self._metrics.first_text(turn.received_at)
+
+    def _usage_counter(self, turn: Turn) -> OnUsage | None:
+        """Counts each response's tokens for the turn's user, channel and workspace (issue 13)."""
+        ledger = self._usage
+        if ledger is None:
+            return None
+        channel = channel_of(turn.channel, is_dm=turn.is_dm)
+
+        async def count(response_id: str, usage: TokenUsage) -> None:
+            await ledger.record(
+                turn.workspace.keys, user=turn.user, channel=channel, response_id=response_id, usage=usage
+            )
+
+        return count
 
     async def _input(self, turn: Turn, *, resuming: bool) -> TurnInput | None:
         """The turn's text and files (issue 3: shared files in, file_search on, citations on the answer);

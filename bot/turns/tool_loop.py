@@ -22,6 +22,7 @@ from bot.assistant.backend import (
     AssistantBackend,
     FunctionCall,
     OnCreated,
+    OnUsage,
     Piece,
     RoundResult,
     Status,
@@ -72,9 +73,11 @@ class ToolLoop:
         ctx: ToolContext,
         on_created: OnCreated,
         citations: CitationRenderer | None = None,
+        on_usage: OnUsage | None = None,
     ) -> AsyncGenerator[Piece, None]:
         """Start the turn with `items` (the user's message), or carry on a retried turn whose responses
-        `recorded` were already created; yield the text and progress of every round."""
+        `recorded` were already created; yield the text and progress of every round. `on_usage` gets the
+        tokens of every response that ends (a replayed earlier round was counted when it ended)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settings.tool_loop_seconds
         links = SandboxLinks() if self._settings.code_interpreter else None
@@ -95,16 +98,21 @@ class ToolLoop:
                 assert items is not None
                 pieces = self._answer(request, items, on_created, result, citations, continuing=rounds > 0)
             started = False  # this round has shown text
-            async with contextlib.aclosing(pieces):
-                async for piece in pieces:
-                    if isinstance(piece, Status):
-                        yield piece
-                    elif text := links.feed(piece) if links is not None else piece:
+            try:
+                async with contextlib.aclosing(pieces):
+                    async for piece in pieces:
+                        if isinstance(piece, Status):
+                            yield piece
+                        elif text := links.feed(piece) if links is not None else piece:
+                            yield (ROUND_BREAK if wrote and not started else "") + text
+                            started = True
+                    if links is not None and (text := links.flush()):
                         yield (ROUND_BREAK if wrote and not started else "") + text
                         started = True
-                if links is not None and (text := links.flush()):
-                    yield (ROUND_BREAK if wrote and not started else "") + text
-                    started = True
+            finally:
+                # Every response that ended counts, an incomplete one too (`on_usage` counts each once).
+                if on_usage is not None and result.response_id and result.usage is not None:
+                    await on_usage(result.response_id, result.usage)
             wrote = wrote or started
             await self._share_files(result, ctx, citations, answer_files)
             if not result.calls:

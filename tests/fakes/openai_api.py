@@ -538,6 +538,9 @@ class Reply:
     code_logs: str | None = None
     # A web search (needs a declared web_search tool) finding these (url, title) results, each cited.
     web_results: tuple[tuple[str, str], ...] = ()
+    # Reasoning tokens the "model" spent: reported in usage.output_tokens_details.reasoning_tokens and, as
+    # with the real API, counted in output_tokens too (reasoning is billed as output).
+    reasoning_tokens: int = 0
 
 
 @dataclass
@@ -852,15 +855,20 @@ class _Run:
         done = status in ("completed", "failed", "cancelled", "incomplete")
         usage = None
         if status in ("completed", "incomplete"):
-            input_tokens = _estimate_tokens(
-                "".join(_item_text(i) for i in self.seen_items) + (body.get("instructions") or "")
+            # ResponseUsage (spec): everything the model read (the context, the instructions and the tool
+            # definitions) is input; what it wrote (text, call arguments, reasoning) is output.
+            tool_specs = json.dumps(body["tools"]) if body.get("tools") else ""
+            input_tokens = context_tokens(self.seen_items, body.get("instructions")) + _estimate_tokens(
+                tool_specs
             )
-            output_tokens = _estimate_tokens(self.text)
+            reasoning = self.reply.reasoning_tokens
+            arguments = "".join(str(i.get("arguments", "")) for i in self.items_after)
+            output_tokens = _estimate_tokens(self.text + arguments) + reasoning
             usage = {
                 "input_tokens": input_tokens,
                 "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
                 "output_tokens": output_tokens,
-                "output_tokens_details": {"reasoning_tokens": 0},
+                "output_tokens_details": {"reasoning_tokens": reasoning},
                 "total_tokens": input_tokens + output_tokens,
             }
         response = {

@@ -1675,8 +1675,14 @@ class FakeSlack:
                 "team": self.team_id,
                 "image_48": "https://example.com/avatar_48.png",
             },
+            # users.info (https://api.slack.com/methods/users.info, the user type's fields): a workspace
+            # admin or owner has is_admin / is_owner; guests are is_restricted (multi-channel) or
+            # is_ultra_restricted (single-channel). Tests set them with set_user().
             "is_admin": False,
             "is_owner": False,
+            "is_primary_owner": False,
+            "is_restricted": False,
+            "is_ultra_restricted": False,
             "is_bot": is_bot,
             "is_app_user": False,
             "updated": 1_700_000_000,
