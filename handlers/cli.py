@@ -110,12 +110,18 @@ def main(argv: list[str] | None = None) -> None:
     asyncio.run(_serve(settings, mode, args.host, port, tools))
 
 
-def _cleanup(args: argparse.Namespace) -> None:
+def _tool_settings() -> Settings:
+    """Settings for a maintenance command (no app token or signing secret needed), or exit 2 naming the
+    problems."""
     try:
-        settings = load_settings(Mode.TOOL)
+        return load_settings(Mode.TOOL)
     except ConfigError as exc:
         print(f"slack-assistant: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _cleanup(args: argparse.Namespace) -> None:
+    settings = _tool_settings()
     _configure_logging(settings.log_level, settings.log_format)
     report = asyncio.run(
         cleanup_orphans(settings, min_age_seconds=args.min_age_hours * 3600, dry_run=args.dry_run)
@@ -126,12 +132,8 @@ def _cleanup(args: argparse.Namespace) -> None:
 
 
 def _check(args: argparse.Namespace) -> None:
-    try:
-        # Only what it checks: no app token (checked when set) or signing secret needed.
-        settings = load_settings(Mode.TOOL)
-    except ConfigError as exc:
-        print(f"slack-assistant: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    # Only what it checks: the app token is checked when set, the signing secret not needed.
+    settings = _tool_settings()
     if args.timeout <= 0:
         print("slack-assistant: --timeout must be more than 0", file=sys.stderr)
         raise SystemExit(2)

@@ -300,12 +300,10 @@ class ResponsesBackend(ConversationAdmin):
                             yield citations.annotate(event.annotation)
                         elif kind == "response.completed":
                             _absorb(result, event.response)
-                            self._metrics.usage(event.response.usage)
                             return
                         elif kind == "response.failed":
                             raise self._failed(event.response.error.code if event.response.error else None)
                         elif kind == "response.incomplete":
-                            self._metrics.usage(event.response.usage)
                             self._metrics.openai_error("response_incomplete")
                             _note_usage(result, event.response)  # an incomplete answer used tokens too
                             details = event.response.incomplete_details
@@ -378,7 +376,6 @@ class ResponsesBackend(ConversationAdmin):
                             yield text[len(shown) :]
                     else:
                         log.warning("response %s: its text differs from what was streamed", response_id)
-                    self._metrics.usage(response.usage)
                     if response.status == "incomplete":
                         self._metrics.openai_error("response_incomplete")
                         _note_usage(result, response)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
@@ -104,12 +103,10 @@ class Metrics:
     def slack_rate_limited(self, method: str) -> None:
         self._slack_429.labels(method).inc()
 
-    def usage(self, usage: Any) -> None:
-        """A finished response's `usage` (openai's ResponseUsage, or None when the API sent none)."""
-        if usage is None:
-            return
-        self._tokens.labels("input").inc(max(0, int(getattr(usage, "input_tokens", 0) or 0)))
-        self._tokens.labels("output").inc(max(0, int(getattr(usage, "output_tokens", 0) or 0)))
+    def tokens(self, *, input: int, output: int) -> None:
+        """The tokens an ended response used (its `usage`)."""
+        self._tokens.labels("input").inc(max(0, input))
+        self._tokens.labels("output").inc(max(0, output))
 
     def queue(self, depth: int | None, oldest_seconds: float = 0.0) -> None:
         """The queue as read at scrape time; None: Redis could not be read (the gauges say NaN)."""

@@ -262,17 +262,18 @@ class TurnRunner:
             self._texted.add(turn.id)
             self._metrics.first_text(turn.received_at)
 
-    def _usage_counter(self, turn: Turn) -> OnUsage | None:
-        """Counts each response's tokens for the turn's user, channel and workspace (issue 13)."""
-        ledger = self._usage
-        if ledger is None:
-            return None
+    def _usage_counter(self, turn: Turn) -> OnUsage:
+        """Counts each ended response's tokens: in the metrics, and for the turn's user, channel and
+        workspace in the usage ledger (issue 13)."""
+        ledger, metrics = self._usage, self._metrics
         channel = channel_of(turn.channel, is_dm=turn.is_dm)
 
         async def count(response_id: str, usage: TokenUsage) -> None:
-            await ledger.record(
-                turn.workspace.keys, user=turn.user, channel=channel, response_id=response_id, usage=usage
-            )
+            metrics.tokens(input=usage.input, output=usage.output)
+            if ledger is not None:
+                await ledger.record(
+                    turn.workspace.keys, user=turn.user, channel=channel, response_id=response_id, usage=usage
+                )
 
         return count
 
