@@ -53,6 +53,16 @@ def settled(slack: FakeSlack, rdb: redis.Redis) -> None:
     slack.wait_for(lambda: nothing_queued(rdb))
 
 
+def ping_pong(sender: SlackSender, slack: FakeSlack, root: dict, *, replies: int) -> None:
+    """The other app and Alice take turns replying in the thread under `root` (its first answer is in);
+    the bot's answers to the first two replies are waited for, so the rest meet a cap three answers in."""
+    for turn in range(2, replies + 2):
+        speaker = APP_AS_USER if turn % 2 == 0 else ALICE
+        sender.send_event(message(CHANNEL, speaker, f"reply {turn}", thread_ts=root["ts"]))
+        if turn <= 3:
+            answers(slack, CHANNEL, root["ts"], count=turn)
+
+
 def test_a_user_over_the_limit_is_told_once_privately_and_nothing_runs(
     slack: FakeSlack, openai_fake: FakeOpenAI, start_bot: BotFactory, rdb: redis.Redis
 ) -> None:
@@ -187,11 +197,7 @@ def test_two_apps_answering_each_other_are_paused_by_the_thread_cap_with_one_not
     sender.send_event(root)
     answers(slack, CHANNEL, root["ts"])
     # The other app answers every answer, as a "person"; so does Alice, taking turns.
-    speakers = [APP_AS_USER, ALICE] * 4
-    for turn, speaker in enumerate(speakers, start=2):
-        sender.send_event(message(CHANNEL, speaker, f"reply {turn}", thread_ts=root["ts"]))
-        if turn <= 3:
-            answers(slack, CHANNEL, root["ts"], count=turn)
+    ping_pong(sender, slack, root, replies=8)
     # Three answers, then the thread is paused: the first refused sender is told, privately; the rest of
     # the refused replies are only logged.
     slack.wait_for(lambda: bool(slack.ephemerals(CHANNEL, APP_AS_USER)) and quiet_refusals(bot) == 5)
@@ -216,10 +222,7 @@ def test_apps_slower_than_the_minutes_cap_still_meet_the_days(
     root = mention(CHANNEL, ALICE, "start")
     sender.send_event(root)
     answers(slack, CHANNEL, root["ts"])
-    for turn, speaker in enumerate([APP_AS_USER, ALICE, APP_AS_USER, ALICE], start=2):
-        sender.send_event(message(CHANNEL, speaker, f"reply {turn}", thread_ts=root["ts"]))
-        if turn <= 3:
-            answers(slack, CHANNEL, root["ts"], count=turn)
+    ping_pong(sender, slack, root, replies=4)
     slack.wait_for(lambda: bool(slack.ephemerals(CHANNEL, APP_AS_USER)) and quiet_refusals(bot) == 1)
     [notice] = slack.ephemerals(CHANNEL, include_invisible=True)
     assert notice.user == APP_AS_USER and "Start a new thread" in notice.text
