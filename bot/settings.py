@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from dotenv import dotenv_values
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.errors import ConfigError
@@ -51,6 +51,9 @@ DEFAULT_IMAGE_TYPES = ["png", "jpg", "jpeg", "webp", "gif"]
 # Data files the code interpreter reads (accepted only while it is on); documents reach it too.
 DEFAULT_DATA_TYPES = ["csv", "tsv", "xlsx", "xls", "parquet", "xml", "zip"]
 
+# REDIS_URL schemes that name a Sentinel service instead of a server (bot.queue.connection).
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+
 DEFAULT_PROMPTS = [
     SuggestedPrompt(title="Summarize a topic", message="Give me a short overview of "),
     SuggestedPrompt(title="Draft a message", message="Help me write a friendly message to my team about "),
@@ -71,6 +74,9 @@ class Settings(BaseSettings):
     openai_timeout: float = Field(default=120.0, gt=0)
 
     redis_url: str | None = None
+    # REDIS_URL names one node of a Redis Cluster (redis://node:6379/0): the client finds the others, and each
+    # workspace's keys live in one slot of it (bot/keys.py).
+    redis_cluster: bool = False
     data_dir: Path = Path("data")
 
     assistant_model: str = Field(default="gpt-5.1", min_length=1)
@@ -209,6 +215,28 @@ class Settings(BaseSettings):
             v = json.loads(v) if v.strip().startswith("[") else v.split(",")
         if isinstance(v, list):
             return [str(x).strip() for x in v if str(x).strip()]
+        return v
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_shape(cls, v: str | None) -> str | None:
+        # Never echo the URL: it may hold a password. The full parse is bot.queue.connection's.
+        if v and v.split("://", 1)[0].lower() in SENTINEL_SCHEMES:
+            service = v.split("://", 1)[-1].partition("/")[2].partition("?")[0].strip("/")
+            if not service:
+                raise ValueError(
+                    "a Sentinel URL names its service: redis+sentinel://host:26379[,host2:26379]/service[/db]"
+                )
+        return v
+
+    @field_validator("redis_cluster")
+    @classmethod
+    def _cluster_needs_url(cls, v: bool, info: ValidationInfo) -> bool:
+        url = info.data.get("redis_url")
+        if v and not url:
+            raise ValueError("needs REDIS_URL (a node of the cluster); the embedded Redis is one server")
+        if v and str(url).split("://", 1)[0].lower() in SENTINEL_SCHEMES:
+            raise ValueError("a Sentinel URL names one primary, not a cluster: unset REDIS_CLUSTER")
         return v
 
     @field_validator("file_document_types", "file_image_types", "file_data_types")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import redis
 from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.slack_api import FakeSlack
 from tests.harness import BotProcess, RedisServer, SlackSender, bot_env
+from tests.redis_topologies import RedisClusterServers, RedisSentinelServers
 
 # `fake` and `client` for the fake OpenAI's own tests (a test module may define its own `fake`).
 pytest_plugins = ["tests.fakes.openai_fixtures"]
@@ -40,9 +42,52 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def _redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    """A real three-shard Redis Cluster, started the first time a test asks for it."""
+    cluster = RedisClusterServers(tmp_path_factory.mktemp("redis-cluster")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def _redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisSentinelServers]:
+    """A real primary watched by a real Sentinel, started the first time a test asks for it."""
+    sentinel = RedisSentinelServers(tmp_path_factory.mktemp("redis-sentinel")).start()
+    yield sentinel
+    sentinel.stop()
+
+
+@dataclass
+class RedisTarget:
+    """The Redis a test's bots use: its REDIS_URL, the other variables that topology needs, and a client
+    for the test's own reads."""
+
+    url: str
+    client: Callable[[], redis.Redis]
+    env: dict[str, str] = field(default_factory=dict)
+
+
 @pytest.fixture
-def rdb(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+def redis_kind(request: pytest.FixtureRequest) -> str:
+    """ "single" (the session's server), or what a test is parametrized with (`on_topologies`)."""
+    return str(getattr(request, "param", "single"))
+
+
+@pytest.fixture
+def redis_target(request: pytest.FixtureRequest, redis_kind: str, redis_url: str) -> RedisTarget:
+    if redis_kind == "cluster":
+        cluster: RedisClusterServers = request.getfixturevalue("_redis_cluster")
+        return RedisTarget(cluster.url, cluster.client, {"REDIS_CLUSTER": "true"})
+    if redis_kind == "sentinel":
+        sentinel: RedisSentinelServers = request.getfixturevalue("_redis_sentinel")
+        return RedisTarget(sentinel.url, sentinel.client)
+    return RedisTarget(redis_url, lambda: redis.Redis.from_url(redis_url, decode_responses=True))
+
+
+@pytest.fixture
+def rdb(redis_target: RedisTarget) -> Iterator[redis.Redis]:
+    client = redis_target.client()
     client.flushdb()
     yield client
     client.close()
@@ -88,19 +133,19 @@ BotFactory = Callable[..., BotProcess]
 
 @pytest.fixture
 def start_bot(
-    slack: FakeSlack, openai_fake: FakeOpenAI, rdb: redis.Redis, redis_url: str, tmp_path: Path
+    slack: FakeSlack, openai_fake: FakeOpenAI, rdb: redis.Redis, redis_target: RedisTarget, tmp_path: Path
 ) -> Iterator[BotFactory]:
     """Start bot processes: HTTP mode, Socket Mode with `http=False`, or `slack-assistant worker` with
-    `worker=True`; on the test Redis, or on the one at `url`. Extra keyword arguments become environment
-    variables."""
+    `worker=True`; on the test Redis (`redis_target`), or on the one at `url`. Extra keyword arguments
+    become environment variables."""
     bots: list[BotProcess] = []
 
     def start(url: str | None = None, *, http: bool = True, worker: bool = False, **env: str) -> BotProcess:
         environment = bot_env(
             slack_api_url=slack.api_url,
             openai_base_url=openai_fake.base_url,
-            redis_url=url or redis_url,
-            **env,
+            redis_url=url or redis_target.url,
+            **{**(redis_target.env if url is None else {}), **env},
         )
         if not http or worker:
             del environment["SLACK_SIGNING_SECRET"]  # Socket Mode and workers need none

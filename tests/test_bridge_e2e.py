@@ -11,6 +11,7 @@ import redis
 from tests.fakes.openai_api import FakeOpenAI, Reply
 from tests.fakes.slack_api import FakeSlack, Message
 from tests.harness import BOT_USER, TEAM, BotProcess, SlackSender, mention, message, new_ts
+from tests.redis_topologies import on_topologies
 
 CHANNEL = "C0GENERAL"
 DM = "D0ALICE"
@@ -40,6 +41,7 @@ def user_texts(items: list[dict]) -> list[str]:
     return out
 
 
+@on_topologies("cluster", "sentinel")
 def test_mention_gets_streamed_reply_in_its_thread(
     slack: FakeSlack, openai_fake: FakeOpenAI, sender: SlackSender, rdb: redis.Redis
 ) -> None:
@@ -74,6 +76,7 @@ def test_mention_gets_streamed_reply_in_its_thread(
     assert rdb.hget(keys[0], "conversation_id") == conv_id
 
 
+@on_topologies("cluster")
 def test_follow_up_in_thread_reaches_same_conversation_without_mention(
     slack: FakeSlack, openai_fake: FakeOpenAI, sender: SlackSender
 ) -> None:
@@ -152,6 +155,7 @@ def test_dm_thread_started_in_messages_tab_gets_its_own_assistant_thread(
     assert len(openai_fake.conversations) == 2
 
 
+@on_topologies("cluster")
 def test_retried_event_gets_exactly_one_reply(
     slack: FakeSlack, openai_fake: FakeOpenAI, sender: SlackSender
 ) -> None:
@@ -324,6 +328,7 @@ def test_ignores_bots_edits_and_its_own_messages(
     assert [user_texts(i["input_items"])[-1] for i in openai_fake.model_inputs] == ["user: marker"]
 
 
+@on_topologies("cluster")
 def test_workspaces_never_share_threads(
     slack: FakeSlack, openai_fake: FakeOpenAI, sender: SlackSender, rdb: redis.Redis
 ) -> None:

