@@ -46,6 +46,7 @@ from tests.harness import (  # noqa: E402
     RedisServer,
     bot_env,
 )
+from tests.redis_topologies import RedisClusterServers  # noqa: E402
 
 ACK_DEADLINE_S = 3.0  # Slack retries an event not acked within 3 s
 
@@ -151,8 +152,10 @@ class Bench:
         workers: int,
         worker_nice: int = 0,
         slack_rate_scale: float = 1.0,
+        cluster: bool = False,
     ) -> None:
         self.out = out
+        self.cluster = cluster  # a three-shard Redis Cluster (REDIS_CLUSTER=true) instead of one redis-server
         self.slack_rate_scale = slack_rate_scale
         self.workers = workers
         self.worker_nice = worker_nice
@@ -165,8 +168,13 @@ class Bench:
         self.tmp = Path(tempfile.mkdtemp(prefix="sa-bench-"))
 
     def __enter__(self) -> Bench:
-        self.redis_server = RedisServer(self.tmp / "redis").start()
-        self.rdb = redis.Redis.from_url(self.redis_server.url, decode_responses=True)
+        if self.cluster:
+            cluster = RedisClusterServers(self.tmp / "redis").start()
+            self.redis_server: RedisServer | RedisClusterServers = cluster
+            self.rdb = cluster.client()
+        else:
+            self.redis_server = RedisServer(self.tmp / "redis").start()
+            self.rdb = redis.Redis.from_url(self.redis_server.url, decode_responses=True)
         # Slack's rate tiers in the fake and in the bot's budget alike: the cost scenarios lift them (a scale
         # of 1,000), the tier scenarios keep Slack's own figures (1).
         self.slack = FakeSlack(rate_limit_scale=self.slack_rate_scale).start()
@@ -186,6 +194,7 @@ class Bench:
                 THREAD_ANSWERS_PER_MINUTE="0",
                 THREAD_ANSWERS_PER_DAY="0",
                 SLACK_RATE_SCALE=str(self.slack_rate_scale),
+                **({"REDIS_CLUSTER": "true"} if self.cluster else {}),
             )
 
         # The front takes Slack's requests; with workers it only acks and queues (WORKER_CONCURRENCY=0).
@@ -217,9 +226,15 @@ class Bench:
             self.rdb.delete(key)
         self.openai.reset()
         self.openai.default_reply = reply or self.reply
-        self.rdb.config_resetstat()
+        if self.cluster:  # redis-py sends CONFIG and INFO to one node of a cluster unless told otherwise
+            self.rdb.config_resetstat(target_nodes="primaries")
+        else:
+            self.rdb.config_resetstat()
 
     def redis_calls(self) -> int:
+        if self.cluster:
+            nodes: Any = self.rdb.info("commandstats", target_nodes="primaries")
+            return sum(int(v["calls"]) for stats in nodes.values() for v in stats.values())
         stats = self.rdb.info("commandstats")
         return sum(int(v["calls"]) for v in stats.values())
 
@@ -524,6 +539,7 @@ def bench_for(args: argparse.Namespace, *, slack_rate_scale: float) -> Bench:
         workers=args.workers,
         worker_nice=args.worker_nice,
         slack_rate_scale=slack_rate_scale,
+        cluster=args.cluster,
     )
 
 
@@ -598,6 +614,11 @@ def main(argv: list[str] | None = None) -> int:
         "--tiers", type=int, nargs="*", default=[40, 200], help="mentions at once under Slack's tiers"
     )
     parser.add_argument("--tier-channels", type=int, default=10, help="channels they are spread over")
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="run on a local three-shard Redis Cluster (REDIS_CLUSTER=true) instead of one redis-server",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.rates, args.seconds, args.concurrency, args.turns_each = [20], 1.0, [3], 2

@@ -11,6 +11,7 @@ may echo part of a key). `Report.table()` also blanks any secret value it finds,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,12 +25,13 @@ from openai import AsyncOpenAI
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import AuthenticationError, RedisError, ResponseError
+from redis.exceptions import AuthenticationError, RedisClusterException, RedisError, ResponseError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.assistant.knowledge import USABLE, KnowledgeStores
-from bot.settings import Settings
+from bot.queue.connection import SentinelURL, open_redis
+from bot.settings import SENTINEL_SCHEMES, Settings
 from bot.slack.client import SLACK_TRANSPORT_ERRORS, slack_error
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
@@ -355,20 +357,41 @@ async def check_redis(settings: Settings, seconds: float) -> list[Row]:
             ),
             skipped("redis persistence", "the embedded Redis keeps an append-only file"),
         ]
-    where = _host(settings.redis_url, "localhost")
+    where = _redis_where(settings)
     # No retries, short socket timeouts: a dead or silent host gives a failure row within `seconds`.
-    client = Redis.from_url(
-        settings.redis_url,
-        decode_responses=True,
-        socket_connect_timeout=seconds,
-        socket_timeout=seconds,
-        retry=Retry(NoBackoff(), 0),
-        driver_info=None,
-    )
+    options = {
+        "decode_responses": True,
+        "socket_connect_timeout": seconds,
+        "socket_timeout": seconds,
+        "retry": Retry(NoBackoff(), 0),
+        "driver_info": None,
+    }
     try:
-        return await _redis_rows(client, where)
+        handle = open_redis(settings.redis_url, cluster=settings.redis_cluster, options=options)
+    except ValueError as exc:  # its message never repeats the URL
+        return [
+            failed("redis", f"REDIS_URL is malformed: {exc}", "see README, Configuration"),
+            skipped("redis persistence", "needs a reachable Redis"),
+        ]
+    try:
+        return await _redis_rows(handle.client, where)
     finally:
-        await client.aclose()
+        with contextlib.suppress(RedisError, OSError, RedisClusterException):
+            await handle.close()
+
+
+def _redis_where(settings: Settings) -> str:
+    """Where REDIS_URL points, for the report: hosts, ports and a Sentinel service, never a password."""
+    url = settings.redis_url or ""
+    if url.split("://", 1)[0].lower() in SENTINEL_SCHEMES:
+        try:
+            target = SentinelURL.parse(url)
+        except ValueError:
+            return "the Sentinels in REDIS_URL"
+        sentinels = ",".join(f"{host}:{port}" for host, port in target.sentinels)
+        return f"{target.service} via Sentinel {sentinels}"
+    where = _host(url, "localhost")
+    return f"{where} (a node of the cluster)" if settings.redis_cluster else where
 
 
 async def _redis_rows(client: Redis, where: str) -> list[Row]:
@@ -384,7 +407,7 @@ async def _redis_rows(client: Redis, where: str) -> list[Row]:
         code = first if first.isalpha() and first.isupper() else "error"
         hint = "set the user and password in REDIS_URL (redis://user:password@host:port/0)"
         return [failed("redis", f"{where} refused INFO ({code})", hint), unreachable]
-    except (RedisError, OSError) as exc:
+    except (RedisError, OSError, RedisClusterException) as exc:
         hint = "check REDIS_URL's host and port, that Redis runs there, and firewalls"
         return [failed("redis", f"nothing answered at {where} ({type(exc).__name__})", hint), unreachable]
     detail = f"Redis {server.get('redis_version', '?')} at {where}"
