@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,14 @@ def cluster_port() -> int:
                 continue
         return port
     raise RuntimeError("no free port pair for a cluster node")
+
+
+def _wait_until(done: Callable[[], bool], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise RuntimeError("a Redis topology did not come up")
+        time.sleep(0.05)
 
 
 class ClusterClient(SyncRedisCluster):
@@ -110,13 +119,15 @@ class RedisClusterServers:
 
 
 class RedisSentinelServers:
-    """One primary watched by one Sentinel (`redis-server sentinel.conf --sentinel`, quorum 1)."""
+    """One primary watched by one Sentinel (`redis-server sentinel.conf --sentinel`, quorum 1); with
+    `replica`, a replica of it too, which the Sentinel promotes a second after the primary stops answering."""
 
     SERVICE = "mymaster"
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, replica: bool = False) -> None:
         self.workdir = workdir
         self.primary = RedisServer(workdir / "primary")
+        self.replica = RedisServer(workdir / "replica") if replica else None
         self.sentinel_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -126,25 +137,47 @@ class RedisSentinelServers:
 
     def start(self) -> RedisSentinelServers:
         self.primary.start()
+        if self.replica is not None:
+            self.replica.extra_args = ("--replicaof", "127.0.0.1", str(self.primary.port))
+            self.replica.start()
+            # Linked before the Sentinel starts: its first look at the primary finds the replica.
+            _wait_until(
+                lambda: _answers(self.replica_port, b"INFO replication\r\n", b"master_link_status:up")
+            )
         folder = self.workdir / "sentinel"
         folder.mkdir(parents=True, exist_ok=True)
         conf = folder / "sentinel.conf"  # Sentinel rewrites its config file: it must be its own
         conf.write_text(
             f"port {self.sentinel_port}\nbind 127.0.0.1\nprotected-mode no\ndir {folder}\n"
             f"sentinel monitor {self.SERVICE} 127.0.0.1 {self.primary.port} 1\n"
+            f"sentinel down-after-milliseconds {self.SERVICE} 1000\n"
         )
         self.proc = subprocess.Popen(
             [redis_server_binary(), str(conf), "--sentinel"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        ask = f"SENTINEL get-master-addr-by-name {self.SERVICE}\r\n".encode()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if _answers(self.sentinel_port, ask, str(self.primary.port).encode()):
-                return self
-            time.sleep(0.05)
-        raise RuntimeError("the Sentinel did not start watching the primary")
+        _wait_until(lambda: self.primary_port() == self.primary.port)
+        if self.replica is not None:
+            ask = f"SENTINEL replicas {self.SERVICE}\r\n".encode()
+            _wait_until(lambda: _answers(self.sentinel_port, ask, str(self.replica_port).encode()))
+        return self
+
+    @property
+    def replica_port(self) -> int:
+        assert self.replica is not None
+        return self.replica.port
+
+    def primary_port(self) -> int | None:
+        """The primary's port once the Sentinel reports it healthy, as redis-py's Sentinel client checks
+        (`SENTINEL MASTER`: a master, neither subjectively nor objectively down); else None."""
+        try:
+            with redis.Redis(port=self.sentinel_port, socket_timeout=0.5, decode_responses=True) as s:
+                state: Any = s.sentinel_master(self.SERVICE)
+        except redis.RedisError:
+            return None
+        healthy = state["is_master"] and not state["is_sdown"] and not state["is_odown"]
+        return int(state["port"]) if healthy and "failover_in_progress" not in state["flags"] else None
 
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.primary.url, decode_responses=True)
@@ -155,6 +188,8 @@ class RedisSentinelServers:
             self.proc.wait(10)
             self.proc = None
         self.primary.stop()
+        if self.replica is not None:
+            self.replica.stop()
 
 
 def on_topologies(*kinds: str) -> pytest.MarkDecorator:

@@ -1,6 +1,7 @@
-"""End to end on a real three-shard Redis Cluster (REDIS_CLUSTER=true): workspaces whose keys live on
-different shards, served by one bot process. The suite's core tests also run on the cluster (and on a
-Sentinel), parametrized with `on_topologies`; these are the cases only a cluster has.
+"""End to end on a real three-shard Redis Cluster (REDIS_CLUSTER=true) and a real Sentinel: workspaces whose
+keys live on different shards, served by one bot process; `check` on both; a Sentinel failover. The suite's
+core tests also run on the cluster (and on a Sentinel), parametrized with `on_topologies`; these are the
+cases only those topologies have.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import redis
 from tests.conftest import BotFactory, RedisTarget
 from tests.fakes.openai_api import FakeOpenAI, Reply
 from tests.fakes.slack_api import FakeSlack
-from tests.harness import SlackSender, bot_env, mention
-from tests.test_bridge_e2e import ALICE, BOB, answers
+from tests.harness import SlackSender, bot_env, mention, message
+from tests.redis_topologies import RedisSentinelServers
+from tests.test_bridge_e2e import ALICE, BOB, CHANNEL, answers, user_texts
 from tests.test_check_e2e import REDIS_PASSWORD, run_check
 
 # Workspaces whose hash tags fall in the three shards' slot ranges (0-5460, 5461-10922, 10923-16383).
@@ -125,3 +127,37 @@ def test_check_reaches_the_cluster_or_the_sentinels_primary(
     assert done.returncode != 0
     assert "REDIS_URL: a Sentinel URL names its service" in done.stdout + done.stderr
     assert REDIS_PASSWORD not in done.stdout + done.stderr
+
+
+def test_a_sentinel_failover_is_followed_and_the_thread_continues(
+    slack: FakeSlack, openai_fake: FakeOpenAI, start_bot: BotFactory, tmp_path: Path
+) -> None:
+    """The primary dies (SIGKILL); the Sentinel promotes its replica; the bot, which only knows the
+    Sentinel's address, finds the new primary and continues the thread from the replicated map."""
+    servers = RedisSentinelServers(tmp_path / "sentinel", replica=True).start()
+    try:
+        bot = start_bot(servers.url)
+        sender = SlackSender(bot.url)
+        root = mention(CHANNEL, ALICE, "remember: the code word is heron")
+        sender.send_event(root)
+        answers(slack, CHANNEL, root["ts"])
+        primary = servers.client()
+        assert primary.wait(1, 5000) == 1  # everything written so far is on the replica
+        primary.close()
+        assert servers.primary.proc is not None
+        servers.primary.proc.kill()
+        slack.wait_for(lambda: servers.primary_port() == servers.replica_port, timeout=30)
+
+        # The Sentinel names the promoted replica: the next connection the bot makes goes there.
+        assert (
+            sender.send_event(message(CHANNEL, BOB, "what is the code word?", thread_ts=root["ts"])).status
+            == 200
+        )
+        msgs = answers(slack, CHANNEL, root["ts"], count=2, timeout=30)
+        assert msgs[-1].text == "Echo: what is the code word?"
+        assert len(openai_fake.conversations) == 1
+        assert user_texts(openai_fake.model_inputs[-1]["input_items"])[0] == (
+            "user: remember: the code word is heron"
+        )
+    finally:
+        servers.stop()

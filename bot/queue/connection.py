@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, unquote
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
@@ -172,6 +172,11 @@ def _host_port(member: str) -> tuple[str, int]:
     return host, int(port or SENTINEL_PORT)
 
 
+class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+    """The Sentinel pool (it asks the Sentinels where the primary is) that, like the one-server pool, waits
+    up to POOL_WAIT_SECONDS for a free connection past MAX_CONNECTIONS instead of failing at once."""
+
+
 def _sentinel_client(target: SentinelURL, options: dict[str, Any]) -> RedisHandle:
     if not target.sentinels:
         raise ValueError("the Sentinel URL names no Sentinel")
@@ -182,14 +187,17 @@ def _sentinel_client(target: SentinelURL, options: dict[str, Any]) -> RedisHandl
     if target.tls:
         sentinel_options["ssl"] = True
     sentinel = Sentinel(target.sentinels, sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
-    data_options: dict[str, Any] = {**options, "db": target.db, "max_connections": MAX_CONNECTIONS}
+    data_options: dict[str, Any] = {**options, "db": target.db}
+    data_options |= {"max_connections": MAX_CONNECTIONS, "timeout": POOL_WAIT_SECONDS}
     if target.password:
         data_options |= {"username": target.username, "password": target.password}
     if target.tls:
         data_options["ssl"] = True
     # Every connection asks the Sentinels where the primary is now, so a failover is followed by the next
     # connection made (a dropped one is retried once, as on one server).
-    client: Redis = sentinel.master_for(target.service, **data_options)
+    client: Redis = sentinel.master_for(
+        target.service, connection_pool_class=_BlockingSentinelPool, **data_options
+    )
     return RedisHandle(client, sentinels=list(sentinel.sentinels))
 
 
