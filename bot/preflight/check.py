@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import openai
 from openai import AsyncOpenAI
@@ -477,6 +477,7 @@ def _secrets(settings: Settings) -> tuple[str, ...]:
     ]
     if settings.redis_url:
         values.append(urlsplit(settings.redis_url).password or "")
+        values += parse_qs(urlsplit(settings.redis_url).query).get("sentinel_password", [])
     return tuple(v for v in values if v.strip())
 
 
@@ -485,7 +486,7 @@ async def run_checks(
 ) -> Report:
     slack_host = _host(settings.slack_api_url, "slack.com")
     openai_host = _host(settings.openai_base_url, "api.openai.com")
-    redis_host = _host(settings.redis_url, "localhost")
+    redis_host = _redis_where(settings)
     groups = await asyncio.gather(
         _within(
             seconds,
