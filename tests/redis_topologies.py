@@ -102,12 +102,19 @@ class RedisClusterServers:
             stderr=subprocess.DEVNULL,
             timeout=60,
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if all(_answers(s.port, b"CLUSTER INFO\r\n", b"cluster_state:ok") for s in self.servers):
-                return self
-            time.sleep(0.1)
-        raise RuntimeError("the Redis Cluster did not reach cluster_state:ok")
+        return self._wait_ok()
+
+    def restart(self) -> RedisClusterServers:
+        """Start the stopped nodes again on their ports: they rejoin from their nodes.conf (data is gone:
+        no persistence)."""
+        for server in self.servers:
+            server.start()
+        return self._wait_ok()
+
+    def _wait_ok(self) -> RedisClusterServers:
+        ok = b"cluster_state:ok"
+        _wait_until(lambda: all(_answers(s.port, b"CLUSTER INFO\r\n", ok) for s in self.servers), 30)
+        return self
 
     def client(self) -> redis.Redis:
         client: Any = ClusterClient.from_url(self.url, decode_responses=True)

@@ -19,9 +19,10 @@ from tests.conftest import BotFactory, RedisTarget
 from tests.fakes.openai_api import FakeOpenAI, Reply
 from tests.fakes.slack_api import FakeSlack
 from tests.harness import SlackSender, bot_env, free_port, mention, message
-from tests.redis_topologies import RedisSentinelServers
+from tests.redis_topologies import RedisClusterServers, RedisSentinelServers
 from tests.test_bridge_e2e import ALICE, BOB, CHANNEL, answers, user_texts
 from tests.test_check_e2e import REDIS_PASSWORD, run_check
+from tests.test_reliability_e2e import FAST, healthz
 
 # Workspaces whose hash tags fall in the three shards' slot ranges (0-5460, 5461-10922, 10923-16383).
 TEAMS = ("T0TEAM1", "T0OTHER", "T0EXT")
@@ -161,3 +162,35 @@ def test_a_sentinel_failover_is_followed_and_the_thread_continues(
         )
     finally:
         servers.stop()
+
+
+def test_a_cluster_outage_keeps_the_bot_up_tells_users_and_resumes(
+    slack: FakeSlack, openai_fake: FakeOpenAI, start_bot: BotFactory, tmp_path: Path
+) -> None:
+    """Every node down: redis-py's cluster client then fails with its own exception type, not a RedisError;
+    the bot must treat it as any Redis outage (ack, tell the user, report unhealthy, recover)."""
+    cluster = RedisClusterServers(tmp_path / "flaky-cluster").start()
+    try:
+        bot = start_bot(cluster.url, REDIS_CLUSTER="true", **FAST)
+        sender = SlackSender(bot.url)
+        first = mention(CHANNEL, ALICE, "hello cluster")
+        sender.send_event(first)
+        answers(slack, CHANNEL, first["ts"])
+        cluster.stop()
+
+        event = mention(CHANNEL, ALICE, "anyone home?")
+        assert sender.send_event(event).status == 200
+        slack.wait_for(
+            lambda: any("briefly unavailable" in m.text for m in slack.messages(CHANNEL, event["ts"]))
+        )
+        assert healthz(bot) == 503
+
+        cluster.restart()
+        bot.wait_healthy()
+        later = mention(CHANNEL, ALICE, "back now?")
+        sender.send_event(later)
+        assert [m.text for m in answers(slack, CHANNEL, later["ts"], timeout=20)] == ["Echo: back now?"]
+        assert bot.proc is not None and bot.proc.poll() is None
+        assert openai_fake.model_inputs[-1] and len(openai_fake.model_inputs) == 2
+    finally:
+        cluster.stop()

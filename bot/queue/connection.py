@@ -22,7 +22,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError, SlotNotCoveredError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.settings import SENTINEL_SCHEMES, Settings
@@ -102,9 +102,28 @@ def open_redis(url: str, *, cluster: bool, options: dict[str, Any]) -> RedisHand
         return _sentinel_client(SentinelURL.parse(url), options)
     if cluster:
         # The cluster client keeps a pool per node (MAX_CONNECTIONS each) and follows MOVED/ASK redirections.
-        client = RedisCluster.from_url(url, max_connections=MAX_CONNECTIONS, **options)
+        client = _RedisCluster.from_url(url, max_connections=MAX_CONNECTIONS, **options)
         return RedisHandle(cast(Redis, client))
     return RedisHandle(_client(url, options))
+
+
+class _RedisCluster(RedisCluster):
+    """redis-py's cluster client, except that a cluster it cannot reach (no node answers, or some slots
+    have no node) raises a ConnectionError, as one unreachable server does, instead of a
+    RedisClusterException (which is no RedisError): so every `except RedisError` path of the bot (tell the
+    user, wait, retry) covers a cluster outage too, and no reader loop dies of one."""
+
+    async def initialize(self, *args: Any, **kwargs: Any) -> RedisCluster:
+        try:
+            return await super().initialize(*args, **kwargs)
+        except RedisClusterException as exc:
+            raise RedisConnectionError(f"Redis Cluster unreachable ({type(exc).__name__})") from exc
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except SlotNotCoveredError as exc:
+            raise RedisConnectionError("Redis Cluster: a slot has no node") from exc
 
 
 def _client(url: str, options: dict[str, Any]) -> Redis:
