@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import itertools
+from typing import Any
 
 import pytest
 from redis.asyncio.cluster import RedisCluster
@@ -110,7 +111,7 @@ def test_stream_reads_are_split_per_slot_and_every_shard_is_read(
     twin_a, twin_b = _same_slot_teams()
     teams = ["T0TEAM1", "T0OTHER", "T0EXT", twin_a, twin_b]
 
-    async def scenario() -> tuple[set[int], dict[str, int], list[tuple[str, str]]]:
+    async def scenario() -> tuple[set[int], dict[str, int], list[tuple[str, str]], dict[str, Any]]:
         cluster = RedisCluster.from_url(_redis_cluster.url, decode_responses=True)
         try:
             await cluster.flushdb()
@@ -118,6 +119,7 @@ def test_stream_reads_are_split_per_slot_and_every_shard_is_read(
             for stream in streams:
                 await cluster.xgroup_create(stream, "workers", id="0", mkstream=True)
             nodes = {cluster.get_node_from_key(s).port for s in streams}
+            await cluster.config_resetstat(target_nodes=RedisCluster.PRIMARIES)
             reader = TurnStreams(cluster, "workers", "consumer-1", block_ms=200)
             # Nothing yet: a read waits for its block time and comes back empty.
             assert await reader.read(streams, 10) == []
@@ -128,13 +130,19 @@ def test_stream_reads_are_split_per_slot_and_every_shard_is_read(
                 for stream, entries in await reader.read(streams, 10):
                     got += [(stream, fields["thread"]) for _, fields in entries]
             reader.close()
+            stats = await cluster.info("commandstats", target_nodes=RedisCluster.PRIMARIES)
             pending = {s: int((await cluster.xpending(s, "workers"))["pending"]) for s in streams}
-            return nodes, pending, got
+            return nodes, pending, got, stats
         finally:
             await cluster.aclose()
 
-    nodes, pending, got = asyncio.run(scenario())
+    nodes, pending, got, stats = asyncio.run(scenario())
     assert len(nodes) == 3  # the workspaces' streams are on all three shards
     # Every entry came back once, from its own stream, and is pending for the reader (delivered, unacked).
     assert sorted(got) == sorted((Keys(t).turns(), Keys(t).turns()) for t in teams)
     assert set(pending.values()) == {1}
+    # Each read went straight to its slot's node: the client never asked a node which arguments are keys
+    # (COMMAND GETKEYS); one read at least per slot.
+    assert not any("cmdstat_command" in node for node in stats.values())
+    reads = sum(int(node.get("cmdstat_xreadgroup", {}).get("calls", 0)) for node in stats.values())
+    assert reads >= 4

@@ -371,9 +371,12 @@ class Dispatcher:
         scripts cost an extra SCRIPT EXISTS round trip per call: EVALSHA is sent as is, and the script
         loaded only when Redis does not know it yet.)"""
         if self._cluster:
-            # redis-py's cluster pipelines refuse EVALSHA, and the two keys are in different slots anyway.
-            result = await self._submit(keys=script_keys, args=args)
-            await self._redis.sadd(TEAMS_KEY, member)
+            # redis-py's cluster pipelines refuse EVALSHA, and the two keys live in different slots: both at
+            # once, each to its node. (A worker that sees the workspace before its stream exists creates
+            # the stream and group itself, on NOGROUP.)
+            result, _ = await asyncio.gather(
+                self._submit(keys=script_keys, args=args), self._redis.sadd(TEAMS_KEY, member)
+            )
             return result
         for _ in range(2):
             async with self._redis.pipeline(transaction=False) as pipe:
