@@ -328,7 +328,6 @@ def test_ignores_bots_edits_and_its_own_messages(
     assert [user_texts(i["input_items"])[-1] for i in openai_fake.model_inputs] == ["user: marker"]
 
 
-@on_topologies("cluster")
 def test_workspaces_never_share_threads(
     slack: FakeSlack, openai_fake: FakeOpenAI, sender: SlackSender, rdb: redis.Redis
 ) -> None:

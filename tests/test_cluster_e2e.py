@@ -116,8 +116,8 @@ def test_check_reaches_the_cluster_or_the_sentinels_primary(
     assert row.outcome == "pass"
     if redis_kind == "cluster":
         assert row.detail.endswith("(a node of the cluster) (cluster)")
-    else:
-        assert row.detail.endswith(f" at mymaster via Sentinel {url.split('//')[1].split('/')[0]}")
+        return
+    assert row.detail.endswith(f" at mymaster via Sentinel {url.split('//')[1].split('/')[0]}")
     # A Sentinel URL that names no service is a configuration problem, told without the URL's password.
     env["REDIS_URL"] = "redis+sentinel://:redis-pw-never-printed@127.0.0.1:1"
     env.pop("REDIS_CLUSTER", None)
