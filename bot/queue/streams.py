@@ -36,8 +36,10 @@ class TurnStreams:
         self._error: BaseException | None = None
 
     async def read(self, streams: list[str], count: int) -> list[Batch]:
-        """New entries of `streams` for this consumer, at most about `count` (on a cluster, at most one
-        more per slot), waiting up to the block time for some. Raises RedisError (e.g. NOGROUP)."""
+        """New entries of `streams` for this consumer, waiting up to the block time for some. At most
+        `count`; on a cluster each slot's read asks for an equal share (at least 1) of the `count` of the
+        call that sent it, so while capacity shrinks the reads in flight may bring a little more. Raises
+        RedisError (e.g. NOGROUP)."""
         if self._cluster is None:
             return await self._xreadgroup(streams, count)
         return await self._read_per_slot(self._cluster, streams, count)
@@ -46,6 +48,8 @@ class TurnStreams:
         """Cancel the reads in flight (the entries a cancelled read was given stay pending: the recovery
         sweep offers them again)."""
         for task in self._reads.values():
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved, so asyncio does not log it at exit
             task.cancel()
         self._reads.clear()
 
