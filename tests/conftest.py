@@ -70,8 +70,10 @@ class RedisTarget:
 
 @pytest.fixture
 def redis_kind(request: pytest.FixtureRequest) -> str:
-    """ "single" (the session's server), or what a test is parametrized with (`on_topologies`)."""
-    return str(getattr(request, "param", "single"))
+    """What a test is parametrized with (`on_topologies`), else TEST_REDIS_TOPOLOGY ("cluster" or
+    "sentinel": every test that uses `start_bot` and `rdb` runs there), else "single" (the session's
+    server)."""
+    return str(getattr(request, "param", os.environ.get("TEST_REDIS_TOPOLOGY", "single")))
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import pytest
 import redis
 from aiohttp import web
 
-from tests.conftest import BotFactory
+from tests.conftest import BotFactory, RedisTarget
 from tests.fakes.openai_api import FakeOpenAI, Reply
 from tests.fakes.server import ServerThread
 from tests.fakes.slack_api import FakeSlack, Message
@@ -425,7 +425,8 @@ def run_cleanup(env: dict[str, str], workdir: Path, *args: str) -> subprocess.Co
 
 
 def test_cleanup_orphans_deletes_what_no_thread_maps_and_nothing_else(
-    slack: FakeSlack, openai_fake: FakeOpenAI, fsender: SlackSender, rdb: redis.Redis, redis_url: str,
+    slack: FakeSlack, openai_fake: FakeOpenAI, fsender: SlackSender, rdb: redis.Redis,
+    redis_target: RedisTarget,
     tmp_path: Path,
 ) -> None:  # fmt: skip
     kept_event = share(DM, ALICE, "Keep", [slack.add_file("kept.txt", b"kept", mimetype="text/plain")])
@@ -446,7 +447,12 @@ def test_cleanup_orphans_deletes_what_no_thread_maps_and_nothing_else(
     )
     foreign = openai_fake.add_vector_store({"foreign.txt": b"not ours"})
 
-    env = bot_env(slack_api_url=slack.api_url, openai_base_url=openai_fake.base_url, redis_url=redis_url)
+    env = bot_env(
+        slack_api_url=slack.api_url,
+        openai_base_url=openai_fake.base_url,
+        redis_url=redis_target.url,
+        **redis_target.env,
+    )
     for key in ("SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET"):
         env.pop(key)  # a maintenance command needs neither
     young = run_cleanup(env, tmp_path)  # default: objects younger than an hour are left alone

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import redis
 
+from tests.conftest import RedisTarget
 from tests.fakes.openai_api import FakeOpenAI, Reply
 from tests.fakes.slack_api import FakeSlack
 from tests.harness import SECRETS, TEAM, BotProcess, SlackSender, bot_env, mention, message, new_ts
@@ -16,9 +17,14 @@ from tests.test_bridge_e2e import ALICE, CHANNEL, DM, answers, user_texts
 
 
 def test_socket_mode_end_to_end(
-    slack: FakeSlack, openai_fake: FakeOpenAI, rdb: redis.Redis, redis_url: str, tmp_path: Path
+    slack: FakeSlack, openai_fake: FakeOpenAI, rdb: redis.Redis, redis_target: RedisTarget, tmp_path: Path
 ) -> None:
-    env = bot_env(slack_api_url=slack.api_url, openai_base_url=openai_fake.base_url, redis_url=redis_url)
+    env = bot_env(
+        slack_api_url=slack.api_url,
+        openai_base_url=openai_fake.base_url,
+        redis_url=redis_target.url,
+        **redis_target.env,
+    )
     del env["SLACK_SIGNING_SECRET"]  # Socket Mode needs no signing secret
     bot = BotProcess(env, workdir=tmp_path).start(http=False)
     try:
