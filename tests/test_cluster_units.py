@@ -14,7 +14,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
 from bot.errors import ConfigError
-from bot.keys import ORPHAN_SWEEP_LOCK, TEAMS_KEY, Keys
+from bot.keys import ORPHAN_SWEEP_LOCK, PREFIX, TEAMS_KEY, Keys
 from bot.queue.connection import SENTINEL_PORT, SentinelURL, open_redis
 from bot.queue.streams import TurnStreams
 from bot.settings import Mode, load_settings
@@ -30,7 +30,9 @@ def _every_key(keys: Keys) -> dict[str, str]:
         if isinstance(member, property) or not callable(member):
             continue
         params = list(inspect.signature(member).parameters)[1:]
-        found[name] = getattr(keys, name)(*(f"x{i}" for i in range(len(params))))
+        built = getattr(keys, name)(*(f"x{i}" for i in range(len(params))))
+        if isinstance(built, str) and built.startswith(f"{PREFIX}:"):  # a key (not e.g. a predicate)
+            found[name] = built
     return found
 
 
