@@ -16,6 +16,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.ops.metrics import Metrics
 from bot.settings import Settings
+from bot.slack.workspaces import WorkspaceWebClient
 
 SLACK_TIMEOUT_SECONDS = 30
 # What a Slack call raises when the request got no answer (after slack-sdk's own retries): whether Slack
@@ -73,8 +74,10 @@ def build_web_client(settings: Settings, metrics: Metrics | None = None) -> Asyn
         timeout=aiohttp.ClientTimeout(total=SLACK_TIMEOUT_SECONDS),
     )
     # 429s and dropped connections are safe to retry (Slack did nothing); slack-sdk honours Retry-After.
-    return AsyncWebClient(
-        token=settings.slack_bot_token.get_secret_value(),
+    # Installed with OAuth there is no one token: each call carries its workspace's (bot.slack.workspaces).
+    token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
+    return WorkspaceWebClient(
+        token=token,
         base_url=settings.slack_api_url,
         timeout=SLACK_TIMEOUT_SECONDS,
         session=session,

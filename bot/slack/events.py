@@ -247,6 +247,33 @@ def parse_home_opened(body: Mapping[str, Any], context: Mapping[str, Any]) -> Ho
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Revoked:
+    """An `app_uninstalled` or `tokens_revoked` event: whose installation (and whether org-wide) went,
+    whether the bot's token went with it, and which people's user tokens did."""
+
+    workspace: Workspace
+    org_wide: bool
+    bot: bool
+    users: tuple[str, ...] = ()
+
+
+def parse_revoked(body: Mapping[str, Any], context: Mapping[str, Any]) -> Revoked | None:
+    """`app_uninstalled` (everything goes) or `tokens_revoked` (`tokens: {oauth: [user ids], bot: [bot
+    user ids]}`, docs.slack.dev/reference/events/tokens_revoked); None when its workspace can't be read."""
+    workspace = workspace_of(body, context)
+    if workspace is None:
+        return None
+    event = _mapping(body.get("event"))
+    org_wide = context.get("is_enterprise_install") is True
+    if event.get("type") == "app_uninstalled":
+        return Revoked(workspace, org_wide, bot=True)
+    tokens = _mapping(event.get("tokens"))
+    bots, users = tokens.get("bot"), tokens.get("oauth")
+    user_ids = tuple(u for u in users if isinstance(u, str) and u) if isinstance(users, list) else ()
+    return Revoked(workspace, org_wide, bot=isinstance(bots, list) and bool(bots), users=user_ids)
+
+
 _ENVELOPE_IDS = ("team", "enterprise", "user", "channel")
 _ENVELOPE_OBJECTS = ("event", "view", "message", "previous_message", "item", "assistant_thread", "container")
 _ENVELOPE_LISTS = ("authorizations", "response_urls")
