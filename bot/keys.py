@@ -52,6 +52,9 @@ OAUTH_STATE_TTL = timedelta(minutes=10)
 # The installations of the app, one member per workspace or Enterprise Grid org (`installation_member`):
 # what `check` counts. Used alone (SADD/SREM/SCARD), never in a multi-key script: Cluster safe.
 INSTALLS_KEY = f"{PREFIX}:installs"
+# Held by the replica refreshing a rotating bot token: Slack revokes a refresh token once used, so only one
+# replica may spend it; the others wait for the token it saves.
+ROTATION_LOCK_TTL = timedelta(seconds=15)
 
 # The files a thread uses (and its vector store id) are kept as long as the thread itself.
 FILES_TTL = THREAD_TTL
@@ -77,6 +80,16 @@ def installation(enterprise_id: str | None, team_id: str | None) -> str:
     installer's latest). A workspace's is in its own namespace (the slot of its other keys); an Enterprise
     Grid org-wide install (no team) is the org's `{E:-}`."""
     return f"{PREFIX}:{{{enterprise_id or '-'}:{team_id or '-'}}}:install"
+
+
+def org_pattern(enterprise_id: str) -> str:
+    """SCAN MATCH pattern for the keys of every workspace of an Enterprise Grid org."""
+    return f"{PREFIX}:{{{_glob_escape(enterprise_id)}:*"
+
+
+def rotation_lock(enterprise_id: str | None, team_id: str | None) -> str:
+    """STRING (ROTATION_LOCK_TTL): the replica refreshing this installation's bot token."""
+    return f"{PREFIX}:{{{enterprise_id or '-'}:{team_id or '-'}}}:install-lock"
 
 
 def installation_member(enterprise_id: str | None, team_id: str | None) -> str:
@@ -246,6 +259,15 @@ class Keys:
         return kind not in _KEPT_ON_UNINSTALL
 
     @staticmethod
+    def of_key(key: str) -> Keys | None:
+        """The workspace a key belongs to (None for a key outside every workspace's namespace)."""
+        match = _WORKSPACE_KEY.match(key)
+        if match is None:
+            return None
+        enterprise, team = match.groups()
+        return None if team == "-" else Keys(team, None if enterprise == "-" else enterprise)
+
+    @staticmethod
     def parse_uploads(key: str) -> tuple[Keys, str] | None:
         """(workspace keys, thread ref) of a `thread_uploads` key, for the orphan sweep."""
         match = _UPLOADS_KEY.fullmatch(key)
@@ -255,11 +277,14 @@ class Keys:
         return Keys(team, None if enterprise == "-" else enterprise), thread
 
 
-_KEPT_ON_UNINSTALL = frozenset({"uploads", "turns", "queue", "turn", "runner"})
+# `install` goes through the installation store's own delete (after the check that it is not a newer
+# install than the uninstall).
+_KEPT_ON_UNINSTALL = frozenset({"uploads", "turns", "queue", "turn", "runner", "install"})
 
 
 def _glob_escape(text: str) -> str:
     return re.sub(r"([\\*?\[\]])", r"\\\1", text)
 
 
+_WORKSPACE_KEY = re.compile(rf"{PREFIX}:\{{([^:}}]+):([^}}]+)\}}:")
 _UPLOADS_KEY = re.compile(rf"{PREFIX}:\{{([^:}}]+):([^}}]+)\}}:uploads:(.+)")

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any
 
 from openai import AsyncOpenAI
 from redis.exceptions import RedisError
-from slack_sdk.oauth.token_rotation.async_rotator import AsyncTokenRotator
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.assistant.knowledge import KnowledgeStores, check_forever
@@ -26,10 +25,10 @@ from bot.queue.spend import SpendLimits
 from bot.queue.stats import read_queue_stats
 from bot.settings import Settings
 from bot.slack.budget import BUDGET_SHARE, SlackBudget
-from bot.slack.client import build_web_client
+from bot.slack.client import bind, build_web_client
 from bot.slack.ephemeral import Ephemeral
 from bot.slack.installations import RedisInstallationStore, RedisOAuthStateStore
-from bot.slack.workspaces import Workspaces, bind, unbind
+from bot.slack.workspaces import SharedTokenRotator, Workspaces
 from bot.threads.admin import ThreadAdmin
 from bot.threads.background import Background
 from bot.threads.guests import Guests
@@ -173,11 +172,10 @@ class Bot:
             )
 
     @staticmethod
-    def acting_for_token(token: str | None) -> Callable[[], None]:
+    def acting_for_token(token: str | None) -> None:
         """Bind the current request (and the work it starts) to its workspace's bot token, as Bolt's
-        authorization found it; call the result to unbind."""
-        binding = bind(token)
-        return lambda: unbind(binding)
+        authorization found it (until the request's own binding ends)."""
+        bind(token)
 
     def later(self, work: Coroutine[Any, Any, None], *, name: str) -> None:
         """Run `work` after the listener has acked (Slack waits 3 s; OpenAI may take longer)."""
@@ -233,10 +231,14 @@ def _workspaces(settings: Settings, redis: RedisHandle, web_client: AsyncWebClie
     """One workspace's fixed token, or (OAuth) the installations in Redis, refreshed when they rotate."""
     if not settings.oauth:
         return Workspaces(None)
+    if settings.slack_bot_token is not None:
+        log.warning("SLACK_BOT_TOKEN is ignored: installs with OAuth bring each workspace's own token")
     assert settings.slack_client_id is not None and settings.slack_client_secret is not None
-    rotator = AsyncTokenRotator(
+    store = RedisInstallationStore(redis.client)
+    rotator = SharedTokenRotator(
         client_id=settings.slack_client_id,
         client_secret=settings.slack_client_secret.get_secret_value(),
         client=web_client,
+        store=store,
     )
-    return Workspaces(RedisInstallationStore(redis.client), rotator)
+    return Workspaces(store, rotator)

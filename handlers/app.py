@@ -19,6 +19,7 @@ from bot.ops.logs import bind_log_ids, log_context
 from bot.ops.metrics import Metrics
 from bot.root import Bot
 from bot.settings import Mode, Settings
+from bot.slack.client import workspace_token
 from bot.slack.events import envelope_problem
 from bot.slack.workspaces import ROTATE_MINUTES_BEFORE_EXPIRY
 from handlers import listeners
@@ -47,15 +48,12 @@ def build_app(settings: Settings, bot: Bot, mode: Mode) -> AsyncApp:
     async def log_ids(context: AsyncBoltContext, next: Callable[[], Awaitable[None]]) -> None:
         # The request's log lines (and the work it starts) name its workspace and channel.
         bind_log_ids(team=context.team_id, channel=context.channel_id)
-        if not bot.workspaces.oauth:
-            await next()
-            return
-        # The bot's Slack calls for this request (and the work it starts) carry its workspace's token.
-        unbind = bot.acting_for_token(context.bot_token)
-        try:
-            await next()
-        finally:
-            unbind()
+        if bot.workspaces.oauth:
+            # The bot's Slack calls for this request (and the work it starts) carry its workspace's token.
+            # Bolt runs the listeners after the middleware chain has returned, in this same task: the
+            # binding must outlive this function. It ends with the request (`build_web_app`'s gate).
+            bot.acting_for_token(context.bot_token)
+        await next()
 
     listeners.register(app, bot)
     return app
@@ -81,7 +79,7 @@ def _oauth_settings(settings: Settings, bot: Bot) -> AsyncOAuthSettings | None:
     )
     # The same authorization Bolt builds, but refreshing tokens through the bot's client (SLACK_API_URL,
     # its retry handlers and metrics): Bolt's own would build a client for slack.com.
-    oauth.authorize = AsyncInstallationStoreAuthorize(
+    authorize = AsyncInstallationStoreAuthorize(
         logger=log,
         client_id=settings.slack_client_id,
         client_secret=secret,
@@ -89,6 +87,9 @@ def _oauth_settings(settings: Settings, bot: Bot) -> AsyncOAuthSettings | None:
         installation_store=bot.workspaces.store,
         client=bot.web_client,
     )
+    # One replica at a time refreshes an installation's token (Slack revokes a used refresh token).
+    authorize.token_rotator = bot.workspaces.rotator
+    oauth.authorize = authorize
     return oauth
 
 
@@ -109,7 +110,8 @@ def build_web_app(app: AsyncApp, signing_secret: str, metrics: Metrics | None = 
         if request.method != "POST" or request.path != EVENTS_PATH:
             return await handler(request)
         started = time.perf_counter()
-        with log_context():  # ids the request binds end with it
+        # Ids and the workspace's token the request binds end with it.
+        with log_context(), workspace_token(None):
             response = await _gate(request, handler)
         if metrics is not None:
             metrics.ack(time.perf_counter() - started)

@@ -175,8 +175,8 @@ def register(app: AsyncApp, bot: Bot) -> None:
     # auth.test for these two events; there is no token left to run it with).
     async def on_revoked(body: dict[str, Any], context: dict[str, Any]) -> None:
         revoked = parse_revoked(body, context)
-        if revoked is not None:
-            await bot.uninstall.revoked(revoked)
+        if revoked is not None:  # scanning a workspace's keys may take longer than Slack's 3 s
+            bot.later(bot.uninstall.revoked(revoked), name="uninstall")
 
     app.event("app_uninstalled")(on_revoked)
     app.event("tokens_revoked")(on_revoked)

@@ -347,7 +347,7 @@ def test_oauth_mode_checks_the_app_credentials_and_the_requested_scopes(
     result = run_check(env, tmp_path, secrets=(CLIENT_SECRET,))
     assert result.status == 0, result.stdout
     assert result.rows["slack app credentials"] == Row(
-        "pass", f"client {CLIENT_ID} known to Slack (a test code: invalid_code)", ""
+        "pass", f"client {CLIENT_ID} known to Slack (a made-up code was refused: invalid_code)", ""
     )
     assert result.rows["slack scopes"].outcome == "pass"
     assert "slack bot token" not in result.rows

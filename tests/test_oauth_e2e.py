@@ -11,6 +11,7 @@ import html
 import http.client
 import json
 import re
+import time
 import urllib.parse
 from typing import Any
 
@@ -127,10 +128,19 @@ def stored_bot(rdb: redis.Redis, enterprise: str | None, team: str | None) -> di
 
 
 def assert_no_issued_token_logged(slack: FakeSlack, *bots: BotProcess) -> None:
+    """No code, access token or refresh token of the OAuth flow, nor the client secret, in any log."""
     for bot in bots:
         logs = bot.logs()
-        assert not [t.token[:12] for t in slack.issued_tokens if t.token in logs]
+        assert not [secret[:12] for secret in slack.oauth_secrets if secret in logs]
         assert CLIENT_SECRET not in logs
+
+
+def set_expiry(rdb: redis.Redis, enterprise: str | None, team: str | None, expires_at: int) -> None:
+    """What the passing of time does to the stored install: its token now expires at `expires_at`."""
+    key = f"sa:{{{enterprise or '-'}:{team or '-'}}}:install"
+    bot = json.loads(rdb.hget(key, "bot"))
+    bot["bot_token_expires_at"] = expires_at
+    rdb.hset(key, "bot", json.dumps(bot))
 
 
 # ---------------------------------------------------------------------------------------- round trips
@@ -298,10 +308,15 @@ def test_uninstall_removes_the_installation_and_the_workspaces_threads(
 
 
 def test_a_revoked_bot_token_forgets_the_workspace(
-    oauth_bot: BotProcess, slack: FakeSlack, rdb: redis.Redis
+    oauth_bot: BotProcess, slack: FakeSlack, openai_fake: FakeOpenAI, rdb: redis.Redis
 ) -> None:
     install(oauth_bot, slack, OTHER)
     (issued,) = issued_for(slack, OTHER)
+    openai_fake.script(Reply(text="a"))
+    ts = new_ts()
+    SlackSender(oauth_bot.url).post(event_for(mention("C0OTHER", ALICE, "hi", ts=ts), OTHER))
+    answers(slack, "C0OTHER", ts)
+    assert rdb.keys(f"sa:{{-:{OTHER}}}:thread:*")
     event = {
         "type": "tokens_revoked",
         "tokens": {"oauth": [], "bot": [issued.bot_user_id]},
@@ -309,7 +324,118 @@ def test_a_revoked_bot_token_forgets_the_workspace(
     }
     SlackSender(oauth_bot.url).post(event_for(event, OTHER))
     slack.wait_for(lambda: not rdb.exists(f"sa:{{-:{OTHER}}}:install"))
+    slack.wait_for(lambda: not rdb.keys(f"sa:{{-:{OTHER}}}:thread:*"))
     assert rdb.smembers("sa:installs") == set()
+
+
+def test_calls_the_front_makes_itself_carry_the_workspaces_token(
+    oauth_bot: BotProcess, slack: FakeSlack, rdb: redis.Redis
+) -> None:
+    install(oauth_bot, slack, OTHER)
+    (issued,) = issued_for(slack, OTHER)
+    home = {
+        "type": "app_home_opened",
+        "user": ALICE,
+        "channel": "D0OTHER",
+        "tab": "home",
+        "event_ts": new_ts(),
+    }
+    SlackSender(oauth_bot.url).post(event_for(home, OTHER))
+    slack.wait_for(lambda: bool(slack.calls_to("views.publish")))
+    assert [(c.token, c.ok) for c in slack.calls_to("views.publish")] == [(issued.token, True)]
+
+
+def test_a_slack_connect_event_is_answered_with_the_installing_workspaces_token(
+    oauth_bot: BotProcess, slack: FakeSlack, openai_fake: FakeOpenAI, rdb: redis.Redis
+) -> None:
+    # OTHER (no org) installed the app; so did the org on the other side of a shared channel, org-wide.
+    install(oauth_bot, slack, OTHER)
+    install(oauth_bot, slack, None, enterprise_id=ORG, org_wide=True)
+    (other,) = issued_for(slack, OTHER)
+    openai_fake.script(Reply(text="shared answer"))
+    ts = new_ts()
+    # Delivered to OTHER's installation; the envelope names the org the message came from.
+    body = json.loads(event_for({**mention("C0SHARED", ALICE, "hi", ts=ts), "user_team": OTHER}, OTHER))
+    body["enterprise_id"] = ORG
+    body["is_ext_shared_channel"] = True
+    SlackSender(oauth_bot.url).post(json.dumps(body))
+    (answer,) = answers(slack, "C0SHARED", ts)
+    assert answer.text == "shared answer"
+    assert tokens_of(slack, "C0SHARED") == {other.token}
+    assert rdb.keys(f"sa:{{-:{OTHER}}}:thread:*")
+    assert rdb.keys(f"sa:{{{ORG}:*") == [f"sa:{{{ORG}:-}}:install"], "nothing of this thread is the org's"
+
+
+def test_a_worker_refreshes_a_token_that_expires_while_its_turn_waits(
+    start_bot: BotFactory, slack: FakeSlack, openai_fake: FakeOpenAI, rdb: redis.Redis
+) -> None:
+    env = oauth_env(slack)
+    front = start_bot(WORKER_CONCURRENCY="0", **env)
+    slack.oauth_redirect_url = f"{front.url}/slack/oauth_redirect"
+    slack.token_lifetime_scale = 3 * 3600 / 43_200  # three hours: outside the two-hour refresh window
+    try:
+        install(front, slack, OTHER, rotating=True)
+        (original,) = issued_for(slack, OTHER)
+        openai_fake.script(Reply(text="fresh"))
+        ts = new_ts()
+        SlackSender(front.url).post(event_for(mention("C0OTHER", ALICE, "hi", ts=ts), OTHER))
+        # Hours pass before a worker takes the turn: the install's token is dead in Slack's eyes, and the
+        # stored one says it expires within the refresh window.
+        slack.wait_for(lambda: bool(rdb.keys(f"sa:{{-:{OTHER}}}:turns")))
+        set_expiry(rdb, None, OTHER, int(time.time()) + 600)
+        slack.advance_clock(3 * 3600 + 1)
+        worker = start_bot(worker=True, **env)
+        (answer,) = answers(slack, "C0OTHER", ts)
+    finally:
+        slack.token_lifetime_scale = 1.0
+    assert answer.text == "fresh"
+    latest = stored_bot(rdb, None, OTHER)
+    assert tokens_of(slack, "C0OTHER") == {latest["bot_token"]} != {original.token}
+    refreshes = [c for c in slack.calls_to("oauth.v2.access") if c.args.get("grant_type") == "refresh_token"]
+    assert [c.ok for c in refreshes] == [True], "refreshed once, by the worker"
+    assert not [c for c in slack.calls if c.error == "token_expired"]
+    assert_no_issued_token_logged(slack, front, worker)
+
+
+def test_a_late_uninstall_retry_does_not_undo_a_reinstall(
+    oauth_bot: BotProcess, slack: FakeSlack, rdb: redis.Redis
+) -> None:
+    install(oauth_bot, slack, OTHER)
+    uninstalled_at = time.time()
+    sender = SlackSender(oauth_bot.url)
+    body = json.loads(event_for({"type": "app_uninstalled", "event_ts": new_ts()}, OTHER))
+    body["event_time"] = int(uninstalled_at)
+    sender.post(json.dumps(body))
+    slack.wait_for(lambda: not rdb.exists(f"sa:{{-:{OTHER}}}:install"))
+    time.sleep(1.1)  # the reinstall happens in a later second than the uninstall event
+    install(oauth_bot, slack, OTHER)
+    reinstalled = issued_for(slack, OTHER)[-1]
+    # Slack retries the old event (same event_time) after the admin installed the app again.
+    body["event_id"] = "Ev0RETRY"
+    sender.post(json.dumps(body), headers={"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "timeout"})
+    slack.wait_for(lambda: "ignored an uninstall older than the current install" in oauth_bot.logs())
+    assert stored_bot(rdb, None, OTHER)["bot_token"] == reinstalled.token
+
+
+def test_an_org_wide_uninstall_forgets_every_workspace_of_the_org(
+    oauth_bot: BotProcess, slack: FakeSlack, openai_fake: FakeOpenAI, rdb: redis.Redis
+) -> None:
+    install(oauth_bot, slack, None, enterprise_id=ORG, org_wide=True)
+    install(oauth_bot, slack, OTHER)
+    sender = SlackSender(oauth_bot.url)
+    openai_fake.script(Reply(text="org"), Reply(text="other"))
+    ts, ts_other = new_ts(), new_ts()
+    sender.post(event_for(mention("C0ORGCH", ALICE, "hi", ts=ts), ORG_TEAM, enterprise=ORG, org_wide=True))
+    sender.post(event_for(mention("C0OTHER", ALICE, "hi", ts=ts_other), OTHER))
+    answers(slack, "C0ORGCH", ts)
+    answers(slack, "C0OTHER", ts_other)
+    assert rdb.keys(f"sa:{{{ORG}:{ORG_TEAM}}}:thread:*")
+    # Slack names no workspace for an org-wide install's uninstall.
+    gone = event_for({"type": "app_uninstalled", "event_ts": new_ts()}, None, enterprise=ORG, org_wide=True)
+    sender.post(gone)
+    slack.wait_for(lambda: not rdb.exists(f"sa:{{{ORG}:-}}:install"))
+    slack.wait_for(lambda: not rdb.keys(f"sa:{{{ORG}:{ORG_TEAM}}}:thread:*"))
+    assert rdb.exists(f"sa:{{-:{OTHER}}}:install") and rdb.keys(f"sa:{{-:{OTHER}}}:thread:*")
 
 
 # ---------------------------------------------------------------------------------------- the stores

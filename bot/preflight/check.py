@@ -229,8 +229,10 @@ async def check_slack(settings: Settings, manifest: Path | None, seconds: float)
     return [passed("slack bot token", who), _scopes_row(auth.headers, manifest)]
 
 
-# oauth.v2.access checks the app's credentials before the code: a made-up code is refused as
-# `invalid_code` only when the client id and secret are right.
+# A made-up code exchanged with the app's credentials: Slack names a wrong client id or secret
+# (`invalid_client_id`, `bad_client_secret`) when it checks them before the code. Slack does not document
+# that order, so a refusal of the code alone only shows the id is known; the secret is proven by the first
+# install.
 CREDENTIAL_ERRORS = frozenset({"invalid_client_id", "bad_client_secret"})
 
 
@@ -256,7 +258,9 @@ async def check_oauth(settings: Settings, manifest: Path | None, seconds: float)
                 "SLACK_CLIENT_ID and SLACK_CLIENT_SECRET",
             )
         else:
-            row = passed(name, f"client {settings.slack_client_id} known to Slack (a test code: {code})")
+            row = passed(
+                name, f"client {settings.slack_client_id} known to Slack (a made-up code was refused: {code})"
+            )
     except SLACK_TRANSPORT_ERRORS as exc:
         row = failed(
             name,

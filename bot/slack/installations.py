@@ -12,10 +12,14 @@ holds them as you would the tokens themselves (ACLs, TLS, no public port).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import re
 import secrets
+import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from redis.asyncio import Redis
@@ -27,13 +31,21 @@ from slack_sdk.oauth.state_store.async_state_store import AsyncOAuthStateStore
 from bot.keys import (
     INSTALLS_KEY,
     OAUTH_STATE_TTL,
+    ROTATION_LOCK_TTL,
     installation,
     installation_member,
     oauth_state,
+    rotation_lock,
 )
 
 log = logging.getLogger(__name__)
 
+LOCK_POLL_SECONDS = 0.05
+# KEYS: the lock. ARGV: its holder's token. Deletes it only for its holder.
+RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 BOT_FIELD = "bot"
 INSTALLER_FIELD = "installer"
 # A state this store issued: 43 URL-safe characters. Anything else in a redirect's query is not looked up.
@@ -45,6 +57,7 @@ class RedisInstallationStore(AsyncInstallationStore):
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
+        self._release = redis.register_script(RELEASE_LUA)
 
     @property
     def logger(self) -> logging.Logger:
@@ -126,6 +139,21 @@ class RedisInstallationStore(AsyncInstallationStore):
         await self._redis.delete(installation(enterprise_id, team_id))
         await self._redis.srem(INSTALLS_KEY, installation_member(enterprise_id, team_id))
         log.info("uninstalled from %s", team_id or enterprise_id)
+
+    @contextlib.asynccontextmanager
+    async def rotation_lock(self, enterprise_id: str | None, team_id: str | None) -> AsyncIterator[None]:
+        """Held while one replica refreshes this installation's token; others wait for it (at most the
+        lock's TTL: a replica that died holding it stops counting then)."""
+        key, token = rotation_lock(enterprise_id, team_id), secrets.token_hex(8)
+        deadline = time.monotonic() + ROTATION_LOCK_TTL.total_seconds()
+        while not await self._redis.set(key, token, nx=True, px=ROTATION_LOCK_TTL):
+            if time.monotonic() > deadline:
+                break  # its holder is gone; refresh anyway rather than stall every turn
+            await asyncio.sleep(LOCK_POLL_SECONDS)
+        try:
+            yield
+        finally:
+            await self._release(keys=[key], args=[token])
 
     async def count(self) -> int:
         """How many workspaces (and orgs) the app is installed to."""

@@ -15,7 +15,6 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from contextvars import ContextVar, Token
 
 from slack_sdk.errors import SlackTokenRotationError
 from slack_sdk.oauth.installation_store import Bot
@@ -24,11 +23,10 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import BotError
 from bot.keys import Keys
+from bot.slack.client import SLACK_TRANSPORT_ERRORS, bind, unbind
 from bot.slack.installations import RedisInstallationStore
 
 log = logging.getLogger(__name__)
-
-_bound: ContextVar[str | None] = ContextVar("slack_workspace_token", default=None)
 
 # Rotate a rotating token this long before it expires (Bolt's own default for requests).
 ROTATE_MINUTES_BEFORE_EXPIRY = 120
@@ -41,40 +39,51 @@ class NotInstalled(BotError):
     """A turn of a workspace the app has no installation for (uninstalled since it was queued)."""
 
 
-class WorkspaceWebClient(AsyncWebClient):
-    """An AsyncWebClient whose token is the current task's workspace's (see the module docstring); with
-    nothing bound, the fixed token it was built with (None in OAuth mode)."""
+class SharedTokenRotator(AsyncTokenRotator):
+    """slack-sdk's token rotator, made safe for many replicas: Slack revokes a refresh token once it is
+    exchanged, so one replica at a time refreshes an installation (a lock in Redis), after reading the
+    latest saved bot again: a token another replica just refreshed is used as it is. The refreshed bot is
+    saved before the lock goes. Bolt's authorization (fronts) and `Workspaces` (workers) both use it."""
 
-    @property
-    def token(self) -> str | None:
-        return _bound.get() or self._fixed_token
+    def __init__(
+        self, *, client_id: str, client_secret: str, client: AsyncWebClient, store: RedisInstallationStore
+    ) -> None:
+        super().__init__(client_id=client_id, client_secret=client_secret, client=client)
+        self._store = store
 
-    @token.setter
-    def token(self, value: str | None) -> None:
-        self._fixed_token = value
-
-
-def bind(token: str | None) -> Token[str | None]:
-    """Bind the current task (and what it starts) to a workspace's bot token; `unbind` ends it."""
-    return _bound.set(token)
-
-
-def unbind(binding: Token[str | None]) -> None:
-    _bound.reset(binding)
+    async def perform_bot_token_rotation(
+        self, *, bot: Bot, minutes_before_expiration: int = ROTATE_MINUTES_BEFORE_EXPIRY
+    ) -> Bot | None:
+        if not _expiring(bot, minutes_before_expiration):
+            return None
+        team = None if bot.is_enterprise_install else bot.team_id
+        async with self._store.rotation_lock(bot.enterprise_id, team):
+            latest = await self._store.async_find_bot(
+                enterprise_id=bot.enterprise_id, team_id=team, is_enterprise_install=bot.is_enterprise_install
+            )
+            if latest is not None and latest.bot_token != bot.bot_token:
+                return latest if not _expiring(latest, minutes_before_expiration) else None
+            fresh = await super().perform_bot_token_rotation(
+                bot=latest or bot, minutes_before_expiration=minutes_before_expiration
+            )
+            if fresh is not None:
+                await self._store.async_save_bot(fresh)
+                log.info("rotated the bot token of %s", fresh.team_id or fresh.enterprise_id)
+            return fresh
 
 
 class Workspaces:
     """The tokens of the workspaces the app is installed to (OAuth mode), for work that does not come
     with one: queued turns run by a worker. Rotating tokens are refreshed here as Bolt refreshes them for
-    requests, and saved back for every replica."""
+    requests (the same `SharedTokenRotator`)."""
 
     def __init__(
         self,
         store: RedisInstallationStore | None,
-        rotator: AsyncTokenRotator | None = None,
+        rotator: SharedTokenRotator | None = None,
     ) -> None:
         self.store = store
-        self._rotator = rotator
+        self.rotator = rotator
         self._cache: dict[Keys, tuple[float, str]] = {}
 
     @property
@@ -97,6 +106,10 @@ class Workspaces:
     def forget(self, keys: Keys) -> None:
         self._cache.pop(keys, None)
 
+    def forget_org(self, enterprise_id: str) -> None:
+        for keys in [k for k in self._cache if k.enterprise_id == enterprise_id]:
+            del self._cache[keys]
+
     async def _token(self, keys: Keys) -> str:
         cached = self._cache.get(keys)
         if cached is not None and cached[0] > time.monotonic():
@@ -105,14 +118,17 @@ class Workspaces:
         if bot is None:
             raise NotInstalled(f"no installation for {keys.registry_member}")
         bot = await self._rotated(bot)
-        self._cache[keys] = (time.monotonic() + TOKEN_CACHE_SECONDS, bot.bot_token)
+        # A rotating token is kept no longer than it stays outside the refresh window.
+        until = time.monotonic() + TOKEN_CACHE_SECONDS
+        self._cache[keys] = (until, bot.bot_token)
         return bot.bot_token
 
     async def _find(self, keys: Keys) -> Bot | None:
         assert self.store is not None
         bot = await self.store.async_find_bot(enterprise_id=keys.enterprise_id, team_id=keys.team_id)
         if bot is None and keys.enterprise_id is not None:
-            # An Enterprise Grid org-wide install serves every workspace of the org.
+            # An Enterprise Grid org-wide install serves every workspace of the org. `keys` names the org
+            # of the installation the event was delivered to (Slack's `authorizations`), never a guest's.
             bot = await self.store.async_find_bot(
                 enterprise_id=keys.enterprise_id, team_id=None, is_enterprise_install=True
             )
@@ -121,21 +137,23 @@ class Workspaces:
     async def _rotated(self, bot: Bot) -> Bot:
         """The bot with a token good for a while: a rotating token close to expiry is refreshed (and
         saved); a failed refresh keeps the old one, which Slack accepts until it expires."""
-        if self._rotator is None or bot.bot_refresh_token is None:
+        if self.rotator is None or bot.bot_refresh_token is None:
             return bot
         try:
-            fresh = await self._rotator.perform_bot_token_rotation(
+            fresh = await self.rotator.perform_bot_token_rotation(
                 bot=bot, minutes_before_expiration=ROTATE_MINUTES_BEFORE_EXPIRY
             )
         except SlackTokenRotationError as exc:
             log.error("could not rotate the bot token of %s: %s", bot.team_id or bot.enterprise_id, _why(exc))
             return bot
-        if fresh is None:
+        except SLACK_TRANSPORT_ERRORS as exc:
+            log.warning("could not reach Slack to rotate a bot token: %s", type(exc).__name__)
             return bot
-        assert self.store is not None
-        await self.store.async_save_bot(fresh)
-        log.info("rotated the bot token of %s", fresh.team_id or fresh.enterprise_id)
-        return fresh
+        return fresh or bot
+
+
+def _expiring(bot: Bot, minutes: int) -> bool:
+    return bot.bot_token_expires_at is not None and bot.bot_token_expires_at <= time.time() + minutes * 60
 
 
 def _why(exc: SlackTokenRotationError) -> str:

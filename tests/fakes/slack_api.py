@@ -112,7 +112,8 @@ def manifest_bot_scopes() -> tuple[str, ...]:
 # unknown refresh token `invalid_refresh_token`. Rotating tokens ("xoxe.xoxb-") live 12 hours
 # (`expires_in: 43200` in the method's sample response); past that, calls answer `token_expired`
 # (docs.slack.dev/authentication/using-token-rotation). A refresh issues a new access token and refresh
-# token; the old access token keeps working until it expires (the docs do not say it is revoked at once).
+# token and revokes the refresh token spent; the old access token keeps working until it expires (the docs
+# do not say it is revoked at once).
 OAUTH_CODE_TTL = 600.0
 NO_TOKEN_METHODS = frozenset({"oauth.v2.access"})  # authenticated by the app's client id and secret
 ROTATING_TOKEN_LIFETIME = 43_200
@@ -639,6 +640,7 @@ class FakeSlack:
         self._refresh_tokens: dict[str, TokenInfo] = {}  # refresh token -> the install it refreshes
         self._grants: list[_Grant] = []  # approved on the authorize page, in order
         self._codes: dict[str, _Grant] = {}
+        self._oauth_secrets: list[str] = []
         self._current: TokenInfo | None = None  # the token of the call being dispatched
         self._socket_connections = 0  # Socket Mode connections ever accepted (with a valid ticket)
 
@@ -907,6 +909,12 @@ class FakeSlack:
         with self._lock:
             return list(self._tokens.values())
 
+    @property
+    def oauth_secrets(self) -> list[str]:
+        """Every code, access token and refresh token the OAuth flow handed out: none may reach a log."""
+        with self._lock:
+            return list(self._oauth_secrets)
+
     def revoke(self, token: str) -> None:
         with self._lock:
             self._tokens[token].revoked = True
@@ -926,9 +934,14 @@ class FakeSlack:
             grant = self._grants.pop(0)
             grant.scopes = grant.scopes or scopes
             grant.redirect_uri = query.get("redirect_uri")
+            # Slack only sends an admin back to one of the app's Redirect URLs (OAuth & Permissions).
+            if grant.redirect_uri is not None and grant.redirect_uri != self.oauth_redirect_url:
+                self._grants.insert(0, grant)
+                return web.Response(status=400, text="bad_redirect_uri")
             grant.code = f"{secrets.randbelow(10**10)}.{secrets.token_hex(16)}"
             grant.issued_at = self._now()
             self._codes[grant.code] = grant
+            self._oauth_secrets.append(grant.code)
             target = grant.redirect_uri or self.oauth_redirect_url
         if not target:
             return web.Response(status=400, text="no redirect URL configured for the app")
@@ -1601,7 +1614,9 @@ class FakeSlack:
         return {**self._issue(info, rotating=grant.rotating), "authed_user": {"id": "U0INSTALLER"}}
 
     def _refresh(self, args: JsonDict) -> JsonDict:
-        install = self._refresh_tokens.get(str(args.get("refresh_token") or ""))
+        # A refresh token works once: "the refresh token is then revoked" once exchanged
+        # (api.slack.com/authentication/rotation), so two replicas spending the same one can't both win.
+        install = self._refresh_tokens.pop(str(args.get("refresh_token") or ""), None)
         if install is None:
             raise SlackError("invalid_refresh_token")
         return self._issue(install, rotating=True)
@@ -1626,6 +1641,7 @@ class FakeSlack:
             else None,
         )
         self._tokens[token] = info
+        self._oauth_secrets.append(token)
         answer: JsonDict = {
             "access_token": token,
             "token_type": "bot",
@@ -1641,6 +1657,7 @@ class FakeSlack:
         if rotating:
             refresh = f"xoxe-1-{secrets.token_hex(16)}"
             self._refresh_tokens[refresh] = info
+            self._oauth_secrets.append(refresh)
             answer["refresh_token"] = refresh
             answer["expires_in"] = int(ROTATING_TOKEN_LIFETIME * self.token_lifetime_scale)
         return answer
