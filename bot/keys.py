@@ -46,6 +46,16 @@ CONTEXT_TTL = timedelta(hours=12)
 # A Slack Connect guest who is not served is told so at most once per this interval.
 GUEST_NOTICE_TTL = timedelta(minutes=1)
 
+# OAuth installs (issue 13): the `state` of an install link is good for this long (Bolt's default too),
+# and is used once.
+OAUTH_STATE_TTL = timedelta(minutes=10)
+# The installations of the app, one member per workspace or Enterprise Grid org (`installation_member`):
+# what `check` counts. Used alone (SADD/SREM/SCARD), never in a multi-key script: Cluster safe.
+INSTALLS_KEY = f"{PREFIX}:installs"
+# Held by the replica refreshing a rotating bot token: Slack revokes a refresh token once used, so only one
+# replica may spend it; the others wait for the token it saves.
+ROTATION_LOCK_TTL = timedelta(seconds=15)
+
 # The files a thread uses (and its vector store id) are kept as long as the thread itself.
 FILES_TTL = THREAD_TTL
 # Held (for the sweep interval) by the replica that last swept orphaned files: one sweep per interval.
@@ -56,6 +66,35 @@ ORPHAN_MIN_AGE = timedelta(hours=1)
 
 def ms(td: timedelta) -> int:
     return int(td.total_seconds() * 1000)
+
+
+def oauth_state(state: str) -> str:
+    """STRING (OAUTH_STATE_TTL): an install link's `state`, issued and not yet used. Before an install
+    there is no workspace yet, so it is the one key family outside a workspace's namespace."""
+    return f"{PREFIX}:oauth-state:{state}"
+
+
+def installation(enterprise_id: str | None, team_id: str | None) -> str:
+    """HASH of one installation of the app (slack_sdk's `Installation` and `Bot`, as JSON): `bot` (the
+    latest bot token and its refresh token), `installer` (the latest install), `installer:<user>` (each
+    installer's latest). A workspace's is in its own namespace (the slot of its other keys); an Enterprise
+    Grid org-wide install (no team) is the org's `{E:-}`."""
+    return f"{PREFIX}:{{{enterprise_id or '-'}:{team_id or '-'}}}:install"
+
+
+def org_pattern(enterprise_id: str) -> str:
+    """SCAN MATCH pattern for the keys of every workspace of an Enterprise Grid org."""
+    return f"{PREFIX}:{{{_glob_escape(enterprise_id)}:*"
+
+
+def rotation_lock(enterprise_id: str | None, team_id: str | None) -> str:
+    """STRING (ROTATION_LOCK_TTL): the replica refreshing this installation's bot token."""
+    return f"{PREFIX}:{{{enterprise_id or '-'}:{team_id or '-'}}}:install-lock"
+
+
+def installation_member(enterprise_id: str | None, team_id: str | None) -> str:
+    """An installation as a member of `INSTALLS_KEY`."""
+    return f"{enterprise_id or '-'}:{team_id or '-'}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +240,33 @@ class Keys:
         an entry goes once its object is deleted."""
         return f"{self.ns}:uploads:{thread_ref}"
 
+    # --- uninstall (issue 13) ----------------------------------------------------------------------------
+
+    @property
+    def pattern(self) -> str:
+        """SCAN MATCH pattern for every key of this workspace (ids escaped; braces are not special)."""
+        return f"{PREFIX}:{{{_glob_escape(self.enterprise_id or '-')}:{_glob_escape(self.team_id)}}}:*"
+
+    def forgotten_on_uninstall(self, key: str) -> bool:
+        """Whether an uninstall deletes this key of the workspace: everything it knows about its threads
+        and people goes. Kept: the upload ledgers, so the orphan sweep finds the OpenAI files and stores
+        no thread maps any more and deletes them; and the turn queue's own records (stream, per-thread
+        index, progress, locks), which drain by themselves as queued turns find no installation."""
+        prefix = f"{self.ns}:"
+        if not key.startswith(prefix):
+            return False
+        kind = key[len(prefix) :].split(":", 1)[0]
+        return kind not in _KEPT_ON_UNINSTALL
+
+    @staticmethod
+    def of_key(key: str) -> Keys | None:
+        """The workspace a key belongs to (None for a key outside every workspace's namespace)."""
+        match = _WORKSPACE_KEY.match(key)
+        if match is None:
+            return None
+        enterprise, team = match.groups()
+        return None if team == "-" else Keys(team, None if enterprise == "-" else enterprise)
+
     @staticmethod
     def parse_uploads(key: str) -> tuple[Keys, str] | None:
         """(workspace keys, thread ref) of a `thread_uploads` key, for the orphan sweep."""
@@ -211,4 +277,14 @@ class Keys:
         return Keys(team, None if enterprise == "-" else enterprise), thread
 
 
+# `install` goes through the installation store's own delete (after the check that it is not a newer
+# install than the uninstall).
+_KEPT_ON_UNINSTALL = frozenset({"uploads", "turns", "queue", "turn", "runner", "install"})
+
+
+def _glob_escape(text: str) -> str:
+    return re.sub(r"([\\*?\[\]])", r"\\\1", text)
+
+
+_WORKSPACE_KEY = re.compile(rf"{PREFIX}:\{{([^:}}]+):([^}}]+)\}}:")
 _UPLOADS_KEY = re.compile(rf"{PREFIX}:\{{([^:}}]+):([^}}]+)\}}:uploads:(.+)")

@@ -25,8 +25,10 @@ from bot.queue.spend import SpendLimits
 from bot.queue.stats import read_queue_stats
 from bot.settings import Settings
 from bot.slack.budget import BUDGET_SHARE, SlackBudget
-from bot.slack.client import build_web_client
+from bot.slack.client import bind, build_web_client
 from bot.slack.ephemeral import Ephemeral
+from bot.slack.installations import RedisInstallationStore, RedisOAuthStateStore
+from bot.slack.workspaces import SharedTokenRotator, Workspaces
 from bot.threads.admin import ThreadAdmin
 from bot.threads.background import Background
 from bot.threads.guests import Guests
@@ -37,6 +39,7 @@ from bot.threads.settings_modal import ThreadSettings
 from bot.threads.spending import Spending
 from bot.threads.store import ThreadStore
 from bot.threads.targets import Targets
+from bot.threads.uninstall import Uninstall
 from bot.threads.usage import Admins, UsageLedger, UsageReport
 from bot.tools import ToolRegistry, registry_from
 from bot.turns.runner import TurnRunner
@@ -69,6 +72,9 @@ class Bot:
         self._openai = openai_client
         tools = tools if tools is not None else registry_from(settings)
         store = ThreadStore(redis.client)
+        self.workspaces = _workspaces(settings, redis, web_client)
+        self.oauth_states = RedisOAuthStateStore(redis.client)
+        self.uninstall = Uninstall(redis.client, self.workspaces)
         self._knowledge = KnowledgeStores(openai_client, settings.knowledge_vector_store_ids)
         backend = ResponsesBackend(openai_client, settings, self._knowledge, self.metrics)
         self._files = FileService(
@@ -92,6 +98,7 @@ class Bot:
             budget=SlackBudget(redis.client, share=BUDGET_SHARE * settings.slack_rate_scale),
             metrics=self.metrics,
             usage=usage,
+            workspaces=self.workspaces,
         )
         limits = SpendLimits(redis.client, settings)
         self._dispatcher = Dispatcher(
@@ -164,6 +171,12 @@ class Bot:
                 sweep_forever(sweeper, self._redis.client, every), name="orphan sweep"
             )
 
+    @staticmethod
+    def acting_for_token(token: str | None) -> None:
+        """Bind the current request (and the work it starts) to its workspace's bot token, as Bolt's
+        authorization found it (until the request's own binding ends)."""
+        bind(token)
+
     def later(self, work: Coroutine[Any, Any, None], *, name: str) -> None:
         """Run `work` after the listener has acked (Slack waits 3 s; OpenAI may take longer)."""
         self._background.run(work, name=name)
@@ -212,3 +225,20 @@ class Bot:
         if self.web_client.session is not None:
             await self.web_client.session.close()
         await self._redis.close()
+
+
+def _workspaces(settings: Settings, redis: RedisHandle, web_client: AsyncWebClient) -> Workspaces:
+    """One workspace's fixed token, or (OAuth) the installations in Redis, refreshed when they rotate."""
+    if not settings.oauth:
+        return Workspaces(None)
+    if settings.slack_bot_token is not None:
+        log.warning("SLACK_BOT_TOKEN is ignored: installs with OAuth bring each workspace's own token")
+    assert settings.slack_client_id is not None and settings.slack_client_secret is not None
+    store = RedisInstallationStore(redis.client)
+    rotator = SharedTokenRotator(
+        client_id=settings.slack_client_id,
+        client_secret=settings.slack_client_secret.get_secret_value(),
+        client=web_client,
+        store=store,
+    )
+    return Workspaces(store, rotator)

@@ -37,6 +37,13 @@ class SuggestedPrompt(BaseModel):
 ToolName = Literal["web_search", "code_interpreter", "current_time", "slack_user_profile"]
 DEFAULT_TOOLS: list[ToolName] = ["current_time", "slack_user_profile"]
 
+# The bot scopes an OAuth install asks for: manifest.yml's `oauth_config.scopes.bot` (a test keeps the two
+# the same).
+BOT_SCOPES = (
+    "app_mentions:read", "assistant:write", "channels:history", "chat:write", "commands", "files:read",
+    "files:write", "groups:history", "im:history", "mpim:history", "users:read",
+)  # fmt: skip
+
 DEFAULT_INSTRUCTIONS = (
     "You are a helpful assistant inside Slack. Answer concisely and format with Markdown "
     "(short paragraphs, lists, code blocks). When a question is ambiguous, ask one clarifying question."
@@ -64,10 +71,23 @@ DEFAULT_PROMPTS = [
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True)
 
-    slack_bot_token: SecretStr
+    # One workspace: its bot token. Installed to many with OAuth (SLACK_CLIENT_ID and SLACK_CLIENT_SECRET
+    # set): none, each workspace's comes from its installation (bot/slack/installations.py).
+    slack_bot_token: SecretStr | None = None
     slack_app_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
     slack_api_url: str = "https://slack.com/api/"
+    # OAuth (HTTP mode): Basic Information -> App Credentials. Bolt's flow serves the install page and the
+    # redirect; SLACK_REDIRECT_URI is the full public URL of the redirect path (as set in the app's
+    # "Redirect URLs"), needed when the bot sits behind a proxy that changes the host.
+    slack_client_id: str | None = None
+    slack_client_secret: SecretStr | None = None
+    slack_scopes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(BOT_SCOPES))
+    slack_install_path: str = "/slack/install"
+    slack_redirect_uri_path: str = "/slack/oauth_redirect"
+    slack_redirect_uri: str | None = None
+    # Slack's authorize page, which the install page links to (a test points it elsewhere).
+    slack_authorize_url: str = "https://slack.com/oauth/v2/authorize"
 
     openai_api_key: SecretStr
     openai_base_url: str | None = None
@@ -176,12 +196,30 @@ class Settings(BaseSettings):
     # "json": one JSON object per log line (time, level, logger, message, team/channel/thread/turn ids).
     log_format: Literal["text", "json"] = "text"
 
+    @field_validator("slack_bot_token", "slack_client_secret", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, v: object) -> object:
+        # `.env.example` ships these empty: an empty value is no value.
+        return None if isinstance(v, str) and not v.strip() else v
+
     @field_validator("slack_bot_token")
     @classmethod
-    def _bot_token_shape(cls, v: SecretStr) -> SecretStr:
-        if not v.get_secret_value().startswith("xoxb-"):
+    def _bot_token_shape(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value().startswith(("xoxb-", "xoxe.xoxb-")):
             raise ValueError("must be a bot token starting with xoxb-")
         return v
+
+    @field_validator("slack_install_path", "slack_redirect_uri_path")
+    @classmethod
+    def _path_shape(cls, v: str) -> str:
+        if not v.startswith("/") or v == "/":
+            raise ValueError("must be a path such as /slack/install")
+        return v
+
+    @property
+    def oauth(self) -> bool:
+        """Installed to many workspaces with Bolt's OAuth flow (HTTP mode), rather than one token."""
+        return bool(self.slack_client_id and self.slack_client_secret)
 
     @field_validator("slack_app_token")
     @classmethod
@@ -204,6 +242,7 @@ class Settings(BaseSettings):
         "file_image_types",
         "file_data_types",
         "knowledge_vector_store_ids",
+        "slack_scopes",
         mode="before",
     )
     @classmethod
@@ -291,9 +330,28 @@ def load_settings(mode: Mode, **overrides: object) -> Settings:
     if mode in (Mode.SOCKET, Mode.HTTP) and not _given(required, settings, overrides):
         why = "needed for Socket Mode; or run with --http" if mode is Mode.SOCKET else "needed for HTTP mode"
         problems.append(f"{required.upper()} is not set ({why})")
+    problems.extend(_token_problems(mode, settings, overrides))
     if problems or settings is None:
         lines = "\n".join(f"  - {p}" for p in problems)
         raise ConfigError(
             "Configuration problem; set these in the environment or in .env (see .env.example):\n" + lines
         )
     return settings
+
+
+def _token_problems(mode: Mode, settings: Settings | None, overrides: dict[str, object]) -> list[str]:
+    """One workspace needs its bot token; OAuth needs both app credentials, and HTTP mode to serve the
+    install pages."""
+    oauth = [f for f in ("slack_client_id", "slack_client_secret") if _given(f, settings, overrides)]
+    if len(oauth) == 1:
+        missing = "SLACK_CLIENT_SECRET" if oauth == ["slack_client_id"] else "SLACK_CLIENT_ID"
+        return [f"{missing} is not set (OAuth installs need both SLACK_CLIENT_ID and SLACK_CLIENT_SECRET)"]
+    if oauth:
+        if mode is Mode.SOCKET:
+            return ["OAuth installs (SLACK_CLIENT_ID) need HTTP mode: run with --http"]
+        return []
+    if not _given("slack_bot_token", settings, overrides):
+        return [
+            "SLACK_BOT_TOKEN is not set (or SLACK_CLIENT_ID and SLACK_CLIENT_SECRET to install with OAuth)"
+        ]
+    return []

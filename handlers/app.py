@@ -10,13 +10,18 @@ from typing import Any
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_bolt_request
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
+from slack_bolt.authorization.async_authorize import AsyncInstallationStoreAuthorize
+from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_sdk.signature import SignatureVerifier
 
+from bot.keys import OAUTH_STATE_TTL
 from bot.ops.logs import bind_log_ids, log_context
 from bot.ops.metrics import Metrics
 from bot.root import Bot
 from bot.settings import Mode, Settings
+from bot.slack.client import workspace_token
 from bot.slack.events import envelope_problem
+from bot.slack.workspaces import ROTATE_MINUTES_BEFORE_EXPIRY
 from handlers import listeners
 
 log = logging.getLogger(__name__)
@@ -30,6 +35,8 @@ def build_app(settings: Settings, bot: Bot, mode: Mode) -> AsyncApp:
     app = AsyncApp(
         client=bot.web_client,
         signing_secret=secret,
+        # Installed with OAuth: Bolt serves the install page and redirect, and finds each request's token.
+        oauth_settings=_oauth_settings(settings, bot) if mode is Mode.HTTP else None,
         # Bolt verifies X-Slack-Signature on every HTTP request; Socket Mode has no signature.
         request_verification_enabled=mode is Mode.HTTP,
         # Record first, then ack: listeners only queue work (one Redis round trip), so the ack stays far
@@ -41,10 +48,49 @@ def build_app(settings: Settings, bot: Bot, mode: Mode) -> AsyncApp:
     async def log_ids(context: AsyncBoltContext, next: Callable[[], Awaitable[None]]) -> None:
         # The request's log lines (and the work it starts) name its workspace and channel.
         bind_log_ids(team=context.team_id, channel=context.channel_id)
+        if bot.workspaces.oauth:
+            # The bot's Slack calls for this request (and the work it starts) carry its workspace's token.
+            # Bolt runs the listeners after the middleware chain has returned, in this same task: the
+            # binding must outlive this function. It ends with the request (`build_web_app`'s gate).
+            bot.acting_for_token(context.bot_token)
         await next()
 
     listeners.register(app, bot)
     return app
+
+
+def _oauth_settings(settings: Settings, bot: Bot) -> AsyncOAuthSettings | None:
+    if not settings.oauth or bot.workspaces.store is None:
+        return None
+    assert settings.slack_client_secret is not None
+    secret = settings.slack_client_secret.get_secret_value()
+    oauth = AsyncOAuthSettings(
+        client_id=settings.slack_client_id,
+        client_secret=secret,
+        scopes=settings.slack_scopes,
+        redirect_uri=settings.slack_redirect_uri,
+        install_path=settings.slack_install_path,
+        redirect_uri_path=settings.slack_redirect_uri_path,
+        authorization_url=settings.slack_authorize_url,
+        installation_store=bot.workspaces.store,
+        state_store=bot.oauth_states,
+        state_expiration_seconds=int(OAUTH_STATE_TTL.total_seconds()),
+        token_rotation_expiration_minutes=ROTATE_MINUTES_BEFORE_EXPIRY,
+    )
+    # The same authorization Bolt builds, but refreshing tokens through the bot's client (SLACK_API_URL,
+    # its retry handlers and metrics): Bolt's own would build a client for slack.com.
+    authorize = AsyncInstallationStoreAuthorize(
+        logger=log,
+        client_id=settings.slack_client_id,
+        client_secret=secret,
+        token_rotation_expiration_minutes=ROTATE_MINUTES_BEFORE_EXPIRY,
+        installation_store=bot.workspaces.store,
+        client=bot.web_client,
+    )
+    # One replica at a time refreshes an installation's token (Slack revokes a used refresh token).
+    authorize.token_rotator = bot.workspaces.rotator
+    oauth.authorize = authorize
+    return oauth
 
 
 def build_web_app(app: AsyncApp, signing_secret: str, metrics: Metrics | None = None) -> web.Application:
@@ -64,7 +110,8 @@ def build_web_app(app: AsyncApp, signing_secret: str, metrics: Metrics | None = 
         if request.method != "POST" or request.path != EVENTS_PATH:
             return await handler(request)
         started = time.perf_counter()
-        with log_context():  # ids the request binds end with it
+        # Ids and the workspace's token the request binds end with it.
+        with log_context(), workspace_token(None):
             response = await _gate(request, handler)
         if metrics is not None:
             metrics.ack(time.perf_counter() - started)

@@ -20,6 +20,7 @@ from bot.slack.events import (
     parse_context_changed,
     parse_home_opened,
     parse_message_action,
+    parse_revoked,
     parse_user_message,
     parse_view_submission,
     sender_is_external,
@@ -32,7 +33,14 @@ from bot.threads.settings_modal import META_BLOCK, META_INPUT, SETTINGS_CALLBACK
 log = logging.getLogger(__name__)
 
 # What the code listens to; the manifest test checks these against manifest.yml both ways.
-EVENTS = ("app_mention", "message", "app_home_opened", "app_context_changed")
+EVENTS = (
+    "app_mention",
+    "message",
+    "app_home_opened",
+    "app_context_changed",
+    "app_uninstalled",
+    "tokens_revoked",
+)
 COMMANDS = (COMMAND,)
 RESET_SHORTCUT = "reset_thread"
 SETTINGS_SHORTCUT = "thread_settings"
@@ -162,6 +170,16 @@ def register(app: AsyncApp, bot: Bot) -> None:
             await bot.messages_tab.opened(opened.channel)
         if opened.tab == "home" and opened.user and opened.workspace is not None:
             await bot.home.publish(opened.workspace, opened.user)
+
+    # Uninstalled, or the bot's token revoked: the installation and the workspace's data go (Bolt runs no
+    # auth.test for these two events; there is no token left to run it with).
+    async def on_revoked(body: dict[str, Any], context: dict[str, Any]) -> None:
+        revoked = parse_revoked(body, context)
+        if revoked is not None:  # scanning a workspace's keys may take longer than Slack's 3 s
+            bot.later(bot.uninstall.revoked(revoked), name="uninstall")
+
+    app.event("app_uninstalled")(on_revoked)
+    app.event("tokens_revoked")(on_revoked)
 
     @app.event("app_context_changed")
     async def on_context_changed(body: dict[str, Any], context: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ import redis
 from bot.preflight.check import Outcome, Report
 from bot.preflight.check import Row as CheckRow
 from tests.fakes.openai_api import FakeOpenAI
-from tests.fakes.slack_api import FakeSlack, manifest_bot_scopes
+from tests.fakes.slack_api import CLIENT_ID, CLIENT_SECRET, FakeSlack, manifest_bot_scopes
 from tests.harness import BOT_TOKEN, SECRETS, TEAM, RedisServer, bot_env, free_port
 
 ROWS = (
@@ -338,3 +338,27 @@ def test_the_table_blanks_a_secret_that_slipped_into_a_row() -> None:
     table = report.table()
     assert "hunter2" not in table
     assert "redis://u:[redacted]@db" in table and table.endswith("1 check failed")
+
+
+def test_oauth_mode_checks_the_app_credentials_and_the_requested_scopes(
+    slack: FakeSlack, env: dict[str, str], tmp_path: Path
+) -> None:
+    env.update(SLACK_BOT_TOKEN="", SLACK_CLIENT_ID=CLIENT_ID, SLACK_CLIENT_SECRET=CLIENT_SECRET)
+    result = run_check(env, tmp_path, secrets=(CLIENT_SECRET,))
+    assert result.status == 0, result.stdout
+    assert result.rows["slack app credentials"] == Row(
+        "pass", f"client {CLIENT_ID} known to Slack (a made-up code was refused: invalid_code)", ""
+    )
+    assert result.rows["slack scopes"].outcome == "pass"
+    assert "slack bot token" not in result.rows
+    (probe,) = slack.calls_to("oauth.v2.access")
+    assert probe.error == "invalid_code" and probe.token is None
+
+    env["SLACK_CLIENT_SECRET"] = "wrong-secret-never-printed"
+    env["SLACK_SCOPES"] = "chat:write,commands"
+    result = run_check(env, tmp_path, secrets=("wrong-secret-never-printed",))
+    assert result.status == 1
+    credentials, scopes = result.rows["slack app credentials"], result.rows["slack scopes"]
+    assert (credentials.outcome, credentials.detail) == ("FAIL", "Slack refused them: bad_client_secret")
+    assert "SLACK_CLIENT_SECRET" in credentials.hint
+    assert scopes.outcome == "FAIL" and scopes.detail.startswith("SLACK_SCOPES leaves out app_mentions:read")

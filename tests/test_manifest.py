@@ -10,6 +10,7 @@ import jsonschema
 import pytest
 import yaml
 
+from bot.settings import BOT_SCOPES
 from handlers.listeners import COMMANDS, EVENTS, MESSAGE_SHORTCUTS
 from tests.harness import BotProcess, SlackSender, message, new_ts
 
@@ -28,6 +29,8 @@ EVENT_SCOPES = {
     "message.mpim": {"mpim:history"},
     "app_home_opened": set(),
     "app_context_changed": set(),
+    "app_uninstalled": set(),
+    "tokens_revoked": set(),
 }
 # Web API methods -> scopes (docs.slack.dev reference pages).
 METHOD_SCOPES = {
@@ -69,6 +72,10 @@ def test_declared_events_commands_and_shortcuts_match_the_listeners(manifest: di
     shortcuts = manifest["features"]["shortcuts"]
     assert {s["callback_id"] for s in shortcuts if s["type"] == "message"} == set(MESSAGE_SHORTCUTS)
     assert {s["name"] for s in shortcuts} == {"Reset this thread", "Thread settings"}
+
+
+def test_oauth_installs_ask_for_the_manifests_bot_scopes(manifest: dict) -> None:
+    assert list(BOT_SCOPES) == manifest["oauth_config"]["scopes"]["bot"]
 
 
 def test_scopes_are_exactly_what_the_code_uses(manifest: dict) -> None:

@@ -119,7 +119,10 @@ class SlackFiles:
         if not url or not token_allowed(url, self._settings):
             log.warning("file %s: download URL is not on a Slack file host; not requested", file.id)
             raise FileHostRefused(name, "download URL outside Slack's file hosts")
-        token = self._settings.slack_bot_token.get_secret_value()
+        # The token of the workspace this work is for (see bot.slack.workspaces).
+        token = self._client.token
+        if not token:
+            raise FileUnavailable(name, "no bot token for this workspace")
         timeout = aiohttp.ClientTimeout(total=DOWNLOAD_TIMEOUT_SECONDS)
         try:
             async with aiohttp.ClientSession(timeout=timeout) as session:

@@ -198,6 +198,8 @@ def _scopes_row(headers: Any, manifest: Path | None) -> Row:
 
 
 async def check_slack(settings: Settings, manifest: Path | None, seconds: float) -> list[Row]:
+    if settings.oauth or settings.slack_bot_token is None:
+        return await check_oauth(settings, manifest, seconds)
     host = _host(settings.slack_api_url, "slack.com")
     client = _slack_client(settings, settings.slack_bot_token.get_secret_value(), seconds)
     try:
@@ -227,6 +229,64 @@ async def check_slack(settings: Settings, manifest: Path | None, seconds: float)
     if auth.get("enterprise_id"):
         who += f", enterprise {auth.get('enterprise_id')}"
     return [passed("slack bot token", who), _scopes_row(auth.headers, manifest)]
+
+
+# A made-up code exchanged with the app's credentials: Slack names a wrong client id or secret
+# (`invalid_client_id`, `bad_client_secret`) when it checks them before the code. Slack does not document
+# that order, so a refusal of the code alone only shows the id is known; the secret is proven by the first
+# install.
+CREDENTIAL_ERRORS = frozenset({"invalid_client_id", "bad_client_secret"})
+
+
+async def check_oauth(settings: Settings, manifest: Path | None, seconds: float) -> list[Row]:
+    """Installed with OAuth: the app credentials (a code exchange Slack must refuse for the code alone)
+    and whether SLACK_SCOPES asks for every bot scope of the manifest."""
+    name = "slack app credentials"
+    host = _host(settings.slack_api_url, "slack.com")
+    secret = settings.slack_client_secret.get_secret_value() if settings.slack_client_secret else ""
+    client = _slack_client(settings, None, seconds)
+    try:
+        await client.oauth_v2_access(
+            client_id=settings.slack_client_id or "", client_secret=secret, code="slack-assistant-check"
+        )
+        row = failed(name, "Slack accepted a made-up code", "check SLACK_API_URL: this is not Slack")
+    except SlackApiError as exc:
+        code = slack_error(exc)
+        if code in CREDENTIAL_ERRORS:
+            row = failed(
+                name,
+                f"Slack refused them: {code}",
+                "copy Client ID and Client Secret from Basic Information -> App Credentials into "
+                "SLACK_CLIENT_ID and SLACK_CLIENT_SECRET",
+            )
+        else:
+            row = passed(
+                name, f"client {settings.slack_client_id} known to Slack (a made-up code was refused: {code})"
+            )
+    except SLACK_TRANSPORT_ERRORS as exc:
+        row = failed(
+            name,
+            f"no answer from {host} ({type(exc).__name__})",
+            "check SLACK_API_URL and that this host can reach Slack over HTTPS (proxy, firewall)",
+        )
+    return [row, _requested_scopes_row(settings, manifest)]
+
+
+def _requested_scopes_row(settings: Settings, manifest: Path | None) -> Row:
+    name = "slack scopes"
+    required = manifest_bot_scopes(manifest) if manifest is not None else None
+    if required is None:
+        return Row(name, Outcome.UNKNOWN, "no manifest bot scopes to compare with", "pass --manifest PATH")
+    missing = [s for s in required if s not in settings.slack_scopes]
+    if missing:
+        return failed(
+            name,
+            f"SLACK_SCOPES leaves out {', '.join(missing)}",
+            "ask for every bot scope of manifest.yml (unset SLACK_SCOPES for the default)",
+        )
+    return passed(
+        name, f"installs ask for all {len(required)} bot scopes of {manifest.name if manifest else ''}"
+    )
 
 
 async def check_app_token(settings: Settings, seconds: float) -> list[Row]:
@@ -472,6 +532,7 @@ def _secrets(settings: Settings) -> tuple[str, ...]:
             settings.slack_app_token,
             settings.slack_signing_secret,
             settings.openai_api_key,
+            settings.slack_client_secret,
         )
         if s is not None
     ]
@@ -490,7 +551,7 @@ async def run_checks(
     groups = await asyncio.gather(
         _within(
             seconds,
-            ["slack bot token", "slack scopes"],
+            ["slack app credentials" if settings.oauth else "slack bot token", "slack scopes"],
             slack_host,
             lambda: check_slack(settings, manifest, seconds),
         ),

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar, Token
+
 import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.async_handler import AsyncRetryHandler
@@ -63,6 +67,43 @@ class SlackCallCounter(AsyncRetryHandler):
         return False
 
 
+# Which workspace's bot token a call carries (see bot.slack.workspaces): bound per Slack request and per
+# queued turn; asyncio copies it into the tasks a bound task starts.
+_bound: ContextVar[str | None] = ContextVar("slack_workspace_token", default=None)
+
+
+class WorkspaceWebClient(AsyncWebClient):
+    """An AsyncWebClient whose token is the current task's workspace's (see the module docstring); with
+    nothing bound, the fixed token it was built with (None in OAuth mode)."""
+
+    @property
+    def token(self) -> str | None:
+        return _bound.get() or self._fixed_token
+
+    @token.setter
+    def token(self, value: str | None) -> None:
+        self._fixed_token = value
+
+
+def bind(token: str | None) -> Token[str | None]:
+    """Bind the current task (and what it starts) to a workspace's bot token; `unbind` ends it."""
+    return _bound.set(token)
+
+
+def unbind(binding: Token[str | None]) -> None:
+    _bound.reset(binding)
+
+
+@contextlib.contextmanager
+def workspace_token(token: str | None) -> Iterator[None]:
+    """`bind` for the body only."""
+    binding = bind(token)
+    try:
+        yield
+    finally:
+        unbind(binding)
+
+
 def build_web_client(settings: Settings, metrics: Metrics | None = None) -> AsyncWebClient:
     """Call from inside the running event loop (the client keeps one aiohttp session for its lifetime).
 
@@ -73,8 +114,14 @@ def build_web_client(settings: Settings, metrics: Metrics | None = None) -> Asyn
         timeout=aiohttp.ClientTimeout(total=SLACK_TIMEOUT_SECONDS),
     )
     # 429s and dropped connections are safe to retry (Slack did nothing); slack-sdk honours Retry-After.
-    return AsyncWebClient(
-        token=settings.slack_bot_token.get_secret_value(),
+    # Installed with OAuth there is no one token: each call carries its workspace's (bot.slack.workspaces).
+    token = (
+        settings.slack_bot_token.get_secret_value()
+        if settings.slack_bot_token and not settings.oauth
+        else None
+    )
+    return WorkspaceWebClient(
+        token=token,
         base_url=settings.slack_api_url,
         timeout=SLACK_TIMEOUT_SECONDS,
         session=session,

@@ -78,7 +78,7 @@ def workspace_of(body: Mapping[str, Any], context: Mapping[str, Any]) -> Workspa
         or body.get("team_id")
         or (team.get("id") if isinstance(team, Mapping) else None)
     )
-    enterprise_id = context.get("enterprise_id") or body.get("enterprise_id") or None
+    enterprise_id = _installing_org(body, context)
     if not isinstance(team_id, str) or not team_id:
         if team_id:
             log.warning("ignored a request whose team id is of type %s", type(team_id).__name__)
@@ -87,6 +87,16 @@ def workspace_of(body: Mapping[str, Any], context: Mapping[str, Any]) -> Workspa
         log.warning("ignored a request whose enterprise id is of type %s", type(enterprise_id).__name__)
         return None
     return Workspace(team_id=team_id, enterprise_id=enterprise_id)
+
+
+def _installing_org(body: Mapping[str, Any], context: Mapping[str, Any]) -> object:
+    """The Enterprise Grid org of the installation serving the request. On events Slack names it in
+    `authorizations[0]` (null: a workspace outside any org installed it), and the envelope's
+    `enterprise_id` may be the other side's in a Slack Connect channel, so it is not read there."""
+    authorizations = body.get("authorizations")
+    if isinstance(authorizations, list) and authorizations and isinstance(authorizations[0], Mapping):
+        return authorizations[0].get("enterprise_id") or None
+    return context.get("enterprise_id") or body.get("enterprise_id") or None
 
 
 def _channel_type(
@@ -245,6 +255,43 @@ def parse_home_opened(body: Mapping[str, Any], context: Mapping[str, Any]) -> Ho
         user=_text(event, "user", "event"),
         workspace=workspace_of(body, context),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Revoked:
+    """An `app_uninstalled` or `tokens_revoked` event: whose installation went (a workspace's, or an
+    Enterprise Grid org's org-wide one), whether the bot's token went with it, which people's user tokens
+    did, and when Slack sent it (an install made later is not undone by it)."""
+
+    team_id: str | None
+    enterprise_id: str | None
+    org_wide: bool
+    bot: bool
+    users: tuple[str, ...] = ()
+    event_time: float | None = None
+
+
+def parse_revoked(body: Mapping[str, Any], context: Mapping[str, Any]) -> Revoked | None:
+    """`app_uninstalled` (everything goes) or `tokens_revoked` (`tokens: {oauth: [user ids], bot: [bot
+    user ids]}`, docs.slack.dev/reference/events/tokens_revoked); None when it names no installation."""
+    workspace = workspace_of(body, context)
+    org_wide = context.get("is_enterprise_install") is True
+    enterprise = workspace.enterprise_id if workspace is not None else _installing_org(body, context)
+    team = workspace.team_id if workspace is not None else None
+    if not isinstance(enterprise, str) or not enterprise:
+        enterprise = None
+    if team is None and not (org_wide and enterprise):
+        return None
+    event = _mapping(body.get("event"))
+    at = body.get("event_time")
+    when = float(at) if isinstance(at, int | float) and not isinstance(at, bool) else None
+    if event.get("type") == "app_uninstalled":
+        return Revoked(team, enterprise, org_wide, bot=True, event_time=when)
+    tokens = _mapping(event.get("tokens"))
+    bots, users = tokens.get("bot"), tokens.get("oauth")
+    user_ids = tuple(u for u in users if isinstance(u, str) and u) if isinstance(users, list) else ()
+    bot = isinstance(bots, list) and bool(bots)
+    return Revoked(team, enterprise, org_wide, bot=bot, users=user_ids, event_time=when)
 
 
 _ENVELOPE_IDS = ("team", "enterprise", "user", "channel")

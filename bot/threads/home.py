@@ -64,7 +64,7 @@ class AppHome:
         self._spending = spending
         self._ephemeral = ephemeral
         self._guests = guests
-        self._workspace_url: str | None = None
+        self._workspace_urls: dict[Workspace, str] = {}
 
     async def publish(self, workspace: Workspace, user: str) -> None:
         try:
@@ -72,7 +72,7 @@ class AppHome:
         except RedisError:
             log.warning("App Home: Redis unavailable; showing no threads")
             recent = []
-        base = await self._workspace_base()
+        base = await self._workspace_base(workspace)
         threads = [_recent_thread(workspace, thread, when, record, base) for thread, when, record in recent]
         view = home_view(
             model=self._model,
@@ -116,14 +116,17 @@ class AppHome:
         await self._spending.pay(target.workspace, target.user)
         return await self._admin.queue_reset(target, request_id=request_id)
 
-    async def _workspace_base(self) -> str:
-        """The workspace's own URL, for permalinks (asked once: it does not change while we run)."""
-        if self._workspace_url is None:
+    async def _workspace_base(self, workspace: Workspace) -> str:
+        """The workspace's own URL, for permalinks (asked once per workspace: it does not change while we
+        run; installed with OAuth, each workspace has its own)."""
+        url = self._workspace_urls.get(workspace)
+        if url is None:
             try:
-                self._workspace_url = str((await self._client.auth_test())["url"])
+                url = str((await self._client.auth_test())["url"])
             except (SlackApiError, KeyError):
                 return "https://slack.com/"
-        return self._workspace_url
+            self._workspace_urls[workspace] = url
+        return url
 
 
 def _recent_thread(

@@ -43,6 +43,7 @@ from bot.slack.citations import CitationRenderer
 from bot.slack.client import SLACK_CALL_ERRORS, slack_error
 from bot.slack.inert import InertMarkdown
 from bot.slack.replies import WARNING_ICON, ReplyStream
+from bot.slack.workspaces import NotInstalled, Workspaces
 from bot.threads.store import ThreadStore
 from bot.threads.usage import UsageLedger, channel_of
 from bot.tools import ToolContext, ToolRegistry
@@ -111,8 +112,10 @@ class TurnRunner:
         budget: SlackBudget,
         metrics: Metrics | None = None,
         usage: UsageLedger | None = None,
+        workspaces: Workspaces | None = None,
     ) -> None:
         self._settings = settings
+        self._workspaces = workspaces or Workspaces(None)
         self._metrics = metrics or Metrics()
         self._texted: set[str] = set()  # running turns whose first text is out (counted once)
         self._usage = usage
@@ -127,10 +130,15 @@ class TurnRunner:
 
     async def __call__(self, turn: Turn, progress: TurnProgress) -> None:
         try:
-            if turn.kind == "reset":
-                await self._reset(turn, progress)
-            else:
-                await self._message(turn, progress)
+            # Every Slack call of the turn carries its own workspace's token (OAuth installs).
+            async with self._workspaces.acting_for(turn.workspace.keys):
+                if turn.kind == "reset":
+                    await self._reset(turn, progress)
+                else:
+                    await self._message(turn, progress)
+        except NotInstalled:
+            # Uninstalled since it was queued: there is no one to answer, and no token to answer with.
+            log.warning("turn %s dropped: the app is no longer installed in its workspace", turn.id)
         except RedisError as exc:
             raise TurnInterrupted(f"Redis: {type(exc).__name__}") from exc
 

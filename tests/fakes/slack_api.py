@@ -26,6 +26,12 @@ Scopes: every answer to a token the fake knows carries ``x-oauth-scopes`` (manif
 bot token by default, ``set_bot_scopes`` per test; ``connections:write`` for the app token).
 ``socket_connections`` counts the Socket Mode connections accepted.
 
+Several workspaces, OAuth: ``grant_install`` lets Slack's authorize page (``GET /oauth/v2/authorize``, on this
+fake) approve the next install for a workspace (or an Enterprise Grid org) and redirect to the app with a
+one-time ``code``; ``oauth.v2.access`` exchanges it (and refreshes rotating tokens) with the app's client id
+and secret, and issues a bot token that then works for that workspace only. ``issued_tokens`` lists them;
+``Call.token`` shows which token each call carried. ``revoke`` makes a token dead (``token_revoked``).
+
 As strict as Slack, by default: every method has its documented rate limit (token buckets per workspace,
 per channel for chat.postMessage and assistant.threads.setStatus; HTTP 429 + Retry-After, no effect; read
 them with ``rate_limited()``, tune them with ``set_rate_limits``/``set_rate_limit``); streams close
@@ -39,6 +45,7 @@ moves the fake's clock for all of these.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import copy
 import itertools
@@ -94,6 +101,55 @@ APP_TOKEN_SCOPES = ("connections:write",)
 
 def manifest_bot_scopes() -> tuple[str, ...]:
     return tuple(yaml.safe_load(MANIFEST.read_text())["oauth_config"]["scopes"]["bot"])
+
+
+# OAuth (docs.slack.dev/authentication/installing-with-oauth and the oauth.v2.access reference; error codes
+# from slack-ruby/slack-api-ref methods/oauth/oauth.v2.access.json): the client id and secret may come as
+# HTTP Basic auth or as arguments; a wrong id is `invalid_client_id`, a wrong secret `bad_client_secret`
+# (checked before the code); a code works once and for ten minutes ("This temporary code will expire after
+# ten minutes"), else `invalid_code`; a redirect_uri sent to the authorize page must be sent again and match
+# (`bad_redirect_uri`); a grant_type other than authorization_code/refresh_token is `invalid_grant_type`; an
+# unknown refresh token `invalid_refresh_token`. Rotating tokens ("xoxe.xoxb-") live 12 hours
+# (`expires_in: 43200` in the method's sample response); past that, calls answer `token_expired`
+# (docs.slack.dev/authentication/using-token-rotation). A refresh issues a new access token and refresh
+# token and revokes the refresh token spent; the old access token keeps working until it expires (the docs
+# do not say it is revoked at once).
+OAUTH_CODE_TTL = 600.0
+NO_TOKEN_METHODS = frozenset({"oauth.v2.access"})  # authenticated by the app's client id and secret
+ROTATING_TOKEN_LIFETIME = 43_200
+CLIENT_ID = "1111111111.2222222222"
+CLIENT_SECRET = "fake-client-secret-0123456789"
+
+
+@dataclass
+class TokenInfo:
+    """A token this fake issued (or was built with) and the installation it belongs to."""
+
+    token: str
+    team_id: str | None
+    enterprise_id: str | None
+    bot_user_id: str
+    bot_id: str
+    scopes: tuple[str, ...]
+    team_name: str = "Fake Team"
+    is_enterprise_install: bool = False
+    expires_at: float | None = None  # fake clock; None: never
+    revoked: bool = False
+
+
+@dataclass
+class _Grant:
+    """An install approved on the authorize page, waiting for its code to be exchanged."""
+
+    team_id: str | None
+    enterprise_id: str | None
+    team_name: str
+    is_enterprise_install: bool
+    rotating: bool
+    scopes: tuple[str, ...]
+    redirect_uri: str | None = None
+    code: str | None = None
+    issued_at: float = 0.0
 
 
 # trigger_id / interactivity_pointer: single use, and only valid for 3 seconds after Slack sends it.
@@ -523,6 +579,7 @@ class FakeSlack:
             "files.getUploadURLExternal": self._get_upload_url_external,
             "files.completeUploadExternal": self._complete_upload_external,
             "chat.getPermalink": self._get_permalink,
+            "oauth.v2.access": self._oauth_v2_access,
         }
         self._clear_state()
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -531,6 +588,7 @@ class FakeSlack:
         app.router.add_post("/upload/v1/{token}", self._handle_upload)
         app.router.add_get("/files-pri/{key}/{rest:.+}", self._handle_download)
         app.router.add_post("/commands/{key}", self._handle_response_url)
+        app.router.add_get("/oauth/v2/authorize", self._handle_authorize)
         self._server = ServerThread(app)
 
     def _clear_state(self) -> None:
@@ -577,6 +635,13 @@ class FakeSlack:
         self._exchanged: set[str] = set()
         self._user_messages: set[tuple[str, str, str | None]] = set()  # (channel, ts, thread_ts)
         self._bot_scopes: tuple[str, ...] = manifest_bot_scopes()
+        # Tokens of installs made through OAuth (the fake's own bot token is not among them).
+        self._tokens: dict[str, TokenInfo] = {}
+        self._refresh_tokens: dict[str, TokenInfo] = {}  # refresh token -> the install it refreshes
+        self._grants: list[_Grant] = []  # approved on the authorize page, in order
+        self._codes: dict[str, _Grant] = {}
+        self._oauth_secrets: list[str] = []
+        self._current: TokenInfo | None = None  # the token of the call being dispatched
         self._socket_connections = 0  # Socket Mode connections ever accepted (with a valid ticket)
 
     # ------------------------------------------------------------------ lifecycle
@@ -821,6 +886,70 @@ class FakeSlack:
             posted.append(body)
         return web.json_response({"ok": True})
 
+    # ------------------------------------------------------------------ OAuth installs (test thread)
+
+    def grant_install(
+        self,
+        team_id: str | None,
+        *,
+        enterprise_id: str | None = None,
+        team_name: str = "Other Team",
+        org_wide: bool = False,
+        rotating: bool = False,
+        scopes: tuple[str, ...] | None = None,
+    ) -> None:
+        """The next visit to the authorize page is approved by an admin of `team_id` (or, `org_wide`, of
+        the Enterprise Grid org `enterprise_id`), granting `scopes` (default: what the link asks for)."""
+        with self._lock:
+            self._grants.append(_Grant(team_id, enterprise_id, team_name, org_wide, rotating, scopes or ()))
+
+    @property
+    def issued_tokens(self) -> list[TokenInfo]:
+        """Every bot token issued through oauth.v2.access (installs and refreshes), oldest first."""
+        with self._lock:
+            return list(self._tokens.values())
+
+    @property
+    def oauth_secrets(self) -> list[str]:
+        """Every code, access token and refresh token the OAuth flow handed out: none may reach a log."""
+        with self._lock:
+            return list(self._oauth_secrets)
+
+    def revoke(self, token: str) -> None:
+        with self._lock:
+            self._tokens[token].revoked = True
+
+    async def _handle_authorize(self, request: web.Request) -> web.Response:
+        """Slack's authorize page, with the admin's "Allow" already clicked (`grant_install`): a redirect to
+        the app's redirect URL with a one-time code and the link's state."""
+        query = request.query
+        with self._lock:
+            if query.get("client_id") != CLIENT_ID:
+                return web.Response(status=400, text="invalid_client_id")
+            scopes = tuple(x for x in query.get("scope", "").split(",") if x)
+            if not scopes:
+                return web.Response(status=400, text="invalid_scope")  # a bot install asks for scopes
+            if not self._grants:
+                return web.Response(status=403, text="access_denied")
+            grant = self._grants.pop(0)
+            grant.scopes = grant.scopes or scopes
+            grant.redirect_uri = query.get("redirect_uri")
+            # Slack only sends an admin back to one of the app's Redirect URLs (OAuth & Permissions).
+            if grant.redirect_uri is not None and grant.redirect_uri != self.oauth_redirect_url:
+                self._grants.insert(0, grant)
+                return web.Response(status=400, text="bad_redirect_uri")
+            grant.code = f"{secrets.randbelow(10**10)}.{secrets.token_hex(16)}"
+            grant.issued_at = self._now()
+            self._codes[grant.code] = grant
+            self._oauth_secrets.append(grant.code)
+            target = grant.redirect_uri or self.oauth_redirect_url
+        if not target:
+            return web.Response(status=400, text="no redirect URL configured for the app")
+        location = f"{target}?code={quote(grant.code)}&state={quote(query.get('state', ''))}"
+        return web.Response(status=302, headers={"Location": location})
+
+    oauth_redirect_url: str | None = None  # the app's configured Redirect URL (a test sets it)
+
     def set_bot_scopes(self, *scopes: str) -> None:
         """The scopes the bot token was granted (its `x-oauth-scopes`); reset() restores manifest.yml's."""
         with self._lock:
@@ -1020,7 +1149,8 @@ class FakeSlack:
         with self._lock:
             content = self._file_bytes.get(file_id)
             file = self._files.get(file_id)
-            allowed = header == f"Bearer {self.bot_token}" and not self._refusing_downloads
+            token = header[7:].strip() if header.startswith("Bearer ") else None
+            allowed = self._auth_error("files", token) is None and not self._refusing_downloads
             redirect = self._redirect_to if allowed else None
             served = allowed and content is not None and redirect is None
             self._downloads.append(Download(request.path, dict(request.headers), served, time.monotonic()))
@@ -1196,6 +1326,11 @@ class FakeSlack:
         except ValueError:  # a body that is neither a form nor a JSON object
             args, body_token, malformed = {}, None, True
         token = token or body_token
+        if header.lower().startswith("basic "):  # oauth.v2.access: client id and secret as Basic auth
+            with contextlib.suppress(ValueError, UnicodeDecodeError):
+                client_id, _, client_secret = base64.b64decode(header[6:].strip()).decode().partition(":")
+                args.setdefault("client_id", client_id)
+                args.setdefault("client_secret", client_secret)
         status: int
         headers: dict[str, str]
         body: JsonDict
@@ -1241,7 +1376,8 @@ class FakeSlack:
         handler = self._methods.get(method)
         if handler is None:
             return 200, {}, {"ok": False, "error": "unknown_method", "req_method": method}
-        auth_error = self._auth_error(method, token)
+        self._current = self._token_info(token)
+        auth_error = None if method in NO_TOKEN_METHODS else self._auth_error(method, token)
         if auth_error is not None:
             return 200, {}, {"ok": False, "error": auth_error}
         limited = self._take_rate_token(method, args)
@@ -1259,20 +1395,36 @@ class FakeSlack:
         except SlackError as e:
             return 200, {}, {"ok": False, "error": e.error, **e.extra}
 
+    def _token_info(self, token: str | None) -> TokenInfo | None:
+        """The install a bot token belongs to: the fake's own workspace, or one installed with OAuth."""
+        if token == self.bot_token:
+            return TokenInfo(
+                token, self.team_id, None, self.bot_user_id, self.bot_id, self._bot_scopes, self.team_name
+            )
+        return self._tokens.get(token or "")
+
     def _scope_header(self, token: str | None) -> dict[str, str]:
         """`x-oauth-scopes` for a token the workspace knows (none for a token Slack does not accept)."""
-        scopes = {self.bot_token: self._bot_scopes, self.app_token: APP_TOKEN_SCOPES}.get(token or "")
+        info = self._token_info(token)
+        scopes = info.scopes if info is not None else APP_TOKEN_SCOPES if token == self.app_token else None
         return {} if scopes is None else {"x-oauth-scopes": ",".join(scopes)}
 
     def _auth_error(self, method: str, token: str | None) -> str | None:
-        wanted = self.app_token if method == "apps.connections.open" else self.bot_token
         if not token:
             return "not_authed"
-        if token == wanted:
-            return None
-        if token in (self.bot_token, self.app_token):
-            return "not_allowed_token_type"  # a valid token, but of the wrong kind for this method
-        return "invalid_auth"
+        info = self._token_info(token)
+        if method == "apps.connections.open":
+            if token == self.app_token:
+                return None
+            return "not_allowed_token_type" if info is not None else "invalid_auth"
+        if info is None:
+            # A valid token, but of the wrong kind for this method.
+            return "not_allowed_token_type" if token == self.app_token else "invalid_auth"
+        if info.revoked:
+            return "token_revoked"
+        if info.expires_at is not None and self._now() >= info.expires_at:
+            return "token_expired"
+        return None
 
     def _take_rate_token(self, method: str, args: JsonDict) -> RateLimited | None:
         """Take one token from each of the method's buckets, or none at all and say when to retry."""
@@ -1281,7 +1433,9 @@ class FakeSlack:
         if scale is None or not limits:
             return None
         now = self._now()
-        team = self.team_id  # every token the fake accepts belongs to its one workspace
+        # Limits are per workspace: the one the call's token belongs to.
+        current = self._current
+        team = (current.team_id or current.enterprise_id) if current is not None else self.team_id
         channel = args.get("channel") or args.get("channel_id")
         channel = channel if isinstance(channel, str) else None
         buckets: list[_Bucket] = []
@@ -1416,15 +1570,100 @@ class FakeSlack:
     # ------------------------------------------------------------------ methods (called under the lock)
 
     def _auth_test(self, args: JsonDict) -> JsonDict:
-        return {
+        info = self._current
+        assert info is not None  # auth.test needs a token the fake knows
+        answer: JsonDict = {
             "url": f"https://{self.team_domain}.slack.com/",
-            "team": self.team_name,
+            "team": info.team_name,
             "user": self.bot_name,
-            "team_id": self.team_id,
-            "user_id": self.bot_user_id,
-            "bot_id": self.bot_id,
-            "is_enterprise_install": False,
+            "team_id": info.team_id or info.enterprise_id,
+            "user_id": info.bot_user_id,
+            "bot_id": info.bot_id,
+            "is_enterprise_install": info.is_enterprise_install,
         }
+        if info.enterprise_id is not None:
+            answer["enterprise_id"] = info.enterprise_id
+        return answer
+
+    def _oauth_v2_access(self, args: JsonDict) -> JsonDict:
+        if args.get("client_id") != CLIENT_ID:
+            raise SlackError("invalid_client_id")
+        if args.get("client_secret") != CLIENT_SECRET:
+            raise SlackError("bad_client_secret")
+        grant_type = args.get("grant_type") or "authorization_code"
+        if grant_type == "refresh_token":
+            return self._refresh(args)
+        if grant_type != "authorization_code":
+            raise SlackError("invalid_grant_type")
+        grant = self._codes.pop(str(args.get("code") or ""), None)
+        if grant is None or self._now() - grant.issued_at > OAUTH_CODE_TTL:
+            raise SlackError("invalid_code")
+        if grant.redirect_uri is not None and args.get("redirect_uri") != grant.redirect_uri:
+            raise SlackError("bad_redirect_uri")
+        n = len(self._tokens) + 1
+        info = TokenInfo(
+            token="",
+            team_id=None if grant.is_enterprise_install else grant.team_id,
+            enterprise_id=grant.enterprise_id,
+            bot_user_id=f"U0BOT{n:03d}",
+            bot_id=f"B0BOT{n:03d}",
+            scopes=grant.scopes,
+            team_name=grant.team_name,
+            is_enterprise_install=grant.is_enterprise_install,
+        )
+        return {**self._issue(info, rotating=grant.rotating), "authed_user": {"id": "U0INSTALLER"}}
+
+    def _refresh(self, args: JsonDict) -> JsonDict:
+        # A refresh token works once: "the refresh token is then revoked" once exchanged
+        # (api.slack.com/authentication/rotation), so two replicas spending the same one can't both win.
+        install = self._refresh_tokens.pop(str(args.get("refresh_token") or ""), None)
+        if install is None:
+            raise SlackError("invalid_refresh_token")
+        return self._issue(install, rotating=True)
+
+    def _issue(self, install: TokenInfo, *, rotating: bool) -> JsonDict:
+        """A new bot token for `install` (a rotating one with its refresh token), in oauth.v2.access's
+        shape (the method reference's sample responses)."""
+        prefix = "xoxe.xoxb-1-" if rotating else "xoxb-"
+        team = install.team_id or install.enterprise_id or "-"
+        token = f"{prefix}{team}-{secrets.token_hex(12)}"
+        info = TokenInfo(
+            token,
+            install.team_id,
+            install.enterprise_id,
+            install.bot_user_id,
+            install.bot_id,
+            install.scopes,
+            install.team_name,
+            install.is_enterprise_install,
+            expires_at=self._now() + ROTATING_TOKEN_LIFETIME * self.token_lifetime_scale
+            if rotating
+            else None,
+        )
+        self._tokens[token] = info
+        self._oauth_secrets.append(token)
+        answer: JsonDict = {
+            "access_token": token,
+            "token_type": "bot",
+            "scope": ",".join(install.scopes),
+            "bot_user_id": install.bot_user_id,
+            "app_id": self.app_id,
+            "team": None if install.team_id is None else {"id": install.team_id, "name": install.team_name},
+            "enterprise": None
+            if install.enterprise_id is None
+            else {"id": install.enterprise_id, "name": "Fake Org"},
+            "is_enterprise_install": install.is_enterprise_install,
+        }
+        if rotating:
+            refresh = f"xoxe-1-{secrets.token_hex(16)}"
+            self._refresh_tokens[refresh] = info
+            self._oauth_secrets.append(refresh)
+            answer["refresh_token"] = refresh
+            answer["expires_in"] = int(ROTATING_TOKEN_LIFETIME * self.token_lifetime_scale)
+        return answer
+
+    # A test shortens rotating tokens' lives (1 = Slack's 12 hours).
+    token_lifetime_scale: float = 1.0
 
     def _post_message(self, args: JsonDict) -> JsonDict:
         channel = self._channel(args)

@@ -1,0 +1,95 @@
+"""What an uninstall (`app_uninstalled`) or a revoked bot token (`tokens_revoked`) removes: the
+installation, and everything the bot knows about the workspace's threads and people (thread maps, files
+lists, usage, notices, dedupe records); for an Enterprise Grid org-wide install, that of every workspace of
+the org. The OpenAI files and vector stores its threads used stay listed in their upload ledgers, so the
+orphan sweep, finding no thread that maps them any more, deletes them on its next run. Turns still queued
+find no installation and are dropped (bot.turns.runner)."""
+
+from __future__ import annotations
+
+import logging
+
+from redis.asyncio import Redis
+
+from bot.keys import Keys, org_pattern
+from bot.slack.events import Revoked
+from bot.slack.workspaces import Workspaces
+
+log = logging.getLogger(__name__)
+
+SCAN_BATCH = 500
+
+
+class Uninstall:
+    def __init__(self, redis: Redis, workspaces: Workspaces) -> None:
+        self._redis = redis
+        self._workspaces = workspaces
+
+    async def revoked(self, revoked: Revoked) -> None:
+        """`app_uninstalled`, or `tokens_revoked` naming the bot's token: the installation and its data
+        go, unless it was installed again after Slack sent the event (a retry can arrive minutes late).
+        User tokens alone only lose their installers' records (the bot asks for none)."""
+        if not revoked.bot:
+            await self._drop_users(revoked)
+            return
+        if await self._installed_since(revoked):
+            log.info("ignored an uninstall older than the current install")
+            return
+        store = self._workspaces.store
+        if store is not None:
+            team = None if revoked.org_wide else revoked.team_id
+            await store.async_delete_all(enterprise_id=revoked.enterprise_id, team_id=team)
+        if revoked.org_wide and revoked.enterprise_id is not None:
+            deleted = await self._forget_keys(org_pattern(revoked.enterprise_id), None)
+            self._workspaces.forget_org(revoked.enterprise_id)
+            log.info("forgot org %s: %d keys deleted", revoked.enterprise_id, deleted)
+        elif revoked.team_id is not None:
+            keys = Keys(revoked.team_id, revoked.enterprise_id)
+            deleted = await self._forget_keys(keys.pattern, keys)
+            self._workspaces.forget(keys)
+            log.info("forgot workspace %s: %d keys deleted", keys.registry_member, deleted)
+
+    async def _installed_since(self, revoked: Revoked) -> bool:
+        store = self._workspaces.store
+        if store is None or revoked.event_time is None:
+            return False
+        found = await store.async_find_installation(
+            enterprise_id=revoked.enterprise_id,
+            team_id=revoked.team_id,
+            is_enterprise_install=revoked.org_wide,
+        )
+        # Slack's event_time is whole seconds: only an install of a later second is newer than the event.
+        return found is not None and found.installed_at >= revoked.event_time + 1
+
+    async def _drop_users(self, revoked: Revoked) -> None:
+        store = self._workspaces.store
+        if store is None:
+            return
+        for user in revoked.users:
+            await store.async_delete_installation(
+                enterprise_id=revoked.enterprise_id, team_id=revoked.team_id, user_id=user
+            )
+
+    async def _forget_keys(self, pattern: str, keys: Keys | None) -> int:
+        """Delete what an uninstall forgets among the keys matching `pattern` (one workspace's, or an
+        org's); a workspace's keys share its hash tag, so in a cluster they live on one node."""
+        deleted = 0
+        batch: list[str] = []
+        async for raw in self._redis.scan_iter(match=pattern, count=SCAN_BATCH):
+            key = raw.decode() if isinstance(raw, bytes) else str(raw)
+            owner = keys or Keys.of_key(key)
+            if owner is not None and owner.forgotten_on_uninstall(key):
+                batch.append(key)
+            if len(batch) >= SCAN_BATCH:
+                deleted += await self._unlink(batch)
+                batch = []
+        if batch:
+            deleted += await self._unlink(batch)
+        return deleted
+
+    async def _unlink(self, batch: list[str]) -> int:
+        # One command per key: an org's keys span its workspaces' slots.
+        pipe = self._redis.pipeline(transaction=False)
+        for key in batch:
+            pipe.unlink(key)
+        return sum(int(n) for n in await pipe.execute())
