@@ -25,6 +25,7 @@ from tests.conftest import BotFactory
 from tests.fakes.openai_api import FakeOpenAI, Reply
 from tests.fakes.slack_api import CLIENT_ID, CLIENT_SECRET, FakeSlack, TokenInfo
 from tests.harness import BOT_TOKEN, BotProcess, SlackSender, mention, new_ts
+from tests.redis_topologies import on_topologies
 from tests.test_bridge_e2e import ALICE, answers
 from tests.test_reliability_e2e import NO_LIMITS
 
@@ -417,6 +418,7 @@ def test_a_late_uninstall_retry_does_not_undo_a_reinstall(
     assert stored_bot(rdb, None, OTHER)["bot_token"] == reinstalled.token
 
 
+@on_topologies("cluster")  # the org's workspaces live in different slots
 def test_an_org_wide_uninstall_forgets_every_workspace_of_the_org(
     oauth_bot: BotProcess, slack: FakeSlack, openai_fake: FakeOpenAI, rdb: redis.Redis
 ) -> None:
@@ -492,7 +494,9 @@ def test_the_installation_store_keeps_the_latest_bot_and_each_installer(redis_ur
     asyncio.run(scenario())
 
 
-def test_the_state_store_accepts_each_state_it_issued_once(redis_url: str, rdb: redis.Redis) -> None:
+def test_the_state_store_accepts_each_state_it_issued_once(redis_url: str) -> None:
+    rdb = redis.Redis.from_url(redis_url)  # the store's own server (whatever TEST_REDIS_TOPOLOGY says)
+
     async def scenario() -> None:
         client = AsyncRedis.from_url(redis_url)
         states = RedisOAuthStateStore(client)

@@ -88,8 +88,6 @@ class Uninstall:
         return deleted
 
     async def _unlink(self, batch: list[str]) -> int:
-        # One command per key: an org's keys span its workspaces' slots.
-        pipe = self._redis.pipeline(transaction=False)
-        for key in batch:
-            pipe.unlink(key)
-        return sum(int(n) for n in await pipe.execute())
+        # An org's keys span its workspaces' slots: redis-py's cluster client splits a multi-key UNLINK by
+        # slot (its pipelines' `unlink` is a coroutine that queues nothing unless awaited).
+        return int(await self._redis.unlink(*batch))
