@@ -14,7 +14,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
 from bot.errors import ConfigError
-from bot.keys import ORPHAN_SWEEP_LOCK, PREFIX, TEAMS_KEY, Keys
+from bot.keys import INSTALLS_KEY, ORPHAN_SWEEP_LOCK, PREFIX, TEAMS_KEY, Keys, installation, rotation_lock
 from bot.queue.connection import SENTINEL_PORT, SentinelURL, open_redis
 from bot.queue.streams import TurnStreams
 from bot.settings import Mode, load_settings
@@ -40,12 +40,15 @@ def _every_key(keys: Keys) -> dict[str, str]:
 def test_every_key_of_a_workspace_is_in_the_workspace_slot(keys: Keys) -> None:
     every = _every_key(keys)
     assert len(every) >= 25  # the introspection found the key builders
+    # The installation and its token-rotation lock (module functions of bot.keys) too.
+    every["installation"] = installation(keys.enterprise_id, keys.team_id)
+    every["rotation_lock"] = rotation_lock(keys.enterprise_id, keys.team_id)
     slots = {name: key_slot(key.encode()) for name, key in every.items()}
     assert set(slots.values()) == {key_slot(keys.turns().encode())}, slots
     # Another workspace's keys are elsewhere (the hash tag holds the workspace, not a constant).
     assert key_slot(Keys("T0OTHER").turns().encode()) != key_slot(Keys("T0TEAM1").turns().encode())
     # The global keys carry no hash tag: each is only ever used alone.
-    assert "{" not in TEAMS_KEY and "{" not in ORPHAN_SWEEP_LOCK
+    assert "{" not in TEAMS_KEY + ORPHAN_SWEEP_LOCK + INSTALLS_KEY
 
 
 def test_the_sentinel_url_form() -> None:
