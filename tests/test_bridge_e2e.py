@@ -76,7 +76,6 @@ def test_mention_gets_streamed_reply_in_its_thread(
     assert rdb.hget(keys[0], "conversation_id") == conv_id
 
 
-@on_topologies("cluster")
 def test_follow_up_in_thread_reaches_same_conversation_without_mention(
     slack: FakeSlack, openai_fake: FakeOpenAI, sender: SlackSender
 ) -> None:

@@ -23,7 +23,6 @@ from tests.fakes.openai_api import FakeOpenAI, Reply
 from tests.fakes.server import ServerThread
 from tests.fakes.slack_api import FakeSlack, Message
 from tests.harness import SECRETS, TEAM, SlackSender, bot_env, mention, message
-from tests.redis_topologies import on_topologies
 from tests.test_bridge_e2e import ALICE, CHANNEL, DM, answers
 
 PDF = (
@@ -473,7 +472,6 @@ def test_cleanup_orphans_deletes_what_no_thread_maps_and_nothing_else(
         assert secret not in done.stdout + done.stderr
 
 
-@on_topologies("cluster")
 def test_the_bot_sweeps_orphans_itself_once_they_are_old_enough(
     slack: FakeSlack, openai_fake: FakeOpenAI, rdb: redis.Redis, start_bot: BotFactory
 ) -> None:
