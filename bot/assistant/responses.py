@@ -164,7 +164,7 @@ class ResponsesBackend(ConversationAdmin):
 
     def _request(self, turn: TurnRequest, items: list[dict[str, Any]]) -> dict[str, Any]:
         request: dict[str, Any] = {
-            "model": self._settings.assistant_model,
+            "model": turn.model or self._settings.assistant_model,
             "instructions": turn.instructions,
             "conversation": turn.conversation_id,
             "store": True,
@@ -182,7 +182,8 @@ class ResponsesBackend(ConversationAdmin):
             request["max_output_tokens"] = self._settings.max_output_tokens
         if items:  # none: the conversation already ends with the user's message
             request["input"] = items
-        tools = _with_knowledge(turn.tools, self.knowledge.usable if turn.knowledge else [])
+        stores = self.knowledge.usable if turn.knowledge_ids is None else list(turn.knowledge_ids)
+        tools = _with_knowledge(turn.tools, stores if turn.knowledge else [])
         if tools:
             request["tools"] = tools
         return request

@@ -186,7 +186,8 @@ class Admins:
         except SLACK_CALL_ERRORS as exc:
             log.info("users.info for the usage report failed (%s): not shown as admin", slack_error(exc))
             return False  # not cached: asked again next time
-        admin = bool(info.get("is_admin") or info.get("is_owner")) and not info.get("deleted")
+        owner = info.get("is_owner") or info.get("is_primary_owner")
+        admin = bool(info.get("is_admin") or owner) and not info.get("deleted")
         if len(self._known) >= ADMIN_CACHE_MAX:
             self._known.clear()
         self._known[key] = (admin, now + ADMIN_CACHE_SECONDS)
