@@ -133,6 +133,11 @@ def test_a_non_admin_or_guest_is_refused_and_nothing_changes(
     slack.set_user("U0GUEST", is_admin=True, is_owner=True)
     said = command(sender, "config set model=gpt-5-mini", channel=CHANNEL, user="U0GUEST", team="T0OTHER")
     assert said.startswith(REFUSED)
+    # An admin of another organization's workspace, even where nothing flagged them external: refused.
+    slack.set_user("U0FOREIGN", is_admin=True, team_id="T0OTHER")
+    assert command(sender, "config set model=gpt-5-mini", channel=CHANNEL, user="U0FOREIGN").startswith(
+        REFUSED
+    )
     # Through a mention in a thread: the same refusal, whispered.
     sender.send_event(mention(CHANNEL, ALICE, "config set tools=none"))
     slack.wait_for(lambda: bool(slack.ephemerals(CHANNEL, ALICE)))
@@ -175,6 +180,10 @@ def test_validation_failures_save_nothing(
     assert command(sender, f"config set knowledge={store}", channel=CHANNEL, user=CAROL).startswith("Saved.")
     sent = ask(slack, openai_fake, sender, mention(CHANNEL, ALICE, "when does the office open?"))
     assert sent["file_search"]["vector_store_ids"] == [store]
+    # The store deleted since: OpenAI refuses it by name, and the answer comes without it.
+    openai_fake.delete_vector_store(store)
+    sent = ask(slack, openai_fake, sender, mention(CHANNEL, ALICE, "still there?"))
+    assert sent["file_search"] is None
     # file_search off the allowlist: no search at all, the stores neither.
     command(sender, "config set tools=web_search", channel=CHANNEL, user=CAROL)
     sent = ask(slack, openai_fake, sender, mention(CHANNEL, ALICE, "and now?"))
@@ -254,7 +263,7 @@ def test_the_form_shows_and_saves_the_policy_and_show_round_trips(
     forged = sender.send_form({"payload": policy_submission(again, {**values, "tools": ""}, user=ALICE)})
     assert "someone else" in json.loads(forged.body)["errors"]["policy_instructions"]
     notice = open_form(slack, sender, ALICE)
-    assert "callback_id" not in notice and REFUSED in json.dumps(notice["blocks"])
+    assert not notice.get("callback_id") and REFUSED in json.dumps(notice["blocks"])
     assert json.loads(rdb.hget(POLICY_KEY, CHANNEL))["model"] == "gpt-5-nano"
 
 

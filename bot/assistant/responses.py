@@ -188,7 +188,7 @@ class ResponsesBackend(ConversationAdmin):
             request["tools"] = tools
         return request
 
-    async def _start_searching(self, request: dict[str, Any]) -> Any:
+    async def _start_searching(self, request: dict[str, Any], own_stores: tuple[str, ...] = ()) -> Any:
         """`_start`, and once more without the knowledge stores OpenAI refused (missing or expired since
         the last check) instead of failing the answer."""
         try:
@@ -198,6 +198,9 @@ class ResponsesBackend(ConversationAdmin):
             if not isinstance(refusal, openai.BadRequestError | openai.NotFoundError):
                 raise
             dropped = await self.knowledge.refused(refusal.message, _searched(request))
+            if not dropped:
+                # A channel policy's own store (issue 15), gone since it was saved: named in the refusal.
+                dropped = [i for i in own_stores if i in refusal.message]
             if not dropped:
                 raise
             log.info("responses.create refused knowledge store(s) %s; asking again without", dropped)
@@ -219,7 +222,7 @@ class ResponsesBackend(ConversationAdmin):
         `on_created(response_id)` runs before any text is yielded (the caller records the id); if it
         raises, the response is cancelled and the error propagates.
         """
-        stream = await self._start_searching(self._request(turn, items))
+        stream = await self._start_searching(self._request(turn, items), turn.knowledge_ids or ())
         async with contextlib.aclosing(self._follow(stream, None, on_created, result, citations)) as pieces:
             async for piece in pieces:
                 yield piece

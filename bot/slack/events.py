@@ -224,7 +224,7 @@ def parse_view_inputs(
         return None
     values: dict[str, str] = {}
     for block_id, inputs in _mapping(_mapping(view.get("state")).get("values")).items():
-        value = _mapping(inputs).get(action_id, {}).get("value") if isinstance(inputs, Mapping) else None
+        value = _mapping(_mapping(inputs).get(action_id)).get("value")
         if value is not None and not isinstance(value, str):
             log.warning("ignored a view submission whose input value is of type %s", type(value).__name__)
             return None

@@ -32,8 +32,12 @@ HELP_TEXT = (
     f"• `{COMMAND} reset`: start the thread over\n"
     f"• `{COMMAND} usage`: the tokens you used today and in the last 7 and 30 days (works anywhere; "
     "workspace admins also see the workspace's totals and top users and channels)\n"
+    f"• `{COMMAND} config [show|set|reset]`: this channel's assistant policy\n"
     "In a channel thread write the same after a mention (`@Assistant status`, `@Assistant meta set …`, "
-    "`@Assistant reset`), or use the message menu (⋯) → *Reset this thread* / *Thread settings*.\n"
+    "`@Assistant reset`), or use the message menu (⋯) → *Reset this thread* / *Thread settings*."
+)
+
+CONFIG_HELP = (
     "*Channel policy* (in a channel: that channel's; in our DM, or with `--workspace`: the workspace "
     "default)\n"
     f"• `{COMMAND} config`: open the policy form\n"
@@ -139,6 +143,10 @@ def _parse_history(args: list[str]) -> ParsedCommand:
     raise _fail("history N", f"`{COMMAND} history` takes a number from 1 to {HISTORY_MAX}.")
 
 
+def _config_fail(detail: str, message: str) -> UnknownCommand:
+    return UnknownCommand(detail, user_message=f"{message}\n\n{CONFIG_HELP}")
+
+
 def _parse_config(args: list[str]) -> ParsedCommand:
     workspace = WORKSPACE_FLAG in (a.lower() for a in args)
     args = [a for a in args if a.lower() != WORKSPACE_FLAG]
@@ -151,11 +159,11 @@ def _parse_config(args: list[str]) -> ParsedCommand:
             Command.CONFIG, config_action="set", pairs=_policy_pairs(rest), workspace=workspace
         )
     if action in ("show", "reset"):
-        raise _fail(
+        raise _config_fail(
             "config extra words", f"`{COMMAND} config {action}` takes nothing but `{WORKSPACE_FLAG}`."
         )
     shown = escape_mrkdwn(action if len(action) <= 30 else action[:30] + "…")
-    raise _fail(
+    raise _config_fail(
         "config action",
         f"`{COMMAND} config` takes `show`, `set KEY=VALUE …` or `reset` (not `{shown}`).",
     )
@@ -164,22 +172,22 @@ def _parse_config(args: list[str]) -> ParsedCommand:
 def _policy_pairs(words: list[str]) -> dict[str, str]:
     """`KEY=VALUE` words of `config set`: every key known, none twice, at least one."""
     if not words:
-        raise _fail("config set empty", f"`{COMMAND} config set` needs at least one `KEY=VALUE`.")
+        raise _config_fail("config set empty", f"`{COMMAND} config set` needs at least one `KEY=VALUE`.")
     pairs: dict[str, str] = {}
     for word in words:
         key, sep, value = word.partition("=")
         key = key.strip().lower()
         shown = escape_mrkdwn(word if len(word) <= 40 else word[:40] + "…")
         if not sep:
-            raise _fail("config set not k=v", f"`{shown}` is not `KEY=VALUE`.")
+            raise _config_fail("config set not k=v", f"`{shown}` is not `KEY=VALUE`.")
         if key not in POLICY_KEYS:
             known = ", ".join(f"`{k}`" for k in POLICY_KEYS)
-            raise _fail(
+            raise _config_fail(
                 "config set key",
                 f"`{COMMAND} config` has no setting `{shown.partition('=')[0]}`. Settings: {known}.",
             )
         if key in pairs:
-            raise _fail("config set twice", f"`{key}` is given twice.")
+            raise _config_fail("config set twice", f"`{key}` is given twice.")
         pairs[key] = value
     return pairs
 
