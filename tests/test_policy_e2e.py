@@ -282,6 +282,14 @@ def test_policy_spend_limit_and_the_app_home_listing(
     assert len(openai_fake.model_inputs) == 1  # the second message never reached the model
     # Bob is not limited by Alice's allowance.
     ask(slack, openai_fake, sender, mention(CHANNEL, BOB, "three"))
+    # A thread's answers per day: the channel's own setting wins over the default's 20.
+    command(sender, "config set thread_answers=1", channel=RANDOM, user=CAROL)
+    root = mention(RANDOM, BOB, "four")
+    ask(slack, openai_fake, sender, root)
+    sender.send_event(message(RANDOM, BOB, "five", thread_ts=root["ts"]))
+    _, told = answers(slack, RANDOM, root["ts"], 2)
+    assert "1 answer(s) per thread per day" in told.text
+    assert len(openai_fake.model_inputs) == 3
 
     def home(user: str) -> str:
         seen = len(slack.views())

@@ -207,13 +207,14 @@ class TurnRunner:
         if recorded:
             # An earlier attempt created the response(s): show them, never run the turn twice.
             log.info("turn %s: resuming %s (attempt %d)", turn.id, recorded[-1], progress.record.attempts)
+        # The channel's policy limits are taken before the files are brought in (over them, no work at all).
+        policy = await self._policy(turn, charge=not recorded)
         extras = await self._input(turn, resuming=bool(recorded))
         if extras is None:
             return
         # A retried turn sends no new message, and its citation markers are not rebuilt from a replay.
         items = None if recorded else [user_message(extras.text, extras.parts)]
         citations = None if recorded else extras.citations
-        policy = await self._policy(turn, charge=not recorded)
         request = await self._request(turn, progress, extras, policy, resuming=bool(recorded))
         try:
             await self._stream(turn, reply, progress, request, items, recorded, citations)
