@@ -131,3 +131,25 @@ class ToolLoopStopped(BotError):
                 "Try a narrower question."
             )
         super().__init__(detail, user_message=message)
+
+
+# --- channel policy (issue 15 item 4) ----------------------------------------------------------------------
+
+
+class PolicyError(BotError):
+    """A channel policy could not be changed; nothing was saved. The user message says why."""
+
+
+class NotPolicyAdmin(PolicyError):
+    user_message = (
+        "Only workspace admins and owners (and the people in this bot's POLICY_ADMINS) can change the "
+        "assistant's policy. Nothing was changed; `/assistant config show` shows the current one."
+    )
+
+
+class PolicyInvalid(PolicyError):
+    """A value of a policy is not usable (unknown model, tool or store; a malformed limit)."""
+
+
+class PolicyLimited(SpendLimited):
+    """A channel policy's own spend limit was reached at turn time: the message is not answered."""

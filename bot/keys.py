@@ -46,6 +46,12 @@ CONTEXT_TTL = timedelta(hours=12)
 # A Slack Connect guest who is not served is told so at most once per this interval.
 GUEST_NOTICE_TTL = timedelta(minutes=1)
 
+# Channel policies (issue 15) are configuration: kept until reset (or the app is uninstalled), no TTL.
+# The workspace default is the `POLICY_WORKSPACE` field of the same hash, so a turn reads both at once.
+POLICY_WORKSPACE = "*"
+# A channel policy's own spend limits: per person in the channel, per thread (token buckets).
+POLICY_THREAD_WINDOW = timedelta(days=1)
+
 # OAuth installs (issue 13): the `state` of an install link is good for this long (Bolt's default too),
 # and is used once.
 OAUTH_STATE_TTL = timedelta(minutes=10)
@@ -191,6 +197,23 @@ class Keys:
     def guest_notice(self, user_id: str) -> str:
         """STRING (GUEST_NOTICE_TTL): a Slack Connect guest was just told the bot does not serve them."""
         return f"{self.ns}:notice:guest:{user_id}"
+
+    # --- channel policy (issue 15) ------------------------------------------------------------------------
+
+    def policy(self) -> str:
+        """HASH: channel id (or `POLICY_WORKSPACE` for the workspace default) -> the policy as JSON. One
+        HMGET of the channel's field and the default's per turn; no TTL (configuration, until reset)."""
+        return f"{self.ns}:policy"
+
+    def policy_user_bucket(self, channel: str, user_id: str) -> str:
+        """HASH token bucket (tokens, at): a person's answers per window in one channel (its policy's
+        `user_per_minute`); expires once full again."""
+        return f"{self.ns}:rate:policy-user:{channel}:{user_id}"
+
+    def policy_thread_bucket(self, thread_ref: str) -> str:
+        """HASH token bucket (tokens, at): one thread's answers per day (its channel policy's
+        `thread_answers`); expires once full again (POLICY_THREAD_WINDOW)."""
+        return f"{self.ns}:rate:policy-thread:{thread_ref}"
 
     # --- usage accounting (issue 13); `day` is a UTC date, YYYY-MM-DD; every key has USAGE_TTL -----------
 

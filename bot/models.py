@@ -171,6 +171,7 @@ class CommandRequest(BaseModel):
     user: str
     text: str = ""
     external: bool = False  # sent by someone outside the installing organization (Slack Connect)
+    trigger_id: str = ""  # opens a modal (`/assistant config`) within 3 seconds
 
     @property
     def is_dm(self) -> bool:

@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, get_args
 
 from openai import AsyncOpenAI
 from redis.exceptions import RedisError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.assistant.catalog import Catalog
 from bot.assistant.knowledge import KnowledgeStores, check_forever
 from bot.assistant.responses import ResponsesBackend, build_openai_client
 from bot.files.generated import GeneratedFiles
@@ -23,7 +24,7 @@ from bot.queue.connection import RedisHandle, connect_redis
 from bot.queue.dispatcher import Dispatcher
 from bot.queue.spend import SpendLimits
 from bot.queue.stats import read_queue_stats
-from bot.settings import Settings
+from bot.settings import Settings, ToolName
 from bot.slack.budget import BUDGET_SHARE, SlackBudget
 from bot.slack.client import bind, build_web_client
 from bot.slack.ephemeral import Ephemeral
@@ -35,6 +36,8 @@ from bot.threads.guests import Guests
 from bot.threads.home import AppHome
 from bot.threads.intake import Intake
 from bot.threads.messages_tab import MessagesTab
+from bot.threads.policy import ChannelPolicies, PolicyAdmins, PolicyStore, Validator
+from bot.threads.policy_modal import PolicyForm
 from bot.threads.settings_modal import ThreadSettings
 from bot.threads.spending import Spending
 from bot.threads.store import ThreadStore
@@ -81,6 +84,7 @@ class Bot:
             settings, redis=redis.client, web_client=web_client, openai_client=openai_client
         )
         usage = UsageLedger(redis.client)
+        policy_store = PolicyStore(redis.client)
         runner = TurnRunner(
             settings=settings,
             web_client=web_client,
@@ -99,6 +103,7 @@ class Bot:
             metrics=self.metrics,
             usage=usage,
             workspaces=self.workspaces,
+            policies=policy_store,
         )
         limits = SpendLimits(redis.client, settings)
         self._dispatcher = Dispatcher(
@@ -112,9 +117,27 @@ class Bot:
         guests = Guests(
             allowed=settings.allow_external_users, redis=redis.client, store=store, ephemeral=ephemeral
         )
-        report = UsageReport(usage, Admins(web_client))
+        admins = Admins(web_client)
+        report = UsageReport(usage, admins)
+        # Channel policies (issue 15): the tools a policy may name are every one this deployment knows.
+        policies = ChannelPolicies(
+            policy_store,
+            PolicyAdmins(admins, settings.policy_admins),
+            Validator(Catalog(openai_client)),
+            known_tools=[*get_args(ToolName), *tools.names],
+        )
+        self.policy_form = PolicyForm(policies, web_client)
         self.intake = Intake(
-            self._dispatcher, admin, targets, ephemeral, self._background, guests, spending, report
+            self._dispatcher,
+            admin,
+            targets,
+            ephemeral,
+            self._background,
+            guests,
+            spending,
+            report,
+            policies,
+            self.policy_form,
         )
         self.thread_settings = ThreadSettings(admin, targets, web_client, ephemeral, guests, spending)
         self.home = AppHome(
@@ -129,6 +152,7 @@ class Bot:
             ephemeral=ephemeral,
             guests=guests,
             usage=report,
+            policies=policies,
         )
         self.messages_tab = MessagesTab(settings.assistant_suggested_prompts, store, web_client)
         self._orphan_sweep: asyncio.Task[None] | None = None

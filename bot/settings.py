@@ -149,6 +149,9 @@ class Settings(BaseSettings):
     # not theirs, by default. True: they are answered, without the shared knowledge stores and without
     # the tools that read the workspace (e.g. `slack_user_profile`).
     allow_external_users: bool = False
+    # Channel policy (issue 15): Slack user ids who may change policies besides the workspace's admins
+    # and owners (comma-separated).
+    policy_admins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Uploads cost by size: one more token per started this many MB of a message's files, all together (a
     # file counts up to FILE_MAX_MB; one of unknown size counts as that much); 0 = files cost nothing extra.
     rate_limit_mb_per_token: float = Field(default=5.0, ge=0)
@@ -243,6 +246,7 @@ class Settings(BaseSettings):
         "file_data_types",
         "knowledge_vector_store_ids",
         "slack_scopes",
+        "policy_admins",
         mode="before",
     )
     @classmethod

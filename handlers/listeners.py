@@ -22,12 +22,14 @@ from bot.slack.events import (
     parse_message_action,
     parse_revoked,
     parse_user_message,
+    parse_view_inputs,
     parse_view_submission,
     sender_is_external,
     trigger_id_of,
 )
 from bot.threads.commands import COMMAND
 from bot.threads.home import HOME_RESET_ACTION, HOME_SETTINGS_ACTION
+from bot.threads.policy_modal import INPUT_ACTION, POLICY_CALLBACK
 from bot.threads.settings_modal import META_BLOCK, META_INPUT, SETTINGS_CALLBACK
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,8 @@ async def _receive(bot: Bot, msg: IncomingMessage, say: AsyncSay, *, known_only:
 
 async def _respond(respond: AsyncRespond, text: str) -> None:
     """The answer to a slash command, through its response_url (best effort: a failure is logged)."""
+    if not text:  # answered otherwise (a modal opened)
+        return
     try:
         response = await respond(text=text, response_type="ephemeral")
     except (aiohttp.ClientError, TimeoutError) as exc:
@@ -138,6 +142,20 @@ def register(app: AsyncApp, bot: Bot) -> None:
             return
         await ack()
         bot.later(bot.thread_settings.save(*submitted), name="settings save")
+
+    # The channel policy form (issue 15): checked and saved before the ack, so problems show in the form.
+    @app.view(POLICY_CALLBACK)
+    async def on_policy_submitted(ack: AsyncAck, body: dict[str, Any], context: dict[str, Any]) -> None:
+        submitted = parse_view_inputs(body, context, action_id=INPUT_ACTION)
+        if submitted is None:
+            await ack()
+            return
+        external = sender_is_external(body, context)
+        problems = await bot.policy_form.submit(*submitted, external=external)
+        if problems:
+            await ack(response_action="errors", errors=problems)
+            return
+        await ack()
 
     @app.action(HOME_RESET_ACTION)
     async def on_home_reset(ack: AsyncAck, body: dict[str, Any], context: dict[str, Any]) -> None:

@@ -38,13 +38,16 @@ from bot.slack.events import (
     parse_home_opened,
     parse_message_action,
     parse_user_message,
+    parse_view_inputs,
     parse_view_submission,
     trigger_id_of,
     workspace_of,
 )
 from bot.threads.commands import (
+    CONFIG_HELP,
     HELP_TEXT,
     HISTORY_MAX,
+    Command,
     ParsedCommand,
     UnknownCommand,
     parse_command,
@@ -262,12 +265,27 @@ COMMAND_WORDS = [
     "HISTORY",
     "meta set",
     "meta unset",
+    "config",
+    "config set",
+    "config show",
+    "config reset",
+    "config set --workspace",
     "meta show",
 ]
 arguments = st.one_of(
     st.text(max_size=12),
     st.sampled_from(
-        ["²", "١٢", "0", "50", "51", "-1", "1e3", "topic=x", 'topic="a b"', "“q3”", "'", '"', "=v"]
+        [
+            *["²", "١٢", "0", "50", "51", "-1", "1e3", "topic=x", 'topic="a b"', "“q3”", "'", '"', "=v"],
+            *[
+                "--workspace",
+                "model=gpt-5-mini",
+                "tools=none",
+                'instructions="be brief"',
+                "Model=",
+                "knowledge",
+            ],
+        ]
     ),
     st.integers(-5, 60).map(str),
 )
@@ -376,6 +394,8 @@ def test_interaction_parsers_give_a_result_or_none_for_any_payload(
     assert action is None or (isinstance(action.message_ts, str) and isinstance(action.thread_ts, str | None))
     submitted = parse_view_submission(body, context, block_id="meta_block", action_id="meta_lines")
     assert submitted is None or all(isinstance(part, str) for part in submitted[1:])
+    inputs = parse_view_inputs(body, context, action_id="value")
+    assert inputs is None or all(isinstance(v, str) for v in inputs[3].values())
     actor = parse_actor(body, context)
     assert actor is None or isinstance(actor[1], str)
     assert isinstance(trigger_id_of(body), str)
@@ -393,7 +413,7 @@ def test_every_command_text_is_parsed_or_explained(text: str, dm: bool) -> None:
     try:
         parsed = parse_command(text)
     except UnknownCommand as exc:
-        assert HELP_TEXT in exc.user_message
+        assert HELP_TEXT in exc.user_message or CONFIG_HELP in exc.user_message
     else:
         assert isinstance(parsed, ParsedCommand) and 1 <= parsed.limit <= HISTORY_MAX
     try:
@@ -406,7 +426,11 @@ def test_every_command_text_is_parsed_or_explained(text: str, dm: bool) -> None:
         workspace=Workspace(team_id=TEAM), channel=DM if dm else CHANNEL, user=ALICE, text=text
     )
     now = Intake.answer_from_text(request)
-    assert (now is None and dm) or (isinstance(now, str) and now)
+    # `config` (a channel's policy) and `usage` are answered after the ack in a channel too.
+    anywhere = now is None and Intake.answer_from_text(request.model_copy(update={"channel": DM})) is None
+    assert (now is None and (dm or anywhere)) or (isinstance(now, str) and now)
+    if now is None and not dm:
+        assert parse_command(text).command in (Command.CONFIG, Command.USAGE)
 
 
 @PURE

@@ -81,6 +81,10 @@ class TurnRequest:
     user_key: str
     tools: list[dict[str, Any]] = field(default_factory=list)
     knowledge: bool = True
+    # A channel policy's (issue 15): the model, and the knowledge stores searched instead of the shared
+    # ones (None: the configuration's).
+    model: str | None = None
+    knowledge_ids: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -164,7 +164,7 @@ class ResponsesBackend(ConversationAdmin):
 
     def _request(self, turn: TurnRequest, items: list[dict[str, Any]]) -> dict[str, Any]:
         request: dict[str, Any] = {
-            "model": self._settings.assistant_model,
+            "model": turn.model or self._settings.assistant_model,
             "instructions": turn.instructions,
             "conversation": turn.conversation_id,
             "store": True,
@@ -182,12 +182,13 @@ class ResponsesBackend(ConversationAdmin):
             request["max_output_tokens"] = self._settings.max_output_tokens
         if items:  # none: the conversation already ends with the user's message
             request["input"] = items
-        tools = _with_knowledge(turn.tools, self.knowledge.usable if turn.knowledge else [])
+        stores = self.knowledge.usable if turn.knowledge_ids is None else list(turn.knowledge_ids)
+        tools = _with_knowledge(turn.tools, stores if turn.knowledge else [])
         if tools:
             request["tools"] = tools
         return request
 
-    async def _start_searching(self, request: dict[str, Any]) -> Any:
+    async def _start_searching(self, request: dict[str, Any], own_stores: tuple[str, ...] = ()) -> Any:
         """`_start`, and once more without the knowledge stores OpenAI refused (missing or expired since
         the last check) instead of failing the answer."""
         try:
@@ -197,6 +198,9 @@ class ResponsesBackend(ConversationAdmin):
             if not isinstance(refusal, openai.BadRequestError | openai.NotFoundError):
                 raise
             dropped = await self.knowledge.refused(refusal.message, _searched(request))
+            if not dropped:
+                # A channel policy's own store (issue 15), gone since it was saved: named in the refusal.
+                dropped = [i for i in own_stores if i in refusal.message]
             if not dropped:
                 raise
             log.info("responses.create refused knowledge store(s) %s; asking again without", dropped)
@@ -218,7 +222,7 @@ class ResponsesBackend(ConversationAdmin):
         `on_created(response_id)` runs before any text is yielded (the caller records the id); if it
         raises, the response is cancelled and the error propagates.
         """
-        stream = await self._start_searching(self._request(turn, items))
+        stream = await self._start_searching(self._request(turn, items), turn.knowledge_ids or ())
         async with contextlib.aclosing(self._follow(stream, None, on_created, result, citations)) as pieces:
             async for piece in pieces:
                 yield piece

@@ -157,6 +157,7 @@ def parse_command_request(body: Mapping[str, Any], context: Mapping[str, Any]) -
         user=user,
         text=_text(body, "text", "command") or "",
         external=sender_is_external(body, context),
+        trigger_id=trigger_id_of(body),
     )
 
 
@@ -210,6 +211,25 @@ def parse_view_submission(
         log.warning("ignored a view submission whose input value is of type %s", type(value).__name__)
         return None
     return workspace, user, _text(view, "private_metadata", "view") or "", value or ""
+
+
+def parse_view_inputs(
+    body: Mapping[str, Any], context: Mapping[str, Any], *, action_id: str
+) -> tuple[Workspace, str, str, dict[str, str]] | None:
+    """(workspace, user, private_metadata, {block id: text}) of a view_submission whose inputs all use
+    `action_id`; an input left empty is "", one whose value is not text makes it unreadable (None)."""
+    workspace, user = workspace_of(body, context), _actor(body)
+    view = _mapping(body.get("view"))
+    if workspace is None or not user:
+        return None
+    values: dict[str, str] = {}
+    for block_id, inputs in _mapping(_mapping(view.get("state")).get("values")).items():
+        value = _mapping(_mapping(inputs).get(action_id)).get("value")
+        if value is not None and not isinstance(value, str):
+            log.warning("ignored a view submission whose input value is of type %s", type(value).__name__)
+            return None
+        values[str(block_id)] = value or ""
+    return workspace, user, _text(view, "private_metadata", "view") or "", values
 
 
 def parse_context(event: Mapping[str, Any]) -> UserContext:

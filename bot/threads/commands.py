@@ -32,8 +32,19 @@ HELP_TEXT = (
     f"• `{COMMAND} reset`: start the thread over\n"
     f"• `{COMMAND} usage`: the tokens you used today and in the last 7 and 30 days (works anywhere; "
     "workspace admins also see the workspace's totals and top users and channels)\n"
+    f"• `{COMMAND} config [show|set|reset]`: this channel's assistant policy\n"
     "In a channel thread write the same after a mention (`@Assistant status`, `@Assistant meta set …`, "
     "`@Assistant reset`), or use the message menu (⋯) → *Reset this thread* / *Thread settings*."
+)
+
+CONFIG_HELP = (
+    "*Channel policy* (in a channel: that channel's; in our DM, or with `--workspace`: the workspace "
+    "default)\n"
+    f"• `{COMMAND} config`: open the policy form\n"
+    f"• `{COMMAND} config show`: the policy that applies here\n"
+    f'• `{COMMAND} config set instructions="…" model=… tools=web_search,code_interpreter knowledge=vs_… '
+    "user_per_minute=N thread_answers=N` (admins; an empty value unsets, `tools=none` allows none)\n"
+    f"• `{COMMAND} config reset`: remove the policy (admins)"
 )
 
 CHANNEL_HINT = (
@@ -53,6 +64,12 @@ class Command(StrEnum):
     HISTORY = "history"
     STATUS = "status"
     USAGE = "usage"  # not about a thread: answered anywhere (`bot.threads.usage`)
+    CONFIG = "config"  # about a channel, not a thread (`bot.threads.policy`)
+
+
+# The settings of a channel policy (`bot.threads.policy.SETTINGS`), and the flag for the workspace default.
+POLICY_KEYS = ("instructions", "model", "tools", "knowledge", "user_per_minute", "thread_answers")
+WORKSPACE_FLAG = "--workspace"
 
 
 @dataclass(frozen=True)
@@ -62,6 +79,9 @@ class ParsedCommand:
     pairs: dict[str, str] = field(default_factory=dict)
     keys: tuple[str, ...] = ()
     limit: int = HISTORY_DEFAULT
+    # `config`: "edit" opens the form; `workspace`: the workspace default rather than the channel's.
+    config_action: Literal["edit", "show", "set", "reset"] = "edit"
+    workspace: bool = False
 
 
 class UnknownCommand(BotError):
@@ -90,6 +110,8 @@ def parse_command(text: str) -> ParsedCommand:
         return _parse_meta(args)
     if command is Command.HISTORY:
         return _parse_history(args)
+    if command is Command.CONFIG:
+        return _parse_config(args)
     if args:
         raise _fail("extra words", f"`{COMMAND} {command.value}` takes no arguments.")
     return ParsedCommand(command)
@@ -119,6 +141,55 @@ def _parse_history(args: list[str]) -> ParsedCommand:
     if len(args) == 1 and args[0].isdecimal() and 1 <= int(args[0]) <= HISTORY_MAX:
         return ParsedCommand(Command.HISTORY, limit=int(args[0]))
     raise _fail("history N", f"`{COMMAND} history` takes a number from 1 to {HISTORY_MAX}.")
+
+
+def _config_fail(detail: str, message: str) -> UnknownCommand:
+    return UnknownCommand(detail, user_message=f"{message}\n\n{CONFIG_HELP}")
+
+
+def _parse_config(args: list[str]) -> ParsedCommand:
+    workspace = WORKSPACE_FLAG in (a.lower() for a in args)
+    args = [a for a in args if a.lower() != WORKSPACE_FLAG]
+    action = args[0].lower() if args else "edit"
+    rest = args[1:]
+    if action in ("show", "reset", "edit") and not rest:
+        return ParsedCommand(Command.CONFIG, config_action=action, workspace=workspace)  # type: ignore[arg-type]
+    if action == "set":
+        return ParsedCommand(
+            Command.CONFIG, config_action="set", pairs=_policy_pairs(rest), workspace=workspace
+        )
+    if action in ("show", "reset"):
+        raise _config_fail(
+            "config extra words", f"`{COMMAND} config {action}` takes nothing but `{WORKSPACE_FLAG}`."
+        )
+    shown = escape_mrkdwn(action if len(action) <= 30 else action[:30] + "…")
+    raise _config_fail(
+        "config action",
+        f"`{COMMAND} config` takes `show`, `set KEY=VALUE …` or `reset` (not `{shown}`).",
+    )
+
+
+def _policy_pairs(words: list[str]) -> dict[str, str]:
+    """`KEY=VALUE` words of `config set`: every key known, none twice, at least one."""
+    if not words:
+        raise _config_fail("config set empty", f"`{COMMAND} config set` needs at least one `KEY=VALUE`.")
+    pairs: dict[str, str] = {}
+    for word in words:
+        key, sep, value = word.partition("=")
+        key = key.strip().lower()
+        shown = escape_mrkdwn(word if len(word) <= 40 else word[:40] + "…")
+        if not sep:
+            raise _config_fail("config set not k=v", f"`{shown}` is not `KEY=VALUE`.")
+        if key not in POLICY_KEYS:
+            known = ", ".join(f"`{k}`" for k in POLICY_KEYS)
+            raise _config_fail(
+                "config set key",
+                f"`{COMMAND} config` has no setting `{shown.partition('=')[0]}`. Settings: {known}.",
+            )
+        if key in pairs:
+            raise _config_fail("config set twice", f"`{key}` is given twice.")
+        pairs[key] = value
+    return pairs
 
 
 def parse_thread_command(text: str) -> ParsedCommand | None:

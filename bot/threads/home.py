@@ -4,6 +4,7 @@ own DM thread (its settings, a reset)."""
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,12 +13,14 @@ from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.keys import POLICY_WORKSPACE
 from bot.models import Workspace
 from bot.slack.client import slack_error
 from bot.slack.ephemeral import Ephemeral
 from bot.slack.inert import escape_mrkdwn
 from bot.threads.admin import RESET_QUEUED, ThreadAdmin, slack_date, user_text
 from bot.threads.guests import Guests
+from bot.threads.policy import ChannelPolicies
 from bot.threads.spending import Spending
 from bot.threads.store import ThreadStore
 from bot.threads.targets import Targets, ThreadTarget
@@ -28,6 +31,7 @@ log = logging.getLogger(__name__)
 HOME_RESET_ACTION = "home_reset_dm_thread"
 HOME_SETTINGS_ACTION = "home_dm_thread_settings"
 HOME_THREADS_SHOWN = 10
+_CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{2,}")
 
 View = dict[str, Any]
 
@@ -53,7 +57,9 @@ class AppHome:
         ephemeral: Ephemeral,
         guests: Guests,
         usage: UsageReport | None = None,
+        policies: ChannelPolicies | None = None,
     ) -> None:
+        self._policies = policies
         self._usage = usage
         self._model = model
         self._tool_names = tool_names
@@ -80,6 +86,7 @@ class AppHome:
             threads=threads,
             date=slack_date,
             usage=await self._own_usage(workspace, user),
+            policies=await self._policies.listing(workspace, user) if self._policies is not None else None,
         )
         try:
             await self._client.views_publish(user_id=user, view=view)
@@ -152,6 +159,7 @@ def home_view(
     threads: list[RecentThread],
     date: Callable[[float], str],
     usage: Sequence[tuple[str, Totals]] = (),
+    policies: Sequence[str] | None = None,
 ) -> View:
     """The App Home tab. `date` renders an epoch as Slack date markup; `usage`: (label, totals) of the
     user's own tokens."""
@@ -176,6 +184,8 @@ def home_view(
             {"type": "section", "text": _text("*Your usage* (tokens; days in UTC)\n" + "\n".join(lines))},
             {"type": "context", "elements": [_text("More with `/assistant usage`.")]},
         ]
+    if policies is not None:  # shown to those who may change them (issue 15)
+        blocks += [{"type": "divider"}, {"type": "section", "text": _text(policy_lines(policies))}]
     blocks += [
         {"type": "divider"},
         {
@@ -202,3 +212,14 @@ def home_view(
         },
     ]
     return {"type": "home", "blocks": blocks}
+
+
+def policy_lines(scopes: Sequence[str]) -> str:
+    """The channels with a policy (and whether the workspace has a default), for admins."""
+    channels = [s for s in scopes if s != POLICY_WORKSPACE]
+    lines = ["*Channel policies* (you can change them with `/assistant config` in the channel)"]
+    lines.append("• Workspace default: " + ("set" if POLICY_WORKSPACE in scopes else "not set"))
+    lines += [f"• <#{c}>" if _CHANNEL_ID.fullmatch(c) else f"• {escape_mrkdwn(c)}" for c in channels]
+    if not channels:
+        lines.append("• No channel has its own policy.")
+    return "\n".join(lines)

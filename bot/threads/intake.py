@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 
 from bot.errors import BotError
-from bot.models import CommandRequest, IncomingMessage, MessageAction
+from bot.keys import POLICY_WORKSPACE
+from bot.models import CommandRequest, IncomingMessage, MessageAction, Workspace
 from bot.queue.dispatcher import Dispatcher, Submitted
 from bot.queue.spend import Spent, refusal_of
 from bot.slack.ephemeral import Ephemeral
@@ -28,6 +29,8 @@ from bot.threads.commands import (
     parse_thread_command,
 )
 from bot.threads.guests import GUEST_NOTICE, Guests
+from bot.threads.policy import ChannelPolicies
+from bot.threads.policy_modal import PolicyForm
 from bot.threads.spending import ACTION_COST, Spending
 from bot.threads.targets import Targets
 from bot.threads.usage import UsageReport
@@ -46,7 +49,11 @@ class Intake:
         guests: Guests,
         spending: Spending,
         usage: UsageReport,
+        policies: ChannelPolicies | None = None,
+        policy_form: PolicyForm | None = None,
     ) -> None:
+        self._policies = policies
+        self._policy_form = policy_form
         self._usage = usage
         self._dispatcher = dispatcher
         self._admin = admin
@@ -105,6 +112,9 @@ class Intake:
     async def _answer_thread_command(self, msg: IncomingMessage, parsed: ParsedCommand) -> None:
         if parsed.command is Command.USAGE:
             text = await user_text(self._usage.text(msg.workspace, msg.user, external=msg.external))
+        elif parsed.command is Command.CONFIG:
+            config = self._config(msg.workspace, msg.user, msg.channel, parsed, external=msg.external)
+            text = await user_text(config)
         else:
             target = await self._targets.of_message(msg)
             text = await self._admin.run(target, parsed, request_id=f"{msg.channel}:{msg.ts}", at=msg.ts)
@@ -129,7 +139,7 @@ class Intake:
             return exc.user_message
         if parsed.command is Command.HELP:
             return HELP_TEXT
-        if not req.is_dm and parsed.command is not Command.USAGE:
+        if not req.is_dm and parsed.command not in (Command.USAGE, Command.CONFIG):
             return CHANNEL_HINT
         return None
 
@@ -145,7 +155,40 @@ class Intake:
         parsed = parse_command(req.text)
         if parsed.command is Command.USAGE:
             return await self._usage.text(req.workspace, req.user, external=req.external)
+        if parsed.command is Command.CONFIG:
+            return await self._config(
+                req.workspace, req.user, req.channel, parsed, external=req.external, trigger_id=req.trigger_id
+            )
         return await self._admin.run(Targets.of_command(req), parsed, request_id=request_id)
+
+    async def _config(
+        self,
+        workspace: Workspace,
+        user: str,
+        channel: str,
+        parsed: ParsedCommand,
+        *,
+        external: bool,
+        trigger_id: str = "",
+    ) -> str:
+        """`config …`: a channel's policy (in a DM, or with `--workspace`, the workspace default's). The
+        text to answer with ("" when the form opened). Raises BotError with the user's message."""
+        if self._policies is None or self._policy_form is None:
+            return "Channel policies are not available here."
+        scope = POLICY_WORKSPACE if parsed.workspace or channel.startswith("D") else channel
+        action = parsed.config_action
+        if action == "show":
+            return await self._policies.show(workspace, scope)
+        if action in ("set", "reset"):
+            pairs = parsed.pairs if action == "set" else None
+            return await self._policies.change(workspace, user, scope, pairs, external=external)
+        if trigger_id:
+            return await self._policy_form.open(
+                workspace, user, scope, trigger_id=trigger_id, external=external
+            )
+        # A mention has no trigger id to open a form with.
+        shown = await self._policies.show(workspace, scope)
+        return f"{shown}\n\nThe form opens with `/assistant config`; or change it with `config set`."
 
     async def reset_shortcut(self, action: MessageAction, *, request_id: str) -> None:
         """The "Reset this thread" shortcut on a message (it costs `ACTION_COST`): reset the assistant thread

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -186,11 +186,23 @@ class Admins:
         except SLACK_CALL_ERRORS as exc:
             log.info("users.info for the usage report failed (%s): not shown as admin", slack_error(exc))
             return False  # not cached: asked again next time
-        admin = bool(info.get("is_admin") or info.get("is_owner")) and not info.get("deleted")
+        owner = info.get("is_owner") or info.get("is_primary_owner")
+        admin = bool(info.get("is_admin") or owner) and not info.get("deleted") and _ours(info, workspace)
         if len(self._known) >= ADMIN_CACHE_MAX:
             self._known.clear()
         self._known[key] = (admin, now + ADMIN_CACHE_SECONDS)
         return admin
+
+
+def _ours(info: Mapping[str, Any], workspace: Workspace) -> bool:
+    """The user belongs to this workspace (or its Enterprise Grid org): an admin of another organization's
+    workspace (Slack Connect) is none of ours, even where no event said they are external."""
+    team = info.get("team_id")
+    enterprise_user = info.get("enterprise_user")
+    org = enterprise_user.get("enterprise_id") if isinstance(enterprise_user, Mapping) else None
+    return team == workspace.team_id or (
+        workspace.enterprise_id is not None and org == workspace.enterprise_id
+    )
 
 
 class UsageReport:

@@ -51,6 +51,8 @@ class ToolContext:
     # The asking user is a Slack Connect guest (ALLOW_EXTERNAL_USERS): tools that read the workspace
     # are not run for them.
     external: bool = False
+    # The function tools the turn offered the model (a channel policy's allowlist); None: all of them.
+    offered: frozenset[str] | None = None
 
 
 ToolFunc = Callable[[Any, ToolContext], Awaitable[object]]
@@ -149,7 +151,8 @@ class ToolRegistry:
     async def run(self, name: str, arguments: str, ctx: ToolContext) -> str:
         """The call's output as the model will read it: the tool's result, or an error it can act on."""
         found = self._tools.get(name)
-        if found is None:
+        if found is None or (ctx.offered is not None and name not in ctx.offered):
+            # Never offered (not a tool, or not allowed in this channel): refused, whatever the model asks.
             return _error(f"there is no tool named {name}")
         if found.reads_workspace and ctx.external:
             # Never offered to a guest's turn; refused here too, whatever the model asks.

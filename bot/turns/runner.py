@@ -44,6 +44,7 @@ from bot.slack.client import SLACK_CALL_ERRORS, slack_error
 from bot.slack.inert import InertMarkdown
 from bot.slack.replies import WARNING_ICON, ReplyStream
 from bot.slack.workspaces import NotInstalled, Workspaces
+from bot.threads.policy import Policy, PolicyStore
 from bot.threads.store import ThreadStore
 from bot.threads.usage import UsageLedger, channel_of
 from bot.tools import ToolContext, ToolRegistry
@@ -113,7 +114,9 @@ class TurnRunner:
         metrics: Metrics | None = None,
         usage: UsageLedger | None = None,
         workspaces: Workspaces | None = None,
+        policies: PolicyStore | None = None,
     ) -> None:
+        self._policies = policies
         self._settings = settings
         self._workspaces = workspaces or Workspaces(None)
         self._metrics = metrics or Metrics()
@@ -204,13 +207,15 @@ class TurnRunner:
         if recorded:
             # An earlier attempt created the response(s): show them, never run the turn twice.
             log.info("turn %s: resuming %s (attempt %d)", turn.id, recorded[-1], progress.record.attempts)
+        # The channel's policy limits are taken before the files are brought in (over them, no work at all).
+        policy = await self._policy(turn, charge=not recorded)
         extras = await self._input(turn, resuming=bool(recorded))
         if extras is None:
             return
         # A retried turn sends no new message, and its citation markers are not rebuilt from a replay.
         items = None if recorded else [user_message(extras.text, extras.parts)]
         citations = None if recorded else extras.citations
-        request = await self._request(turn, progress, extras, resuming=bool(recorded))
+        request = await self._request(turn, progress, extras, policy, resuming=bool(recorded))
         try:
             await self._stream(turn, reply, progress, request, items, recorded, citations)
         except ResponseVanished as exc:
@@ -236,8 +241,15 @@ class TurnRunner:
         recorded: list[str],
         citations: CitationRenderer | None,
     ) -> None:
+        offered = frozenset(str(t.get("name")) for t in request.tools if t.get("type") == "function")
         ctx = ToolContext(
-            turn.workspace.team_id, turn.user, turn.channel, turn.reply_thread_ts, self._client, turn.external
+            turn.workspace.team_id,
+            turn.user,
+            turn.channel,
+            turn.reply_thread_ts,
+            self._client,
+            turn.external,
+            offered,
         )
         pieces = self._loop.run(
             request,
@@ -298,8 +310,19 @@ class TurnRunner:
             return None
         return extras
 
+    async def _policy(self, turn: Turn, *, charge: bool) -> Policy:
+        """The channel's policy (issue 15), read at turn time (one HMGET), so a change applies from every
+        thread's next turn; its spend limits taken when the turn starts (`charge`). Raises PolicyLimited."""
+        if self._policies is None:
+            return Policy()
+        keys = turn.workspace.keys
+        policy = await self._policies.applied(keys, turn.channel, is_dm=turn.is_dm)
+        if charge:
+            await self._policies.take(keys, turn.channel, turn.user, turn.thread, policy)
+        return policy
+
     async def _request(
-        self, turn: Turn, progress: TurnProgress, extras: TurnInput, *, resuming: bool
+        self, turn: Turn, progress: TurnProgress, extras: TurnInput, policy: Policy, *, resuming: bool
     ) -> TurnRequest:
         """What every response of this turn sends: the thread's conversation, instructions and tools."""
         conversation_id, context = await self._store.load(turn.workspace.keys, turn.thread, turn.user)
@@ -307,14 +330,26 @@ class TurnRunner:
             if resuming:
                 raise NoAssistantThread("the thread lost its conversation while its turn was retried")
             conversation_id = await self._new_conversation(turn, progress)
-        instructions = turn_instructions(self._settings.assistant_instructions, turn, context)
+        base = self._settings.assistant_instructions
+        if policy.instructions:  # the channel's own, added to the assistant's
+            base += f"\n\n{policy.instructions}"
+        instructions = turn_instructions(base, turn, context)
         # A Slack Connect guest's turn: no tools that read the workspace, no shared knowledge stores.
         specs = self._registry.specs(external=turn.external)
         tools = [*specs, *extras.tools, *hosted_tools(self._settings, extras.code_file_ids)]
-        knowledge = not turn.external
-        if extras.tools or (knowledge and self._settings.knowledge_vector_store_ids):
+        # The policy's allowlist is hard: a tool not in it is not offered (file_search covers the thread's
+        # files and the knowledge stores).
+        tools = [
+            t
+            for t in tools
+            if policy.offers(str(t.get("name") if t.get("type") == "function" else t.get("type")))
+        ]
+        knowledge = not turn.external and policy.offers("file_search")
+        shared = self._settings.knowledge_vector_store_ids if policy.knowledge is None else policy.knowledge
+        searching = any(t.get("type") == "file_search" for t in tools)
+        if searching or (knowledge and shared):
             instructions += f"\n\n{FILE_SEARCH_NOTE}"
-        if self._settings.code_interpreter:
+        if any(t.get("type") == "code_interpreter" for t in tools):
             instructions += f"\n\n{CODE_NOTE}"
         return TurnRequest(
             conversation_id,
@@ -322,6 +357,8 @@ class TurnRunner:
             user_key=f"{turn.workspace.team_id}:{turn.user}",
             tools=tools,
             knowledge=knowledge,
+            model=policy.model,
+            knowledge_ids=policy.knowledge,
         )
 
     async def _new_conversation(self, turn: Turn, progress: TurnProgress) -> str:
