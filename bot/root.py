@@ -31,6 +31,7 @@ from bot.slack.installations import RedisInstallationStore, RedisOAuthStateStore
 from bot.slack.workspaces import SharedTokenRotator, Workspaces
 from bot.threads.admin import ThreadAdmin
 from bot.threads.background import Background
+from bot.threads.feedback import Feedback, FeedbackLedger
 from bot.threads.guests import Guests
 from bot.threads.home import AppHome
 from bot.threads.intake import Intake
@@ -52,7 +53,8 @@ COMMAND_GRACE_SECONDS = 10.0
 
 class Bot:
     """What the listeners call: `intake` (messages, commands, the reset shortcut), `home`,
-    `thread_settings`, `messages_tab`; plus the process's lifecycle (start, health, close)."""
+    `thread_settings`, `messages_tab`, `feedback` (answer ratings); plus the process's lifecycle (start,
+    health, close)."""
 
     def __init__(
         self,
@@ -81,6 +83,10 @@ class Bot:
             settings, redis=redis.client, web_client=web_client, openai_client=openai_client
         )
         usage = UsageLedger(redis.client)
+        ephemeral = Ephemeral(web_client)
+        self.feedback = Feedback(
+            FeedbackLedger(redis.client), store, backend, web_client, ephemeral, self.metrics
+        )
         runner = TurnRunner(
             settings=settings,
             web_client=web_client,
@@ -99,6 +105,7 @@ class Bot:
             metrics=self.metrics,
             usage=usage,
             workspaces=self.workspaces,
+            feedback=self.feedback,
         )
         limits = SpendLimits(redis.client, settings)
         self._dispatcher = Dispatcher(
@@ -106,13 +113,12 @@ class Bot:
         )
         admin = ThreadAdmin(store, backend, self._dispatcher, files=self._files)
         targets = Targets(store)
-        ephemeral = Ephemeral(web_client)
         spending = Spending(limits, ephemeral)
         self._background = Background()
         guests = Guests(
             allowed=settings.allow_external_users, redis=redis.client, store=store, ephemeral=ephemeral
         )
-        report = UsageReport(usage, Admins(web_client))
+        report = UsageReport(usage, Admins(web_client), feedback=self.feedback)
         self.intake = Intake(
             self._dispatcher, admin, targets, ephemeral, self._background, guests, spending, report
         )
