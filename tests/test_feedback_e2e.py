@@ -12,8 +12,8 @@ import redis
 
 from tests.fakes.openai_api import FakeOpenAI, Reply
 from tests.fakes.slack_api import FakeSlack, Message
-from tests.harness import BOT_USER, TEAM, BotProcess, SlackSender, mention, new_ts
-from tests.test_bridge_e2e import ALICE, BOB, CHANNEL, answers
+from tests.harness import BOT_USER, TEAM, BotProcess, SlackSender, mention, message, new_ts
+from tests.test_bridge_e2e import ALICE, BOB, CHANNEL, DM, answers
 from tests.test_commands_e2e import command
 from tests.test_observability_e2e import scrape, value
 
@@ -197,6 +197,8 @@ def test_thumbs_down_opens_the_comment_modal_and_the_comment_is_stored(
 
     # A comment from someone without a 👎 on that answer is not stored.
     assert comment(sender, modal, "me too", user=BOB) == 200
+    slack.wait_for(lambda: f"feedback comment by {BOB} dropped" in bot.logs())
+    assert BOB not in ratings(rdb, answer) and slack.ephemerals(CHANNEL, BOB) == []
     # Changing one's mind moves the one rating (and drops the comment, which was about the 👎).
     assert click(sender, answer, "good", user=ALICE) == 200
     wait_clicks(slack, bot, "good", "changed", 1)
@@ -226,3 +228,22 @@ def test_an_answer_written_whole_gets_the_buttons_too(
     assert click(sender, answer, "good", user=ALICE) == 200
     wait_clicks(slack, bot, "good", "new", 1)
     assert list(ratings(rdb, answer)) == [ALICE]
+
+
+def test_a_direct_message_answer_is_rated_by_its_owner(
+    slack: FakeSlack, openai_fake: FakeOpenAI, sender: SlackSender, bot: BotProcess, rdb: redis.Redis
+) -> None:
+    first = message(DM, ALICE, "hello")
+    sender.send_event(first)
+    [answer] = answers(slack, DM, first["ts"])
+    [conv_id] = list(openai_fake.conversations)
+    # A top-level DM continues the user's own assistant thread.
+    assert buttons(answer)["negative_button"]["value"].endswith(f"|u:{ALICE}")
+    assert click(sender, answer, "bad", user=ALICE, channel=DM) == 200
+    slack.wait_for(lambda: len(slack.views()) == 1)
+    assert ratings(rdb, answer)[ALICE]["thread"] == f"u:{ALICE}"
+    slack.wait_for(lambda: rating_meta(openai_fake, conv_id) == "good=0 bad=1")
+    # The 👎 modal was skipped (closed): nothing more happens; a 👎 again opens nothing and counts nothing.
+    assert click(sender, answer, "bad", user=ALICE, channel=DM) == 200
+    wait_clicks(slack, bot, "bad", "repeated", 1)
+    assert len(slack.views()) == 1 and rdb.hgetall(f"{NS}:fb-thread:{conv_id}") == {"bad": "1"}
