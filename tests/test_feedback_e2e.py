@@ -247,3 +247,18 @@ def test_a_direct_message_answer_is_rated_by_its_owner(
     assert click(sender, answer, "bad", user=ALICE, channel=DM) == 200
     wait_clicks(slack, bot, "bad", "repeated", 1)
     assert len(slack.views()) == 1 and rdb.hgetall(f"{NS}:fb-thread:{conv_id}") == {"bad": "1"}
+
+
+def test_an_answer_goes_out_without_buttons_slack_refuses(
+    slack: FakeSlack, openai_fake: FakeOpenAI, sender: SlackSender, bot: BotProcess
+) -> None:
+    """Buttons are a nicety: a workspace where Slack refuses them still gets its answers."""
+    openai_fake.script(Reply(text="Still answered.", chunk_size=4))
+    slack.fail_next("chat.stopStream", "invalid_blocks")
+    root = mention(CHANNEL, ALICE, "hi")
+    sender.send_event(root)
+    [answer] = answers(slack, CHANNEL, root["ts"])
+    stops = slack.calls_to("chat.stopStream")
+    assert [(c.error, "blocks" in c.args) for c in stops] == [("invalid_blocks", True), (None, False)]
+    assert answer.text == "Still answered." and answer.blocks == [] and answer.kind == "stream"
+    slack.wait_for(lambda: value(scrape(bot), "turns_total", outcome="answered") == 1)

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 WARNING_ICON = ":warning:"
 # msg_too_long: messages are halved down to this size before giving up.
 MIN_MESSAGE_CHARS = 200
+# Slack's answers to blocks it will not show (the answer then goes without them).
+BLOCKS_REFUSED = frozenset({"invalid_blocks", "invalid_blocks_format", "msg_blocks_too_many"})
 # A message written whole (no stream) is updated at most this often while the answer grows (Tier 3).
 UPDATE_EVERY_SECONDS = 5.0
 
@@ -402,13 +404,24 @@ class ReplyStream:
         if not (msg.streaming and msg.ts):
             if blocks and msg.ts:
                 await self._pace.wait("chat.update")
-                await self._write_whole(msg, blocks)
+                with contextlib.suppress(SlackDeliveryError, _TooLong):  # the answer stands without them
+                    await self._write_whole(msg, blocks)
             return
         final = msg.text[msg.sent :]
         try:
-            await self._client.chat_stopStream(
-                channel=self._channel, ts=msg.ts, markdown_text=final or None, blocks=blocks
-            )
+            try:
+                await self._client.chat_stopStream(
+                    channel=self._channel, ts=msg.ts, markdown_text=final or None, blocks=blocks
+                )
+            except SlackApiError as exc:
+                if not blocks or _slack_error(exc) not in BLOCKS_REFUSED:
+                    raise
+                # The answer matters more than its buttons.
+                log.warning("Slack refused the answer's blocks (%s); closing without them", _slack_error(exc))
+                blocks = None
+                await self._client.chat_stopStream(
+                    channel=self._channel, ts=msg.ts, markdown_text=final or None
+                )
             msg.sent = len(msg.text)
             msg.streaming = False
         except SlackApiError as exc:
@@ -446,6 +459,12 @@ class ReplyStream:
         except SlackApiError as exc:
             if _slack_error(exc) == "msg_too_long":
                 raise _TooLong from exc
+            if blocks and _slack_error(exc) in BLOCKS_REFUSED:
+                log.warning(
+                    "Slack refused the answer's blocks (%s); writing it without them", _slack_error(exc)
+                )
+                await self._write_whole(msg)
+                return
             raise SlackDeliveryError(f"{method} failed: {_slack_error(exc)}") from exc
         except SLACK_TRANSPORT_ERRORS as exc:
             raise SlackDeliveryError(f"{method} got no answer: {type(exc).__name__}") from exc
