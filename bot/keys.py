@@ -34,6 +34,11 @@ USAGE_TTL = timedelta(days=400)
 # A response's usage is counted once (SET NX): the marker outlives every retry of its turn.
 USAGE_COUNTED_TTL = TURN_RECORD_TTL
 
+# Feedback on answers (issue 15): a rating (and its comment) is kept as long as the thread it rates; the
+# day's counts as long as the token usage they are shown with.
+FEEDBACK_TTL = THREAD_TTL
+FEEDBACK_COUNTS_TTL = USAGE_TTL
+
 # The consumer group every replica reads the turn streams with.
 TURN_GROUP = "workers"
 # The one global key: the set of workspaces that have a turn stream, so workers know what to read.
@@ -240,6 +245,30 @@ class Keys:
     def usage_counted(self, response_id: str) -> str:
         """STRING (SET NX, USAGE_COUNTED_TTL): this response's usage is counted."""
         return f"{self.ns}:usage:counted:{response_id}"
+
+    # --- feedback on answers (issue 15) -------------------------------------------------------------------
+
+    def feedback(self, channel: str, answer_ts: str) -> str:
+        """HASH (FEEDBACK_TTL): user id -> JSON (rating, response id, thread, at, comment) of one answer."""
+        return f"{self.ns}:feedback:{channel}:{answer_ts}"
+
+    def feedback_thread(self, thread_ref: str) -> str:
+        """HASH (good, bad; FEEDBACK_TTL): the ratings of an assistant thread's answers, one per person and
+        answer (what its `feedback_rating` metadata shows)."""
+        return f"{self.ns}:fb-thread:{thread_ref}"
+
+    def feedback_day(self, day: str) -> str:
+        """HASH (good, bad; FEEDBACK_COUNTS_TTL): ratings of the workspace's answers posted that UTC day."""
+        return f"{self.ns}:fb-day:{day}:team"
+
+    def feedback_user_day(self, day: str, user_id: str) -> str:
+        """HASH (good, bad; FEEDBACK_COUNTS_TTL): ratings a user gave to answers posted that UTC day."""
+        return f"{self.ns}:fb-day:{day}:user:{user_id}"
+
+    def thread_participants(self, thread_ref: str) -> str:
+        """SET (FEEDBACK_TTL, refreshed by each answer): the people whose messages the thread answered, who
+        may rate its answers."""
+        return f"{self.ns}:participants:{thread_ref}"
 
     # --- files and retrieval (issue 3) -----------------------------------------------------------------
 

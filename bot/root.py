@@ -32,6 +32,7 @@ from bot.slack.installations import RedisInstallationStore, RedisOAuthStateStore
 from bot.slack.workspaces import SharedTokenRotator, Workspaces
 from bot.threads.admin import ThreadAdmin
 from bot.threads.background import Background
+from bot.threads.feedback import Feedback, FeedbackLedger
 from bot.threads.guests import Guests
 from bot.threads.home import AppHome
 from bot.threads.intake import Intake
@@ -55,7 +56,8 @@ COMMAND_GRACE_SECONDS = 10.0
 
 class Bot:
     """What the listeners call: `intake` (messages, commands, the reset shortcut), `home`,
-    `thread_settings`, `messages_tab`; plus the process's lifecycle (start, health, close)."""
+    `thread_settings`, `messages_tab`, `feedback` (answer ratings); plus the process's lifecycle (start,
+    health, close)."""
 
     def __init__(
         self,
@@ -85,6 +87,10 @@ class Bot:
         )
         usage = UsageLedger(redis.client)
         policy_store = PolicyStore(redis.client)
+        ephemeral = Ephemeral(web_client)
+        self.feedback = Feedback(
+            FeedbackLedger(redis.client), store, backend, web_client, ephemeral, self.metrics
+        )
         runner = TurnRunner(
             settings=settings,
             web_client=web_client,
@@ -104,6 +110,7 @@ class Bot:
             usage=usage,
             workspaces=self.workspaces,
             policies=policy_store,
+            feedback=self.feedback,
         )
         limits = SpendLimits(redis.client, settings)
         self._dispatcher = Dispatcher(
@@ -111,14 +118,13 @@ class Bot:
         )
         admin = ThreadAdmin(store, backend, self._dispatcher, files=self._files)
         targets = Targets(store)
-        ephemeral = Ephemeral(web_client)
         spending = Spending(limits, ephemeral)
         self._background = Background()
         guests = Guests(
             allowed=settings.allow_external_users, redis=redis.client, store=store, ephemeral=ephemeral
         )
         admins = Admins(web_client)
-        report = UsageReport(usage, admins)
+        report = UsageReport(usage, admins, feedback=self.feedback)
         # Channel policies (issue 15): the tools a policy may name are every one this deployment knows.
         policies = ChannelPolicies(
             policy_store,

@@ -27,6 +27,13 @@ from bot.slack.events import (
     sender_is_external,
     trigger_id_of,
 )
+from bot.slack.feedback import (
+    COMMENT_BLOCK,
+    COMMENT_CALLBACK,
+    COMMENT_INPUT,
+    FEEDBACK_ACTION,
+    parse_feedback_click,
+)
 from bot.threads.commands import COMMAND
 from bot.threads.home import HOME_RESET_ACTION, HOME_SETTINGS_ACTION
 from bot.threads.policy_modal import INPUT_ACTION, POLICY_CALLBACK
@@ -180,6 +187,21 @@ def register(app: AsyncApp, bot: Bot) -> None:
                 workspace, user, trigger_id=trigger_id, external=external
             )
             bot.later(opening, name="settings")
+
+    # Feedback buttons on answers (issue 15): recorded after the ack; a 👎 opens the comment modal.
+    @app.action(FEEDBACK_ACTION)
+    async def on_feedback(ack: AsyncAck, body: dict[str, Any], context: dict[str, Any]) -> None:
+        await ack()
+        click = parse_feedback_click(body, context)
+        if click is not None:
+            bot.later(bot.feedback.clicked(click, trigger_id=trigger_id_of(body)), name="feedback")
+
+    @app.view(COMMENT_CALLBACK)
+    async def on_feedback_comment(ack: AsyncAck, body: dict[str, Any], context: dict[str, Any]) -> None:
+        await ack()
+        submitted = parse_view_submission(body, context, block_id=COMMENT_BLOCK, action_id=COMMENT_INPUT)
+        if submitted is not None:
+            bot.later(bot.feedback.commented(*submitted), name="feedback comment")
 
     @app.event("app_home_opened")
     async def on_home_opened(body: dict[str, Any], context: dict[str, Any]) -> None:

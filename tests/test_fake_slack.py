@@ -806,3 +806,80 @@ def test_link_rejects_unknown_tickets(fake: FakeSlack) -> None:
             return resp.status
 
     assert asyncio.run(run()) == 401
+
+
+# ---------------------------------------------------------------- feedback buttons (issue 15)
+
+
+def feedback_block(**changes: Any) -> dict[str, Any]:
+    """A context_actions block with one feedback_buttons element; `changes` override its fields (element
+    fields by name, `elements` / `block_id` for the block's own)."""
+    element: dict[str, Any] = {
+        "type": "feedback_buttons",
+        "action_id": "rate",
+        "positive_button": {"text": {"type": "plain_text", "text": "Good"}, "value": "good"},
+        "negative_button": {"text": {"type": "plain_text", "text": "Bad"}, "value": "bad"},
+    }
+    block: dict[str, Any] = {"type": "context_actions", "block_id": "fb"}
+    for key, value in changes.items():
+        (block if key in ("elements", "block_id") else element)[key] = value
+    block.setdefault("elements", [element])
+    return block
+
+
+def button(text: str = "Good", value: str = "good", **extra: Any) -> dict[str, Any]:
+    return {"text": {"type": "plain_text", "text": text}, "value": value, **extra}
+
+
+@pytest.mark.parametrize(
+    ("block", "pointer"),
+    [
+        (feedback_block(elements=[]), "/blocks/0/elements"),
+        (feedback_block(elements=[feedback_block()["elements"][0]] * 6), "/blocks/0/elements"),
+        (feedback_block(elements=[{"type": "button", "text": {"type": "plain_text", "text": "x"}}]), "/0"),
+        (feedback_block(block_id="b" * 256), "/blocks/0/block_id"),
+        (feedback_block(action_id="a" * 256), "/action_id"),
+        (feedback_block(positive_button=button("x" * 76)), "/positive_button/text/text"),
+        (feedback_block(negative_button=button(value="v" * 2001)), "/negative_button/value"),
+        (feedback_block(negative_button={"text": {"type": "plain_text", "text": "x"}}), "/value"),
+        (feedback_block(positive_button=button(accessibility_label="l" * 76)), "/accessibility_label"),
+        (feedback_block(positive_button={"text": {"type": "mrkdwn", "text": "*x*"}, "value": "v"}), "/text"),
+        ({k: v for k, v in feedback_block().items() if k != "elements"}, "/blocks/0/elements"),
+        ({"type": "actions", "elements": feedback_block()["elements"]}, "/blocks/0/elements/0"),
+    ],
+)
+def test_feedback_buttons_over_block_kit_limits_are_refused(
+    fake: FakeSlack, block: dict[str, Any], pointer: str
+) -> None:
+    client = web(fake)
+    posted = client.chat_postMessage(channel=CHANNEL, text="answer")
+    stream = client.chat_startStream(channel=DM, thread_ts=THREAD, markdown_text="hi")
+    for call in (
+        lambda: client.chat_postMessage(channel=CHANNEL, text="answer", blocks=[block]),
+        lambda: client.chat_update(channel=CHANNEL, ts=posted["ts"], text="answer", blocks=[block]),
+        lambda: client.chat_stopStream(channel=DM, ts=stream["ts"], blocks=[block]),
+    ):
+        err = api_error(call)
+        assert err.response["error"] == "invalid_blocks"
+        assert any(pointer in m for m in err.response["response_metadata"]["messages"]), err.response
+    # Nothing was changed by the refused calls: the stream is still open, the message as posted.
+    assert [m.blocks for m in fake.messages(CHANNEL)] == [[]]
+    assert fake.messages(DM, THREAD)[0].streaming
+
+
+def test_feedback_buttons_within_limits_land_on_the_message(fake: FakeSlack) -> None:
+    client = web(fake)
+    at_limits = feedback_block(
+        block_id="b" * 255,
+        action_id="a" * 255,
+        positive_button=button("x" * 75, "v" * 2000, accessibility_label="l" * 75),
+    )
+    icon = {"type": "icon_button", "icon": "trash", "text": {"type": "plain_text", "text": "Delete"}}
+    five = feedback_block(elements=[at_limits["elements"][0], icon, icon, icon, icon])
+    stream = client.chat_startStream(channel=DM, thread_ts=THREAD, markdown_text="hi")
+    client.chat_stopStream(channel=DM, ts=stream["ts"], markdown_text=" there", blocks=[at_limits])
+    posted = client.chat_postMessage(channel=DM, thread_ts=THREAD, text="x", blocks=[five])
+    client.chat_update(channel=DM, ts=posted["ts"], text="y", blocks=[at_limits])
+    streamed, whole = fake.messages(DM, THREAD)
+    assert streamed.text == "hi there" and streamed.blocks == [at_limits] and not streamed.streaming
+    assert whole.blocks == [at_limits]

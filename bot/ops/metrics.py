@@ -73,6 +73,16 @@ class Metrics:
             f"{PREFIX}_queue_oldest_seconds", "Age of the oldest unfinished turn (0: none).", registry=r
         )
         self._redis_up = Gauge(f"{PREFIX}_redis_up", "1 when the last scrape could read Redis.", registry=r)
+        self._feedback = Counter(
+            f"{PREFIX}_feedback",
+            "Clicks on answers' feedback buttons, by rating and result (new, changed: a person's rating of "
+            "an answer moved to the other side, repeated: the same again, counted nowhere else, refused).",
+            ["rating", "result"],
+            registry=r,
+        )
+        self._feedback_comments = Counter(
+            f"{PREFIX}_feedback_comments", "Comments stored with a thumbs-down.", registry=r
+        )
         for outcome in OUTCOMES:  # present from the start, so rate() sees the first one
             self._turns.labels(outcome)
         for kind in ("input", "output"):
@@ -107,6 +117,13 @@ class Metrics:
         """The tokens an ended response used (its `usage`)."""
         self._tokens.labels("input").inc(max(0, input))
         self._tokens.labels("output").inc(max(0, output))
+
+    def feedback(self, rating: str, result: str) -> None:
+        """A click on an answer's feedback buttons (`rating` good or bad; `result` see the counter)."""
+        self._feedback.labels(rating, result).inc()
+
+    def feedback_comment(self) -> None:
+        self._feedback_comments.inc()
 
     def queue(self, depth: int | None, oldest_seconds: float = 0.0) -> None:
         """The queue as read at scrape time; None: Redis could not be read (the gauges say NaN)."""

@@ -23,7 +23,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 WARNING_ICON = ":warning:"
 # msg_too_long: messages are halved down to this size before giving up.
 MIN_MESSAGE_CHARS = 200
+# Slack's answers to blocks it will not show (the answer then goes without them).
+BLOCKS_REFUSED = frozenset({"invalid_blocks", "invalid_blocks_format", "msg_blocks_too_many"})
 # A message written whole (no stream) is updated at most this often while the answer grows (Tier 3).
 UPDATE_EVERY_SECONDS = 5.0
 
@@ -114,6 +116,8 @@ class ReplyStream:
         self._closing = False  # finish/fail/restart under way: no new timer
         self._last_update = float("-inf")
         self._lock = asyncio.Lock()
+        # Blocks under the finished answer's last message (its feedback buttons), given by `finish`.
+        self._final_blocks: list[dict[str, Any]] | None = None
 
     @property
     def message_ts(self) -> list[str]:
@@ -160,9 +164,10 @@ class ReplyStream:
         if wait > 0:
             self._flush_in(wait)
 
-    async def finish(self) -> None:
-        """Send what is left and close the message."""
+    async def finish(self, blocks: list[dict[str, Any]] | None = None) -> None:
+        """Send what is left and close the message; `blocks` go under the answer's last message."""
         self._closing = True
+        self._final_blocks = blocks or None
         await self._stop_timer()
         if not self.text.strip():
             # The model said nothing: still answer, so the user is not left with a silent thread.
@@ -172,6 +177,7 @@ class ReplyStream:
     async def fail(self, user_message: str) -> None:
         """End the answer with a short notice; a new message when nothing was shown yet."""
         self._closing = True
+        self._final_blocks = None
         await self._stop_timer()
         separator = "\n\n" if self.text.strip() else ""
         if separator and inside_code_block(self.text):
@@ -185,13 +191,13 @@ class ReplyStream:
             # The last piece rides on chat.stopStream: one Slack call fewer per answer.
             last.text += self._pending
             self._pending = ""
-            await self._close(last)
+            await self._close(last, last_message=True)
         else:
             if not last.streaming and last.sent < len(last.text):
                 # Written whole and not (fully) yet: it goes out with the rest, as one complete message.
                 self._pending, last.text, last.sent = last.text + self._pending, "", 0
             await self._flush(final=True)
-            await self._close(self._messages[-1])
+            await self._close(self._messages[-1], last_message=True)
         await self._drop_spares()
 
     async def _drop_spares(self) -> None:
@@ -390,14 +396,32 @@ class ReplyStream:
                 msg.ts, msg.streaming = None, False
                 raise
 
-    async def _close(self, msg: _Message) -> None:
+    async def _close(self, msg: _Message, *, last_message: bool = False) -> None:
         """Stop the message's stream with the text Slack does not have yet (its chat.stopStream was
-        reserved with the stream); chat.update if that fails."""
+        reserved with the stream); chat.update if that fails. The answer's last message gets the final
+        blocks (with one more chat.update when it was written whole)."""
+        blocks = self._final_blocks if last_message else None
         if not (msg.streaming and msg.ts):
+            if blocks and msg.ts:
+                await self._pace.wait("chat.update")
+                with contextlib.suppress(SlackDeliveryError, _TooLong):  # the answer stands without them
+                    await self._write_whole(msg, blocks)
             return
         final = msg.text[msg.sent :]
         try:
-            await self._client.chat_stopStream(channel=self._channel, ts=msg.ts, markdown_text=final or None)
+            try:
+                await self._client.chat_stopStream(
+                    channel=self._channel, ts=msg.ts, markdown_text=final or None, blocks=blocks
+                )
+            except SlackApiError as exc:
+                if not blocks or _slack_error(exc) not in BLOCKS_REFUSED:
+                    raise
+                # The answer matters more than its buttons.
+                log.warning("Slack refused the answer's blocks (%s); closing without them", _slack_error(exc))
+                blocks = None
+                await self._client.chat_stopStream(
+                    channel=self._channel, ts=msg.ts, markdown_text=final or None
+                )
             msg.sent = len(msg.text)
             msg.streaming = False
         except SlackApiError as exc:
@@ -407,29 +431,40 @@ class ReplyStream:
             msg.streaming = False
             await self._pace.wait("chat.update")
             try:
-                await self._write_whole(msg)
+                await self._write_whole(msg, blocks)
             except _TooLong as too_long:
                 raise SlackDeliveryError("chat.update after chat.stopStream: msg_too_long") from too_long
         except SLACK_TRANSPORT_ERRORS as exc:
             raise SlackDeliveryError(f"chat.stopStream got no answer: {type(exc).__name__}") from exc
 
-    async def _write_whole(self, msg: _Message) -> None:
+    async def _write_whole(self, msg: _Message, blocks: list[dict[str, Any]] | None = None) -> None:
         method = "chat.update" if msg.ts else "chat.postMessage"
+        # Slack takes markdown_text or blocks, not both: with blocks the text goes in a markdown block
+        # (and stays the message's `text`, what notifications show).
+        content: dict[str, Any] = {"markdown_text": msg.text}
+        if blocks:
+            content = {"text": msg.text, "blocks": [{"type": "markdown", "text": msg.text}, *blocks]}
         if self._guard is not None:
             # A whole-message write could overwrite what a worker that took the turn over has written.
             await self._guard()
         try:
             if msg.ts:
-                await self._client.chat_update(channel=self._channel, ts=msg.ts, markdown_text=msg.text)
+                await self._client.chat_update(channel=self._channel, ts=msg.ts, **content)
             else:
                 response = await self._client.chat_postMessage(
-                    channel=self._channel, thread_ts=self._thread_ts, markdown_text=msg.text
+                    channel=self._channel, thread_ts=self._thread_ts, **content
                 )
                 await self._started(msg, str(response["ts"]))
             msg.sent = len(msg.text)
         except SlackApiError as exc:
             if _slack_error(exc) == "msg_too_long":
                 raise _TooLong from exc
+            if blocks and _slack_error(exc) in BLOCKS_REFUSED:
+                log.warning(
+                    "Slack refused the answer's blocks (%s); writing it without them", _slack_error(exc)
+                )
+                await self._write_whole(msg)
+                return
             raise SlackDeliveryError(f"{method} failed: {_slack_error(exc)}") from exc
         except SLACK_TRANSPORT_ERRORS as exc:
             raise SlackDeliveryError(f"{method} got no answer: {type(exc).__name__}") from exc

@@ -21,7 +21,7 @@ from bot.models import Turn
 from bot.queue.dispatcher import Dispatcher
 from bot.slack.inert import escape_mrkdwn
 from bot.threads.commands import HELP_TEXT, Command, ParsedCommand
-from bot.threads.metadata import BOT_KEYS, MAX_PAIRS, apply_replace, apply_set, apply_unset
+from bot.threads.metadata import MAX_PAIRS, READ_ONLY_KEYS, apply_replace, apply_set, apply_unset
 from bot.threads.store import ThreadStore
 from bot.threads.targets import ThreadTarget
 
@@ -168,8 +168,8 @@ class ThreadAdmin:
 def format_metadata(conversation_id: str, metadata: Mapping[str, str]) -> str:
     """The metadata as mrkdwn; keys and values are anyone's text, shown inert."""
     lines = [f"*Metadata of assistant thread* `{escape_mrkdwn(conversation_id)}`"]
-    for key in sorted(metadata, key=lambda k: (k not in BOT_KEYS, k)):
-        suffix = " _(set by the bot)_" if key in BOT_KEYS else ""
+    for key in sorted(metadata, key=lambda k: (k not in READ_ONLY_KEYS, k)):
+        suffix = " _(set by the bot)_" if key in READ_ONLY_KEYS else ""
         value = escape_mrkdwn(metadata[key]) or "_(empty)_"
         lines.append(f"• `{escape_mrkdwn(key)}`: {value}{suffix}")
     lines.append(f"_{len(metadata)} of {MAX_PAIRS} pairs used._")

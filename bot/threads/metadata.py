@@ -25,6 +25,10 @@ MAX_PAIRS = 16
 MAX_KEY_CHARS = 64
 MAX_VALUE_CHARS = 512
 BOT_KEYS = ("slack_team", "slack_channel", "slack_thread_ts", "slack_user")
+# The thread's answer ratings (issue 15), written by the bot once someone rates an answer: read-only for
+# users like the keys above, but not reserved (it takes a pair only once it is there).
+FEEDBACK_KEY = "feedback_rating"
+READ_ONLY_KEYS = (*BOT_KEYS, FEEDBACK_KEY)
 
 
 class MetadataError(BotError):
@@ -61,7 +65,7 @@ def apply_set(current: Mapping[str, str], changes: Mapping[str, str]) -> dict[st
     """The metadata after setting `changes`, or MetadataError listing every rule they break."""
     problems: list[str] = []
     for key, value in changes.items():
-        if key in BOT_KEYS:
+        if key in READ_ONLY_KEYS:
             problems.append(f"`{key}` is set by the bot and can't be changed.")
         if key != key.strip() or "\n" in key or "\r" in key:
             # The settings modal could not show it on a line of its own.
@@ -97,7 +101,7 @@ def apply_unset(current: Mapping[str, str], keys: list[str]) -> dict[str, str]:
     if not keys:
         problems.append("Name at least one key to unset.")
     for key in keys:
-        if key in BOT_KEYS:
+        if key in READ_ONLY_KEYS:
             problems.append(f"`{key}` is set by the bot and can't be removed.")
         elif key not in current:
             problems.append(f"There is no key `{_shown(key)}` to unset.")
@@ -108,12 +112,12 @@ def apply_unset(current: Mapping[str, str], keys: list[str]) -> dict[str, str]:
 
 def apply_replace(current: Mapping[str, str], user_pairs: Mapping[str, str]) -> dict[str, str]:
     """The settings modal edits all user keys at once: bot keys stay, user keys become `user_pairs`."""
-    bot_part = {k: v for k, v in current.items() if k in BOT_KEYS}
+    bot_part = {k: v for k, v in current.items() if k in READ_ONLY_KEYS}
     return apply_set(bot_part, user_pairs)
 
 
 def user_part(metadata: Mapping[str, str]) -> dict[str, str]:
-    return {k: v for k, v in metadata.items() if k not in BOT_KEYS}
+    return {k: v for k, v in metadata.items() if k not in READ_ONLY_KEYS}
 
 
 def _needs_quotes(value: str) -> bool:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, cast
+from typing import Any, Literal, Protocol, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -205,15 +205,27 @@ def _ours(info: Mapping[str, Any], workspace: Workspace) -> bool:
     )
 
 
+class FeedbackLines(Protocol):
+    """The answer ratings `/assistant usage` shows (`bot.threads.feedback.Feedback`)."""
+
+    async def usage_lines(self, workspace: Workspace, user: str, *, admin: bool, days: int) -> list[str]: ...
+
+
 class UsageReport:
     """`/assistant usage` and the App Home's usage lines."""
 
     def __init__(
-        self, ledger: UsageLedger, admins: Admins, *, clock: Callable[[], float] = time.time
+        self,
+        ledger: UsageLedger,
+        admins: Admins,
+        *,
+        clock: Callable[[], float] = time.time,
+        feedback: FeedbackLines | None = None,
     ) -> None:
         self._ledger = ledger
         self._admins = admins
         self._clock = clock
+        self._feedback = feedback
 
     async def own(self, workspace: Workspace, user: str) -> list[tuple[str, Totals]]:
         """The user's totals over each of `WINDOWS`. Raises RedisError."""
@@ -225,7 +237,10 @@ class UsageReport:
         """The answer to `/assistant usage` (mrkdwn). Raises RedisError."""
         lines = ["*Your assistant usage* (tokens; days in UTC)"]
         lines += [f"• {label}: {describe(totals)}" for label, totals in await self.own(workspace, user)]
-        if await self._admins.is_admin(workspace, user, external=external):
+        admin = await self._admins.is_admin(workspace, user, external=external)
+        if self._feedback is not None:
+            lines += await self._feedback.usage_lines(workspace, user, admin=admin, days=ADMIN_WINDOW_DAYS)
+        if admin:
             lines += ["", *await self._workspace_lines(workspace)]
         return "\n".join(lines)
 

@@ -44,6 +44,7 @@ from bot.slack.client import SLACK_CALL_ERRORS, slack_error
 from bot.slack.inert import InertMarkdown
 from bot.slack.replies import WARNING_ICON, ReplyStream
 from bot.slack.workspaces import NotInstalled, Workspaces
+from bot.threads.feedback import Feedback
 from bot.threads.policy import Policy, PolicyStore
 from bot.threads.store import ThreadStore
 from bot.threads.usage import UsageLedger, channel_of
@@ -115,9 +116,11 @@ class TurnRunner:
         usage: UsageLedger | None = None,
         workspaces: Workspaces | None = None,
         policies: PolicyStore | None = None,
+        feedback: Feedback | None = None,
     ) -> None:
         self._policies = policies
         self._settings = settings
+        self._feedback = feedback
         self._workspaces = workspaces or Workspaces(None)
         self._metrics = metrics or Metrics()
         self._texted: set[str] = set()  # running turns whose first text is out (counted once)
@@ -274,8 +277,19 @@ class TurnRunner:
         await reply.append(inert.flush())
         if citations is not None:
             await reply.append(citations.footer())
-        await reply.finish()
+        await reply.finish(blocks=await self._buttons(turn, progress, request))
         log.info("turn %s answered in %s message(s)", turn.id, len(reply.message_ts))
+
+    async def _buttons(
+        self, turn: Turn, progress: TurnProgress, request: TurnRequest
+    ) -> list[dict[str, Any]] | None:
+        """The feedback buttons of a finished answer (issue 15), rating the response that wrote it."""
+        ids = progress.record.response_ids
+        if self._feedback is None or not ids:
+            return None
+        return await self._feedback.offer(
+            turn.workspace, turn.thread, turn.user, ids[-1], request.conversation_id
+        )
 
     def _first_text(self, turn: Turn, piece: str) -> None:
         if piece and turn.id not in self._texted:

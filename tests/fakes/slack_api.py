@@ -172,6 +172,20 @@ ACTION_ID_LIMIT = 255
 PLACEHOLDER_LIMIT = 150
 TEXT_INPUT_LIMIT = 3000
 
+# Feedback buttons (issue 15). context_actions (docs.slack.dev/reference/block-kit/blocks/
+# context-actions-block): `elements` "An array of feedback_buttons or icon_button block elements. Maximum
+# number of items is 5" (and at least one: slack_sdk ContextActionsBlock "elements attribute must be
+# specified"); block_id at most 255. feedback_buttons (docs.slack.dev/reference/block-kit/block-elements/
+# feedback-buttons-element): "must be used inside the context actions block"; action_id at most 255;
+# positive_button and negative_button both required, each a button object whose `text` (plain_text) is at
+# most 75 characters, `value` (required) at most 2000, `accessibility_label` at most 75 (slack_sdk
+# FeedbackButtonObject text_max_length / value_max_length).
+CONTEXT_ACTIONS_MAX_ELEMENTS = 5
+CONTEXT_ACTIONS_ELEMENTS = frozenset({"feedback_buttons", "icon_button"})
+FEEDBACK_TEXT_LIMIT = 75
+FEEDBACK_VALUE_LIMIT = 2000
+FEEDBACK_LABEL_LIMIT = 75
+
 
 # ---------------------------------------------------------------- rate limits
 #
@@ -503,6 +517,65 @@ def _text_input_problems(element: JsonDict, at: str) -> list[str]:
     most = high if isinstance(high, int) and not isinstance(high, bool) else TEXT_INPUT_LIMIT
     if _too_long(initial, most):
         problems.append(_over(most, f"{at}/initial_value"))
+    return problems
+
+
+def _message_block_problems(blocks: list[JsonDict]) -> list[str]:
+    """The Block Kit limits a message's blocks break (context_actions and feedback_buttons, see above)."""
+    problems: list[str] = []
+    for i, block in enumerate(blocks):
+        at = f"/blocks/{i}"
+        elements = block.get("elements")
+        if block.get("type") != "context_actions":
+            # A feedback_buttons element anywhere else (an actions block's elements, say) is refused.
+            for j, element in enumerate(elements if isinstance(elements, list) else []):
+                if isinstance(element, dict) and element.get("type") == "feedback_buttons":
+                    problems.append(
+                        f"[ERROR] feedback_buttons only in context_actions [json-pointer:{at}/elements/{j}]"
+                    )
+            continue
+        if _too_long(block.get("block_id"), BLOCK_ID_LIMIT):
+            problems.append(_over(BLOCK_ID_LIMIT, f"{at}/block_id"))
+        if not isinstance(elements, list) or not 1 <= len(elements) <= CONTEXT_ACTIONS_MAX_ELEMENTS:
+            problems.append(
+                f"[ERROR] must have 1 to {CONTEXT_ACTIONS_MAX_ELEMENTS} items [json-pointer:{at}/elements]"
+            )
+            continue
+        for j, element in enumerate(elements):
+            where = f"{at}/elements/{j}"
+            if not isinstance(element, dict) or element.get("type") not in CONTEXT_ACTIONS_ELEMENTS:
+                problems.append(f"[ERROR] must be feedback_buttons or icon_button [json-pointer:{where}]")
+            elif element["type"] == "feedback_buttons":
+                problems += _feedback_problems(element, where)
+    return problems
+
+
+def _feedback_problems(element: JsonDict, at: str) -> list[str]:
+    problems: list[str] = []
+    if _too_long(element.get("action_id"), ACTION_ID_LIMIT):
+        problems.append(_over(ACTION_ID_LIMIT, f"{at}/action_id"))
+    for name in ("positive_button", "negative_button"):
+        button = element.get(name)
+        where = f"{at}/{name}"
+        if not isinstance(button, dict):
+            problems.append(f"[ERROR] missing required field: {name} [json-pointer:{where}]")
+            continue
+        text = button.get("text")
+        if (
+            not isinstance(text, dict)
+            or text.get("type") != "plain_text"
+            or not isinstance(text.get("text"), str)
+        ):
+            problems.append(f"[ERROR] must be a plain_text object [json-pointer:{where}/text]")
+        elif _too_long(text["text"], FEEDBACK_TEXT_LIMIT):
+            problems.append(_over(FEEDBACK_TEXT_LIMIT, f"{where}/text/text"))
+        value = button.get("value")
+        if not isinstance(value, str) or not value:
+            problems.append(f"[ERROR] missing required field: value [json-pointer:{where}/value]")
+        elif _too_long(value, FEEDBACK_VALUE_LIMIT):
+            problems.append(_over(FEEDBACK_VALUE_LIMIT, f"{where}/value"))
+        if _too_long(button.get("accessibility_label"), FEEDBACK_LABEL_LIMIT):
+            problems.append(_over(FEEDBACK_LABEL_LIMIT, f"{where}/accessibility_label"))
     return problems
 
 
@@ -1505,6 +1578,9 @@ class FakeSlack:
                     "messages": ["[ERROR] no more than 50 items allowed [json-pointer:/blocks]"]
                 },
             )
+        problems = _message_block_problems(blocks)
+        if problems:
+            raise SlackError("invalid_blocks", response_metadata={"messages": problems})
         return copy.deepcopy(blocks)
 
     @staticmethod
