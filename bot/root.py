@@ -31,9 +31,11 @@ from bot.slack.installations import RedisInstallationStore, RedisOAuthStateStore
 from bot.slack.workspaces import SharedTokenRotator, Workspaces
 from bot.threads.admin import ThreadAdmin
 from bot.threads.background import Background
+from bot.threads.follow import FollowSlack, ItemRemover
 from bot.threads.guests import Guests
 from bot.threads.home import AppHome
 from bot.threads.intake import Intake
+from bot.threads.items import ThreadItems
 from bot.threads.messages_tab import MessagesTab
 from bot.threads.settings_modal import ThreadSettings
 from bot.threads.spending import Spending
@@ -81,6 +83,8 @@ class Bot:
             settings, redis=redis.client, web_client=web_client, openai_client=openai_client
         )
         usage = UsageLedger(redis.client)
+        items = ThreadItems(redis.client)
+        ephemeral = Ephemeral(web_client)
         runner = TurnRunner(
             settings=settings,
             web_client=web_client,
@@ -99,6 +103,8 @@ class Bot:
             metrics=self.metrics,
             usage=usage,
             workspaces=self.workspaces,
+            items=items,
+            remover=ItemRemover(store, items, ephemeral),
         )
         limits = SpendLimits(redis.client, settings)
         self._dispatcher = Dispatcher(
@@ -106,7 +112,6 @@ class Bot:
         )
         admin = ThreadAdmin(store, backend, self._dispatcher, files=self._files)
         targets = Targets(store)
-        ephemeral = Ephemeral(web_client)
         spending = Spending(limits, ephemeral)
         self._background = Background()
         guests = Guests(
@@ -129,6 +134,17 @@ class Bot:
             ephemeral=ephemeral,
             guests=guests,
             usage=report,
+        )
+        # Deleted and edited messages, and "Forget this message" (issue 15).
+        self.follow = FollowSlack(
+            redis.client,
+            store=store,
+            items=items,
+            dispatcher=self._dispatcher,
+            targets=targets,
+            ephemeral=ephemeral,
+            guests=guests,
+            spending=spending,
         )
         self.messages_tab = MessagesTab(settings.assistant_suggested_prompts, store, web_client)
         self._orphan_sweep: asyncio.Task[None] | None = None
