@@ -11,10 +11,12 @@ import redis
 
 from tests.conftest import BotFactory
 from tests.fakes.openai_api import FakeOpenAI, Reply
+from tests.fakes.openai_tools import ToolCall
 from tests.fakes.slack_api import FakeSlack
 from tests.harness import BOT_USER, TEAM, BotProcess, SlackSender, mention, message, new_ts
 from tests.test_bridge_e2e import ALICE, BOB, CHANNEL, DM, answers, user_texts
 from tests.test_commands_e2e import command, shortcut
+from tests.test_tools_e2e import TEAM_TOOLS
 
 NS = f"sa:{{-:{TEAM}}}"
 
@@ -154,10 +156,15 @@ def test_an_edit_before_the_turn_ran_is_what_is_answered(
 def test_forget_shortcut_removes_a_message_and_its_answer_and_history_shows_it(
     slack: FakeSlack, openai_fake: FakeOpenAI, start_bot: BotFactory
 ) -> None:
-    sender = SlackSender(start_bot(assistant_tools="web_search").url)
+    sender = SlackSender(start_bot(assistant_tools="web_search", **TEAM_TOOLS).url)
     openai_fake.script(
         Reply(text="Hello!"),
-        Reply(text="It is sunny.", web_results=(("https://weather.example/today", "Weather today"),)),
+        Reply(
+            text="Searching.",
+            web_results=(("https://weather.example/today", "Weather today"),),
+            tool_calls=(ToolCall("get_weather", {"city": "Lisbon", "unit": "celsius"}),),
+        ),
+        Reply(echo_tool_outputs=True),
         Reply(text="Bye!"),
     )
     first = message(DM, ALICE, "hello")
@@ -170,9 +177,11 @@ def test_forget_shortcut_removes_a_message_and_its_answer_and_history_shows_it(
     sender.send_event(third)
     answers(slack, DM, third["ts"])
     [conv_id] = list(openai_fake.conversations)
-    kinds = [i["type"] for i in openai_fake.conversation(conv_id)["items"]]
-    assert "web_search_call" in kinds  # the answer is more than its message
-    assert "weather please" in command(sender, "history")
+    kinds = {i["type"] for i in openai_fake.conversation(conv_id)["items"]}
+    # The answer is more than its message: a search, a function call and its output, two rounds of text.
+    assert {"web_search_call", "function_call", "function_call_output"} <= kinds
+    before = command(sender, "history").lower()
+    assert "weather please" in before and "function call" in before and "web search call" in before
 
     # Used on the answer: the question, the search and the answer go.
     assert (
@@ -186,9 +195,10 @@ def test_forget_shortcut_removes_a_message_and_its_answer_and_history_shows_it(
     assert [i["type"] for i in items] == ["message"] * 4
     assert user_texts(items) == ["user: hello", "assistant: Hello!", "user: bye", "assistant: Bye!"]
 
-    history = command(sender, "history")
-    assert "weather please" not in history and "sunny" not in history and "web search" not in history
-    assert "hello" in history and "Bye!" in history
+    history = command(sender, "history").lower()
+    assert "weather please" not in history and "searching" not in history and "tool said" not in history
+    assert "web search" not in history and "function call" not in history
+    assert "hello" in history and "bye!" in history
 
     # Used on the user's own message: it and its answer go; once more, there is nothing left to forget.
     assert shortcut(sender, channel=DM, user=ALICE, ts=first["ts"], callback="forget_message") == 200
@@ -238,3 +248,23 @@ def test_only_the_threads_owner_may_forget(
     slack.wait_for(lambda: openai_fake.conversation(conv_id)["items"] == [])
     assert any("no longer remembers" in e.text for e in slack.ephemerals(CHANNEL, ALICE))
     assert BOT_USER not in " ".join(e.text for e in slack.ephemerals(CHANNEL))
+
+
+def test_a_message_deleted_while_its_answer_is_written_leaves_the_conversation_after_it(
+    slack: FakeSlack, openai_fake: FakeOpenAI, sender: SlackSender, rdb: redis.Redis
+) -> None:
+    """The removal is queued behind the running turn (like reset), so it never cuts into the answer and
+    finds the items the turn recorded. Whenever the deletion arrives, the outcome is the same."""
+    text = "A long answer. " * 20
+    openai_fake.script(Reply(text=text, chunk_size=8, chunk_delay=0.02))
+    asked = message(DM, ALICE, "tell me at length")
+    sender.send_event(asked)
+    slack.wait_for(lambda: any(m.streaming for m in slack.messages(DM, asked["ts"])))
+    sender.send_event(deleted(asked, channel_type="im"))
+    [answer] = answers(slack, DM, asked["ts"])
+    assert answer.text.startswith("A long answer.")
+    [conv_id] = list(openai_fake.conversations)
+    slack.wait_for(lambda: user_texts(openai_fake.conversation(conv_id)["items"]) == [f"assistant: {text}"])
+    slack.wait_for(lambda: not rdb.xrange(f"{NS}:turns"))
+    entry = json.loads(rdb.hget(f"{NS}:items:u:{ALICE}", asked["ts"]))
+    assert entry["in"] == [] and len(entry["out"]) == 1  # the answer can still be forgotten

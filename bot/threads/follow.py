@@ -116,12 +116,12 @@ class FollowSlack:
             log.info("%s of %s:%s ignored: not an assistant thread", _what(change), change.channel, change.ts)
             return
         if not change.deleted:
-            if await self._rewrite_queued(keys, thread, change.channel, change.ts, change.text):
+            if await self._rewrite_queued(keys, thread, change.channel, change.ts, change.text, change.user):
                 log.info("edit of %s:%s applied to its queued turn", change.channel, change.ts)
             else:
                 log.info("edit of %s:%s after its turn started: nothing changes", change.channel, change.ts)
             return
-        dropped = await self._rewrite_queued(keys, thread, change.channel, change.ts, None)
+        dropped = await self._rewrite_queued(keys, thread, change.channel, change.ts, None, change.user)
         if dropped:
             # Never answered; the removal is queued anyway, in case a worker took the turn just before.
             log.info("deletion of %s:%s: its queued turn dropped", change.channel, change.ts)
@@ -137,12 +137,18 @@ class FollowSlack:
         recorded, or its turn has started and not finished."""
         if await self._items.find(keys, thread, change.ts) is not None:
             return True
-        record = await self._redis.hget(keys.turn(f"{change.channel}:{change.ts}"), "done")
-        return record is not None and record != "1"
+        record = keys.turn(f"{change.channel}:{change.ts}")
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.exists(record)
+            pipe.hget(record, "done")
+            started, done = await pipe.execute()
+        return bool(started) and done != "1"
 
-    async def _rewrite_queued(self, keys: Keys, thread: str, channel: str, ts: str, text: str | None) -> bool:
+    async def _rewrite_queued(
+        self, keys: Keys, thread: str, channel: str, ts: str, text: str | None, author: str | None = None
+    ) -> bool:
         """Give the queued turn of message `ts` a new text, or drop it (`text` None). False when no such
-        turn is waiting (it started, ran, or never was)."""
+        turn is waiting (it started, ran, or never was), or when it is not `author`'s message."""
         index = keys.queue(thread)
         for member in await self._redis.zrangebylex(index, f"[{ts}|", f"[{ts}|~"):
             entry_id = str(member).split("|", 1)[1]
@@ -153,6 +159,8 @@ class FollowSlack:
             raw = fields.get("turn")
             turn = Turn.model_validate_json(str(raw)) if raw else None
             if turn is None or turn.kind != "message" or turn.channel != channel or turn.ts != ts:
+                continue
+            if author is not None and turn.user != author:
                 continue
             new = "" if text is None else turn.model_copy(update={"text": text}).model_dump_json()
             done = await self._requeue(
