@@ -268,3 +268,17 @@ def test_a_message_deleted_while_its_answer_is_written_leaves_the_conversation_a
     slack.wait_for(lambda: not rdb.xrange(f"{NS}:turns"))
     entry = json.loads(rdb.hget(f"{NS}:items:u:{ALICE}", asked["ts"]))
     assert entry["in"] == [] and len(entry["out"]) == 1  # the answer can still be forgotten
+
+
+def test_forget_on_a_message_being_answered_runs_after_the_answer(
+    slack: FakeSlack, openai_fake: FakeOpenAI, sender: SlackSender
+) -> None:
+    openai_fake.script(Reply(text="A long answer. " * 20, chunk_size=8, chunk_delay=0.02))
+    asked = message(DM, ALICE, "tell me at length")
+    sender.send_event(asked)
+    slack.wait_for(lambda: any(m.streaming for m in slack.messages(DM, asked["ts"])))
+    assert shortcut(sender, channel=DM, user=ALICE, ts=asked["ts"], callback="forget_message") == 200
+    answers(slack, DM, asked["ts"])
+    slack.wait_for(lambda: any("no longer remembers" in e.text for e in slack.ephemerals(DM, ALICE)))
+    [conv_id] = list(openai_fake.conversations)
+    assert openai_fake.conversation(conv_id)["items"] == []

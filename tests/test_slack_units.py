@@ -272,6 +272,11 @@ def test_message_changes_name_the_message_its_thread_and_both_texts() -> None:
     top_dm = _change("message_deleted", channel="D1", channel_type="im")
     top_dm["event"]["previous_message"].pop("thread_ts")
     assert parse_message_change(top_dm, CTX).thread == "u:U1"  # type: ignore[union-attr]
+    # A deleted thread parent becomes a tombstone, announced as a change: it is a deletion.
+    tombstone = _change("message_changed")
+    tombstone["event"]["message"].update(subtype="tombstone", text="This message was deleted.")
+    gone = parse_message_change(tombstone, CTX)
+    assert gone is not None and gone.deleted and gone.ts == "1.000001"
 
 
 @pytest.mark.parametrize(

@@ -163,9 +163,10 @@ def parse_message_change(body: Mapping[str, Any], context: Mapping[str, Any]) ->
     subtype = event.get("subtype")
     if subtype not in ("message_changed", "message_deleted"):
         return None
-    deleted = subtype == "message_deleted"
     before = _mapping(event.get("previous_message"))
     after = _mapping(event.get("message"))
+    # A deleted thread parent stays as a tombstone: Slack announces it as a change to subtype "tombstone".
+    deleted = subtype == "message_deleted" or after.get("subtype") == "tombstone"
     bot_user_id = context.get("bot_user_id")
     user = _text(before, "user", "previous_message")
     if before.get("bot_id") or after.get("bot_id") or not user or user == bot_user_id:

@@ -137,7 +137,11 @@ class FollowSlack:
         recorded, or its turn has started and not finished."""
         if await self._items.find(keys, thread, change.ts) is not None:
             return True
-        record = keys.turn(f"{change.channel}:{change.ts}")
+        return await self._running(keys, change.channel, change.ts)
+
+    async def _running(self, keys: Keys, channel: str, ts: str) -> bool:
+        """Whether the turn of message `ts` has started and not finished (its items are not recorded yet)."""
+        record = keys.turn(f"{channel}:{ts}")
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.exists(record)
             pipe.hget(record, "done")
@@ -201,19 +205,21 @@ class FollowSlack:
         if owner != target.user:
             raise NotTheOwner(f"{target.user} is not the owner of {thread}")
         entry = await self._items.find(keys, thread, action.message_ts)
+        target_ts = entry.ts if entry is not None else action.message_ts
         if entry is None:
             if await self._rewrite_queued(keys, thread, action.channel, action.message_ts, None):
                 log.info("forget: the queued turn of %s:%s dropped", action.channel, action.message_ts)
                 return FORGOTTEN_UNANSWERED
-            log.info("forget on %s:%s: the thread holds nothing for it", action.channel, action.message_ts)
-            return NOTHING_TO_FORGET
+            if not await self._running(keys, action.channel, action.message_ts):
+                log.info("forget on %s:%s: nothing held for it", action.channel, action.message_ts)
+                return NOTHING_TO_FORGET
         await self._queue(
             "forget",
             keys,
             thread,
             channel=action.channel,
             user=action.user,
-            target=entry.ts,
+            target=target_ts,  # a message being answered: its forget turn runs after the answer
             notice_ts=action.thread_ts,
             request_id=request_id,
         )
