@@ -67,6 +67,9 @@ INSTALLS_KEY = f"{PREFIX}:installs"
 # replica may spend it; the others wait for the token it saves.
 ROTATION_LOCK_TTL = timedelta(seconds=15)
 
+# Which conversation items each Slack message of a thread became (issue 15): kept as long as the thread.
+ITEMS_TTL = THREAD_TTL
+
 # The files a thread uses (and its vector store id) are kept as long as the thread itself.
 FILES_TTL = THREAD_TTL
 # Held (for the sweep interval) by the replica that last swept orphaned files: one sweep per interval.
@@ -291,6 +294,14 @@ class Keys:
         created_at). No TTL: it outlives the thread so `cleanup-orphans` finds what is no longer mapped;
         an entry goes once its object is deleted."""
         return f"{self.ns}:uploads:{thread_ref}"
+
+    # --- the thread follows Slack (issue 15) --------------------------------------------------------------
+
+    def thread_items(self, thread_ref: str) -> str:
+        """HASH (ITEMS_TTL, refreshed by each answered turn): `<user message ts>` -> JSON {"in": the user's
+        conversation item ids, "out": the answer's item ids, "answers": the answer's Slack ts}, and
+        `a:<answer ts>` -> the user message ts it answers. Reset deletes it."""
+        return f"{self.ns}:items:{thread_ref}"
 
     # --- uninstall (issue 13) ----------------------------------------------------------------------------
 

@@ -133,7 +133,9 @@ class Turn(BaseModel):
     Resets go through the same queue so they never cut into a running answer.
     """
 
-    kind: Literal["message", "reset"] = "message"
+    # "delete": a Slack message was deleted, its items go; "forget": the "Forget this message" shortcut, the
+    # message's and its answer's items go (issue 15). Both name the message in `target_ts`.
+    kind: Literal["message", "reset", "delete", "forget"] = "message"
     workspace: Workspace
     thread: str
     channel: str
@@ -149,10 +151,38 @@ class Turn(BaseModel):
     # Stored with the queued turn, so whichever replica runs it applies the same limits.
     external: bool = False
     user_team: str | None = None  # the sender's own workspace, when not the installing one
+    target_ts: str | None = None  # "delete" and "forget": the user message whose items go
 
     @property
     def id(self) -> str:
         return f"{self.channel}:{self.ts}"
+
+
+class MessageChange(BaseModel):
+    """A person's message edited (`message_changed`) or deleted (`message_deleted`) in Slack (issue 15)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    workspace: Workspace
+    channel: str
+    channel_type: Literal["channel", "group", "im", "mpim", "app_home"]
+    user: str  # who wrote the message
+    ts: str  # the message's own ts (the turn's)
+    thread_ts: str | None = None
+    deleted: bool = False
+    text: str = ""  # the new text (edits), cleaned like a message's
+    previous_text: str = ""
+
+    @property
+    def is_dm(self) -> bool:
+        return self.channel_type in ("im", "app_home")
+
+    @property
+    def thread(self) -> str:
+        """The assistant thread's Slack key as `thread_ref` gives it (before aliases are followed)."""
+        if self.is_dm and self.thread_ts is None:
+            return f"u:{self.user}"
+        return f"c:{self.channel}:{self.thread_ts or self.ts}"
 
 
 class UserContext(BaseModel):

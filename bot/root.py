@@ -33,9 +33,11 @@ from bot.slack.workspaces import SharedTokenRotator, Workspaces
 from bot.threads.admin import ThreadAdmin
 from bot.threads.background import Background
 from bot.threads.feedback import Feedback, FeedbackLedger
+from bot.threads.follow import FollowSlack, ItemRemover
 from bot.threads.guests import Guests
 from bot.threads.home import AppHome
 from bot.threads.intake import Intake
+from bot.threads.items import ThreadItems
 from bot.threads.messages_tab import MessagesTab
 from bot.threads.policy import ChannelPolicies, PolicyAdmins, PolicyStore, Validator
 from bot.threads.policy_modal import PolicyForm
@@ -91,6 +93,7 @@ class Bot:
         self.feedback = Feedback(
             FeedbackLedger(redis.client), store, backend, web_client, ephemeral, self.metrics
         )
+        items = ThreadItems(redis.client)
         runner = TurnRunner(
             settings=settings,
             web_client=web_client,
@@ -111,6 +114,8 @@ class Bot:
             workspaces=self.workspaces,
             policies=policy_store,
             feedback=self.feedback,
+            items=items,
+            remover=ItemRemover(store, items, ephemeral),
         )
         limits = SpendLimits(redis.client, settings)
         self._dispatcher = Dispatcher(
@@ -159,6 +164,17 @@ class Bot:
             guests=guests,
             usage=report,
             policies=policies,
+        )
+        # Deleted and edited messages, and "Forget this message" (issue 15).
+        self.follow = FollowSlack(
+            redis.client,
+            store=store,
+            items=items,
+            dispatcher=self._dispatcher,
+            targets=targets,
+            ephemeral=ephemeral,
+            guests=guests,
+            spending=spending,
         )
         self.messages_tab = MessagesTab(settings.assistant_suggested_prompts, store, web_client)
         self._orphan_sweep: asyncio.Task[None] | None = None

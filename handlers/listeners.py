@@ -20,6 +20,7 @@ from bot.slack.events import (
     parse_context_changed,
     parse_home_opened,
     parse_message_action,
+    parse_message_change,
     parse_revoked,
     parse_user_message,
     parse_view_inputs,
@@ -53,7 +54,8 @@ EVENTS = (
 COMMANDS = (COMMAND,)
 RESET_SHORTCUT = "reset_thread"
 SETTINGS_SHORTCUT = "thread_settings"
-MESSAGE_SHORTCUTS = (RESET_SHORTCUT, SETTINGS_SHORTCUT)
+FORGET_SHORTCUT = "forget_message"
+MESSAGE_SHORTCUTS = (RESET_SHORTCUT, SETTINGS_SHORTCUT, FORGET_SHORTCUT)
 
 
 async def _receive(bot: Bot, msg: IncomingMessage, say: AsyncSay, *, known_only: bool = False) -> None:
@@ -83,6 +85,8 @@ async def _respond(respond: AsyncRespond, text: str) -> None:
 
 
 def register(app: AsyncApp, bot: Bot) -> None:
+    _register_follow(app, bot)
+
     @app.event("app_mention")
     async def on_mention(body: dict[str, Any], context: dict[str, Any], say: AsyncSay) -> None:
         msg = parse_user_message(body, context, source="mention")
@@ -226,3 +230,24 @@ def register(app: AsyncApp, bot: Bot) -> None:
         changed = parse_context_changed(body, context)
         if changed is not None:
             await bot.messages_tab.context_changed(*changed)
+
+
+def _register_follow(app: AsyncApp, bot: Bot) -> None:
+    """Issue 15: the assistant thread follows Slack. Registered before the plain `message` listener: Bolt
+    runs the first listener that matches, and these subtypes arrive as `message` events too."""
+
+    async def on_message_change(body: dict[str, Any], context: dict[str, Any]) -> None:
+        change = parse_message_change(body, context)
+        if change is not None:
+            await bot.follow.changed(change)
+
+    app.event({"type": "message", "subtype": "message_deleted"})(on_message_change)
+    app.event({"type": "message", "subtype": "message_changed"})(on_message_change)
+
+    @app.shortcut(FORGET_SHORTCUT)
+    async def on_forget_shortcut(ack: AsyncAck, body: dict[str, Any], context: dict[str, Any]) -> None:
+        await ack()
+        action = parse_message_action(body, context)
+        if action is not None:
+            request_id = trigger_id_of(body) or action.message_ts
+            bot.later(bot.follow.forget_shortcut(action, request_id=request_id), name="forget shortcut")

@@ -116,6 +116,39 @@ def test_items_list_orders_limits_and_pagination(fake: FakeOpenAI, client: opena
     assert fake.spec_violations == []
 
 
+def test_deleting_an_item_answers_the_conversation_and_the_model_no_longer_sees_it(
+    fake: FakeOpenAI, client: openai.OpenAI
+) -> None:
+    """DELETE /conversations/{id}/items/{item_id} (spec deleteConversationItem): 200 with the
+    ConversationResource; an unknown item is a 404 (the real API's answer for any unknown id: the spec
+    declares none, and the items' GET answers 404); the item leaves items.list and the next response's
+    context."""
+    conv = client.conversations.create(items=[{"role": "user", "content": "keep me"}])
+    client.responses.create(model="gpt-5.1", conversation=conv.id, input="forget me")
+    items = fake.conversation(conv.id)["items"]
+    gone = next(i["id"] for i in items if i.get("role") == "user" and "forget me" in json.dumps(i))
+
+    raw = httpx2.delete(
+        f"{fake.base_url}/conversations/{conv.id}/items/{gone}",
+        headers={"Authorization": f"Bearer {fake.api_key}"},
+    )
+    assert raw.status_code == 200
+    assert raw.json()["object"] == "conversation" and raw.json()["id"] == conv.id
+    assert get_spec().schema_errors("ConversationResource", raw.json()) == []
+    assert gone not in [i.id for i in client.conversations.items.list(conv.id, limit=100)]
+    with pytest.raises(openai.NotFoundError):
+        client.conversations.items.delete(gone, conversation_id=conv.id)
+    with pytest.raises(openai.NotFoundError):
+        client.conversations.items.delete("msg_unknown", conversation_id="conv_unknown")
+
+    client.responses.create(model="gpt-5.1", conversation=conv.id, input="next")
+    seen = fake.model_inputs[-1]["input_items"]
+    assert gone not in [i.get("id") for i in seen]
+    users = [json.dumps(i["content"]) for i in seen if i.get("role") == "user"]
+    assert len(users) == 2 and "keep me" in users[0] and "next" in users[1]
+    assert fake.spec_violations == []
+
+
 # ---- responses ----------------------------------------------------------------------------------
 
 

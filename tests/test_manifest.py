@@ -71,7 +71,7 @@ def test_declared_events_commands_and_shortcuts_match_the_listeners(manifest: di
     assert {c["command"] for c in manifest["features"]["slash_commands"]} == set(COMMANDS)
     shortcuts = manifest["features"]["shortcuts"]
     assert {s["callback_id"] for s in shortcuts if s["type"] == "message"} == set(MESSAGE_SHORTCUTS)
-    assert {s["name"] for s in shortcuts} == {"Reset this thread", "Thread settings"}
+    assert {s["name"] for s in shortcuts} == {"Reset this thread", "Thread settings", "Forget this message"}
 
 
 def test_oauth_installs_ask_for_the_manifests_bot_scopes(manifest: dict) -> None:

@@ -61,6 +61,17 @@ def answered(bot: BotProcess, count: int = 1) -> Samples:
     return samples
 
 
+def drained(bot: BotProcess) -> Samples:
+    """/metrics once the turn queue reads empty."""
+    samples = scrape(bot)
+    deadline = time.monotonic() + 15
+    while value(samples, "queue_depth") != 0:
+        assert time.monotonic() < deadline, f"the queue never emptied: {samples}"
+        time.sleep(0.1)
+        samples = scrape(bot)
+    return samples
+
+
 def test_an_answered_turn_is_counted_with_its_latencies_and_tokens(
     slack: FakeSlack, openai_fake: FakeOpenAI, start_bot: BotFactory
 ) -> None:
@@ -74,7 +85,10 @@ def test_an_answered_turn_is_counted_with_its_latencies_and_tokens(
     [reply] = answers(slack, CHANNEL, event["ts"])
     assert reply.text == "Echo: count me"
 
-    samples = answered(bot)
+    answered(bot)
+    # The turn leaves the queue just after it is counted (its entry is acked once the turn's records are
+    # written): the queue is empty once it has.
+    samples = drained(bot)
     assert value(samples, "turns_total", outcome="answered") == 1
     assert value(samples, "turns_total", outcome="failed") == 0
     assert value(samples, "messages_total", result="queued") == 1

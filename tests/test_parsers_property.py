@@ -37,6 +37,7 @@ from bot.slack.events import (
     parse_files,
     parse_home_opened,
     parse_message_action,
+    parse_message_change,
     parse_user_message,
     parse_view_inputs,
     parse_view_submission,
@@ -327,6 +328,8 @@ def test_event_parsers_give_a_result_or_none_for_any_payload(
     assert isinstance(parse_home_opened(body, context), HomeOpened)
     changed = parse_context_changed(body, context)
     assert changed is None or (isinstance(changed[1], str) and isinstance(changed[2], UserContext))
+    change = parse_message_change(body, context)  # issue 15: edits and deletions
+    assert change is None or (isinstance(change.thread, str) and isinstance(change.text, str))
     event = body.get("event")
     if isinstance(event, Mapping):
         assert isinstance(parse_context(event), UserContext)

@@ -12,6 +12,7 @@ from bot.slack.events import (
     parse_command_request,
     parse_context,
     parse_files,
+    parse_message_change,
     parse_user_message,
     sender_is_external,
 )
@@ -249,3 +250,45 @@ def test_commands_and_interactions_compare_the_user_with_the_token_s_own_workspa
     assert msg is not None and msg.external and msg.workspace.team_id == "T1"
     req = parse_command_request(command, ctx)
     assert req is not None and req.external
+
+
+def _change(subtype: str, **event: object) -> dict:
+    before = {"type": "message", "user": "U1", "text": "<@UBOT> old", "ts": "1.000001", "thread_ts": "0.5"}
+    base: dict[str, object] = {"type": "message", "subtype": subtype, "channel": "C1", "ts": "2.0"}
+    if subtype == "message_deleted":
+        base.update(deleted_ts="1.000001", previous_message=before)
+    else:
+        base.update(message={**before, "text": "<@UBOT> new <https://x.io|x>"}, previous_message=before)
+    return {"team_id": "T1", "event": {**base, **event}}
+
+
+def test_message_changes_name_the_message_its_thread_and_both_texts() -> None:
+    deleted = parse_message_change(_change("message_deleted"), CTX)
+    assert deleted is not None and deleted.deleted and deleted.ts == "1.000001"
+    assert deleted.thread == "c:C1:0.5" and deleted.previous_text == "old"
+    edited = parse_message_change(_change("message_changed"), CTX)
+    assert edited is not None and not edited.deleted and edited.ts == "1.000001"
+    assert (edited.text, edited.previous_text) == ("new [x](https://x.io)", "old")
+    top_dm = _change("message_deleted", channel="D1", channel_type="im")
+    top_dm["event"]["previous_message"].pop("thread_ts")
+    assert parse_message_change(top_dm, CTX).thread == "u:U1"  # type: ignore[union-attr]
+    # A deleted thread parent becomes a tombstone, announced as a change: it is a deletion.
+    tombstone = _change("message_changed")
+    tombstone["event"]["message"].update(subtype="tombstone", text="This message was deleted.")
+    gone = parse_message_change(tombstone, CTX)
+    assert gone is not None and gone.deleted and gone.ts == "1.000001"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        _change("message_replied"),
+        _change("message_deleted", previous_message={"user": "UBOT", "ts": "1.0"}),  # the app's own
+        _change("message_deleted", previous_message={"bot_id": "B1", "user": "U1", "ts": "1.0"}),
+        _change("message_deleted", previous_message=None),  # nothing says whose message it was
+        _change("message_deleted", channel=None),
+        {"team_id": "T1", "event": {"type": "message", "subtype": "message_deleted"}},
+    ],
+)
+def test_changes_to_messages_nobody_wrote_to_the_bot_are_not_read(payload: dict) -> None:
+    assert parse_message_change(payload, CTX) is None

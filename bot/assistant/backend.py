@@ -96,6 +96,15 @@ class ItemLine:
 
 
 @dataclass(frozen=True)
+class TurnItems:
+    """The conversation items one answered turn added: the user's message, and everything of the answer
+    (messages, reasoning, tool calls and their outputs)."""
+
+    user: list[str]
+    answer: list[str]
+
+
+@dataclass(frozen=True)
 class ConversationInfo:
     id: str
     created_at: int
@@ -132,6 +141,10 @@ class AssistantBackend(Protocol):
     async def holds_message(self, conversation_id: str, text: str) -> bool: ...
 
     async def add_items(self, conversation_id: str, items: list[dict[str, Any]]) -> None: ...
+
+    async def turn_items(self, conversation_id: str) -> TurnItems | None: ...
+
+    async def delete_items(self, conversation_id: str, item_ids: list[str]) -> int: ...
 
     # --- responses ---
     def answer(

@@ -5,13 +5,15 @@ from __future__ import annotations
 import openai
 from openai import AsyncOpenAI
 
-from bot.assistant.backend import ConversationInfo, ItemLine
+from bot.assistant.backend import ConversationInfo, ItemLine, TurnItems
 from bot.errors import AssistantUnavailable, NoAssistantThread
 
 ITEM_TEXT_CHARS = 300
 COUNT_CAP = 1000
 # Items looked through for a message that may already be in the conversation.
 RECENT_ITEMS = 10
+# Items looked through for the ones a turn just added (its answer's tool rounds included): one page.
+TURN_ITEMS_LIMIT = 100
 
 
 def _cut(text: str, limit: int = ITEM_TEXT_CHARS) -> str:
@@ -68,6 +70,42 @@ class ConversationAdmin:
             if any(str(getattr(p, "text", None) or "").startswith(text) for p in parts):
                 return True
         return False
+
+    async def turn_items(self, conversation_id: str) -> TurnItems | None:
+        """The items the turn that just ended added, read newest first: the answer's, down to the user's
+        message that started it (a turn adds exactly one user message; tool outputs are not messages).
+        None when no user message is in reach. Only meaningful right after an answered turn, while the
+        thread's runner lock keeps every other turn away."""
+        try:
+            page = await self._client.conversations.items.list(
+                conversation_id, order="desc", limit=TURN_ITEMS_LIMIT
+            )
+        except openai.APIError as exc:
+            raise AssistantUnavailable(f"conversations.items.list: {type(exc).__name__}") from exc
+        answer: list[str] = []
+        for item in page.data:  # newest first
+            item_id = str(getattr(item, "id", "") or "")
+            if getattr(item, "type", None) == "message" and getattr(item, "role", None) == "user":
+                return TurnItems(user=[item_id], answer=list(reversed(answer)))
+            if item_id:
+                answer.append(item_id)
+        return None
+
+    async def delete_items(self, conversation_id: str, item_ids: list[str]) -> int:
+        """Delete items from the conversation; one already gone counts as deleted. The number deleted now.
+        A conversation that is gone raises NoAssistantThread."""
+        deleted = 0
+        for item_id in item_ids:
+            try:
+                # openai-python: the item id is positional, the conversation a keyword.
+                await self._client.conversations.items.delete(item_id, conversation_id=conversation_id)
+                deleted += 1
+            except openai.NotFoundError:
+                # The item (or the whole conversation) is gone already: either way it is not remembered.
+                continue
+            except openai.APIError as exc:
+                raise AssistantUnavailable(f"conversations.items.delete: {type(exc).__name__}") from exc
+        return deleted
 
     async def count_items(self, conversation_id: str) -> int:
         """Items in the conversation, counted page by page up to COUNT_CAP."""

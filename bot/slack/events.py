@@ -16,7 +16,15 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from bot.models import CommandRequest, IncomingMessage, MessageAction, SharedFile, UserContext, Workspace
+from bot.models import (
+    CommandRequest,
+    IncomingMessage,
+    MessageAction,
+    MessageChange,
+    SharedFile,
+    UserContext,
+    Workspace,
+)
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +151,41 @@ def parse_user_message(
         files=parse_files(event),
         external=sender_is_external(body, context),
         user_team=_guest_team(event, workspace),
+    )
+
+
+def parse_message_change(body: Mapping[str, Any], context: Mapping[str, Any]) -> MessageChange | None:
+    """A person's message edited (`message_changed`) or deleted (`message_deleted`), or None when the event
+    is not about a message a person wrote (a bot's, the app's own, or one missing its fields). Shapes: the
+    docs' message_changed / message_deleted events: `previous_message` is the message as it was, `message`
+    the edited one (its `ts` is the original message's)."""
+    event = _mapping(body.get("event"))
+    subtype = event.get("subtype")
+    if subtype not in ("message_changed", "message_deleted"):
+        return None
+    before = _mapping(event.get("previous_message"))
+    after = _mapping(event.get("message"))
+    # A deleted thread parent stays as a tombstone: Slack announces it as a change to subtype "tombstone".
+    deleted = subtype == "message_deleted" or after.get("subtype") == "tombstone"
+    bot_user_id = context.get("bot_user_id")
+    user = _text(before, "user", "previous_message")
+    if before.get("bot_id") or after.get("bot_id") or not user or user == bot_user_id:
+        return None
+    channel, workspace = _text(event, "channel", "event"), workspace_of(body, context)
+    ts = _text(event, "deleted_ts", "event") if deleted else _text(after, "ts", "message")
+    ts = ts or _text(before, "ts", "previous_message")
+    if not channel or not ts or workspace is None:
+        return None
+    return MessageChange(
+        workspace=workspace,
+        channel=channel,
+        channel_type=_channel_type(event, channel),
+        user=user,
+        ts=ts,
+        thread_ts=_text(before, "thread_ts", "previous_message") or _text(after, "thread_ts", "message"),
+        deleted=deleted,
+        text="" if deleted else clean_text(_text(after, "text", "message") or "", bot_user_id),
+        previous_text=clean_text(_text(before, "text", "previous_message") or "", bot_user_id),
     )
 
 

@@ -45,6 +45,8 @@ from bot.slack.inert import InertMarkdown
 from bot.slack.replies import WARNING_ICON, ReplyStream
 from bot.slack.workspaces import NotInstalled, Workspaces
 from bot.threads.feedback import Feedback
+from bot.threads.follow import ItemRemover
+from bot.threads.items import ThreadItems
 from bot.threads.policy import Policy, PolicyStore
 from bot.threads.store import ThreadStore
 from bot.threads.usage import UsageLedger, channel_of
@@ -117,10 +119,14 @@ class TurnRunner:
         workspaces: Workspaces | None = None,
         policies: PolicyStore | None = None,
         feedback: Feedback | None = None,
+        items: ThreadItems | None = None,
+        remover: ItemRemover | None = None,
     ) -> None:
         self._policies = policies
         self._settings = settings
         self._feedback = feedback
+        self._items = items  # which conversation items each message became (issue 15)
+        self._remover = remover
         self._workspaces = workspaces or Workspaces(None)
         self._metrics = metrics or Metrics()
         self._texted: set[str] = set()  # running turns whose first text is out (counted once)
@@ -140,6 +146,9 @@ class TurnRunner:
             async with self._workspaces.acting_for(turn.workspace.keys):
                 if turn.kind == "reset":
                     await self._reset(turn, progress)
+                elif turn.kind in ("delete", "forget"):
+                    if self._remover is not None:
+                        await self._remover.run(turn, self._backend)
                 else:
                     await self._message(turn, progress)
         except NotInstalled:
@@ -233,6 +242,22 @@ class TurnRunner:
             again = [] if held else (items or [user_message(turn.text)])
             fresh = CitationRenderer(extras.citations.files) if items else None
             await self._stream(turn, reply, progress, request, again, [], fresh)
+        await self._remember_items(turn, request.conversation_id, progress)
+
+    async def _remember_items(self, turn: Turn, conversation_id: str, progress: TurnProgress) -> None:
+        """Record which conversation items the message and its answer became (so deleting or forgetting
+        the message in Slack can remove them). Best effort: the answer stands either way."""
+        if self._items is None:
+            return
+        try:
+            added = await self._backend.turn_items(conversation_id)
+            if added is None:
+                log.warning("turn %s: its conversation items were not found", turn.id)
+                return
+            keys = turn.workspace.keys
+            await self._items.record(keys, turn.thread, turn.ts, added, progress.record.message_ts)
+        except (BotError, RedisError) as exc:
+            log.warning("turn %s: conversation items not recorded: %s", turn.id, type(exc).__name__)
 
     async def _stream(
         self,
@@ -414,6 +439,8 @@ class TurnRunner:
             if self._files is not None:  # files (issue 3): the thread's vector store and uploads go too
                 await self._files.forget_thread(keys, turn.thread)
             await self._store.forget(keys, turn.thread)
+            if self._items is not None:
+                await self._items.forget_thread(keys, turn.thread)
             log.info("turn %s: reset %s (conversation %s)", turn.id, turn.thread, conversation_id)
             notice = RESET_NOTICE.format(user=turn.user)
             self._metrics.turn_done("reset", turn.received_at)
