@@ -131,3 +131,10 @@ class ToolLoopStopped(BotError):
                 "Try a narrower question."
             )
         super().__init__(detail, user_message=message)
+
+
+class AnswerStopped(BotError):
+    """The user pressed the agent session's stop button (`agent_session_stopped`, or Slack answering
+    `stopped_by_user`): the turn ends there, with a short note; it is done, never retried."""
+
+    user_message = "_Stopped._"

@@ -56,6 +56,10 @@ INSTALLS_KEY = f"{PREFIX}:installs"
 # replica may spend it; the others wait for the token it saves.
 ROTATION_LOCK_TTL = timedelta(seconds=15)
 
+# Agent sessions (issue 15): the turn running in a Slack thread, for the stop button. Slack's own
+# `processing` state lapses after about an hour; a turn still running then is long past every deadline.
+SESSION_TURN_TTL = timedelta(hours=1)
+
 # The files a thread uses (and its vector store id) are kept as long as the thread itself.
 FILES_TTL = THREAD_TTL
 # Held (for the sweep interval) by the replica that last swept orphaned files: one sweep per interval.
@@ -191,6 +195,12 @@ class Keys:
     def guest_notice(self, user_id: str) -> str:
         """STRING (GUEST_NOTICE_TTL): a Slack Connect guest was just told the bot does not serve them."""
         return f"{self.ns}:notice:guest:{user_id}"
+
+    def session_turn(self, channel: str, thread_ts: str) -> str:
+        """STRING (SESSION_TURN_TTL): the id of the turn running in this Slack thread (its agent session),
+        set by the worker running it and removed when it ends; a stop (`agent_session_stopped`, on any
+        front) marks that turn's progress record `stopped`."""
+        return f"{self.ns}:session:{channel}:{thread_ts}"
 
     # --- usage accounting (issue 13); `day` is a UTC date, YYYY-MM-DD; every key has USAGE_TTL -----------
 

@@ -43,6 +43,7 @@ from bot.threads.uninstall import Uninstall
 from bot.threads.usage import Admins, UsageLedger, UsageReport
 from bot.tools import ToolRegistry, registry_from
 from bot.turns.runner import TurnRunner
+from bot.turns.stops import Stops
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,8 @@ class Bot:
             settings, redis=redis.client, web_client=web_client, openai_client=openai_client
         )
         usage = UsageLedger(redis.client)
+        # The agent session's stop button: any front marks the running turn, its worker stops it.
+        self.stops = Stops(redis.client)
         runner = TurnRunner(
             settings=settings,
             web_client=web_client,
@@ -99,6 +102,7 @@ class Bot:
             metrics=self.metrics,
             usage=usage,
             workspaces=self.workspaces,
+            stops=self.stops,
         )
         limits = SpendLimits(redis.client, settings)
         self._dispatcher = Dispatcher(

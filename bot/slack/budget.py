@@ -56,6 +56,9 @@ LIMITS: dict[str, tuple[Limit, ...]] = {
     "views.update": _tier(4),
     "chat.postMessage": (Limit(60, 3, per_channel=True), Limit(300, 300)),
     "assistant.threads.setStatus": (Limit(60, 3, per_channel=True, margin=0.0),),
+    # slack-ruby/slack-api-ref agents.sessions.setStatus.json / rename.json: `rate_limits: "t3"`.
+    "agents.sessions.setStatus": _tier(3),
+    "agents.sessions.rename": _tier(3),
 }
 BUDGET_SHARE = 0.9
 # The longest a finished answer waits for its turn to be written (past it, the call goes out anyway and
