@@ -2,8 +2,10 @@
 Slack's stop button, and `active` after; its title comes from the thread's first question.
 
 Slack keys a session by (channel, thread root ts); `agents.sessions.setStatus` creates it (the `title` it
-carries is used only then) and `agents.sessions.rename` renames an existing one. Both are best effort:
-the answer never waits on them beyond the workspace's budget (Tier 3), and a refusal is logged, not shown.
+carries is used only then) and `agents.sessions.rename` renames an existing one. Both are best effort and
+never hold an answer up: they are Tier 3 (about 50 a minute per workspace), so a turn takes the budget for
+its `processing` and its `active` together, or goes without a session (the caller shows the assistant
+status instead); a busy workspace's turns past that rate do. A refusal is logged, not shown.
 """
 
 from __future__ import annotations
@@ -48,20 +50,29 @@ class AgentSession:
         self._channel = channel
         self._thread_ts = thread_ts
         self.title: str | None = None  # the session's title as Slack last reported it
+        self._processing = False  # this turn set it processing: it must set it active again
 
     async def processing(self, *, title: str = "") -> bool:
         """The turn runs (Slack shows its stop button); `title` names a session this call creates. False
-        when Slack refused it."""
-        return await self._set("processing", title=title)
+        when there is no budget for it now or Slack refused it."""
+        if not await self._pace.reserve(SET_STATUS, 2):  # this call and `active`'s
+            log.info("no Slack budget for the agent session in %s now; going without", self._channel)
+            return False
+        self._processing = await self._set("processing", title=title)
+        return self._processing
 
-    async def active(self) -> bool:
+    async def active(self) -> None:
         """The turn ended (answered, failed or stopped): the session waits for the next message."""
-        return await self._set("active")
+        if self._processing:
+            self._processing = False
+            await self._set("active")
 
     async def rename(self, title: str) -> None:
-        if not title or title == self.title:
+        if not title or title == self.title or not self._processing:
             return
-        await self._pace.wait(RENAME)
+        if await self._pace.now(RENAME) > 0:
+            log.info("no Slack budget to rename the agent session in %s now", self._channel)
+            return
         try:
             await self._client.agents_sessions_rename(
                 channel_id=self._channel, thread_ts=self._thread_ts, title=title
@@ -72,7 +83,6 @@ class AgentSession:
         self.title = title
 
     async def _set(self, status: str, *, title: str = "") -> bool:
-        await self._pace.wait(SET_STATUS)
         try:
             response = await self._client.agents_sessions_setStatus(
                 channel_id=self._channel,

@@ -233,8 +233,7 @@ class TurnRunner:
             self._metrics.turn_done(outcome, turn.received_at)
             await self._statuses.pop(turn.id).close()
             if outcome != "interrupted":  # the turn ended: the session waits for the next message
-                if live.session_started:
-                    await live.session.active()
+                await live.session.active()
                 if self._stops is not None:
                     await self._stops.ended(keys, turn.channel, thread_ts, turn.id)
         with contextlib.suppress(RedisError):
@@ -255,7 +254,6 @@ class TurnRunner:
         """The user stopped the answer: recorded (a terminal state: a retry does not run the turn again),
         the response cancelled at OpenAI, calls it left unanswered closed, and the message ended."""
         earlier = progress.record.stopped and not live.session_started  # a retry of a stopped turn
-        live.session_started = True  # the session leaves `processing` either way
         log.info("turn %s stopped by the user (%s)", turn.id, exc)
         await progress.mark_stopped()
         if progress.record.response_ids:
