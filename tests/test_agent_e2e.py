@@ -89,8 +89,11 @@ def test_a_thread_is_an_agent_session_processing_then_active_named_after_its_fir
 
 
 def test_the_stop_button_cancels_the_response_and_the_thread_answers_its_next_message(
-    slack: FakeSlack, openai_fake: FakeOpenAI, sender: SlackSender, rdb: redis.Redis
+    slack: FakeSlack, openai_fake: FakeOpenAI, start_bot: BotFactory, rdb: redis.Redis
 ) -> None:
+    # The stop reaches a front that runs no turns; the answer runs in a separate worker process.
+    sender = SlackSender(start_bot(WORKER_CONCURRENCY="0").url)
+    start_bot(worker=True)
     # A long answer, streamed slowly: the stop comes while it is being written.
     openai_fake.script(
         Reply(text=LONG_ANSWER, chunk_size=4, chunk_delay=0.05), Reply(text="Here is a short answer.")
