@@ -5,6 +5,7 @@ the streamed message. The bot runs as a real process against the fake Slack and 
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 import redis
@@ -133,6 +134,36 @@ def test_the_stop_button_cancels_the_response_and_the_thread_answers_its_next_me
     assert len(openai_fake.model_inputs) == 2
     assert openai_fake.model_inputs[1]["conversation"] == first["conversation"]
     wait_active(slack, root["ts"], times=2)
+
+
+def test_a_stop_recorded_while_its_worker_is_dead_is_final_for_the_retry(
+    slack: FakeSlack, openai_fake: FakeOpenAI, start_bot: BotFactory, rdb: redis.Redis
+) -> None:
+    fast_recovery = {"RUNNER_LOCK_SECONDS": "2", "RECOVERY_INTERVAL_SECONDS": "0.5"}
+    sender = SlackSender(start_bot(WORKER_CONCURRENCY="0").url)
+    doomed = start_bot(worker=True, **fast_recovery)
+    essay = " ".join(f"word{i}" for i in range(3000))
+    openai_fake.script(Reply(text=essay, chunk_size=4, chunk_delay=0.05))
+    root = mention(CHANNEL, ALICE, "An endless essay please")
+    sender.send_event(root)
+    slack.wait_for(
+        lambda: any(m.streaming and m.text for m in slack.messages(CHANNEL, root["ts"])), timeout=30
+    )
+    doomed.stop(signal.SIGKILL)
+    # The user stops the answer while nobody runs it: the front records the stop for that turn.
+    assert sender.send_event(slack.stop_session(CHANNEL, root["ts"], ALICE)).status == 200
+    record_key = f"sa:{{-:{TEAM}}}:turn:{CHANNEL}:{root['ts']}"
+    slack.wait_for(lambda: rdb.hget(record_key, "stopped") == "1")
+
+    # Another worker takes the turn over: it ends it as stopped, without running or resuming the answer.
+    start_bot(worker=True, **fast_recovery)
+    slack.wait_for(lambda: rdb.hget(record_key, "done") == "1", timeout=30)
+    [first] = openai_fake.model_inputs
+    slack.wait_for(lambda: openai_fake.response(first["response_id"])["status"] == "cancelled")
+    assert len(openai_fake.model_inputs) == 1
+    [answer] = slack.messages(CHANNEL, root["ts"])
+    assert answer.stopped_by_user and answer.text in essay
+    wait_active(slack, root["ts"])
 
 
 def test_a_stop_with_no_turn_running_changes_nothing(

@@ -113,7 +113,8 @@ class ReplyStream:
         self._client = client
         self._task_display_mode = task_display_mode
         self._chunks: list[Chunk] = []  # steps (task/plan chunks) not sent yet
-        self._stopping = False  # `stopped` is ending the answer: Slack's stopped_by_user is expected
+        # `stopped` or `fail` is ending the answer: Slack's stopped_by_user then only means "write it whole".
+        self._stopping = False
         self._channel = channel
         self._thread_ts = thread_ts
         self._team_id = team_id
@@ -217,6 +218,7 @@ class ReplyStream:
     async def fail(self, user_message: str) -> None:
         """End the answer with a short notice; a new message when nothing was shown yet."""
         self._closing = True
+        self._stopping = True  # a stream the user stopped meanwhile still gets the notice, with chat.update
         await self._stop_timer()
         separator = "\n\n" if self.text.strip() else ""
         if separator and inside_code_block(self.text):

@@ -67,6 +67,12 @@ class AgentSession:
             self._processing = False
             await self._set("active")
 
+    async def settle(self) -> None:
+        """Leave the `processing` an earlier attempt of the turn set and could not end (it died), budget
+        allowing."""
+        if not self._processing and await self._pace.now(SET_STATUS) == 0:
+            await self._set("active")
+
     async def rename(self, title: str) -> None:
         if not title or title == self.title or not self._processing:
             return

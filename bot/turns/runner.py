@@ -264,8 +264,10 @@ class TurnRunner:
                 await self._backend.add_items(live.conversation_id, outputs)
             except BotError as err:
                 log.warning("turn %s: %d stopped call(s) not closed: %s", turn.id, len(outputs), err)
-        if earlier and reply.message_ts:
-            return  # the attempt that was stopped ended its messages (or they show what it had)
+        if earlier:
+            await live.session.settle()
+            if reply.message_ts:
+                return  # the attempt that was stopped ended its messages (or they show what it had)
         try:
             await reply.stopped(AnswerStopped.user_message)
         except SlackDeliveryError as err:
