@@ -40,6 +40,12 @@ STREAM_LIFETIME after they start; views.open/views.push take only a trigger_id t
 over Block Kit's limits (private_metadata, input blocks, plain_text_input lengths); an ephemeral posted into a
 thread with no replies is accepted but marked invisible, and ``ephemerals()`` leaves it out. ``advance_clock``
 moves the fake's clock for all of these.
+
+Agent sessions: ``agents.sessions.setStatus`` creates a thread's session (``session()`` reads it: status,
+title, every status set, every rename), ``agents.sessions.rename`` renames it; ``stop_session`` is the user
+pressing the session's stop button: the thread's streams stop (``stopped_by_user`` on later appends and
+stops) and the ``agent_session_stopped`` event to deliver is returned. Stream chunks are checked against
+their documented shapes (``task_update``, ``plan_update``, ``blocks``, ``markdown_text``).
 """
 
 from __future__ import annotations
