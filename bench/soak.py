@@ -55,7 +55,13 @@ NOTICES = (
     UserSpendLimited.user_message,
     TeamSpendLimited.user_message,
 )
-SLACK_METHODS = ("chat.startStream", "chat.appendStream", "chat.stopStream", "assistant.threads.setStatus")
+SLACK_METHODS = (
+    "chat.startStream",
+    "chat.appendStream",
+    "chat.stopStream",
+    "assistant.threads.setStatus",
+    "agents.sessions.setStatus",
+)
 
 
 @dataclass

@@ -153,3 +153,10 @@ class PolicyInvalid(PolicyError):
 
 class PolicyLimited(SpendLimited):
     """A channel policy's own spend limit was reached at turn time: the message is not answered."""
+
+
+class AnswerStopped(BotError):
+    """The user pressed the agent session's stop button (`agent_session_stopped`, or Slack answering
+    `stopped_by_user`): the turn ends there, with a short note; it is done, never retried."""
+
+    user_message = "_Stopped._"

@@ -69,6 +69,9 @@ ROTATION_LOCK_TTL = timedelta(seconds=15)
 
 # Which conversation items each Slack message of a thread became (issue 15): kept as long as the thread.
 ITEMS_TTL = THREAD_TTL
+# Agent sessions (issue 15): the turn running in a Slack thread, for the stop button. Slack's own
+# `processing` state lapses after about an hour; a turn still running then is long past every deadline.
+SESSION_TURN_TTL = timedelta(hours=1)
 
 # The files a thread uses (and its vector store id) are kept as long as the thread itself.
 FILES_TTL = THREAD_TTL
@@ -222,6 +225,12 @@ class Keys:
         """HASH token bucket (tokens, at): one thread's answers per day (its channel policy's
         `thread_answers`); expires once full again (POLICY_THREAD_WINDOW)."""
         return f"{self.ns}:rate:policy-thread:{thread_ref}"
+
+    def session_turn(self, channel: str, thread_ts: str) -> str:
+        """STRING (SESSION_TURN_TTL): the id of the turn running in this Slack thread (its agent session),
+        set by the worker running it and removed when it ends; a stop (`agent_session_stopped`, on any
+        front) marks that turn's progress record `stopped`."""
+        return f"{self.ns}:session:{channel}:{thread_ts}"
 
     # --- usage accounting (issue 13); `day` is a UTC date, YYYY-MM-DD; every key has USAGE_TTL -----------
 

@@ -49,6 +49,7 @@ from bot.threads.uninstall import Uninstall
 from bot.threads.usage import Admins, UsageLedger, UsageReport
 from bot.tools import ToolRegistry, registry_from
 from bot.turns.runner import TurnRunner
+from bot.turns.stops import Stops
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,8 @@ class Bot:
             FeedbackLedger(redis.client), store, backend, web_client, ephemeral, self.metrics
         )
         items = ThreadItems(redis.client)
+        # The agent session's stop button: any front marks the running turn, its worker stops it.
+        self.stops = Stops(redis.client)
         runner = TurnRunner(
             settings=settings,
             web_client=web_client,
@@ -116,6 +119,7 @@ class Bot:
             feedback=self.feedback,
             items=items,
             remover=ItemRemover(store, items, ephemeral),
+            stops=self.stops,
         )
         limits = SpendLimits(redis.client, settings)
         self._dispatcher = Dispatcher(

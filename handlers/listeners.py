@@ -22,6 +22,7 @@ from bot.slack.events import (
     parse_message_action,
     parse_message_change,
     parse_revoked,
+    parse_session_stopped,
     parse_user_message,
     parse_view_inputs,
     parse_view_submission,
@@ -50,6 +51,7 @@ EVENTS = (
     "app_context_changed",
     "app_uninstalled",
     "tokens_revoked",
+    "agent_session_stopped",
 )
 COMMANDS = (COMMAND,)
 RESET_SHORTCUT = "reset_thread"
@@ -230,6 +232,18 @@ def register(app: AsyncApp, bot: Bot) -> None:
         changed = parse_context_changed(body, context)
         if changed is not None:
             await bot.messages_tab.context_changed(*changed)
+
+    # The stop button of a thread's agent session (issue 15): the turn running there stops, on whichever
+    # worker runs it.
+    @app.event("agent_session_stopped")
+    async def on_session_stopped(body: dict[str, Any], context: dict[str, Any]) -> None:
+        stopped = parse_session_stopped(body, context)
+        if stopped is None:
+            return
+        try:
+            await bot.stops.request(*stopped)
+        except BotError as exc:  # the ack must not fail with it: Slack would send it again
+            log.warning("stop not recorded: %s", exc)
 
 
 def _register_follow(app: AsyncApp, bot: Bot) -> None:

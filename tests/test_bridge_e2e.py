@@ -55,8 +55,9 @@ def test_mention_gets_streamed_reply_in_its_thread(
     start = slack.calls_to("chat.startStream")[0].args
     assert start["thread_ts"] == event["ts"]
     assert start["recipient_user_id"] == ALICE and start["recipient_team_id"] == TEAM
-    # The user saw a status while the model worked.
-    assert any(s.status and s.thread_ts == event["ts"] for s in slack.statuses(CHANNEL))
+    # The user saw the thread's agent session working while the model worked, then waiting again.
+    slack.wait_for(lambda: getattr(slack.session(CHANNEL, event["ts"]), "status", None) == "active")
+    assert slack.session(CHANNEL, event["ts"]).statuses == ["processing", "active"]  # type: ignore[union-attr]
 
     # The assistant thread: one conversation with the bot's own metadata, holding both turns.
     [conv_id] = list(openai_fake.conversations)

@@ -262,6 +262,129 @@ def test_chunks_of_every_type_are_recorded(fake: FakeSlack) -> None:
     assert bad.response["error"] == "invalid_chunks"
 
 
+def test_task_and_plan_chunks_are_checked_against_their_documented_shape(fake: FakeSlack) -> None:
+    client = web(fake)
+    good = {
+        "type": "task_update",
+        "id": "t1",
+        "title": "Searching the web",
+        "status": "complete",
+        "details": "two pages",
+        "output": "found it",
+        "sources": [{"type": "url", "url": "https://example.com/a", "text": "example.com"}],
+    }
+    ts = client.chat_startStream(channel=DM, thread_ts=THREAD, chunks=[good], task_display_mode="plan")["ts"]
+    (msg,) = fake.messages(DM)
+    assert msg.task_display_mode == "plan" and msg.chunks == [good]
+    bad_chunks = [
+        {**good, "status": "done"},  # not a task status
+        {k: v for k, v in good.items() if k != "id"},
+        {**good, "title": ""},
+        {**good, "details": {"type": "rich_text"}},  # rich text is for task_card blocks, not chunks
+        {**good, "sources": [{"type": "url", "url": "https://example.com"}]},  # a source needs its text
+        {**good, "sources": [{"type": "link", "url": "https://example.com", "text": "x"}]},
+        {"type": "plan_update"},
+        {"type": "blocks", "blocks": [{"type": "divider"}] * 51},
+    ]
+    for chunk in bad_chunks:
+        refused = api_error(lambda c=chunk: client.chat_appendStream(channel=DM, ts=ts, chunks=[c]))
+        assert refused.response["error"] == "invalid_chunks", chunk
+    mode = api_error(
+        lambda: client.chat_startStream(
+            channel=DM, thread_ts=THREAD, chunks=[good], task_display_mode="dense"
+        )
+    )
+    assert mode.response["error"] == "invalid_arguments"
+
+
+def test_agent_sessions_are_created_by_set_status_and_renamed(fake: FakeSlack) -> None:
+    client = web(fake)
+
+    def error_of(call: Callable[[], Any]) -> str:
+        return str(api_error(call).response["error"])
+
+    assert error_of(
+        lambda: client.agents_sessions_rename(channel_id=CHANNEL, thread_ts=THREAD, title="x")
+    ) == ("session_not_found")
+    first = client.agents_sessions_setStatus(
+        channel_id=CHANNEL, thread_ts=THREAD, status="processing", title="Trip prep"
+    )
+    assert (first["status"], first["agent_status"], first["title"]) == (
+        "processing",
+        "processing",
+        "Trip prep",
+    )
+    assert "warning" not in first.data  # manifest.yml subscribes to agent_session_stopped
+    # The title is only used when the session is created.
+    later = client.agents_sessions_setStatus(
+        channel_id=CHANNEL, thread_ts=THREAD, status="active", title="New"
+    )
+    assert later["title"] == "Trip prep"
+    assert client.agents_sessions_rename(channel_id=CHANNEL, thread_ts=THREAD, title="Bora Bora")[
+        "title"
+    ] == ("Bora Bora")
+    session = fake.session(CHANNEL, THREAD)
+    assert session is not None
+    assert (session.statuses, session.title, session.renames) == (
+        ["processing", "active"],
+        "Bora Bora",
+        ["Bora Bora"],
+    )
+    assert error_of(
+        lambda: client.agents_sessions_setStatus(channel_id=CHANNEL, thread_ts=THREAD, status="busy")
+    ) == ("invalid_arguments")
+    assert error_of(lambda: client.agents_sessions_setStatus(channel_id=CHANNEL, status="active")) == (
+        "thread_ts_required"
+    )
+    assert (
+        error_of(
+            lambda: client.agents_sessions_setStatus(
+                channel_id=CHANNEL, thread_ts="1.2", status="active", title="t" * 201
+            )
+        )
+        == "invalid_arguments"
+    )
+    assert error_of(
+        lambda: client.agents_sessions_rename(channel_id=CHANNEL, thread_ts=THREAD, title="t" * 201)
+    ) == ("invalid_name")
+    assert (
+        error_of(
+            lambda: client.agents_sessions_setStatus(
+                channel_id=CHANNEL, thread_ts=THREAD, status="active", username="x"
+            )
+        )
+        == "missing_scope"
+    )
+    assert fake.session(CHANNEL, "1.2") is None
+
+
+def test_the_stop_button_stops_the_threads_streams(fake: FakeSlack) -> None:
+    client = web(fake)
+    chunk = [{"type": "markdown_text", "text": "so far"}]
+    ts = client.chat_startStream(
+        channel=CHANNEL,
+        thread_ts=THREAD,
+        chunks=chunk,
+        recipient_team_id=fake.team_id,
+        recipient_user_id="U0A",
+    )["ts"]
+    client.agents_sessions_setStatus(channel_id=CHANNEL, thread_ts=THREAD, status="processing")
+    event = fake.stop_session(CHANNEL, THREAD, "U0A")
+    assert event["type"] == "agent_session_stopped" and event["streaming_message_ts"] == [ts]
+    assert (event["channel"], event["thread_ts"], event["user"]) == (CHANNEL, THREAD, "U0A")
+    for call in (
+        lambda: client.chat_appendStream(channel=CHANNEL, ts=ts, chunks=chunk),
+        lambda: client.chat_stopStream(channel=CHANNEL, ts=ts),
+    ):
+        assert api_error(call).response["error"] == "stopped_by_user"
+    # The session keeps its status until the app moves it on; the message can still be edited.
+    assert fake.session(CHANNEL, THREAD).status == "processing"  # type: ignore[union-attr]
+    client.chat_update(channel=CHANNEL, ts=ts, markdown_text="so far\n\n_Stopped._")
+    (msg,) = fake.messages(CHANNEL, THREAD)
+    assert msg.stopped_by_user and msg.text.endswith("_Stopped._")
+    assert fake.stop_session(CHANNEL, THREAD, "U0A")["streaming_message_ts"] == []
+
+
 def test_expired_stream_rejects_appends_but_accepts_update(fake: FakeSlack) -> None:
     async def run() -> None:
         client = aweb(fake)

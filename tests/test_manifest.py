@@ -31,6 +31,8 @@ EVENT_SCOPES = {
     "app_context_changed": set(),
     "app_uninstalled": set(),
     "tokens_revoked": set(),
+    # docs.slack.dev/reference/events/agent_session_stopped (an app declared as an agent, chat:write).
+    "agent_session_stopped": {"chat:write"},
 }
 # Web API methods -> scopes (docs.slack.dev reference pages).
 METHOD_SCOPES = {
@@ -44,6 +46,9 @@ METHOD_SCOPES = {
     "chat_stopStream": "chat:write",
     "assistant_threads_setStatus": "assistant:write",
     "assistant_threads_setSuggestedPrompts": "assistant:write",
+    # ref agents.sessions.setStatus.json / rename.json: bot scope chat:write.
+    "agents_sessions_setStatus": "chat:write",
+    "agents_sessions_rename": "chat:write",
     "users_info": "users:read",
     "views_open": None,
     "views_update": None,
@@ -83,7 +88,8 @@ def test_scopes_are_exactly_what_the_code_uses(manifest: dict) -> None:
     source += "\n".join(p.read_text() for p in (ROOT / "handlers").glob("*.py"))
     called = set(
         re.findall(
-            r"\.(chat_\w+|assistant_threads_\w+|users_\w+|conversations_\w+|views_\w+|files_\w+)\(", source
+            r"\.(chat_\w+|assistant_threads_\w+|agents_sessions_\w+|users_\w+|conversations_\w+|views_\w+|files_\w+)\(",
+            source,
         )
     )
     assert called <= set(METHOD_SCOPES), f"add the scopes of {called - set(METHOD_SCOPES)}"

@@ -388,7 +388,7 @@ def test_slack_rate_limits_on_every_method_still_deliver_one_answer(
     bot = start_bot()
     # slack-sdk's retry handler waits for Retry-After (plus up to 1 s of jitter) and tries again.
     slack.fail_next("chat.startStream", "ratelimited", status=429, retry_after=1)
-    for method in ("assistant.threads.setStatus", "chat.appendStream", "chat.stopStream"):
+    for method in ("agents.sessions.setStatus", "chat.appendStream", "chat.stopStream"):
         slack.fail_next(method, "ratelimited", status=429, retry_after=0)
     text = "An answer that streams in several pieces despite Slack's rate limits."
     openai_fake.script(Reply(text=text, chunk_size=6, chunk_delay=0.1))
@@ -397,7 +397,7 @@ def test_slack_rate_limits_on_every_method_still_deliver_one_answer(
     assert [m.text for m in answers(slack, CHANNEL, event["ts"], timeout=30)] == [text]
     limited = {c.method for c in slack.calls if c.error == "ratelimited"}
     assert limited == {
-        "assistant.threads.setStatus",
+        "agents.sessions.setStatus",
         "chat.startStream",
         "chat.appendStream",
         "chat.stopStream",

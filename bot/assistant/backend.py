@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 # Runs with the response id before any text is shown (the caller records it); raising cancels the response.
 OnCreated = Callable[[str], Awaitable[None]]
@@ -23,8 +23,27 @@ class Status:
     text: str
 
 
-# What a response stream yields: answer text (with citation markers) or a progress status.
-Piece = str | Status
+@dataclass(frozen=True)
+class StepSource:
+    """A web page a step used: its address and a short label (Slack's URL source element)."""
+
+    url: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Step:
+    """A step of the answer the user can follow (issue 15): a function call, a file or web search, a code
+    run. `id` stays the same across its updates: pending -> in_progress -> complete | error."""
+
+    id: str
+    title: str
+    status: Literal["pending", "in_progress", "complete", "error"]
+    sources: tuple[StepSource, ...] = ()
+
+
+# What a response stream yields: answer text (with citation markers), a progress status, or a step.
+Piece = str | Status | Step
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,10 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import re
 from collections.abc import AsyncGenerator
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx2
 import openai
@@ -33,6 +35,8 @@ from bot.assistant.backend import (
     Piece,
     RoundResult,
     Status,
+    Step,
+    StepSource,
     TokenUsage,
     TurnRequest,
 )
@@ -76,6 +80,18 @@ HOSTED_TOOL_STATUS = {
     "web_search_call": "is searching the web…",
     "file_search_call": "is searching the files…",
 }
+# The same tools as steps of the answer (task cards in the streamed message).
+HOSTED_TOOL_STEP = {
+    "code_interpreter_call": "Running Python",
+    "web_search_call": "Searching the web",
+    "file_search_call": "Searching the files",
+}
+# Hosted tool items that ended badly (their `status`).
+FAILED_ITEM_STATUSES = frozenset({"failed", "incomplete"})
+# Web pages listed under one step, at most.
+STEP_SOURCES_MAX = 10
+# Only a function name's own characters reach a step's title (the model names the function).
+_NOT_IN_NAME = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 # `slack_assistant_openai_errors_total{kind}` by HTTP status (what the SDK raises for each).
@@ -186,6 +202,9 @@ class ResponsesBackend(ConversationAdmin):
         tools = _with_knowledge(turn.tools, stores if turn.knowledge else [])
         if tools:
             request["tools"] = tools
+        if any(t.get("type") == "web_search" for t in tools):
+            # The pages a web search used, for its step's sources (only sent when asked for).
+            request["include"] = ["web_search_call.action.sources"]
         return request
 
     async def _start_searching(self, request: dict[str, Any], own_stores: tuple[str, ...] = ()) -> Any:
@@ -297,6 +316,11 @@ class ResponsesBackend(ConversationAdmin):
                             status = HOSTED_TOOL_STATUS.get(event.item.type)
                             if status is not None:
                                 yield Status(status)
+                            if (step := _step(event.item, done=False)) is not None:
+                                yield step
+                        elif kind == "response.output_item.done":
+                            if (step := _step(event.item, done=True)) is not None:
+                                yield step
                         elif kind == "response.content_part.added" and citations is not None:
                             # Annotation positions count from the start of their own text part.
                             citations.next_part()
@@ -490,6 +514,48 @@ def _absorb(result: RoundResult, response: Response) -> None:
                         result.files[note.file_id] = GeneratedFile(
                             note.container_id, note.file_id, note.filename
                         )
+
+
+def _step(item: Any, *, done: bool) -> Step | None:
+    """The step an output item is (read from a `LightEvent`'s item), or None: a hosted tool's call while it
+    runs and once it ended; a function call when it is asked for (the tool loop reports its run)."""
+    kind = getattr(item, "type", None)
+    if kind == "function_call":
+        if done:
+            return None
+        name = _NOT_IN_NAME.sub("", str(getattr(item, "name", "")))[:64] or "a tool"
+        return Step(
+            str(getattr(item, "call_id", "") or getattr(item, "id", "")), f"Calling {name}", "pending"
+        )
+    title = HOSTED_TOOL_STEP.get(str(kind))
+    item_id = getattr(item, "id", None)
+    if title is None or not isinstance(item_id, str) or not item_id:
+        return None
+    if not done:
+        return Step(item_id, title, "in_progress")
+    failed = getattr(item, "status", None) in FAILED_ITEM_STATUSES
+    return Step(
+        item_id, title, "error" if failed else "complete", _sources(item) if kind == "web_search_call" else ()
+    )
+
+
+def _sources(item: Any) -> tuple[StepSource, ...]:
+    """A web search's pages (`action.sources`, sent with include=web_search_call.action.sources), labelled
+    with their host: the page's own address, never a title anyone could choose."""
+    action = getattr(item, "action", None)
+    found = getattr(action, "sources", None) if action is not None else None
+    out: dict[str, StepSource] = {}
+    for source in found if isinstance(found, list) else []:
+        url = source.get("url") if isinstance(source, dict) else None
+        if not isinstance(url, str) or url in out:
+            continue
+        parts = urlsplit(url)
+        host = (parts.hostname or "").removeprefix("www.")
+        if parts.scheme in ("http", "https") and host and len(url) <= 2000:
+            out[url] = StepSource(url, host)
+        if len(out) >= STEP_SOURCES_MAX:
+            break
+    return tuple(out.values())
 
 
 def _note_usage(result: RoundResult, response: Response) -> None:

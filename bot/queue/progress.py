@@ -9,6 +9,9 @@ One HASH per turn (`Keys.turn`), written as the turn goes:
   added to the conversation twice;
 - `message_ts`: the Slack messages the answer was written into. A retried turn rewrites those messages
   (`chat.update`) instead of posting new ones, so the user never sees two answers;
+- `stopped`: the user pressed the agent session's stop button (set by whichever front got the event, or
+  by the worker when Slack refused the stream as `stopped_by_user`): a terminal state, a retry only ends
+  the message;
 - `done`: set by the dispatcher, atomically with acking the turn's stream entry.
 
 Writes wait for Redis through a short outage (`patiently`): while Redis is down nobody else can take the
@@ -83,6 +86,7 @@ class TurnRecord:
     response_ids: list[str] = field(default_factory=list)
     message_ts: list[str] = field(default_factory=list)
     done: bool = False
+    stopped: bool = False
 
     @classmethod
     def parse(cls, flat: list[str]) -> TurnRecord:
@@ -92,6 +96,7 @@ class TurnRecord:
             response_ids=[r for r in raw.get("response_id", "").split(",") if r],
             message_ts=[ts for ts in raw.get("message_ts", "").split(",") if ts],
             done=raw.get("done") == "1",
+            stopped=raw.get("stopped") == "1",
         )
 
 
@@ -182,6 +187,21 @@ class TurnProgress:
             return
         await self._save("message_ts", ",".join([*self.record.message_ts, ts]))
         self.record.message_ts.append(ts)
+
+    async def stop_requested(self) -> bool:
+        """Whether a stop was recorded for this turn since it began (a Redis blip reads as "no")."""
+        if self.record.stopped:
+            return True
+        try:
+            self.record.stopped = await self._redis.hget(self._key, "stopped") == "1"
+        except RedisError:
+            return False
+        return self.record.stopped
+
+    async def mark_stopped(self) -> None:
+        """Record the stop: whatever happens next, a retry of this turn does not run it again."""
+        await self._save("stopped", "1")
+        self.record.stopped = True
 
     async def _save(self, name: str, value: str) -> None:
         try:

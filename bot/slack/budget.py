@@ -56,6 +56,9 @@ LIMITS: dict[str, tuple[Limit, ...]] = {
     "views.update": _tier(4),
     "chat.postMessage": (Limit(60, 3, per_channel=True), Limit(300, 300)),
     "assistant.threads.setStatus": (Limit(60, 3, per_channel=True, margin=0.0),),
+    # slack-ruby/slack-api-ref agents.sessions.setStatus.json / rename.json: `rate_limits: "t3"`.
+    "agents.sessions.setStatus": _tier(3),
+    "agents.sessions.rename": _tier(3),
 }
 BUDGET_SHARE = 0.9
 # The longest a finished answer waits for its turn to be written (past it, the call goes out anyway and
@@ -109,12 +112,13 @@ class SlackBudget:
             out.append(Bucket(keys.slack_budget(method, scope), burst, per_minute / 60_000))
         return out
 
-    async def try_take(self, *buckets: Bucket) -> float:
-        """Take one call from each bucket, all or none: 0.0 when taken, else the seconds until they could be.
-        With Redis unavailable the call is allowed (Slack's own limit, and the retry handler, still hold)."""
+    async def try_take(self, *buckets: Bucket, calls: int = 1) -> float:
+        """Take `calls` calls from each bucket, all or none: 0.0 when taken, else the seconds until they
+        could be. With Redis unavailable the call is allowed (Slack's own limit, and the retry handler, still
+        hold)."""
         args: list[float] = []
         for b in buckets:
-            args += [b.capacity, b.per_ms, 1]
+            args += [b.capacity, b.per_ms, calls]
         try:
             wait_ms = await self._take(keys=[b.key for b in buckets], args=args)
         except RedisError as exc:
@@ -153,6 +157,11 @@ class ChannelPace:
     async def now(self, method: str) -> float:
         """One call of `method` now: 0.0 when taken, else the seconds until it could be (nothing taken)."""
         return await self._budget.try_take(*self._buckets(method))
+
+    async def reserve(self, method: str, calls: int) -> bool:
+        """`calls` calls of `method` now, together (e.g. an agent session's `processing` and the `active`
+        that must follow it); False when there is no room for all of them (nothing taken)."""
+        return await self._budget.try_take(*self._buckets(method), calls=calls) == 0
 
     async def wait(self, method: str) -> None:
         """One call of `method`, waiting for room if need be."""

@@ -300,6 +300,20 @@ def parse_context_changed(
     return workspace, user, parse_context(event)
 
 
+def parse_session_stopped(
+    body: Mapping[str, Any], context: Mapping[str, Any]
+) -> tuple[Workspace, str, str] | None:
+    """(workspace, channel, thread root ts) of an `agent_session_stopped` event: the user pressed the stop
+    button of the session in that thread. Its team is the envelope's (the inner event carries none)."""
+    event = _mapping(body.get("event"))
+    workspace = workspace_of(body, context)
+    channel = _text(event, "channel", "event")
+    thread_ts = _text(event, "thread_ts", "event")
+    if workspace is None or not channel or not thread_ts:
+        return None
+    return workspace, channel, thread_ts
+
+
 @dataclass(frozen=True)
 class HomeOpened:
     """An `app_home_opened` event: which tab, in which DM channel, by whom."""

@@ -14,6 +14,13 @@ instead of being posted again. `on_message` reports each new message's ts as soo
 record is always current (a message it cannot record is deleted again), and `guard` is asked before any
 whole-message write, so a worker that lost the turn to another never overwrites that worker's answer.
 When Slack answers `msg_too_long`, messages get smaller and the text carries on in the next one.
+
+Streams carry Slack's chunks (as slack-sdk's own chat stream helper does): the text as `markdown_text`
+chunks, and the turn's thinking steps (`task_update`, `plan_update`, issue 15) with it, so a message can
+show both whichever comes first. A message written whole has no place for steps: they are dropped there.
+When the user presses the agent session's stop button Slack refuses further writes (`stopped_by_user`):
+that ends the answer with `AnswerStopped`, and `stopped` closes the message with what Slack showed and a
+short note.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from typing import Any, Protocol
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.errors import BotError, SlackDeliveryError
+from bot.errors import AnswerStopped, BotError, SlackDeliveryError
 from bot.slack.client import SLACK_CALL_ERRORS, SLACK_TRANSPORT_ERRORS
 from bot.slack.client import slack_error as _slack_error
 from bot.slack.markdown import FENCE, inside_code_block, split_point
@@ -42,6 +49,15 @@ MIN_MESSAGE_CHARS = 200
 BLOCKS_REFUSED = frozenset({"invalid_blocks", "invalid_blocks_format", "msg_blocks_too_many"})
 # A message written whole (no stream) is updated at most this often while the answer grows (Tier 3).
 UPDATE_EVERY_SECONDS = 5.0
+# What Slack answers a write to a stream the user stopped (ref chat.appendStream.json).
+STOPPED_BY_USER = "stopped_by_user"
+
+Chunk = dict[str, Any]
+
+
+def text_chunk(text: str) -> Chunk:
+    return {"type": "markdown_text", "text": text}
+
 
 OnMessage = Callable[[str], Awaitable[None]]
 # Raises when this answer must no longer be written (another worker took the turn over).
@@ -94,8 +110,13 @@ class ReplyStream:
         on_message: OnMessage | None = None,
         pace: Pace,
         guard: Guard | None = None,
+        task_display_mode: str | None = None,
     ) -> None:
         self._client = client
+        self._task_display_mode = task_display_mode
+        self._chunks: list[Chunk] = []  # steps (task/plan chunks) not sent yet
+        # `stopped` or `fail` is ending the answer: Slack's stopped_by_user then only means "write it whole".
+        self._stopping = False
         self._channel = channel
         self._thread_ts = thread_ts
         self._team_id = team_id
@@ -158,6 +179,31 @@ class ReplyStream:
         if not delta:
             return
         self._pending += delta
+        await self._flush_when_due()
+
+    async def step(self, chunk: Chunk) -> None:
+        """A thinking step (a `task_update` or `plan_update` chunk), sent with the text, in order."""
+        self._raise_timer_error()
+        self._chunks.append(chunk)
+        await self._flush_when_due()
+
+    async def stopped(self, note: str) -> None:
+        """End the answer where the user stopped it: what Slack showed stays, text and steps not sent yet
+        go, and `note` ends the message (a message of its own when nothing was shown)."""
+        self._closing = True
+        self._stopping = True
+        with contextlib.suppress(BotError):  # a flush that failed, on the stopped stream most likely
+            await self._stop_timer()
+        self._pending, self._chunks = "", []
+        last = self._messages[-1]
+        last.text = last.text[: last.sent]
+        separator = "\n\n" if self.text.strip() else ""
+        if separator and inside_code_block(self.text):
+            separator = "\n" + FENCE + "\n\n"
+        self._pending = f"{separator}{note}"
+        await self._flush_and_close()
+
+    async def _flush_when_due(self) -> None:
         wait = self._last_flush + self._flush_seconds - asyncio.get_running_loop().time()
         if wait <= 0:
             wait = await self._flush() or 0.0
@@ -178,6 +224,7 @@ class ReplyStream:
         """End the answer with a short notice; a new message when nothing was shown yet."""
         self._closing = True
         self._final_blocks = None
+        self._stopping = True  # a stream the user stopped meanwhile still gets the notice, with chat.update
         await self._stop_timer()
         separator = "\n\n" if self.text.strip() else ""
         if separator and inside_code_block(self.text):
@@ -285,7 +332,23 @@ class ReplyStream:
                 text = rest
                 if full:
                     await self._next_message(msg)
+            if self._chunks:
+                # Steps with no text to ride on: on their own (streams only).
+                try:
+                    await self._deliver(self._messages[-1], final)
+                except _NoBudget as exc:
+                    return exc.wait
+                except _TooLong:
+                    log.warning("Slack refused %d step(s) as too long; not shown", len(self._chunks))
+                    self._chunks = []
         return None
+
+    def _take_chunks(self, text: str) -> list[Chunk]:
+        """The chunks of one stream call: `text`, then the steps waiting (taken: put back on failure)."""
+        chunks = [text_chunk(text)] if text else []
+        chunks += self._chunks
+        self._chunks = []
+        return chunks
 
     def _shrink(self, refused: int) -> None:
         smaller = min(self._max_chars, refused) // 2
@@ -321,16 +384,24 @@ class ReplyStream:
 
     async def _deliver(self, msg: _Message, complete: bool) -> None:
         unsent = msg.text[msg.sent :]
-        if msg.streaming and unsent:
+        if not msg.streaming:
+            self._chunks = []  # a message written whole shows no steps
+        if msg.streaming and (unsent or self._chunks):
+            steps = list(self._chunks)
+            chunks = self._take_chunks(unsent)
             try:
                 if msg.ts is None:
                     if await self._pace.stream():
+                        mode = (
+                            {"task_display_mode": self._task_display_mode} if self._task_display_mode else {}
+                        )
                         response = await self._client.chat_startStream(
                             channel=self._channel,
                             thread_ts=self._thread_ts,
                             recipient_team_id=self._team_id,
                             recipient_user_id=self._user_id,
-                            markdown_text=unsent,
+                            chunks=chunks,
+                            **mode,
                         )
                         msg.sent = len(msg.text)
                         await self._started(msg, str(response["ts"]))
@@ -340,17 +411,21 @@ class ReplyStream:
                 else:
                     wait = await self._pace.now("chat.appendStream")
                     if wait > 0:
+                        self._chunks = steps + self._chunks
                         if complete:
                             return  # rides on chat.stopStream
                         raise _NoBudget(wait)
-                    await self._client.chat_appendStream(
-                        channel=self._channel, ts=msg.ts, markdown_text=unsent
-                    )
+                    await self._client.chat_appendStream(channel=self._channel, ts=msg.ts, chunks=chunks)
                     msg.sent = len(msg.text)
                     return
             except SlackApiError as exc:
-                if _slack_error(exc) == "msg_too_long":
+                error = _slack_error(exc)
+                if error == "msg_too_long":
+                    self._chunks = steps + self._chunks
                     raise _TooLong from exc
+                if error == STOPPED_BY_USER and not self._stopping:
+                    msg.streaming = False
+                    raise AnswerStopped("Slack: stopped_by_user") from exc
                 log.warning("streaming to Slack failed (%s); continuing with chat.update", _slack_error(exc))
                 msg.streaming = False
                 await self._abandon_stream(msg, _slack_error(exc))
@@ -407,11 +482,12 @@ class ReplyStream:
                 with contextlib.suppress(SlackDeliveryError, _TooLong):  # the answer stands without them
                     await self._write_whole(msg, blocks)
             return
-        final = msg.text[msg.sent :]
+        steps = list(self._chunks)
+        chunks = self._take_chunks(msg.text[msg.sent :])
         try:
             try:
                 await self._client.chat_stopStream(
-                    channel=self._channel, ts=msg.ts, markdown_text=final or None, blocks=blocks
+                    channel=self._channel, ts=msg.ts, chunks=chunks or None, blocks=blocks
                 )
             except SlackApiError as exc:
                 if not blocks or _slack_error(exc) not in BLOCKS_REFUSED:
@@ -419,12 +495,14 @@ class ReplyStream:
                 # The answer matters more than its buttons.
                 log.warning("Slack refused the answer's blocks (%s); closing without them", _slack_error(exc))
                 blocks = None
-                await self._client.chat_stopStream(
-                    channel=self._channel, ts=msg.ts, markdown_text=final or None
-                )
+                await self._client.chat_stopStream(channel=self._channel, ts=msg.ts, chunks=chunks or None)
             msg.sent = len(msg.text)
             msg.streaming = False
         except SlackApiError as exc:
+            if _slack_error(exc) == STOPPED_BY_USER and not self._stopping:
+                self._chunks = steps + self._chunks
+                msg.streaming = False
+                raise AnswerStopped("Slack: stopped_by_user") from exc
             log.warning(
                 "closing the Slack stream failed (%s); writing it with chat.update", _slack_error(exc)
             )

@@ -7,7 +7,9 @@ find no installation and are dropped (bot.turns.runner)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 
 from redis.asyncio import Redis
 
@@ -18,6 +20,10 @@ from bot.slack.workspaces import Workspaces
 log = logging.getLogger(__name__)
 
 SCAN_BATCH = 500
+# How long an uninstall waits for the workspace's running turns to end before its second pass: a turn holds
+# its thread's lock (RUNNER_LOCK_TTL, refreshed) until it has written its last record.
+SETTLE_SECONDS = 60.0
+SETTLE_POLL_SECONDS = 0.5
 
 
 class Uninstall:
@@ -40,14 +46,39 @@ class Uninstall:
             team = None if revoked.org_wide else revoked.team_id
             await store.async_delete_all(enterprise_id=revoked.enterprise_id, team_id=team)
         if revoked.org_wide and revoked.enterprise_id is not None:
-            deleted = await self._forget_keys(org_pattern(revoked.enterprise_id), None)
+            pattern, keys = org_pattern(revoked.enterprise_id), None
             self._workspaces.forget_org(revoked.enterprise_id)
-            log.info("forgot org %s: %d keys deleted", revoked.enterprise_id, deleted)
         elif revoked.team_id is not None:
             keys = Keys(revoked.team_id, revoked.enterprise_id)
-            deleted = await self._forget_keys(keys.pattern, keys)
+            pattern = keys.pattern
             self._workspaces.forget(keys)
-            log.info("forgot workspace %s: %d keys deleted", keys.registry_member, deleted)
+        else:
+            return
+        deleted = await self._forget_keys(pattern, keys)
+        # A turn that was running still writes its thread's records as it ends: once the workspace's
+        # turns have let go of their threads, what they wrote goes too.
+        if await self._settled(pattern):
+            deleted += await self._forget_keys(pattern, keys)
+        log.info(
+            "forgot %s: %d keys deleted", keys.registry_member if keys else revoked.enterprise_id, deleted
+        )
+
+    async def _settled(self, pattern: str) -> bool:
+        """Wait (at most SETTLE_SECONDS) until no turn of the workspace (or org) holds a thread; whether any
+        did."""
+        # `sa:{E:T}:*` -> `sa:{E:T}:runner:*`; an org's `sa:{E:*` -> `sa:{E:*:runner:*`.
+        runners = pattern.removesuffix("*") + "runner:*" if pattern.endswith("}:*") else f"{pattern}:runner:*"
+        waited = False
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while await self._any(runners) and time.monotonic() < deadline:
+            waited = True
+            await asyncio.sleep(SETTLE_POLL_SECONDS)
+        return waited
+
+    async def _any(self, pattern: str) -> bool:
+        async for _ in self._redis.scan_iter(match=pattern, count=SCAN_BATCH):
+            return True
+        return False
 
     async def _installed_since(self, revoked: Revoked) -> bool:
         store = self._workspaces.store

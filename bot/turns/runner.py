@@ -9,7 +9,9 @@ queued, to be resumed; every other failure ends in a short notice in the thread.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -17,13 +19,17 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.assistant.backend import (
     AssistantBackend,
+    FunctionCall,
     OnUsage,
     Status,
+    Step,
     TokenUsage,
     TurnRequest,
+    tool_output,
     user_message,
 )
 from bot.errors import (
+    AnswerStopped,
     BotError,
     NoAssistantThread,
     ResponseVanished,
@@ -43,6 +49,7 @@ from bot.slack.citations import CitationRenderer
 from bot.slack.client import SLACK_CALL_ERRORS, slack_error
 from bot.slack.inert import InertMarkdown
 from bot.slack.replies import WARNING_ICON, ReplyStream
+from bot.slack.sessions import AgentSession, session_title
 from bot.slack.workspaces import NotInstalled, Workspaces
 from bot.threads.feedback import Feedback
 from bot.threads.follow import ItemRemover
@@ -52,6 +59,8 @@ from bot.threads.store import ThreadStore
 from bot.threads.usage import UsageLedger, channel_of
 from bot.tools import ToolContext, ToolRegistry
 from bot.turns.status import StatusLine
+from bot.turns.steps import PLAN_WORKING, Steps, plan_chunk, plan_done, task_chunk
+from bot.turns.stops import Stops, until_stopped
 from bot.turns.tool_loop import THINKING_STATUS, ToolLoop
 
 log = logging.getLogger(__name__)
@@ -64,6 +73,23 @@ RESET_NOTICE = (
     "<@{user}> reset this thread's assistant memory. The next message starts a fresh assistant thread."
 )
 LOADING_MESSAGES = ["Thinking…", "Reading the thread…", "Writing an answer…"]
+# Streamed answers show their steps together, in a plan (chat.startStream `task_display_mode`).
+TASK_DISPLAY_MODE = "plan"
+# What a function call the user stopped before it ran tells the model (the call must not stay unanswered).
+STOPPED_CALL_OUTPUT = json.dumps({"error": "not run: the user stopped this answer"})
+
+
+@dataclass
+class _Live:
+    """What one running turn knows that its stop, its session and its steps need."""
+
+    session: AgentSession
+    title: str = ""
+    session_started: bool = False
+    fresh: bool = False  # the turn starts a new assistant thread
+    conversation_id: str | None = None
+    open_calls: list[FunctionCall] = field(default_factory=list)
+    steps: Steps = field(default_factory=Steps)
 
 
 def hosted_tools(settings: Settings, code_file_ids: list[str]) -> list[dict[str, Any]]:
@@ -121,12 +147,14 @@ class TurnRunner:
         feedback: Feedback | None = None,
         items: ThreadItems | None = None,
         remover: ItemRemover | None = None,
+        stops: Stops | None = None,
     ) -> None:
         self._policies = policies
         self._settings = settings
         self._feedback = feedback
         self._items = items  # which conversation items each message became (issue 15)
         self._remover = remover
+        self._stops = stops
         self._workspaces = workspaces or Workspaces(None)
         self._metrics = metrics or Metrics()
         self._texted: set[str] = set()  # running turns whose first text is out (counted once)
@@ -160,6 +188,8 @@ class TurnRunner:
     async def _message(self, turn: Turn, progress: TurnProgress) -> None:
         assert turn.reply_thread_ts is not None  # a message is always answered in a Slack thread
         record = progress.record
+        keys, thread_ts = turn.workspace.keys, turn.reply_thread_ts
+        live = _Live(AgentSession(self._client, self._pace(turn), turn.channel, thread_ts))
         reply = ReplyStream(
             self._client,
             channel=turn.channel,
@@ -172,6 +202,7 @@ class TurnRunner:
             on_message=progress.add_message,
             guard=progress.check_current,
             pace=self._pace(turn),
+            task_display_mode=TASK_DISPLAY_MODE,
         )
         # "interrupted" unless the turn ends here (also when its drain is cancelled: it stays queued).
         outcome = "interrupted"
@@ -180,9 +211,16 @@ class TurnRunner:
             await reply.adopt(record.message_ts)
             if record.attempts > self._settings.max_turn_attempts:
                 raise TurnAbandoned(f"attempt {record.attempts}")
-            await self._set_status(turn, THINKING_STATUS)
-            await self._answer(turn, reply, progress)
+            if record.stopped:
+                raise AnswerStopped("stopped before this attempt")
+            if self._stops is not None:
+                await self._stops.running(keys, turn.channel, thread_ts, turn.id)
+            await self._begin_session(turn, live)
+            await until_stopped(self._answer(turn, reply, progress, live), progress.stop_requested)
             outcome = "answered"
+        except AnswerStopped as exc:
+            outcome = "stopped"
+            await self._stopped(turn, reply, progress, live, exc)
         except (TurnInterrupted, RedisError):
             raise  # it stays queued: another attempt ends it
         except SlackDeliveryError as exc:
@@ -209,12 +247,48 @@ class TurnRunner:
             self._texted.discard(turn.id)
             self._metrics.turn_done(outcome, turn.received_at)
             await self._statuses.pop(turn.id).close()
+            if outcome != "interrupted":  # the turn ended: the session waits for the next message
+                await live.session.active()
+                if self._stops is not None:
+                    await self._stops.ended(keys, turn.channel, thread_ts, turn.id)
         with contextlib.suppress(RedisError):
-            await self._store.record_run(
-                turn.workspace.keys, turn.thread, "answered" if outcome == "answered" else "failed"
-            )
+            ran = outcome if outcome in ("answered", "stopped") else "failed"
+            await self._store.record_run(turn.workspace.keys, turn.thread, ran)
 
-    async def _answer(self, turn: Turn, reply: ReplyStream, progress: TurnProgress) -> None:
+    async def _begin_session(self, turn: Turn, live: _Live) -> None:
+        """The Slack thread's agent session goes `processing` (named after this question if this creates
+        it); where Slack has no session for the app, the assistant status says it is thinking instead."""
+        live.title = session_title(turn.text)
+        live.session_started = True
+        if not await live.session.processing(title=live.title):
+            await self._set_status(turn, THINKING_STATUS)
+
+    async def _stopped(
+        self, turn: Turn, reply: ReplyStream, progress: TurnProgress, live: _Live, exc: AnswerStopped
+    ) -> None:
+        """The user stopped the answer: recorded (a terminal state: a retry does not run the turn again),
+        the response cancelled at OpenAI, calls it left unanswered closed, and the message ended."""
+        earlier = progress.record.stopped and not live.session_started  # a retry of a stopped turn
+        log.info("turn %s stopped by the user (%s)", turn.id, exc)
+        await progress.mark_stopped()
+        if progress.record.response_ids:
+            await self._backend.cancel(progress.record.response_ids[-1])
+        if live.open_calls and live.conversation_id is not None:
+            outputs = [tool_output(c.call_id, STOPPED_CALL_OUTPUT) for c in live.open_calls]
+            try:
+                await self._backend.add_items(live.conversation_id, outputs)
+            except BotError as err:
+                log.warning("turn %s: %d stopped call(s) not closed: %s", turn.id, len(outputs), err)
+        if earlier:
+            await live.session.settle()
+            if reply.message_ts:
+                return  # the attempt that was stopped ended its messages (or they show what it had)
+        try:
+            await reply.stopped(AnswerStopped.user_message)
+        except SlackDeliveryError as err:
+            log.warning("turn %s: the stopped answer was not ended: %s", turn.id, err)
+
+    async def _answer(self, turn: Turn, reply: ReplyStream, progress: TurnProgress, live: _Live) -> None:
         recorded = list(progress.record.response_ids)
         if recorded:
             # An earlier attempt created the response(s): show them, never run the turn twice.
@@ -227,9 +301,13 @@ class TurnRunner:
         # A retried turn sends no new message, and its citation markers are not rebuilt from a replay.
         items = None if recorded else [user_message(extras.text, extras.parts)]
         citations = None if recorded else extras.citations
-        request = await self._request(turn, progress, extras, policy, resuming=bool(recorded))
+        request = await self._request(turn, progress, extras, policy, resuming=bool(recorded), live=live)
+        live.conversation_id = request.conversation_id
+        if live.fresh:
+            # A new assistant thread in a Slack thread that had one (a reset): the session takes its name.
+            await live.session.rename(live.title)
         try:
-            await self._stream(turn, reply, progress, request, items, recorded, citations)
+            await self._stream(turn, reply, progress, request, items, recorded, citations, live)
         except ResponseVanished as exc:
             if len(progress.record.response_ids) > 1:
                 raise  # past a tool round: its calls can't be asked again; the user is told
@@ -241,7 +319,7 @@ class TurnRunner:
             held = await self._backend.holds_message(request.conversation_id, extras.text or turn.text)
             again = [] if held else (items or [user_message(turn.text)])
             fresh = CitationRenderer(extras.citations.files) if items else None
-            await self._stream(turn, reply, progress, request, again, [], fresh)
+            await self._stream(turn, reply, progress, request, again, [], fresh, live)
         await self._remember_items(turn, request.conversation_id, progress)
 
     async def _remember_items(self, turn: Turn, conversation_id: str, progress: TurnProgress) -> None:
@@ -268,6 +346,7 @@ class TurnRunner:
         items: list[dict[str, Any]] | None,
         recorded: list[str],
         citations: CitationRenderer | None,
+        live: _Live,
     ) -> None:
         offered = frozenset(str(t.get("name")) for t in request.tools if t.get("type") == "function")
         ctx = ToolContext(
@@ -287,6 +366,7 @@ class TurnRunner:
             on_created=progress.save_response,
             citations=citations,
             on_usage=self._usage_counter(turn),
+            open_calls=live.open_calls,
         )
         # The model's text (and what tools, files and web pages put in it) is made inert on its way in; what
         # the bot itself adds (the Sources, notices) is built inert.
@@ -295,6 +375,8 @@ class TurnRunner:
             async for piece in pieces:
                 if isinstance(piece, Status):
                     await self._set_status(turn, piece.text)
+                elif isinstance(piece, Step):
+                    await self._show_step(reply, live, piece)
                 else:
                     self._statuses[turn.id].forget()  # a status not shown yet would come after the text
                     await reply.append(inert.feed(piece))
@@ -302,6 +384,8 @@ class TurnRunner:
         await reply.append(inert.flush())
         if citations is not None:
             await reply.append(citations.footer())
+        if live.steps.several:
+            await reply.step(plan_chunk(plan_done(len(live.steps.seen))))
         await reply.finish(blocks=await self._buttons(turn, progress, request))
         log.info("turn %s answered in %s message(s)", turn.id, len(reply.message_ts))
 
@@ -315,6 +399,12 @@ class TurnRunner:
         return await self._feedback.offer(
             turn.workspace, turn.thread, turn.user, ids[-1], request.conversation_id
         )
+
+    @staticmethod
+    async def _show_step(reply: ReplyStream, live: _Live, step: Step) -> None:
+        if live.steps.add(step):
+            await reply.step(plan_chunk(PLAN_WORKING))
+        await reply.step(task_chunk(step))
 
     def _first_text(self, turn: Turn, piece: str) -> None:
         if piece and turn.id not in self._texted:
@@ -361,7 +451,14 @@ class TurnRunner:
         return policy
 
     async def _request(
-        self, turn: Turn, progress: TurnProgress, extras: TurnInput, policy: Policy, *, resuming: bool
+        self,
+        turn: Turn,
+        progress: TurnProgress,
+        extras: TurnInput,
+        policy: Policy,
+        *,
+        resuming: bool,
+        live: _Live,
     ) -> TurnRequest:
         """What every response of this turn sends: the thread's conversation, instructions and tools."""
         conversation_id, context = await self._store.load(turn.workspace.keys, turn.thread, turn.user)
@@ -369,6 +466,7 @@ class TurnRunner:
             if resuming:
                 raise NoAssistantThread("the thread lost its conversation while its turn was retried")
             conversation_id = await self._new_conversation(turn, progress)
+            live.fresh = True
         base = self._settings.assistant_instructions
         if policy.instructions:  # the channel's own, added to the assistant's
             base += f"\n\n{policy.instructions}"

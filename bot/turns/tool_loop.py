@@ -26,6 +26,7 @@ from bot.assistant.backend import (
     Piece,
     RoundResult,
     Status,
+    Step,
     TurnRequest,
     tool_output,
 )
@@ -51,6 +52,19 @@ def calling_status(calls: Sequence[FunctionCall]) -> str:
     return f"is calling {shown}…"
 
 
+def call_title(call: FunctionCall) -> str:
+    return f"Calling {_NOT_IN_NAME.sub('', call.name)[:64] or 'a tool'}"
+
+
+def _failed(output_item: dict[str, Any]) -> bool:
+    """Whether a call's output is the error the registry answers (`{"error": ...}`)."""
+    try:
+        output = json.loads(str(output_item.get("output", "")))
+    except ValueError:
+        return False
+    return isinstance(output, dict) and set(output) == {"error"}
+
+
 class ToolLoop:
     def __init__(
         self,
@@ -74,10 +88,14 @@ class ToolLoop:
         on_created: OnCreated,
         citations: CitationRenderer | None = None,
         on_usage: OnUsage | None = None,
+        open_calls: list[FunctionCall] | None = None,
     ) -> AsyncGenerator[Piece, None]:
         """Start the turn with `items` (the user's message), or carry on a retried turn whose responses
-        `recorded` were already created; yield the text and progress of every round. `on_usage` gets the
-        tokens of every response that ends (a replayed earlier round was counted when it ended)."""
+        `recorded` were already created; yield the text, progress and steps of every round. `on_usage` gets
+        the tokens of every response that ends (a replayed earlier round was counted when it ended).
+        `open_calls` is kept up to date with the function calls whose outputs no ended response took in
+        yet (what a turn stopped midway must close)."""
+        opened: list[FunctionCall] = open_calls if open_calls is not None else []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settings.tool_loop_seconds
         links = SandboxLinks() if self._settings.code_interpreter else None
@@ -101,7 +119,7 @@ class ToolLoop:
             try:
                 async with contextlib.aclosing(pieces):
                     async for piece in pieces:
-                        if isinstance(piece, Status):
+                        if isinstance(piece, Status | Step):
                             yield piece
                         elif text := links.feed(piece) if links is not None else piece:
                             yield (ROUND_BREAK if wrote and not started else "") + text
@@ -114,15 +132,22 @@ class ToolLoop:
                 if on_usage is not None and result.response_id and result.usage is not None:
                     await on_usage(result.response_id, result.usage)
             wrote = wrote or started
+            # The round ended: the outputs it was given are in the conversation; its own calls are open.
+            opened[:] = result.calls
             await self._share_files(result, ctx, citations, answer_files)
             if not result.calls:
                 return
             rounds += 1
             out_of_time = loop.time() > deadline
             if rounds > self._settings.tool_max_rounds or out_of_time:
+                opened.clear()  # closed by _give_up
                 await self._give_up(request, result.calls, rounds - 1, out_of_time)
             yield Status(calling_status(result.calls))
+            for call in result.calls:
+                yield Step(call.call_id, call_title(call), "in_progress")
             items = await self._run_calls(result.calls, ctx)
+            for call, item in zip(result.calls, items, strict=True):
+                yield Step(call.call_id, call_title(call), "error" if _failed(item) else "complete")
             yield Status(THINKING_STATUS)
 
     async def _answer(

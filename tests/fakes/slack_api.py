@@ -40,6 +40,12 @@ STREAM_LIFETIME after they start; views.open/views.push take only a trigger_id t
 over Block Kit's limits (private_metadata, input blocks, plain_text_input lengths); an ephemeral posted into a
 thread with no replies is accepted but marked invisible, and ``ephemerals()`` leaves it out. ``advance_clock``
 moves the fake's clock for all of these.
+
+Agent sessions: ``agents.sessions.setStatus`` creates a thread's session (``session()`` reads it: status,
+title, every status set, every rename), ``agents.sessions.rename`` renames it; ``stop_session`` is the user
+pressing the session's stop button: the thread's streams stop (``stopped_by_user`` on later appends and
+stops) and the ``agent_session_stopped`` event to deliver is returned. Stream chunks are checked against
+their documented shapes (``task_update``, ``plan_update``, ``blocks``, ``markdown_text``).
 """
 
 from __future__ import annotations
@@ -78,6 +84,22 @@ MAX_BLOCKS = 50
 MAX_LOADING_MESSAGES = 10
 
 CHUNK_TYPES = frozenset({"markdown_text", "task_update", "plan_update", "blocks"})
+# Chunks (docs.slack.dev chat.startStream/appendStream/stopStream "Using the chunks parameter"; slack_sdk
+# models/messages/chunk.py; @slack/types chunk.ts): a task_update has an id, a title and a status among
+# these; details and output are plain strings; sources are URL source elements with both url and text
+# (slack_sdk UrlSourceElement). A plan_update has a title. A blocks chunk holds at most 50 blocks.
+TASK_STATUSES = frozenset({"pending", "in_progress", "complete", "error"})
+# chat.startStream `task_display_mode` (ref chat.startStream.json, 2026-08-20: `dense` was removed).
+TASK_DISPLAY_MODES = frozenset({"timeline", "plan"})
+
+# Agent sessions (docs.slack.dev/ai/agent-sessions; ref methods agents.sessions.setStatus/rename.json): a
+# session is keyed by (channel, thread root ts); setStatus creates it (its `title` is used only then),
+# statuses are this enum, titles at most 200 characters (rename: 1-200, else invalid_name). A bad status is
+# answered `invalid_arguments` in practice (NousResearch/hermes-agent PR #113698, live repro), not the
+# documented `invalid_status`. Without an `agent_session_stopped` subscription setStatus warns
+# `missing_agent_session_stopped_event_subscription` (docs reference/events/agent_session_stopped).
+SESSION_STATUSES = frozenset({"active", "processing", "suspended", "closed"})
+SESSION_TITLE_LIMIT = 200
 # Arguments that arrive as JSON-encoded strings when a client sends a form body.
 JSON_ARGS = ("blocks", "attachments", "chunks", "metadata", "prompts", "loading_messages", "view")
 CHANNEL_RE = re.compile(r"[CDG][A-Z0-9]{2,}")
@@ -101,6 +123,10 @@ APP_TOKEN_SCOPES = ("connections:write",)
 
 def manifest_bot_scopes() -> tuple[str, ...]:
     return tuple(yaml.safe_load(MANIFEST.read_text())["oauth_config"]["scopes"]["bot"])
+
+
+def manifest_bot_events() -> tuple[str, ...]:
+    return tuple(yaml.safe_load(MANIFEST.read_text())["settings"]["event_subscriptions"]["bot_events"])
 
 
 # OAuth (docs.slack.dev/authentication/installing-with-oauth and the oauth.v2.access reference; error codes
@@ -326,6 +352,9 @@ RATE_LIMITS: dict[str, tuple[RateLimit, ...]] = {
     "assistant.threads.setStatus": (RateLimit(60, 3, per_channel=True),),
     "assistant.threads.setSuggestedPrompts": _tier(3),
     "assistant.threads.setTitle": _tier(3),
+    # ref agents.sessions.setStatus.json / agents.sessions.rename.json: `rate_limits: "t3"`.
+    "agents.sessions.setStatus": _tier(3),
+    "agents.sessions.rename": _tier(3),
     "users.info": _tier(4),
     "conversations.info": _tier(3),
     # Tier 3 for internal (customer-built) apps; since 2025 commercially distributed non-Marketplace apps get
@@ -387,6 +416,22 @@ class Message:
     metadata: JsonDict | None = None
     visible: bool = True  # ephemerals: False when Slack accepted it but never showed it (see _post_ephemeral)
     started: float = 0.0  # streams: the fake clock at chat.startStream
+    # streams: the user pressed the session's stop button (stop_session): no more appends or stops.
+    stopped_by_user: bool = False
+    task_display_mode: str | None = None  # streams: as chat.startStream set it
+
+
+@dataclass
+class Session:
+    """An agent session (agents.sessions.*): one per (channel, thread root ts)."""
+
+    channel: str
+    thread_ts: str
+    status: str
+    title: str | None
+    initiator: str | None
+    statuses: list[str] = field(default_factory=list)  # every status set, in order
+    renames: list[str] = field(default_factory=list)  # every agents.sessions.rename title, in order
 
 
 @dataclass(frozen=True)
@@ -640,6 +685,8 @@ class FakeSlack:
             "assistant.threads.setStatus": self._set_status,
             "assistant.threads.setSuggestedPrompts": self._set_suggested_prompts,
             "assistant.threads.setTitle": self._set_title,
+            "agents.sessions.setStatus": self._sessions_set_status,
+            "agents.sessions.rename": self._sessions_rename,
             "users.info": self._users_info,
             "conversations.info": self._conversations_info,
             "conversations.replies": self._conversations_replies,
@@ -676,6 +723,7 @@ class FakeSlack:
         self._statuses: list[Status] = []
         self._prompts: list[JsonDict] = []
         self._titles: list[JsonDict] = []
+        self._sessions: dict[tuple[str, str], Session] = {}
         self._views: dict[str, JsonDict] = {}
         self._view_log: list[JsonDict] = []
         self._failures: dict[str, list[_Failure]] = {}
@@ -811,6 +859,37 @@ class FakeSlack:
     def titles(self) -> list[JsonDict]:
         with self._lock:
             return copy.deepcopy(self._titles)
+
+    def session(self, channel: str, thread_ts: str) -> Session | None:
+        """The agent session of a thread (None: no setStatus created one); a copy."""
+        with self._lock:
+            found = self._sessions.get((channel, thread_ts))
+            return copy.deepcopy(found)
+
+    def stop_session(self, channel: str, thread_ts: str, user: str) -> JsonDict:
+        """The user presses the session's stop button: Slack stops the app's streaming messages in the thread
+        (further chat.appendStream / chat.stopStream answer `stopped_by_user`, ref chat.appendStream.json:
+        "no further appends are accepted") and sends `agent_session_stopped`, returned here for the test to
+        deliver. The session's status is left alone: "The session status does not update automatically
+        when the user clicks stop" (docs reference/events/agent_session_stopped). The event carries no
+        team_id: that is on the envelope only (node-slack-sdk PR #2707)."""
+        with self._lock:
+            self._expire_old_streams()
+            stopped: list[str] = []
+            for msg in self._threads.get((channel, thread_ts), []):
+                if msg.kind == "stream" and msg.streaming:
+                    msg.streaming = False
+                    msg.stopped_by_user = True
+                    stopped.append(msg.ts)
+            event_ts = self._next_ts()
+        return {
+            "type": "agent_session_stopped",
+            "channel": channel,
+            "user": user,
+            "thread_ts": thread_ts,
+            "streaming_message_ts": stopped,
+            "event_ts": event_ts,
+        }
 
     def views(self) -> list[JsonDict]:
         """Every view object returned by views.publish/open/update, in call order."""
@@ -1593,9 +1672,51 @@ class FakeSlack:
         for chunk in chunks:
             if not isinstance(chunk, dict) or chunk.get("type") not in CHUNK_TYPES:
                 raise SlackError("invalid_chunks")
-            if chunk["type"] == "markdown_text" and not isinstance(chunk.get("text"), str):
+            if not FakeSlack._chunk_ok(chunk):
                 raise SlackError("invalid_chunks")
         return copy.deepcopy(chunks)
+
+    @staticmethod
+    def _chunk_ok(chunk: JsonDict) -> bool:
+        """One chunk against its documented shape (see TASK_STATUSES)."""
+        kind = chunk["type"]
+
+        def text(key: str, *, required: bool = True) -> bool:
+            value = chunk.get(key)
+            return (
+                (isinstance(value, str) and value != "")
+                if required
+                else value is None or isinstance(value, str)
+            )
+
+        if kind == "markdown_text":
+            return isinstance(chunk.get("text"), str)
+        if kind == "plan_update":
+            return text("title")
+        if kind == "blocks":
+            blocks = chunk.get("blocks")
+            return (
+                isinstance(blocks, list)
+                and len(blocks) <= MAX_BLOCKS
+                and all(isinstance(b, dict) and isinstance(b.get("type"), str) for b in blocks)
+            )
+        # task_update
+        if not (text("id") and text("title") and chunk.get("status") in TASK_STATUSES):
+            return False
+        if not (text("details", required=False) and text("output", required=False)):
+            return False
+        sources = chunk.get("sources")
+        if sources is None:
+            return True
+        return isinstance(sources, list) and all(
+            isinstance(src, dict)
+            and src.get("type") == "url"
+            and isinstance(src.get("url"), str)
+            and bool(src.get("url"))
+            and isinstance(src.get("text"), str)
+            and bool(src.get("text"))
+            for src in sources
+        )
 
     @staticmethod
     def _chunk_text(chunks: list[JsonDict]) -> str:
@@ -1848,6 +1969,11 @@ class FakeSlack:
                 raise SlackError("missing_recipient_user_id")
         markdown = args.get("markdown_text") or None
         chunks = self._chunks(args) or []
+        if markdown and chunks:
+            raise SlackError("cannot_provide_both_markdown_text_and_chunks")
+        mode = args.get("task_display_mode")
+        if mode is not None and mode not in TASK_DISPLAY_MODES:
+            raise SlackError("invalid_arguments")
         self._check_markdown(markdown)
         self._check_markdown(self._chunk_text(chunks))
         msg = Message(
@@ -1860,6 +1986,7 @@ class FakeSlack:
             kind="stream",
             chunks=chunks,
             started=self._now(),
+            task_display_mode=mode,
         )
         self._add_message(msg)
         if markdown or chunks:
@@ -1869,6 +1996,10 @@ class FakeSlack:
     def _open_stream(self, args: JsonDict) -> Message:
         msg = self._find(self._channel(args), self._required(args, "ts"))
         self._expire_old_streams()
+        if msg.stopped_by_user:
+            # The stop button ended it (stop_session); whether chat.stopStream is accepted afterwards is
+            # undocumented: this fake refuses it too, so the app must end the message another way.
+            raise SlackError("stopped_by_user")
         if msg.kind != "stream" or not msg.streaming:
             raise SlackError("message_not_in_streaming_state")
         if self._expire_after is not None and msg.appends >= self._expire_after:
@@ -1936,6 +2067,63 @@ class FakeSlack:
             raise SlackError("invalid_arguments")
         self._statuses.append(Status(channel, thread_ts, str(args["status"]), loading, time.monotonic()))
         return {}
+
+    def _session_key(self, args: JsonDict) -> tuple[str, str]:
+        channel = self._channel(args, "channel_id")
+        thread_ts = args.get("thread_ts")
+        # "Required for thread-based sessions in regular channels and DMs" (this fake has no session
+        # channels, so it is always required).
+        if not isinstance(thread_ts, str) or not thread_ts:
+            raise SlackError("thread_ts_required")
+        return channel, thread_ts
+
+    def _sessions_set_status(self, args: JsonDict) -> JsonDict:
+        key = self._session_key(args)
+        status = args.get("status")
+        if status is None:
+            raise _missing("status")
+        if status not in SESSION_STATUSES:
+            raise SlackError(
+                "invalid_arguments",
+                response_metadata={"messages": ["[ERROR] must be a valid enum value [json-pointer:/status]"]},
+            )
+        title = args.get("title")
+        if title is not None and (not isinstance(title, str) or len(title) > SESSION_TITLE_LIMIT):
+            raise SlackError("invalid_arguments", response_metadata={"messages": [_over(200, "/title")]})
+        initiator = args.get("initiator_user_id")
+        if initiator is not None and (not isinstance(initiator, str) or not USER_RE.fullmatch(initiator)):
+            raise SlackError("user_not_found")
+        if any(args.get(k) is not None for k in ("icon_emoji", "icon_url", "username")):
+            scopes = self._current.scopes if self._current is not None else ()
+            if "chat:write.customize" not in scopes:
+                raise SlackError("missing_scope", needed="chat:write.customize")
+        session = self._sessions.get(key)
+        if session is None:
+            # "title: Only used when creating a new session; ignored if the session already exists."
+            session = Session(key[0], key[1], str(status), title or None, initiator)
+            self._sessions[key] = session
+        session.status = str(status)
+        session.statuses.append(session.status)
+        out: JsonDict = {"status": session.status, "agent_status": session.status}
+        if session.title:
+            out["title"] = session.title
+        if "agent_session_stopped" not in manifest_bot_events():
+            out["warning"] = "missing_agent_session_stopped_event_subscription"
+        return out
+
+    def _sessions_rename(self, args: JsonDict) -> JsonDict:
+        key = self._session_key(args)
+        title = args.get("title")
+        if title is None:
+            raise _missing("title")
+        if not isinstance(title, str) or not 1 <= len(title) <= SESSION_TITLE_LIMIT:
+            raise SlackError("invalid_name")
+        session = self._sessions.get(key)
+        if session is None:
+            raise SlackError("session_not_found")
+        session.title = title
+        session.renames.append(title)
+        return {"title": title}
 
     def _set_suggested_prompts(self, args: JsonDict) -> JsonDict:
         channel = self._channel(args, "channel_id")
