@@ -154,11 +154,13 @@ class Bench:
         worker_nice: int = 0,
         slack_rate_scale: float = 1.0,
         readme: bool = False,
+        bot_env_extra: dict[str, str] | None = None,
     ) -> None:
         self.out = out
         # The README's command as is: one `slack-assistant --http` with the default process shape and
         # concurrency (only the bench's lifts below: spend limits off, Slack's tiers scaled).
         self.readme = readme
+        self.bot_env_extra = bot_env_extra or {}
         self.slack_rate_scale = slack_rate_scale
         self.workers = workers
         self.worker_nice = worker_nice
@@ -197,6 +199,7 @@ class Bench:
             if concurrency is not None:
                 environment["WORKER_CONCURRENCY"] = str(concurrency)
                 environment["WORKER_PROCESSES"] = "0"  # the shapes below start their processes themselves
+            environment.update(self.bot_env_extra)
             return environment
 
         if self.readme:
@@ -254,6 +257,14 @@ class Bench:
                 times = proc.cpu_times()
                 total += times.user + times.system
         return total
+
+    def rss_mb(self) -> float:
+        """The bot's processes' resident memory now, summed."""
+        total = 0
+        for proc in self.bot_procs():
+            with contextlib.suppress(psutil.Error):
+                total += proc.memory_info().rss
+        return round(total / 1024 / 1024, 1)
 
     def peak_rss_mb(self) -> float:
         """The sum of each bot process's peak RSS (an upper bound of the deployment's peak)."""
@@ -349,6 +360,7 @@ async def scenario_inflight(bench: Bench, driver: Driver, turns: int, model_late
         Reply(text="slow answer " * 20, first_token_delay=model_latency, chunk_size=40, chunk_delay=0.02)
     )
     result = Result("inflight", f"{turns} in flight, model {model_latency:g}s", turns)
+    rss0 = bench.rss_mb()
     cpu0, redis0, started = bench.cpu(), bench.redis_calls(), time.monotonic()
     texts: dict[str, tuple[str, str]] = {}
     acks: list[float] = []
@@ -362,8 +374,16 @@ async def scenario_inflight(bench: Bench, driver: Driver, turns: int, model_late
             acks.append(await driver.send(driver.mention(channel, f"bench {ts}", ts)))
 
     await asyncio.gather(*(one(i) for i in range(turns)))
+    # Every turn waits on the model now: the memory they hold, over what the processes held before.
+    await asyncio.sleep(min(1.0, model_latency / 2))
+    held = bench.rss_mb() - rss0
     result.answered = await bench.wait_answers(turns, within=model_latency + 120)
-    return finish(bench, result, acks, texts, cpu0, redis0, started)
+    result = finish(bench, result, acks, texts, cpu0, redis0, started)
+    result.notes.append(
+        f"RSS {rss0:.0f} MB before, +{held:.0f} MB with {turns} turns waiting on the model "
+        f"({held * 1024 / turns:.0f} KB per turn in flight)"
+    )
+    return result
 
 
 def _own_cpu() -> float:
@@ -635,7 +655,7 @@ async def run_costs(args: argparse.Namespace) -> list[Result]:
                 print(table(results[-1:]), flush=True)
             if args.inflight:
                 results.append(await scenario_inflight(bench, driver, args.inflight, args.inflight_latency))
-                print(table(results[-1:]), flush=True)
+                print(table(results[-1:]), *results[-1].notes, sep="\n", flush=True)
     return results
 
 
@@ -661,6 +681,7 @@ async def run_bursts(args: argparse.Namespace) -> list[Result]:
         workers=0,
         slack_rate_scale=COST_RATE_SCALE,
         readme=True,
+        bot_env_extra=dict(item.split("=", 1) for item in args.bot_env),
     )
     with bench:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200)) as session:
@@ -727,6 +748,13 @@ def main(argv: list[str] | None = None) -> int:
         default=["50:2", "300:3"],
         help="MENTIONS:MODEL_SECONDS: that many mentions at once from as many people, through the README's "
         "command with its defaults (default: 50:2 300:3)",
+    )
+    parser.add_argument(
+        "--bot-env",
+        nargs="*",
+        default=[],
+        metavar="NAME=VALUE",
+        help="burst scenarios: settings for the bot beyond the defaults (e.g. WORKER_PROCESSES=2)",
     )
     parser.add_argument(
         "--only-burst", action="store_true", help="run only the burst scenarios (quick to repeat)"

@@ -199,7 +199,7 @@ def _children_wanted(settings: Settings, mode: Mode) -> int:
     WORKER_PROCESSES=0 (turns run in the process itself)."""
     if mode is Mode.WORKER or settings.worker_concurrency == 0:
         return 0
-    return settings.worker_processes
+    return settings.worker_process_count
 
 
 def _add_healthz(web_app: web.Application, bot: Bot) -> None:

@@ -1,12 +1,14 @@
-"""The README's command as it ships (WORKER_PROCESSES=1): the process that takes Slack's requests only acks
-and queues; a `slack-assistant worker` child it starts and supervises runs the turns. The child is stopped
-with it, restarted when it dies, never outlives it, and uses its embedded Redis when there is no REDIS_URL.
+"""The README's command as it ships (WORKER_PROCESSES unset: a worker per core, at most 4): the process
+that takes Slack's requests only acks and queues; `slack-assistant worker` children it starts and
+supervises run the turns. They are stopped with it, restarted when one dies, never outlive it, and use its
+embedded Redis when there is no REDIS_URL.
 
 (The rest of the suite runs the bot in one process, WORKER_PROCESSES=0, to save a start-up per test.)
 """
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 
@@ -21,7 +23,9 @@ from tests.test_bridge_e2e import ALICE, BOB, CHANNEL, answers
 STREAM = f"sa:{{-:{TEAM}}}:turns"
 
 
-def readme_env(slack: FakeSlack, openai_fake: FakeOpenAI, redis_url: str | None) -> dict[str, str]:
+def readme_env(
+    slack: FakeSlack, openai_fake: FakeOpenAI, redis_url: str | None, **extra: str
+) -> dict[str, str]:
     env = bot_env(
         slack_api_url=slack.api_url, openai_base_url=openai_fake.base_url, redis_url=redis_url or ""
     )
@@ -29,7 +33,13 @@ def readme_env(slack: FakeSlack, openai_fake: FakeOpenAI, redis_url: str | None)
         env.pop(name)
     if redis_url is None:
         del env["REDIS_URL"]  # the embedded Redis
+    env.update(extra)
     return env
+
+
+def expected_workers() -> int:
+    """WORKER_PROCESSES unset: one per core this process may use, at most 4 (bot.settings)."""
+    return max(1, min(len(os.sched_getaffinity(0)), 4))
 
 
 def worker_children(bot: BotProcess) -> list[psutil.Process]:
@@ -54,7 +64,8 @@ def consumer_pids(rdb: redis.Redis) -> set[int]:
 def test_the_one_command_answers_from_a_worker_child_it_restarts_and_stops(
     slack: FakeSlack, openai_fake: FakeOpenAI, rdb: redis.Redis, redis_url: str, tmp_path: Path
 ) -> None:
-    bot = BotProcess(readme_env(slack, openai_fake, redis_url), workdir=tmp_path).start()
+    one = readme_env(slack, openai_fake, redis_url, WORKER_PROCESSES="1")
+    bot = BotProcess(one, workdir=tmp_path).start()
     assert bot.proc is not None
     [child] = wait_children(slack, bot, 1)
     sender = SlackSender(bot.url)
@@ -87,9 +98,9 @@ def test_a_worker_child_stops_when_its_parent_is_killed(
     slack: FakeSlack, openai_fake: FakeOpenAI, rdb: redis.Redis, redis_url: str, tmp_path: Path
 ) -> None:
     bot = BotProcess(readme_env(slack, openai_fake, redis_url), workdir=tmp_path).start()
-    [child] = wait_children(slack, bot, 1)
-    bot.stop(signal.SIGKILL)  # no chance to stop its child itself
-    gone, alive = psutil.wait_procs([child], timeout=30)
+    children = wait_children(slack, bot, expected_workers())
+    bot.stop(signal.SIGKILL)  # no chance to stop its children itself
+    gone, alive = psutil.wait_procs(children, timeout=30)
     assert gone and not alive
     assert "the parent process is gone; stopping" in bot.logs()
 
@@ -98,13 +109,13 @@ def test_the_worker_child_uses_the_embedded_redis(
     slack: FakeSlack, openai_fake: FakeOpenAI, tmp_path: Path
 ) -> None:
     bot = BotProcess(readme_env(slack, openai_fake, None), workdir=tmp_path).start()
-    [child] = wait_children(slack, bot, 1)
+    children = wait_children(slack, bot, expected_workers())
     event = mention(CHANNEL, ALICE, "no REDIS_URL")
     assert SlackSender(bot.url).send_event(event).status == 200
     [reply] = answers(slack, CHANNEL, event["ts"], timeout=30)
     assert reply.text == "Echo: no REDIS_URL"
     assert bot.stop(signal.SIGTERM) == 0
-    assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+    assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
     logs = bot.logs()
     assert "started embedded Redis" in logs and "Traceback" not in logs
     assert (tmp_path / "data" / "redis.db").exists()
