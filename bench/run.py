@@ -441,6 +441,15 @@ async def scenario_burst(bench: Bench, driver: Driver, mentions: int, model_late
     # The fake Slack was reset for this scenario: its last message-ending call is the last answer's end.
     ends = [c.at for c in bench.slack.calls if c.ok and c.method in ("chat.stopStream", "chat.postMessage")]
     result.last_answer_s = round(max(ends) - started, 2) if ends else float("nan")
+    firsts = sorted(
+        t["first_token_at"] - started for t in bench.openai.timings().values() if "first_token_at" in t
+    )
+    if firsts:
+        # The fake model answers `model_latency` after a response is created: when the bot had asked.
+        result.notes.append(
+            f"responses created {firsts[0] - model_latency:.2f} to {firsts[-1] - model_latency:.2f} s "
+            f"after the burst began; first tokens until {firsts[-1]:.2f} s"
+        )
     if pending:
         result.notes.append(f"{len(pending)} not answered in time")
     return result
