@@ -178,8 +178,9 @@ async def _serve(settings: Settings, mode: Mode, host: str, port: int | None, to
         if (url := bot.embedded_redis_url) is not None:
             env["REDIS_URL"] = url  # the children use the Redis this process started
         workers = WorkerChildren(children, env, grace_seconds=settings.shutdown_grace_seconds)
-        await workers.start()
     try:
+        if workers is not None:
+            await workers.start()
         if mode is Mode.HTTP:
             # HTTP mode always has a port, and load_settings() refuses it without a signing secret.
             assert port is not None and settings.slack_signing_secret is not None
