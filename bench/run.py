@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import sys
@@ -40,6 +41,7 @@ from tests.fakes.openai_api import FakeOpenAI, Reply  # noqa: E402
 from tests.fakes.slack_api import FakeSlack  # noqa: E402
 from tests.harness import (  # noqa: E402
     BOT_USER,
+    DEFAULT_SHAPE_VARS,
     SIGNING_SECRET,
     TEAM,
     BotProcess,
@@ -153,9 +155,15 @@ class Bench:
         worker_nice: int = 0,
         slack_rate_scale: float = 1.0,
         cluster: bool = False,
+        readme: bool = False,
+        bot_env_extra: dict[str, str] | None = None,
     ) -> None:
         self.out = out
         self.cluster = cluster  # a three-shard Redis Cluster (REDIS_CLUSTER=true) instead of one redis-server
+        # The README's command as is: one `slack-assistant --http` with the default process shape and
+        # concurrency (only the bench's lifts below: spend limits off, Slack's tiers scaled).
+        self.readme = readme
+        self.bot_env_extra = bot_env_extra or {}
         self.slack_rate_scale = slack_rate_scale
         self.workers = workers
         self.worker_nice = worker_nice
@@ -180,15 +188,14 @@ class Bench:
         self.slack = FakeSlack(rate_limit_scale=self.slack_rate_scale).start()
         self.openai = FakeOpenAI().start()
 
-        def env(concurrency: int) -> dict[str, str]:
-            return bot_env(
+        def env(concurrency: int | None) -> dict[str, str]:
+            environment = bot_env(
                 slack_api_url=self.slack.api_url,
                 openai_base_url=self.openai.base_url,
                 redis_url=self.redis_server.url,
                 LOG_LEVEL="WARNING",
                 STREAM_FLUSH_SECONDS="0.5",  # the production default (the tests use a faster one)
                 # The workers take every turn in flight; the bench measures cost, not spend limits.
-                WORKER_CONCURRENCY=str(concurrency),
                 RATE_LIMIT_USER_PER_MINUTE="0",
                 RATE_LIMIT_TEAM_PER_MINUTE="0",
                 THREAD_ANSWERS_PER_MINUTE="0",
@@ -196,13 +203,24 @@ class Bench:
                 SLACK_RATE_SCALE=str(self.slack_rate_scale),
                 **({"REDIS_CLUSTER": "true"} if self.cluster else {}),
             )
+            for name in DEFAULT_SHAPE_VARS:  # the harness's own choices, not the README's
+                environment.pop(name, None)
+            if concurrency is not None:
+                environment["WORKER_CONCURRENCY"] = str(concurrency)
+                environment["WORKER_PROCESSES"] = "0"  # the shapes below start their processes themselves
+            environment.update(self.bot_env_extra)
+            return environment
 
-        # The front takes Slack's requests; with workers it only acks and queues (WORKER_CONCURRENCY=0).
-        self.bot = BotProcess(env(0 if self.workers else 1000), workdir=self.tmp).start()
-        self.worker_procs = [
-            BotProcess(env(-(-1000 // self.workers)), workdir=self.tmp).start(worker=True)
-            for _ in range(self.workers)
-        ]
+        if self.readme:
+            self.bot = BotProcess(env(None), workdir=self.tmp).start()
+            self.worker_procs = []
+        else:
+            # The front takes Slack's requests; with workers it only acks and queues (WORKER_CONCURRENCY=0).
+            self.bot = BotProcess(env(0 if self.workers else 1000), workdir=self.tmp).start()
+            self.worker_procs = [
+                BotProcess(env(-(-1000 // self.workers)), workdir=self.tmp).start(worker=True)
+                for _ in range(self.workers)
+            ]
         self.procs = [
             psutil.Process(b.proc.pid) for b in [self.bot, *self.worker_procs] if b.proc is not None
         ]
@@ -210,6 +228,14 @@ class Bench:
             # The deployment README recommends: fronts first when CPU is short (acks have a 3 s deadline).
             proc.nice(self.worker_nice)
         return self
+
+    def bot_procs(self) -> list[psutil.Process]:
+        """The bot's processes now: the ones the bench started and the workers they started themselves."""
+        procs = list(self.procs)
+        for proc in self.procs:
+            with contextlib.suppress(psutil.Error):
+                procs += proc.children(recursive=True)
+        return procs
 
     def __exit__(self, *exc: object) -> None:
         for worker in self.worker_procs:
@@ -240,15 +266,29 @@ class Bench:
 
     def cpu(self) -> float:
         """CPU seconds of the bot's processes (front and workers) so far."""
-        return float(sum(t.user + t.system for t in (p.cpu_times() for p in self.procs)))
+        total = 0.0
+        for proc in self.bot_procs():
+            with contextlib.suppress(psutil.Error):
+                times = proc.cpu_times()
+                total += times.user + times.system
+        return total
+
+    def rss_mb(self) -> float:
+        """The bot's processes' resident memory now, summed."""
+        total = 0
+        for proc in self.bot_procs():
+            with contextlib.suppress(psutil.Error):
+                total += proc.memory_info().rss
+        return round(total / 1024 / 1024, 1)
 
     def peak_rss_mb(self) -> float:
         """The sum of each bot process's peak RSS (an upper bound of the deployment's peak)."""
         total = 0
-        for proc in self.procs:
-            for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    total += int(line.split()[1])
+        for proc in self.bot_procs():
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1])
         return round(total / 1024, 1)
 
     async def wait_answers(self, expected: int, within: float) -> int:
@@ -335,6 +375,7 @@ async def scenario_inflight(bench: Bench, driver: Driver, turns: int, model_late
         Reply(text="slow answer " * 20, first_token_delay=model_latency, chunk_size=40, chunk_delay=0.02)
     )
     result = Result("inflight", f"{turns} in flight, model {model_latency:g}s", turns)
+    rss0 = bench.rss_mb()
     cpu0, redis0, started = bench.cpu(), bench.redis_calls(), time.monotonic()
     texts: dict[str, tuple[str, str]] = {}
     acks: list[float] = []
@@ -348,8 +389,85 @@ async def scenario_inflight(bench: Bench, driver: Driver, turns: int, model_late
             acks.append(await driver.send(driver.mention(channel, f"bench {ts}", ts)))
 
     await asyncio.gather(*(one(i) for i in range(turns)))
+    # Every turn waits on the model now: the memory they hold, over what the processes held before.
+    await asyncio.sleep(min(1.0, model_latency / 2))
+    held = bench.rss_mb() - rss0
     result.answered = await bench.wait_answers(turns, within=model_latency + 120)
-    return finish(bench, result, acks, texts, cpu0, redis0, started)
+    result = finish(bench, result, acks, texts, cpu0, redis0, started)
+    result.notes.append(
+        f"RSS {rss0:.0f} MB before, +{held:.0f} MB with {turns} turns waiting on the model "
+        f"({held * 1024 / turns:.0f} KB per turn in flight)"
+    )
+    return result
+
+
+def _own_cpu() -> float:
+    times = psutil.Process().cpu_times()
+    return float(times.user + times.system)
+
+
+def drive_burst(url: str, total: int, first_serial: int) -> list[tuple[str, str, float]]:
+    """Send `total` mentions at once, each from another person: (channel, ts, ack seconds) of each. In a
+    process of its own, as `drive_rate`."""
+
+    async def main() -> list[tuple[str, str, float]]:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            driver = Driver(url, session)
+            driver.serial = first_serial
+            events = []
+            for i in range(total):
+                ts = driver.next_ts()
+                event = driver.mention(f"C0U{i % 50:04d}", f"bench {ts}", ts)
+                event["user"] = f"U0U{i:05d}"
+                events.append(event)
+
+            async def one(event: dict[str, Any]) -> tuple[str, str, float]:
+                return event["channel"], event["ts"], await driver.send(event)
+
+            return await asyncio.gather(*(one(e) for e in events))
+
+    return asyncio.run(main())
+
+
+async def scenario_burst(bench: Bench, driver: Driver, mentions: int, model_latency: float) -> Result:
+    """`mentions` at once from as many people, the model taking `model_latency` s to answer: the acks Slack
+    sees, and when the last person has their answer."""
+    text = "A short answer, streamed to Slack in a few pieces."
+    bench.fresh(Reply(text=text, first_token_delay=model_latency, chunk_size=20, chunk_delay=0.02))
+    result = Result("burst", f"{mentions} at once, model {model_latency:g}s", mentions)
+    loop = asyncio.get_running_loop()
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        await loop.run_in_executor(pool, time.sleep, 0)  # the driver process is up before the clock starts
+        cpu0, redis0, started = bench.cpu(), bench.redis_calls(), time.monotonic()
+        fakes0 = _own_cpu()
+        sent = await loop.run_in_executor(pool, drive_burst, driver.bot_url, mentions, driver.serial)
+    driver.serial += 2 * mentions
+    pending = {(channel, ts) for channel, ts, _ in sent}
+    deadline = time.monotonic() + model_latency + 120
+    while pending and time.monotonic() < deadline:
+        pending = {key for key in pending if bench.slack.finished(*key) == 0}
+        await asyncio.sleep(0.05)
+    fakes_cpu = _own_cpu() - fakes0
+    texts = {f"bench {ts}": (channel, ts) for channel, ts, _ in sent}
+    result = finish(bench, result, [ack for _, _, ack in sent], texts, cpu0, redis0, started)
+    # The fakes serve the bot from this process: what they took of the same two cores.
+    result.notes.append(f"fake Slack + fake OpenAI CPU: {fakes_cpu / mentions * 1000:.1f} ms per turn")
+    result.answered = mentions - len(pending)
+    # The fake Slack was reset for this scenario: its last message-ending call is the last answer's end.
+    ends = [c.at for c in bench.slack.calls if c.ok and c.method in ("chat.stopStream", "chat.postMessage")]
+    result.last_answer_s = round(max(ends) - started, 2) if ends else float("nan")
+    firsts = sorted(
+        t["first_token_at"] - started for t in bench.openai.timings().values() if "first_token_at" in t
+    )
+    if firsts:
+        # The fake model answers `model_latency` after a response is created: when the bot had asked.
+        result.notes.append(
+            f"responses created {firsts[0] - model_latency:.2f} to {firsts[-1] - model_latency:.2f} s "
+            f"after the burst began; first tokens until {firsts[-1]:.2f} s"
+        )
+    if pending:
+        result.notes.append(f"{len(pending)} not answered in time")
+    return result
 
 
 async def scenario_tiers(bench: Bench, driver: Driver, mentions: int, channels: int) -> Result:
@@ -543,7 +661,8 @@ def bench_for(args: argparse.Namespace, *, slack_rate_scale: float) -> Bench:
     )
 
 
-async def run(args: argparse.Namespace) -> list[Result]:
+async def run_costs(args: argparse.Namespace) -> list[Result]:
+    """The scaled-out shape at the cost scenarios' loads."""
     results: list[Result] = []
     with bench_for(args, slack_rate_scale=COST_RATE_SCALE) as bench:
         connector = aiohttp.TCPConnector(limit=200)
@@ -561,9 +680,43 @@ async def run(args: argparse.Namespace) -> list[Result]:
                 print(table(results[-1:]), flush=True)
             if args.inflight:
                 results.append(await scenario_inflight(bench, driver, args.inflight, args.inflight_latency))
-                print(table(results[-1:]), flush=True)
+                print(table(results[-1:]), *results[-1].notes, sep="\n", flush=True)
+    return results
+
+
+async def run(args: argparse.Namespace) -> list[Result]:
+    results: list[Result] = []
+    if args.rates or args.concurrency or args.inflight:
+        results += await run_costs(args)
     if args.tiers:
         results += await run_tiers(args)
+    if args.burst:
+        results += await run_bursts(args)
+    return results
+
+
+async def run_bursts(args: argparse.Namespace) -> list[Result]:
+    """The README's command with its defaults (`slack-assistant --http`), N mentions at once."""
+    results: list[Result] = []
+    bench = Bench(
+        args.out,
+        model_first_token=args.model_latency,
+        chunk_delay=args.chunk_delay,
+        chunk_size=args.chunk_size,
+        workers=0,
+        slack_rate_scale=COST_RATE_SCALE,
+        readme=True,
+        bot_env_extra=dict(item.split("=", 1) for item in args.bot_env),
+    )
+    with bench:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200)) as session:
+            driver = Driver(bench.bot.url, session)
+            await driver.send(driver.mention("C0WARM", "warm up", driver.next_ts()))
+            await bench.wait_answers(1, within=30)
+            for spec in args.burst:
+                mentions, latency = spec.split(":")
+                results.append(await scenario_burst(bench, driver, int(mentions), float(latency)))
+                print(table(results[-1:]), *results[-1].notes, sep="\n", flush=True)
     return results
 
 
@@ -619,11 +772,31 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run on a local three-shard Redis Cluster (REDIS_CLUSTER=true) instead of one redis-server",
     )
+    parser.add_argument(
+        "--burst",
+        nargs="*",
+        default=["50:2", "300:3"],
+        help="MENTIONS:MODEL_SECONDS: that many mentions at once from as many people, through the README's "
+        "command with its defaults (default: 50:2 300:3)",
+    )
+    parser.add_argument(
+        "--bot-env",
+        nargs="*",
+        default=[],
+        metavar="NAME=VALUE",
+        help="burst scenarios: settings for the bot beyond the defaults (e.g. WORKER_PROCESSES=2)",
+    )
+    parser.add_argument(
+        "--only-burst", action="store_true", help="run only the burst scenarios (quick to repeat)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.rates, args.seconds, args.concurrency, args.turns_each = [20], 1.0, [3], 2
         args.inflight, args.inflight_latency, args.model_latency = 20, 0.5, 0.1
         args.tiers = [10]
+        args.burst = ["10:0.5"]
+    if args.only_burst:
+        args.rates, args.concurrency, args.inflight, args.tiers = [], [], 0, []
     args.out.mkdir(parents=True, exist_ok=True)
     results = asyncio.run(run(args))
     print("\n" + table(results))

@@ -197,6 +197,12 @@ class Bot:
         )
 
     @property
+    def embedded_redis_url(self) -> str | None:
+        """The URL of the embedded Redis this process started (None: REDIS_URL), for its worker children."""
+        server = self._redis.embedded
+        return f"unix://{server.socket_file}" if server is not None else None
+
+    @property
     def runs_turns(self) -> bool:
         """False for a front (WORKER_CONCURRENCY=0): it acks and queues, worker processes answer."""
         return self.settings.worker_concurrency > 0
@@ -206,7 +212,7 @@ class Bot:
         check of the shared knowledge stores (now, then every KNOWLEDGE_CHECK_HOURS) and the sweep of
         orphaned files. A front starts none of it, so its event loop only serves acks."""
         if not self.runs_turns:
-            log.info("front only (WORKER_CONCURRENCY=0): queueing turns for `slack-assistant worker`")
+            log.info("front only: acking and queueing turns for worker processes")
             return
         self._dispatcher.start()
         if self._knowledge.configured:

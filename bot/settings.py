@@ -28,6 +28,11 @@ class Mode(StrEnum):
     WORKER = "worker"
 
 
+# Worker processes the one command starts by default, at most (each takes ~100 MB; a turn mostly waits on
+# OpenAI, so a few cores' worth of workers carry hundreds of turns at once each).
+MAX_AUTO_WORKER_PROCESSES = 4
+
+
 class SuggestedPrompt(BaseModel):
     title: str = Field(min_length=1, max_length=75)
     message: str = Field(min_length=1)
@@ -132,8 +137,14 @@ class Settings(BaseSettings):
 
     # Reliability and scale-out (see README "Reliability").
     # At most this many assistant threads are worked on at once by one process; 0: a front that only acks
-    # and queues (turns run in `slack-assistant worker` processes).
-    worker_concurrency: int = Field(default=32, ge=0, le=1000)
+    # and queues (turns run in `slack-assistant worker` processes). Turns mostly wait on OpenAI: the default
+    # is sized by memory and CPU per turn in flight (README "Benchmark"), not by cores.
+    worker_concurrency: int = Field(default=500, ge=0, le=5000)
+    # Worker processes the one command (`slack-assistant`, HTTP or Socket Mode) starts and supervises for
+    # the turns, so that the process taking Slack's requests only acks; unset: one per CPU core this process
+    # may use, at most MAX_AUTO_WORKER_PROCESSES; 0: it runs the turns itself (one process, as the tests run
+    # it). Ignored by `slack-assistant worker` and by fronts (WORKER_CONCURRENCY=0).
+    worker_processes: int | None = Field(default=None, ge=0, le=64)
     # A turn that was started this many times (crashes, Slack refusing the answer) is given up with a notice.
     max_turn_attempts: int = Field(default=5, ge=1, le=20)
     # How long one answer may take in total, resumes and polling included.
@@ -286,6 +297,17 @@ class Settings(BaseSettings):
     @classmethod
     def _extensions(cls, v: list[str]) -> list[str]:
         return [x.lower().lstrip(".") for x in v]
+
+    @property
+    def worker_process_count(self) -> int:
+        """WORKER_PROCESSES, or one per CPU core this process may use (at most MAX_AUTO_WORKER_PROCESSES)."""
+        if self.worker_processes is not None:
+            return self.worker_processes
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            cores = os.cpu_count() or 1
+        return max(1, min(cores, MAX_AUTO_WORKER_PROCESSES))
 
     @property
     def file_max_bytes(self) -> int:

@@ -1,14 +1,17 @@
-"""`slack-assistant`: Socket Mode by default, `--http --port N` for Bolt's HTTP endpoint;
-`slack-assistant worker` runs queued turns only (no Slack listener; with WORKER_CONCURRENCY=0 the listening
-replicas only ack and queue); `slack-assistant cleanup-orphans` deletes OpenAI files and vector stores no
-thread maps any more; `slack-assistant check` tests the configuration (tokens, scopes, model, Redis, knowledge
-stores) and prints a pass/fail table."""
+"""`slack-assistant`: Socket Mode by default, `--http --port N` for Bolt's HTTP endpoint. That process only
+acks and queues; it starts WORKER_PROCESSES child processes (`slack-assistant worker`) that run the turns,
+and supervises them (WORKER_PROCESSES=0: it runs the turns itself). `slack-assistant worker` runs queued
+turns only (no Slack listener); with WORKER_CONCURRENCY=0 a listening process starts no workers and only
+acks and queues, for workers run elsewhere. `slack-assistant cleanup-orphans` deletes OpenAI files and
+vector stores no thread maps any more; `slack-assistant check` tests the configuration (tokens, scopes,
+model, Redis, knowledge stores) and prints a pass/fail table."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -20,6 +23,7 @@ from bot.errors import ConfigError
 from bot.files.sweep import cleanup_orphans
 from bot.ops.logs import JsonFormatter
 from bot.ops.metrics import CONTENT_TYPE
+from bot.ops.workers import WorkerChildren, is_worker_child, lower_priority, watch_parent
 from bot.preflight.check import DEFAULT_TIMEOUT_SECONDS, default_manifest, run_checks
 from bot.root import Bot
 from bot.settings import Mode, Settings, load_settings
@@ -106,6 +110,8 @@ def main(argv: list[str] | None = None) -> None:
         print("slack-assistant: a worker needs WORKER_CONCURRENCY of 1 or more", file=sys.stderr)
         raise SystemExit(2)
     _configure_logging(settings.log_level, settings.log_format)
+    if mode is Mode.WORKER and is_worker_child():
+        lower_priority()
     port = args.port if args.port is not None or mode is Mode.WORKER else 3000
     asyncio.run(_serve(settings, mode, args.host, port, tools))
 
@@ -152,17 +158,29 @@ async def _serve(settings: Settings, mode: Mode, host: str, port: int | None, to
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    bot = Bot.from_settings(settings, tools)
+    children = _children_wanted(settings, mode)
+    # With worker children this process runs no turns: it acks and queues, as a front.
+    front = settings.model_copy(update={"worker_concurrency": 0}) if children else settings
+    bot = Bot.from_settings(front, tools)
     bot.start()
     if mode is Mode.WORKER:
+        watch_parent(stop.set)  # a worker child stops with the one command, however that ended
         try:
             await _serve_worker(bot, host, port, stop)
         finally:
             await bot.aclose(settings.shutdown_grace_seconds)
             log.info("stopped")
         return
-    app = build_app(settings, bot, mode)
+    app = build_app(front, bot, mode)
+    workers: WorkerChildren | None = None
+    if children:
+        env = dict(os.environ)
+        if (url := bot.embedded_redis_url) is not None:
+            env["REDIS_URL"] = url  # the children use the Redis this process started
+        workers = WorkerChildren(children, env, grace_seconds=settings.shutdown_grace_seconds)
     try:
+        if workers is not None:
+            await workers.start()
         if mode is Mode.HTTP:
             # HTTP mode always has a port, and load_settings() refuses it without a signing secret.
             assert port is not None and settings.slack_signing_secret is not None
@@ -171,8 +189,18 @@ async def _serve(settings: Settings, mode: Mode, host: str, port: int | None, to
         else:
             await _serve_socket_mode(app, bot, settings, stop)
     finally:
+        if workers is not None:  # before Redis closes: an embedded one stops with this process
+            await workers.stop()
         await bot.aclose(settings.shutdown_grace_seconds)
         log.info("stopped")
+
+
+def _children_wanted(settings: Settings, mode: Mode) -> int:
+    """Worker processes the one command starts: none for a worker, a front (WORKER_CONCURRENCY=0) or
+    WORKER_PROCESSES=0 (turns run in the process itself)."""
+    if mode is Mode.WORKER or settings.worker_concurrency == 0:
+        return 0
+    return settings.worker_process_count
 
 
 def _add_healthz(web_app: web.Application, bot: Bot) -> None:
@@ -239,3 +267,7 @@ async def _serve_socket_mode(app: object, bot: Bot, settings: Settings, stop: as
     await stop.wait()
     log.info("SIGTERM: disconnecting; finishing turns in flight")
     await handler.close_async()
+
+
+if __name__ == "__main__":  # `python -m handlers.cli worker`: how the one command starts its workers
+    main()

@@ -197,6 +197,12 @@ class BotProcess:
         return code
 
 
+# The tests run the bot in one process (turns in the process that takes Slack's requests, WORKER_PROCESSES=0):
+# a second process per bot would cost every test its start-up. tests/test_process_e2e.py runs the default
+# shape (a front and its worker child); the bench drops these to run the README's command as is.
+DEFAULT_SHAPE_VARS = ("WORKER_PROCESSES",)
+
+
 def bot_env(*, slack_api_url: str, openai_base_url: str, redis_url: str, **extra: str) -> dict[str, str]:
     env = {
         "PATH": os.environ.get("PATH", ""),
@@ -211,6 +217,7 @@ def bot_env(*, slack_api_url: str, openai_base_url: str, redis_url: str, **extra
         "STREAM_FLUSH_SECONDS": "0.05",
         "LOG_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",
+        "WORKER_PROCESSES": "0",
     }
     env.update({k.upper(): v for k, v in extra.items()})
     return env

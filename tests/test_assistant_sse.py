@@ -9,7 +9,7 @@ import openai
 import pytest
 from openai.types.responses import ResponseCompletedEvent, ResponseCreatedEvent
 
-from bot.assistant.sse import LightEvent, SSEParser, TextDelta, events
+from bot.assistant.sse import LightCompleted, LightEvent, SSEParser, TextDelta, events, light_completed
 from tests.fakes.openai_api import FakeOpenAI, Reply
 
 MODEL = "gpt-5.1"
@@ -64,9 +64,33 @@ def test_events_match_the_sdk_stream_with_light_text_deltas(fake: FakeOpenAI) ->
     # Events the bot only peeks at are read from the JSON; the ones whose content it uses are typed.
     assert isinstance(typed[0], ResponseCreatedEvent) and isinstance(fast[0], LightEvent)
     assert fast[0].response.id.startswith("resp_") and fast[0].response.status == "in_progress"
-    assert added.item.type == "message" and isinstance(fast[-1], ResponseCompletedEvent)
-    assert fast[-1].response.output_text == "Hello from the fake model!"
-    assert fast[-1].response.id == fast[0].response.id
+    assert added.item.type == "message" and isinstance(typed[-1], ResponseCompletedEvent)
+    # A plain answer's end: its id, time and usage as the SDK reads them, without building the response.
+    done, sdk = fast[-1], typed[-1].response
+    assert isinstance(done, LightCompleted) and done.response.id == fast[0].response.id
+    assert done.response.created_at == sdk.created_at and done.response.output == ()
+    assert sdk.usage is not None and done.response.usage is not None
+    assert (done.response.usage.input_tokens, done.response.usage.output_tokens) == (
+        sdk.usage.input_tokens,
+        sdk.usage.output_tokens,
+    )
+    assert done.response.usage.total_tokens == sdk.usage.total_tokens
+    details = done.response.usage.output_tokens_details
+    assert (
+        details is not None and details.reasoning_tokens == sdk.usage.output_tokens_details.reasoning_tokens
+    )
+
+
+def test_a_finished_response_the_bot_reads_more_of_is_built_by_the_sdk(fake: FakeOpenAI) -> None:
+    """Function calls (and code-interpreter output) in a finished response: typed, as the SDK builds it."""
+    base = {"type": "response.completed", "sequence_number": 9}
+    plain = {"id": "resp_1", "created_at": 1, "output": [{"type": "message", "content": []}], "usage": None}
+    assert light_completed({**base, "response": plain}) is not None
+    call = {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"}
+    assert light_completed({**base, "response": {**plain, "output": [call]}}) is None
+    cited = {"type": "message", "content": [{"annotations": [{"type": "container_file_citation"}]}]}
+    assert light_completed({**base, "response": {**plain, "output": [cited]}}) is None
+    assert light_completed({**base, "response": {**plain, "usage": {"input_tokens": "7"}}}) is None
 
 
 def test_a_dropped_stream_raises_what_the_sdk_raises_after_the_same_deltas(fake: FakeOpenAI) -> None:

@@ -26,6 +26,7 @@ def test_socket_mode_end_to_end(
         **redis_target.env,
     )
     del env["SLACK_SIGNING_SECRET"]  # Socket Mode needs no signing secret
+    del env["WORKER_PROCESSES"]  # the README's shape: the turns run in a worker child process
     bot = BotProcess(env, workdir=tmp_path).start(http=False)
     try:
         slack.wait_socket_connected(timeout=20)

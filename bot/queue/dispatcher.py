@@ -56,7 +56,7 @@ from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from bot.errors import StoreUnavailable, TurnInterrupted
 from bot.keys import (
@@ -73,6 +73,7 @@ from bot.keys import (
 from bot.models import IncomingMessage, Turn, thread_ref
 from bot.ops.logs import log_context
 from bot.ops.metrics import Metrics
+from bot.queue.batching import ScriptBatcher
 from bot.queue.connection import is_cluster, patiently, raise_if_cancelling
 from bot.queue.progress import ProgressScripts, TurnProgress
 from bot.queue.spend import BUCKETS_LUA, SpendLimits, Spent
@@ -96,9 +97,10 @@ _SUBMIT = (
     BUCKETS_LUA
     + """
 if ARGV[8] == '1' and redis.call('EXISTS', KEYS[3]) == 0 then return -1 end
-if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
-redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
+-- Claimed with SET NX (one command a key). The message's twin delivery under a new event id leaves that id
+-- claimed too: harmless, a retry of it is a duplicate all the same.
+if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end
+if KEYS[2] ~= KEYS[1] and not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return 0 end
 
 -- Spend limits (bot/queue/spend.py): the user's and the workspace's buckets pay the message's cost, the
 -- thread's answer bucket one answer; all or nothing.
@@ -113,10 +115,12 @@ if redis.call('EXISTS', KEYS[5]) == 0 then
 end
 local id = redis.call('XADD', KEYS[5], '*', 'thread', ARGV[9], 'turn', ARGV[2])
 redis.call('ZADD', KEYS[6], 0, ARGV[10] .. '|' .. id)
-redis.call('HSETNX', KEYS[3], 'registered_at', ARGV[3])
-redis.call('HSETNX', KEYS[3], 'channel', ARGV[6])
-redis.call('HSETNX', KEYS[3], 'user', ARGV[7])
-redis.call('HSET', KEYS[3], 'last_turn_at', ARGV[3])
+-- registered_at, channel and user are written once, together, by the thread's first turn.
+if redis.call('HSETNX', KEYS[3], 'registered_at', ARGV[3]) == 1 then
+  redis.call('HSET', KEYS[3], 'channel', ARGV[6], 'user', ARGV[7], 'last_turn_at', ARGV[3])
+else
+  redis.call('HSET', KEYS[3], 'last_turn_at', ARGV[3])
+end
 redis.call('PEXPIRE', KEYS[3], ARGV[4])
 if ARGV[5] ~= '' then redis.call('SET', KEYS[4], ARGV[5], 'PX', ARGV[4]) end
 -- The App Home's "recent threads", in the same round trip.
@@ -135,9 +139,11 @@ return 1
 # {'turn', index member, entry id, turn json}; {'empty'} after releasing the lock; {'lost'}.
 _NEXT = """
 local holder = redis.call('GET', KEYS[2])
+local fresh = false
 if holder ~= ARGV[1] then
   if holder then return {'lost'} end
   redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+  fresh = true
 end
 while true do
   local head = redis.call('ZRANGE', KEYS[1], 0, 0)
@@ -151,7 +157,7 @@ while true do
     local fields = entry[1][2]
     for i = 1, #fields, 2 do
       if fields[i] == 'turn' then
-        redis.call('PEXPIRE', KEYS[2], ARGV[2])
+        if not fresh then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
         return {'turn', head[1], id, fields[i + 1]}
       end
     end
@@ -160,16 +166,19 @@ while true do
 end
 """
 
-# KEYS: index, stream, record. ARGV: member, entry id, group, record_ttl_ms.
-# A turn is done: all of it at once, so a crash leaves it either fully pending or fully done.
-_FINISH = """
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('XACK', KEYS[2], ARGV[3], ARGV[2])
-redis.call('XDEL', KEYS[2], ARGV[2])
-redis.call('HSET', KEYS[3], 'done', '1')
-redis.call('PEXPIRE', KEYS[3], ARGV[4])
-return 1
+# KEYS: index, runner, stream, record. ARGV: token, ttl_ms, member, entry id, group, record_ttl_ms.
+# A turn is done: all of it at once, so a crash leaves it either fully pending or fully done; then, in the
+# same round trip, the thread's next turn as `_NEXT` gives it.
+_FINISH_NEXT = (
+    """
+redis.call('ZREM', KEYS[1], ARGV[3])
+redis.call('XACK', KEYS[3], ARGV[5], ARGV[4])
+redis.call('XDEL', KEYS[3], ARGV[4])
+redis.call('HSET', KEYS[4], 'done', '1')
+redis.call('PEXPIRE', KEYS[4], ARGV[6])
 """
+    + _NEXT
+)
 
 # KEYS: runner. ARGV: token, ttl_ms.
 _EXTEND = """
@@ -231,9 +240,10 @@ class Dispatcher:
         self._limits = limits
         self._lock_ms = int(settings.runner_lock_seconds * 1000)
         self._consumer = _consumer_name()
-        self._submit = redis.register_script(_SUBMIT)
+        self._submits = ScriptBatcher(redis, _SUBMIT, TEAMS_KEY)
+        self._submit = redis.register_script(_SUBMIT)  # on a cluster (no pipelined scripts there)
         self._next = redis.register_script(_NEXT)
-        self._finish = redis.register_script(_FINISH)
+        self._finish_next = redis.register_script(_FINISH_NEXT)
         self._extend = redis.register_script(_EXTEND)
         self._release = redis.register_script(_RELEASE)
         self._progress_scripts = ProgressScripts(redis)
@@ -367,9 +377,9 @@ class Dispatcher:
         return Submitted.QUEUED
 
     async def _submit_once(self, script_keys: list[str], args: list[Any], member: str) -> Any:
-        """The submit script and the workspace's registration in one round trip. (redis-py's pipelined
-        scripts cost an extra SCRIPT EXISTS round trip per call: EVALSHA is sent as is, and the script
-        loaded only when Redis does not know it yet.)"""
+        """The submit script and the workspace's registration: on one server, pipelined with the other
+        submits of this moment (`bot.queue.batching`), so a burst of requests costs a few round trips, not
+        one each."""
         if self._cluster:
             # redis-py's cluster pipelines refuse EVALSHA, and the two keys live in different slots: both at
             # once, each to its node. (A worker that sees the workspace before its stream exists creates
@@ -378,18 +388,7 @@ class Dispatcher:
                 self._submit(keys=script_keys, args=args), self._redis.sadd(TEAMS_KEY, member)
             )
             return result
-        for _ in range(2):
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.evalsha(self._submit.sha, len(script_keys), *script_keys, *args)
-                # After the script, so a worker that sees the workspace also finds its stream and group.
-                pipe.sadd(TEAMS_KEY, member)
-                result, _ = await pipe.execute(raise_on_error=False)
-            if not isinstance(result, NoScriptError):
-                if isinstance(result, Exception):
-                    raise result
-                return result
-            await self._redis.script_load(_SUBMIT)
-        raise NoScriptError("submit script not loaded")
+        return await self._submits.run(script_keys, args, member)
 
     @staticmethod
     async def _guard(call: Awaitable[T]) -> T:
@@ -553,9 +552,13 @@ class Dispatcher:
                 turn = Turn.model_validate_json(raw)
                 if not await self._run(keys, thread, token, turn):
                     return  # interrupted: the turn stays pending and is reclaimed later
-                finish_keys = [keys.queue(thread), keys.turns(), keys.turn(turn.id)]
-                finish_args: list[str | int] = [member, entry_id, TURN_GROUP, ms(TURN_RECORD_TTL)]
-                await patiently(functools.partial(self._finish, keys=finish_keys, args=finish_args))
+                # Done, and the next head, in one round trip (safe to send again: both halves are).
+                self._offered.discard((keys.ns, thread))
+                finish_keys = [keys.queue(thread), keys.runner(thread), keys.turns(), keys.turn(turn.id)]
+                finish_args: list[str | int] = [token, self._lock_ms, member, entry_id, TURN_GROUP]
+                finish_args.append(ms(TURN_RECORD_TTL))
+                finish = functools.partial(self._finish_next, keys=finish_keys, args=finish_args)
+                head = await patiently(finish)
         except RedisError as exc:
             log.warning("lost Redis while running %s (%s); its turns stay queued", thread, type(exc).__name__)
         finally:

@@ -37,13 +37,16 @@ MIB = 1024 * 1024
 # window after a take, so it expires then (absent = full).
 BUCKETS_LUA = """
 local function spend_take(buckets, window_ms)
-  local t = redis.call('TIME')
-  local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local now_ms
   local left = {}
   for i, b in ipairs(buckets) do
     local cap = tonumber(b[2])
     local window = tonumber(b[4]) or window_ms
     if cap > 0 then
+      if not now_ms then  -- the clock only when some bucket has a cap
+        local t = redis.call('TIME')
+        now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+      end
       local state = redis.call('HMGET', b[1], 'tokens', 'at')
       local tokens = tonumber(state[1]) or cap
       local at = tonumber(state[2]) or now_ms

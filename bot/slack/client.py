@@ -110,7 +110,8 @@ def build_web_client(settings: Settings, metrics: Metrics | None = None) -> Asyn
     Without a session slack-sdk opens a new one, and a new TCP/TLS connection, for every API call.
     """
     session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=100, ttl_dns_cache=300),
+        # A connection per running turn at most (each sends one Slack call at a time), 100 at least.
+        connector=aiohttp.TCPConnector(limit=max(100, settings.worker_concurrency), ttl_dns_cache=300),
         timeout=aiohttp.ClientTimeout(total=SLACK_TIMEOUT_SECONDS),
     )
     # 429s and dropped connections are safe to retry (Slack did nothing); slack-sdk honours Retry-After.

@@ -45,21 +45,28 @@ _FIELDS = ("input", "output", "total", "reasoning", "responses")
 
 # KEYS: marker, workspace day hash, user day hash, channel day hash, top users zset, top channels zset.
 # ARGV: marker ttl ms, usage ttl ms, user, channel, input, output, total, reasoning ('' when not reported).
-# Returns 1 when counted, 0 when this response was counted already.
+# Returns 1 when counted, 0 when this response was counted already. A day's key gets its TTL when the
+# script creates it (its first response: `responses` becomes 1; the leaderboards with the workspace's
+# hash), not on every response.
 _RECORD = """
 if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end
+local created = {}
 for k = 2, 4 do
   redis.call('HINCRBY', KEYS[k], 'input', ARGV[5])
   redis.call('HINCRBY', KEYS[k], 'output', ARGV[6])
   redis.call('HINCRBY', KEYS[k], 'total', ARGV[7])
   if ARGV[8] ~= '' then redis.call('HINCRBY', KEYS[k], 'reasoning', ARGV[8]) end
-  redis.call('HINCRBY', KEYS[k], 'responses', 1)
-  redis.call('PEXPIRE', KEYS[k], ARGV[2])
+  if redis.call('HINCRBY', KEYS[k], 'responses', 1) == 1 then
+    redis.call('PEXPIRE', KEYS[k], ARGV[2])
+    created[k] = true
+  end
 end
 redis.call('ZINCRBY', KEYS[5], ARGV[7], ARGV[3])
 redis.call('ZINCRBY', KEYS[6], ARGV[7], ARGV[4])
-redis.call('PEXPIRE', KEYS[5], ARGV[2])
-redis.call('PEXPIRE', KEYS[6], ARGV[2])
+if created[2] then
+  redis.call('PEXPIRE', KEYS[5], ARGV[2])
+  redis.call('PEXPIRE', KEYS[6], ARGV[2])
+end
 return 1
 """
 
