@@ -129,7 +129,7 @@ def open_redis(url: str, *, cluster: bool, options: dict[str, Any]) -> RedisHand
     if url.split("://", 1)[0].lower() in SENTINEL_SCHEMES:
         return _sentinel_client(SentinelURL.parse(url), options)
     if cluster:
-        # The cluster client keeps a pool per node (`max_connections` each) and follows MOVED/ASK redirections.
+        # The cluster client keeps a pool per node (`max_connections` each), follows MOVED/ASK redirections.
         client = _RedisCluster.from_url(url, **options)
         return RedisHandle(cast(Redis, client))
     return RedisHandle(_client(url, options))
