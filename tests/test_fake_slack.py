@@ -487,6 +487,7 @@ def ratelimited(call: Callable[[], Any]) -> str:
 
 
 def test_a_tier_allows_a_burst_then_holds_to_its_rate(fake: FakeSlack) -> None:
+    fake.freeze_clock()  # only advance_clock moves time: no refill while a loaded machine runs it
     client = web(fake)
     for i in range(20):  # chat.startStream is Tier 2: 20 per minute, all at once from a full bucket
         client.chat_startStream(channel=DM, thread_ts=THREAD, markdown_text=f"s{i}")
@@ -510,6 +511,7 @@ def test_a_tier_allows_a_burst_then_holds_to_its_rate(fake: FakeSlack) -> None:
 
 
 def test_tier_1_and_tier_4_retry_after(fake: FakeSlack) -> None:
+    fake.freeze_clock()  # 100 calls take a while on a busy machine: no refill meanwhile
     client = web(fake)
     assert client.apps_connections_open(app_token=fake.app_token)["ok"]
     assert ratelimited(lambda: client.apps_connections_open(app_token=fake.app_token)) == "60"
@@ -521,6 +523,7 @@ def test_tier_1_and_tier_4_retry_after(fake: FakeSlack) -> None:
 
 
 def test_post_message_is_limited_per_channel(fake: FakeSlack) -> None:
+    fake.freeze_clock()  # only advance_clock moves time: no refill while a loaded machine runs it
     client = web(fake)
     for i in range(3):  # a short burst, then one per second per channel
         client.chat_postMessage(channel=CHANNEL, text=f"m{i}")
@@ -533,6 +536,7 @@ def test_post_message_is_limited_per_channel(fake: FakeSlack) -> None:
 
 
 def test_post_message_workspace_limit_and_scale(fake: FakeSlack) -> None:
+    fake.freeze_clock()  # only advance_clock moves time: no refill while a loaded machine runs it
     fake.set_rate_limits(scale=0.1)  # 30 per minute for the workspace, bursts of 1 per channel
     client = web(fake)
     for i in range(30):
@@ -548,6 +552,7 @@ def test_post_message_workspace_limit_and_scale(fake: FakeSlack) -> None:
 
 
 def test_assistant_status_is_limited_per_channel(fake: FakeSlack) -> None:
+    fake.freeze_clock()  # only advance_clock moves time: no refill while a loaded machine runs it
     client = web(fake)
     for status in ("a", "b", "c"):
         client.assistant_threads_setStatus(channel_id=DM, thread_ts=THREAD, status=status)

@@ -192,6 +192,7 @@ class ReplyStream:
         go, and `note` ends the message (a message of its own when nothing was shown)."""
         self._closing = True
         self._stopping = True
+        self._final_blocks = None  # a stopped answer is not offered for rating
         with contextlib.suppress(BotError):  # a flush that failed, on the stopped stream most likely
             await self._stop_timer()
         self._pending, self._chunks = "", []

@@ -30,7 +30,14 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from bot.assistant.backend import AssistantBackend
-from bot.errors import BotError, NoAssistantThread, NotYourThread, StoreUnavailable
+from bot.errors import (
+    AssistantUnavailable,
+    BotError,
+    NoAssistantThread,
+    NotYourThread,
+    StoreUnavailable,
+    TurnInterrupted,
+)
 from bot.keys import TURN_GROUP, Keys
 from bot.models import MessageAction, MessageChange, Turn
 from bot.queue.dispatcher import Dispatcher
@@ -283,6 +290,9 @@ class ItemRemover:
                 removed = await backend.delete_items(conversation_id, ids)
             except BotError as exc:
                 log.warning("turn %s: items of %s not removed: %s", turn.id, turn.target_ts, exc)
+                if not forget and isinstance(exc, AssistantUnavailable):
+                    # A deleted message must still leave: the removal stays queued (removing is idempotent).
+                    raise TurnInterrupted(f"OpenAI: {type(exc).__name__}") from exc
                 if forget:
                     await self._tell(turn, f"{FORGET_FAILED} {exc.user_message}")
                 return

@@ -248,6 +248,10 @@ class TurnRunner:
             self._metrics.turn_done(outcome, turn.received_at)
             await self._statuses.pop(turn.id).close()
             if outcome != "interrupted":  # the turn ended: the session waits for the next message
+                if live.conversation_id is not None and progress.record.response_ids:
+                    # Answered, stopped or failed, OpenAI holds the message now: record its items (out of
+                    # the stop's reach) so deleting or forgetting it in Slack can remove them.
+                    await self._remember_items(turn, live.conversation_id, progress)
                 await live.session.active()
                 if self._stops is not None:
                     await self._stops.ended(keys, turn.channel, thread_ts, turn.id)
@@ -320,7 +324,6 @@ class TurnRunner:
             again = [] if held else (items or [user_message(turn.text)])
             fresh = CitationRenderer(extras.citations.files) if items else None
             await self._stream(turn, reply, progress, request, again, [], fresh, live)
-        await self._remember_items(turn, request.conversation_id, progress)
 
     async def _remember_items(self, turn: Turn, conversation_id: str, progress: TurnProgress) -> None:
         """Record which conversation items the message and its answer became (so deleting or forgetting

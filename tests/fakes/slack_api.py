@@ -745,6 +745,7 @@ class FakeSlack:
         self._uploads: list[Upload] = []
         self._upload_failures: list[int] = []  # HTTP statuses for the next POSTs to an upload URL
         self._clock_offset = 0.0  # advance_clock()
+        self._frozen_at: float | None = None  # freeze_clock()
         self._rate_scale: float | None = self._default_rate_scale  # None: no rate limits
         self._rate_overrides: dict[str, tuple[RateLimit, ...]] = {}
         self._buckets: dict[tuple[str, str, int, str | None], _Bucket] = {}
@@ -970,8 +971,15 @@ class FakeSlack:
         with self._lock:
             self._clock_offset += seconds
 
+    def freeze_clock(self) -> None:
+        """Stop the fake's clock where it is (until reset): only `advance_clock` moves it, so a test of a
+        limit's arithmetic does not depend on how fast a loaded machine runs it."""
+        with self._lock:
+            self._frozen_at = time.monotonic()
+
     def _now(self) -> float:
-        return time.monotonic() + self._clock_offset
+        base = self._frozen_at if self._frozen_at is not None else time.monotonic()
+        return base + self._clock_offset
 
     # ------------------------------------------------------------------ rate limits (test thread)
 
