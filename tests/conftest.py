@@ -18,6 +18,19 @@ from tests.redis_topologies import RedisClusterServers, RedisSentinelServers
 # `fake` and `client` for the fake OpenAI's own tests (a test module may define its own `fake`).
 pytest_plugins = ["tests.fakes.openai_fixtures"]
 
+# The suite runs on `-n auto` (pyproject.toml): a worker per core that is free now. Its end-to-end tests
+# are mostly bot processes starting and waiting, one core's worth each; on a machine where another process
+# keeps a core busy, fewer workers keep each test the core it was written to need.
+CPU_SAMPLE_SECONDS = 0.5
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    import psutil
+
+    cores = psutil.cpu_count() or 1
+    busy = psutil.cpu_percent(interval=CPU_SAMPLE_SECONDS) / 100 * cores
+    return max(1, cores - round(busy))
+
 
 @pytest.fixture(autouse=True)
 def _no_secret_in_any_bot_log() -> Iterator[None]:
