@@ -8,6 +8,7 @@ is skipped, not the message.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Mapping
@@ -47,6 +48,22 @@ def _text(container: Mapping[str, Any], key: str, where: str) -> str | None:
         return value or None
     log.warning("ignored %s.%s of type %s", where, key, type(value).__name__)
     return None
+
+
+# A view's private_metadata: "Max length of 3000 characters" (docs.slack.dev/reference/views/modal-views).
+PRIVATE_METADATA_MAX_CHARS = 3000
+
+
+def metadata_fields(raw: str, count: int) -> list[Any] | None:
+    """The `count` fields of a view's private_metadata as this bot writes them (a JSON list), or None when it
+    is not one (forged, cut or stale); the caller checks each field's type."""
+    if len(raw) > PRIVATE_METADATA_MAX_CHARS:
+        return None
+    try:
+        fields = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    return fields if isinstance(fields, list) and len(fields) == count else None
 
 
 def parse_files(event: Mapping[str, Any]) -> list[SharedFile]:

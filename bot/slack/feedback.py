@@ -25,7 +25,7 @@ from slack_sdk.models.blocks import (
 )
 
 from bot.models import Workspace
-from bot.slack.events import sender_is_external, workspace_of
+from bot.slack.events import metadata_fields, sender_is_external, workspace_of
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,6 @@ COMMENT_INPUT = "comment"
 COMMENT_MAX_CHARS = 1000
 # Slack's limit on a feedback button's value (FeedbackButtonObject.value_max_length).
 VALUE_MAX_CHARS = 2000
-PRIVATE_METADATA_MAX_CHARS = 3000
 
 Rating = Literal["good", "bad"]
 RATINGS: tuple[Rating, ...] = ("good", "bad")
@@ -161,13 +160,8 @@ class CommentRef:
 
     @classmethod
     def load(cls, raw: str) -> CommentRef | None:
-        if len(raw) > PRIVATE_METADATA_MAX_CHARS:
-            return None
-        try:
-            fields = json.loads(raw)
-        except (ValueError, RecursionError):
-            return None
-        if not isinstance(fields, list) or len(fields) != 4:
+        fields = metadata_fields(raw, 4)
+        if fields is None:
             return None
         channel, answer_ts, thread_ts, thread = fields
         if not all(isinstance(f, str) and f for f in (channel, answer_ts, thread)):

@@ -19,6 +19,7 @@ from bot.errors import BotError, NotPolicyAdmin, PolicyError, StoreUnavailable
 from bot.keys import POLICY_WORKSPACE
 from bot.models import Workspace
 from bot.slack.client import SLACK_CALL_ERRORS, slack_error
+from bot.slack.events import metadata_fields
 from bot.threads.policy import (
     INSTRUCTIONS,
     KNOWLEDGE,
@@ -40,7 +41,6 @@ POLICY_CALLBACK = "channel_policy_modal"
 # One input block per setting: block id `policy_<setting>`, action id `value`.
 BLOCK_PREFIX = "policy_"
 INPUT_ACTION = "value"
-PRIVATE_METADATA_MAX_CHARS = 3000  # docs.slack.dev/reference/views/modal-views
 TITLE = "Assistant policy"
 UNREADABLE = (
     "I couldn't tell which policy this form is for. Please close it and run `/assistant config` again."
@@ -74,13 +74,8 @@ class PolicyRef:
 
     @classmethod
     def load(cls, raw: str) -> PolicyRef | None:
-        if len(raw) > PRIVATE_METADATA_MAX_CHARS:
-            return None
-        try:
-            fields = json.loads(raw)
-        except (ValueError, RecursionError):
-            return None
-        if not isinstance(fields, list) or len(fields) != 4:
+        fields = metadata_fields(raw, 4)
+        if fields is None:
             return None
         team, enterprise, scope, user = fields
         if not all(isinstance(v, str) and v for v in (team, scope, user)):

@@ -16,6 +16,7 @@ from bot.errors import BotError, NoAssistantThread, StoreUnavailable
 from bot.models import MessageAction, Workspace
 from bot.slack.client import SLACK_CALL_ERRORS, slack_error
 from bot.slack.ephemeral import Ephemeral
+from bot.slack.events import metadata_fields
 from bot.slack.inert import escape_mrkdwn
 from bot.threads.admin import ThreadAdmin
 from bot.threads.guests import GUEST_NOTICE, Guests
@@ -44,7 +45,6 @@ META_INPUT = "meta_lines"
 # (docs.slack.dev/reference/views/modal-views). Twelve pairs at their limits (64 + 1 + 512 characters each,
 # more when quoted) can be longer than the box: such metadata is edited with `meta set` / `meta unset`.
 TEXT_MAX_CHARS = 3000
-PRIVATE_METADATA_MAX_CHARS = 3000
 FOREIGN = "These settings belong to someone else."
 UNREADABLE = (
     "I couldn't tell which thread these settings are for. Please close this and open Thread settings again."
@@ -73,13 +73,8 @@ class SettingsRef:
     @classmethod
     def load(cls, raw: str) -> SettingsRef | None:
         """The ref a modal carried, or None when it is not one this bot wrote (forged, cut or stale)."""
-        if len(raw) > PRIVATE_METADATA_MAX_CHARS:
-            return None
-        try:
-            fields = json.loads(raw)
-        except (ValueError, RecursionError):
-            return None
-        if not isinstance(fields, list) or len(fields) != 5:
+        fields = metadata_fields(raw, 5)
+        if fields is None:
             return None
         team, enterprise, thread, channel, user = fields
         if not all(isinstance(v, str) and v for v in (team, thread, channel, user)):
