@@ -72,6 +72,8 @@ ITEMS_TTL = THREAD_TTL
 # Agent sessions (issue 15): the turn running in a Slack thread, for the stop button. Slack's own
 # `processing` state lapses after about an hour; a turn still running then is long past every deadline.
 SESSION_TURN_TTL = timedelta(hours=1)
+# A stop's mark in the workspace's `stopping` set outlives any turn that could still be running.
+STOPPING_TTL = SESSION_TURN_TTL
 
 # The files a thread uses (and its vector store id) are kept as long as the thread itself.
 FILES_TTL = THREAD_TTL
@@ -225,6 +227,11 @@ class Keys:
         """HASH token bucket (tokens, at): one thread's answers per day (its channel policy's
         `thread_answers`); expires once full again (POLICY_THREAD_WINDOW)."""
         return f"{self.ns}:rate:policy-thread:{thread_ref}"
+
+    def stopping(self) -> str:
+        """SET (STOPPING_TTL): ids of the workspace's turns that a stop marked; a worker reads it once per
+        poll for all the workspace's turns it runs (instead of each turn's record)."""
+        return f"{self.ns}:stopping"
 
     def session_turn(self, channel: str, thread_ts: str) -> str:
         """STRING (SESSION_TURN_TTL): the id of the turn running in this Slack thread (its agent session),

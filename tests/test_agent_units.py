@@ -51,9 +51,12 @@ def test_until_stopped_cancels_the_work_on_a_stop() -> None:
         started = asyncio.Event()
         cancelled = False
 
+        stopped = asyncio.Event()
+
         async def work() -> str:
             nonlocal cancelled
             started.set()
+            stopped.set()  # the stop arrives while the work runs
             try:
                 await asyncio.Event().wait()
             except asyncio.CancelledError:
@@ -61,11 +64,8 @@ def test_until_stopped_cancels_the_work_on_a_stop() -> None:
                 raise
             return "never"
 
-        async def stopped() -> bool:
-            return started.is_set()
-
         with pytest.raises(AnswerStopped):
-            await until_stopped(work(), stopped, interval=0.01)
+            await until_stopped(work(), stopped)
         return cancelled, started.is_set()
 
     assert asyncio.run(run()) == (True, True)
@@ -76,10 +76,7 @@ def test_until_stopped_returns_what_finished_work_gave() -> None:
         async def work() -> str:
             return "answer"
 
-        async def never() -> bool:
-            return False
-
-        return await until_stopped(work(), never, interval=0.01)
+        return await until_stopped(work(), asyncio.Event())
 
     assert asyncio.run(run()) == "answer"
 
@@ -96,10 +93,7 @@ def test_until_stopped_passes_its_own_cancellation_on_to_the_work() -> None:
                 inner_cancelled.set()
                 raise
 
-        async def never() -> bool:
-            return False
-
-        outer = asyncio.create_task(until_stopped(work(), never, interval=0.01))
+        outer = asyncio.create_task(until_stopped(work(), asyncio.Event()))
         await inner_started.wait()
         outer.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -107,3 +101,39 @@ def test_until_stopped_passes_its_own_cancellation_on_to_the_work() -> None:
         return inner_cancelled.is_set()
 
     assert asyncio.run(run())
+
+
+def test_one_stop_watch_sees_the_stopped_turn_of_a_workspace_and_no_other(redis_url: str) -> None:
+    """The front marks a running turn stopped; the worker's watch (one poll for all its turns, real Redis)
+    sets that turn's event only: not its neighbour's in the same workspace, nor another workspace's."""
+    import redis.asyncio as aioredis
+
+    from bot.models import Workspace
+    from bot.turns.stops import Stops, StopWatch
+
+    acme, globex = Workspace(team_id="T0ACME"), Workspace(team_id="T0GLOBEX")
+
+    async def run() -> tuple[list[bool], bool, set[str]]:
+        client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        await client.flushdb()
+        stops = Stops(client)
+        watch = StopWatch(client, interval=0.01)
+        for ws, turn_id, thread in ((acme, "t1", "1.1"), (acme, "t2", "2.2"), (globex, "t1", "1.1")):
+            await client.hset(ws.keys.turn(turn_id), "attempts", "1")
+            await stops.running(ws.keys, "C0", thread, turn_id)
+        with (
+            watch.watching(acme.keys, "t1") as a1,
+            watch.watching(acme.keys, "t2") as a2,
+            watch.watching(globex.keys, "t1") as g1,
+        ):
+            marked = await stops.request(acme, "C0", "1.1")
+            await asyncio.wait_for(a1.wait(), timeout=30)
+            await asyncio.sleep(0.05)  # a few more polls: nothing else is set
+            seen = [a1.is_set(), a2.is_set(), g1.is_set()]
+        stopping = await client.smembers(acme.keys.stopping())
+        await client.aclose()
+        return seen, marked, stopping
+
+    seen, marked, stopping = asyncio.run(run())
+    assert marked and seen == [True, False, False]
+    assert stopping == {"t1"}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import openai
 from openai import AsyncOpenAI
 
@@ -77,15 +79,21 @@ class ConversationAdmin:
         None when no user message is in reach. Only meaningful right after an answered turn, while the
         thread's runner lock keeps every other turn away."""
         try:
-            page = await self._client.conversations.items.list(
+            # Read as JSON: every answered turn asks this, and the typed page (a union model per item) cost
+            # more CPU than the request itself; only ids, types and roles are read.
+            raw = await self._client.conversations.items.with_raw_response.list(
                 conversation_id, order="desc", limit=TURN_ITEMS_LIMIT
             )
-        except openai.APIError as exc:
+            body: object = json.loads(raw.content)
+        except (openai.APIError, ValueError) as exc:
             raise AssistantUnavailable(f"conversations.items.list: {type(exc).__name__}") from exc
+        data = body.get("data") if isinstance(body, dict) else None
         answer: list[str] = []
-        for item in page.data:  # newest first
-            item_id = str(getattr(item, "id", "") or "")
-            if getattr(item, "type", None) == "message" and getattr(item, "role", None) == "user":
+        for item in data if isinstance(data, list) else []:  # newest first
+            if not isinstance(item, dict):
+                continue
+            item_id = str(item.get("id") or "")
+            if item.get("type") == "message" and item.get("role") == "user":
                 return TurnItems(user=[item_id], answer=list(reversed(answer)))
             if item_id:
                 answer.append(item_id)

@@ -188,16 +188,6 @@ class TurnProgress:
         await self._save("message_ts", ",".join([*self.record.message_ts, ts]))
         self.record.message_ts.append(ts)
 
-    async def stop_requested(self) -> bool:
-        """Whether a stop was recorded for this turn since it began (a Redis blip reads as "no")."""
-        if self.record.stopped:
-            return True
-        try:
-            self.record.stopped = await self._redis.hget(self._key, "stopped") == "1"
-        except RedisError:
-            return False
-        return self.record.stopped
-
     async def mark_stopped(self) -> None:
         """Record the stop: whatever happens next, a retry of this turn does not run it again."""
         await self._save("stopped", "1")

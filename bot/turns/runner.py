@@ -8,6 +8,7 @@ queued, to be resumed; every other failure ends in a short notice in the thread.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -216,7 +217,8 @@ class TurnRunner:
             if self._stops is not None:
                 await self._stops.running(keys, turn.channel, thread_ts, turn.id)
             await self._begin_session(turn, live)
-            await until_stopped(self._answer(turn, reply, progress, live), progress.stop_requested)
+            with self._watch_stop(turn) as stopped:
+                await until_stopped(self._answer(turn, reply, progress, live), stopped)
             outcome = "answered"
         except AnswerStopped as exc:
             outcome = "stopped"
@@ -258,6 +260,12 @@ class TurnRunner:
         with contextlib.suppress(RedisError):
             ran = outcome if outcome in ("answered", "stopped") else "failed"
             await self._store.record_run(turn.workspace.keys, turn.thread, ran)
+
+    def _watch_stop(self, turn: Turn) -> contextlib.AbstractContextManager[asyncio.Event]:
+        """An event set when the user stops this turn (never, where stops are not wired)."""
+        if self._stops is None:
+            return contextlib.nullcontext(asyncio.Event())
+        return self._stops.watch.watching(turn.workspace.keys, turn.id)
 
     async def _begin_session(self, turn: Turn, live: _Live) -> None:
         """The Slack thread's agent session goes `processing` (named after this question if this creates
