@@ -445,7 +445,7 @@ async def scenario_burst(bench: Bench, driver: Driver, mentions: int, model_late
     pending = {(channel, ts) for channel, ts, _ in sent}
     deadline = time.monotonic() + model_latency + 120
     while pending and time.monotonic() < deadline:
-        pending = {key for key in pending if bench.slack.finished(*key) == 0}
+        pending = bench.slack.unfinished(pending)
         await asyncio.sleep(0.05)
     fakes_cpu = _own_cpu() - fakes0
     texts = {f"bench {ts}": (channel, ts) for channel, ts, _ in sent}

@@ -14,7 +14,9 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
@@ -113,7 +115,21 @@ def main(argv: list[str] | None = None) -> None:
     if mode is Mode.WORKER and is_worker_child():
         lower_priority()
     port = args.port if args.port is not None or mode is Mode.WORKER else 3000
-    asyncio.run(_serve(settings, mode, args.host, port, tools))
+    _run(_serve(settings, mode, args.host, port, tools), settings)
+
+
+def _run(main: Coroutine[Any, Any, None], settings: Settings) -> None:
+    """Run the process's main coroutine on the event loop the settings name (uvloop when installed)."""
+    if settings.event_loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:  # not installed here (it has no Windows build): asyncio's own loop
+            pass
+        else:
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                runner.run(main)
+            return
+    asyncio.run(main)
 
 
 def _tool_settings() -> Settings:

@@ -667,3 +667,70 @@ def test_incomplete_reply_streams_partial_text_and_validates(fake: FakeOpenAI) -
     assert final["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
     assert spec.schema_errors("Response", final["response"]) == []
     assert "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta") == "cut short"
+
+
+_CREATE_RESPONSE = "/paths/~1responses/post/requestBody/content/application~1json/schema"
+_CREATE_CONVERSATION = "/paths/~1conversations/post/requestBody/content/application~1json/schema"
+_BOT_BODY: dict[str, Any] = {
+    "stream": True,
+    "model": "gpt-5.1",
+    "instructions": "You are a helpful assistant inside Slack.",
+    "conversation": "conv_abc",
+    "store": True,
+    "background": True,
+    "safety_identifier": "a0d06a83b3f2c94ea79376e349bef300",
+    "context_management": [{"type": "compaction", "compact_threshold": 200000}],
+    "input": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}],
+    "tools": [
+        {
+            "type": "function",
+            "name": "current_time",
+            "strict": True,
+            "parameters": {"type": "object", "properties": {}, "additionalProperties": False},
+            "description": "The time.",
+        },
+        {"type": "file_search", "vector_store_ids": ["vs_1"]},
+    ],
+    "metadata": {"slack_team": "T0TEAM1"},
+}
+
+
+@pytest.mark.parametrize(
+    ("pointer", "change"),
+    [
+        (_CREATE_RESPONSE, {}),
+        (_CREATE_RESPONSE, {"temperature": "hot"}),
+        (_CREATE_RESPONSE, {"model": 5}),
+        (_CREATE_RESPONSE, {"input": [{"type": "message", "role": "robot", "content": "x"}]}),
+        (_CREATE_RESPONSE, {"input": [{"type": "message", "role": "user", "content": [{"type": "nope"}]}]}),
+        (_CREATE_RESPONSE, {"input": [{"type": "function_call_output", "call_id": "c", "output": "ok"}]}),
+        (_CREATE_RESPONSE, {"input": [{"type": "function_call_output", "output": "ok"}]}),
+        (_CREATE_RESPONSE, {"tools": [{"type": "function"}]}),
+        (_CREATE_RESPONSE, {"tools": [{"type": "made_up_tool"}]}),
+        (_CREATE_RESPONSE, {"tools": [{"type": "web_search"}, {"type": "code_interpreter", "container": 1}]}),
+        (_CREATE_RESPONSE, {"reasoning": {"effort": "enormous"}}),
+        (_CREATE_RESPONSE, {"reasoning": {"effort": "low", "summary": "auto"}}),
+        (_CREATE_RESPONSE, {"text": {"format": {"type": "json_schema"}}}),
+        (_CREATE_RESPONSE, {"metadata": {"k": 1}}),
+        (_CREATE_RESPONSE, {"max_output_tokens": "many"}),
+        (_CREATE_RESPONSE, {"conversation": {"id": "conv_abc"}}),
+        (_CREATE_RESPONSE, {"conversation": 7}),
+        (_CREATE_RESPONSE, {"context_management": [{"type": "compaction", "compact_threshold": "x"}]}),
+        (_CREATE_RESPONSE, {"include": ["file_search_call.results"]}),
+        (_CREATE_RESPONSE, {"include": ["everything"]}),
+        (_CREATE_RESPONSE, {"tool_choice": {"type": "function", "name": "current_time"}}),
+        (_CREATE_RESPONSE, {"tool_choice": "sometimes"}),
+        (_CREATE_CONVERSATION, {"metadata": {"a": "b"}}),
+        (_CREATE_CONVERSATION, {"items": [{"type": "message", "role": "user", "content": "hi"}]}),
+        (_CREATE_CONVERSATION, {"items": "hi"}),
+        (_CREATE_CONVERSATION, {"metadata": []}),
+    ],
+)
+def test_the_fast_validator_agrees_with_the_python_one(pointer: str, change: dict[str, Any]) -> None:
+    """The fake answers "valid?" with jsonschema-rs and names errors with jsonschema: the two must agree on
+    every body, or the fake would accept what the spec forbids (or refuse what it allows)."""
+    spec = get_spec()
+    body = {**_BOT_BODY, **change} if pointer == _CREATE_RESPONSE else change
+    python_valid = not list(spec.validator(pointer).iter_errors(body))
+    assert spec.fast_validator(pointer).is_valid(body) == python_valid
+    assert (spec.errors(pointer, body) == []) == python_valid

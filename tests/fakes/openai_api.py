@@ -77,7 +77,9 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+import jsonschema_rs
 import yaml
 from aiohttp import web
 from jsonschema import Draft202012Validator
@@ -207,6 +209,11 @@ class Spec:
         resource = Resource.from_contents(document, default_specification=DRAFT202012)
         self._registry: Registry[Any] = Registry().with_resource(_SPEC_URI, resource)
         self._validators: dict[str, Draft202012Validator] = {}
+        # The same schemas compiled by jsonschema-rs: it answers "valid?" ~500 times faster than the Python
+        # validator (1.2 ms per responses.create body), which then runs only for a body it refused, to name
+        # what is wrong. Formats are not asserted by either (the Python one has no format checker).
+        self._rs_registry = jsonschema_rs.Registry([(_SPEC_URI, document)])
+        self._fast: dict[str, jsonschema_rs.Draft202012Validator] = {}
         self._validators_lock = threading.Lock()
         self._routes: list[tuple[re.Pattern[str], str, Json]] = []
         for template, item in document.get("paths", {}).items():
@@ -228,8 +235,26 @@ class Spec:
                     self._validators[pointer] = found
         return found
 
+    def fast_validator(self, pointer: str) -> jsonschema_rs.Draft202012Validator:
+        """jsonschema-rs's validator for the schema at ``pointer``, compiled once."""
+        found = self._fast.get(pointer)
+        if found is None:
+            with self._validators_lock:
+                found = self._fast.get(pointer)
+                if found is None:
+                    found = jsonschema_rs.Draft202012Validator(
+                        # A pointer in a URI fragment is percent-encoded ("{vector_store_id}").
+                        {"$ref": f"{_SPEC_URI}#{quote(pointer, safe='/~')}"},
+                        registry=self._rs_registry,
+                        validate_formats=False,
+                    )
+                    self._fast[pointer] = found
+        return found
+
     def errors(self, pointer: str, instance: Any) -> list[str]:
         """Readable validation errors of ``instance`` against the schema at ``pointer`` (empty if valid)."""
+        if self.fast_validator(pointer).is_valid(instance):
+            return []
         # Not best_match: it may descend into the wrong branch of a union before _describe can narrow it.
         errors = sorted(self.validator(pointer).iter_errors(instance), key=lambda e: list(map(str, e.path)))
         return list(dict.fromkeys(_describe(e) for e in errors))[:3]

@@ -828,6 +828,13 @@ class FakeSlack:
             self._expire_old_streams()
             return sum(1 for m in self._threads.get((channel, thread_ts), []) if not m.streaming)
 
+    def unfinished(self, threads: set[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Of these (channel, thread_ts), the threads with no complete bot message yet: one pass for them
+        all (a bench polling hundreds of threads would scan every message per thread otherwise)."""
+        with self._lock:
+            self._expire_old_streams()
+            return {t for t in threads if not any(not m.streaming for m in self._threads.get(t, []))}
+
     def deleted(self, channel: str | None = None) -> list[Message]:
         """Messages removed with chat.delete, in order; copies."""
         with self._lock:
