@@ -27,6 +27,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError, SlotNotCoveredError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from bot.queue.batching import BatchingRedis
 from bot.settings import SENTINEL_SCHEMES, Settings
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,7 @@ class _RedisCluster(RedisCluster):
 
 def _client(url: str, options: dict[str, Any]) -> Redis:
     pool = BlockingConnectionPool.from_url(url, timeout=POOL_WAIT_SECONDS, **options)
-    return Redis(connection_pool=pool)
+    return BatchingRedis(connection_pool=pool)
 
 
 SENTINEL_PORT = 26379
@@ -241,7 +242,10 @@ def _sentinel_client(target: SentinelURL, options: dict[str, Any]) -> RedisHandl
     # Every connection asks the Sentinels where the primary is now, so a failover is followed by the next
     # connection made (a dropped one is retried once, as on one server).
     client: Redis = sentinel.master_for(
-        target.service, connection_pool_class=_BlockingSentinelPool, **data_options
+        target.service,
+        redis_class=BatchingRedis,
+        connection_pool_class=_BlockingSentinelPool,
+        **data_options,
     )
     return RedisHandle(client, sentinels=list(sentinel.sentinels))
 

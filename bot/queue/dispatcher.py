@@ -77,7 +77,7 @@ from bot.queue.batching import ScriptBatcher
 from bot.queue.connection import is_cluster, patiently, raise_if_cancelling
 from bot.queue.progress import ProgressScripts, TurnProgress
 from bot.queue.spend import BUCKETS_LUA, SpendLimits, Spent
-from bot.queue.streams import TurnStreams
+from bot.queue.streams import Batch, TurnStreams
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -193,6 +193,10 @@ return 0
 """
 
 READ_BLOCK_MS = 1000
+# Turns one read takes at most. A worker that took a whole burst at once would run it on its one core while
+# the other workers (cores) idle; in reads of this size the workers share it, a busy worker (its event loop
+# slower to come back for more) taking less.
+READ_BATCH = 32
 RECLAIM_BATCH = 100
 BACKOFF_MAX_SECONDS = 5.0
 
@@ -430,16 +434,13 @@ class Dispatcher:
                     continue
                 by_stream = {keys.turns(): keys for keys in workspaces}
                 try:
-                    batches = await self._streams.read(list(by_stream), free)
+                    batches = await self._streams.read(list(by_stream), min(free, READ_BATCH))
                 except ResponseError as exc:
                     if "NOGROUP" not in str(exc):
                         raise
                     await self._ensure_groups(workspaces)
                     continue
-                for stream, entries in batches:
-                    for entry_id, fields in entries:
-                        if stream in by_stream:  # else a workspace gone from TEAMS_KEY mid-read
-                            await self._offer(by_stream[stream], str(entry_id), fields)
+                await self._offer_all(by_stream, batches)
                 backoff = 0.0
             except RedisError as exc:
                 raise_if_cancelling()
@@ -486,6 +487,29 @@ class Dispatcher:
                 if cursor == "0-0":
                     break
         return started
+
+    async def _offer_all(self, by_stream: dict[str, Keys], batches: list[Batch]) -> None:
+        """Offer what one read delivered: the threads at once (their locks and heads are taken in one
+        pipeline, not one round trip after another), each thread's entries in their order."""
+        by_thread: dict[tuple[str, str], list[tuple[Keys, str, dict[Any, Any]]]] = {}
+        for stream, entries in batches:
+            keys = by_stream.get(stream)
+            if keys is None:  # a workspace gone from TEAMS_KEY mid-read
+                continue
+            for entry_id, fields in entries:
+                thread = str(fields.get("thread") or "")
+                by_thread.setdefault((keys.ns, thread), []).append((keys, str(entry_id), fields))
+
+        async def offer_in_order(entries: list[tuple[Keys, str, dict[Any, Any]]]) -> None:
+            for keys, entry_id, fields in entries:
+                await self._offer(keys, entry_id, fields)
+
+        outcomes = await asyncio.gather(
+            *(offer_in_order(entries) for entries in by_thread.values()), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome  # Redis failed: the reader backs off (what was not taken stays pending)
 
     async def _offer(self, keys: Keys, entry_id: str, fields: dict[Any, Any]) -> bool:
         """A delivered entry: drain its thread if nobody does (True), else leave it pending for the
