@@ -32,6 +32,7 @@ from bot.errors import (
     AnswerStopped,
     BotError,
     NoAssistantThread,
+    NotOnThisServer,
     ResponseVanished,
     SlackDeliveryError,
     TurnAbandoned,
@@ -433,6 +434,9 @@ class TurnRunner:
         """The turn's text and files (issue 3: shared files in, file_search on, citations on the answer);
         None when nothing is left to answer."""
         if self._files is None:
+            if turn.files and not resuming:
+                # No Files API on this server (a Redis-held backend): say so rather than drop them.
+                raise NotOnThisServer(f"{len(turn.files)} shared file(s)")
             return TurnInput(turn.text)
         if resuming:
             return await self._files.recorded_input(turn.workspace.keys, turn.thread)
@@ -502,7 +506,9 @@ class TurnRunner:
         )
 
     async def _new_conversation(self, turn: Turn, progress: TurnProgress) -> str:
-        created = await self._backend.create_conversation(conversation_metadata(turn))
+        created = await self._backend.create_conversation(
+            conversation_metadata(turn), keys=turn.workspace.keys
+        )
         try:
             bound = await progress.bind_conversation(created)
         except TurnInterrupted:
