@@ -413,7 +413,9 @@ def _line(item: dict[str, Any]) -> ItemLine:
 
 def assistant_message(text: str) -> dict[str, Any]:
     """An answer as the thread keeps it (the Responses input shape of an assistant message)."""
-    return {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": text}]}
+    # The spec's OutputTextContent requires `annotations` and `logprobs` when the item goes back as input.
+    part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+    return {"type": "message", "role": "assistant", "content": [part]}
 
 
 def function_call(call: FunctionCall) -> dict[str, Any]:

@@ -34,7 +34,13 @@ _STREAM_BREAKS = (openai.APIConnectionError, httpx2.HTTPError, OSError, ValueErr
 
 
 def _input_item(item: dict[str, Any]) -> dict[str, Any]:
-    """A thread item as a store=false request's input: no `id` or `status` (the server has neither)."""
+    """A thread item as a store=false request's input: no `id` or `status` (the server has neither); an
+    earlier answer as an "easy" assistant message (spec `EasyInputMessage`: its text as a string), since
+    an output message (`OutputMessage`) needs the id and status of an item the server never kept."""
+    if item.get("type") == "message" and item.get("role") == "assistant":
+        content = item.get("content")
+        text = content if isinstance(content, str) else "".join(p.get("text", "") for p in content or [])
+        return {"type": "message", "role": "assistant", "content": text}
     return {k: v for k, v in item.items() if k not in ("id", "status")}
 
 
