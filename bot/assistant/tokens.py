@@ -81,13 +81,18 @@ def item_tokens(item: dict[str, Any], count: Counter) -> int:
 
 
 def _units(items: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """The items in the groups trimming keeps or drops whole: a function call stays with its output (and
-    with every call and output of the same round between them); any other item is a group of its own."""
+    """The items in the groups trimming keeps or drops whole: a turn (a user's message and the answer
+    after it, its function calls and their outputs included), so the model never reads an answer
+    without its question, nor a call without its output. Items before the first user message (closed
+    calls a stopped turn left, say) go in groups of their own, a call still with its output."""
     units: list[list[dict[str, Any]]] = []
     open_calls: set[str] = set()
     for item in items:
-        kind = item.get("type")
-        if open_calls:
+        kind = item.get("type", "message")
+        starts_turn = kind == "message" and item.get("role") == "user"
+        if units and not open_calls and not starts_turn and (units[-1][0].get("role") == "user"):
+            units[-1].append(item)  # the answer goes with its question
+        elif units and open_calls:
             units[-1].append(item)
         else:
             units.append([item])
