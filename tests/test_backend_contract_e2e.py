@@ -10,6 +10,7 @@ which it records in the Responses input shape whatever the API), and what the as
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,9 +21,12 @@ from tests.conftest import BotFactory
 from tests.fakes.openai_api import FakeOpenAI, Reply
 from tests.fakes.openai_tools import ToolCall
 from tests.fakes.slack_api import FakeSlack
-from tests.harness import TEAM, SlackSender, message
-from tests.test_bridge_e2e import ALICE, DM, answers, user_texts
+from tests.harness import TEAM, SlackSender, mention, message
+from tests.test_agent_e2e import LONG_ANSWER, stream_chunks, task_statuses, wait_active
+from tests.test_bridge_e2e import ALICE, CHANNEL, DM, answers, user_texts
 from tests.test_commands_e2e import command
+from tests.test_follow_e2e import deleted
+from tests.test_tools_e2e import TEAM_TOOLS
 
 BACKENDS = ("conversations", "responses", "chat_completions")
 THREAD = f"sa:{{-:{TEAM}}}:thread:u:{ALICE}"  # Alice's top-level DM thread
@@ -37,8 +41,18 @@ def backend(request: pytest.FixtureRequest, openai_fake: FakeOpenAI) -> str:
 
 
 @pytest.fixture
-def sender(start_bot: BotFactory, backend: str) -> SlackSender:
-    return SlackSender(start_bot(ASSISTANT_BACKEND=backend).url)
+def launch(start_bot: BotFactory, backend: str) -> Callable[..., SlackSender]:
+    """Start a bot on the backend under test (extra settings as keywords); a sender to it."""
+
+    def start(**env: str) -> SlackSender:
+        return SlackSender(start_bot(ASSISTANT_BACKEND=backend, **env).url)
+
+    return start
+
+
+@pytest.fixture
+def sender(launch: Callable[..., SlackSender]) -> SlackSender:
+    return launch()
 
 
 def ask(slack: FakeSlack, sender: SlackSender, text: str) -> str:
@@ -49,9 +63,12 @@ def ask(slack: FakeSlack, sender: SlackSender, text: str) -> str:
     return reply.text
 
 
-def thread_items(backend: str, openai_fake: FakeOpenAI, rdb: redis.Redis) -> list[dict[str, Any]]:
-    """What Alice's assistant thread holds: the OpenAI conversation's items, or the held thread's."""
-    conversation_id = rdb.hget(THREAD, "conversation_id")
+def thread_items(
+    backend: str, openai_fake: FakeOpenAI, rdb: redis.Redis, thread: str = THREAD
+) -> list[dict[str, Any]]:
+    """What an assistant thread (Alice's DM by default) holds: the OpenAI conversation's items, or the
+    held thread's."""
+    conversation_id = rdb.hget(thread, "conversation_id")
     assert conversation_id is not None
     if backend == "conversations":
         return list(openai_fake.conversation(str(conversation_id))["items"])
@@ -150,3 +167,73 @@ def test_metadata_history_and_status_commands(
     assert lines == ["*The newest 2 item(s), newest first*", "*Assistant:* Echo: hello", "*User:* hello"]
     status = command(sender, "status")
     assert f"*Assistant thread* `{conversation_id}`" in status and "• Messages: 2" in status
+
+
+def test_deleting_a_message_removes_it_from_the_thread_and_from_what_the_model_reads(
+    backend: str, slack: FakeSlack, openai_fake: FakeOpenAI, sender: SlackSender, rdb: redis.Redis
+) -> None:
+    first = message(DM, ALICE, "my card number is 4242")
+    sender.send_event(first)
+    answers(slack, DM, first["ts"])
+    ask(slack, sender, "what is the weather")
+    sender.send_event(deleted(first, channel_type="im"))
+    slack.wait_for(
+        lambda: "user: my card number is 4242" not in user_texts(thread_items(backend, openai_fake, rdb))
+    )
+    assert user_texts(thread_items(backend, openai_fake, rdb)) == [
+        "assistant: Echo: my card number is 4242",
+        "user: what is the weather",
+        "assistant: Echo: what is the weather",
+    ]
+    ask(slack, sender, "and tomorrow?")
+    assert "user: my card number is 4242" not in sent(openai_fake)
+
+
+def test_the_stop_button_ends_the_answer_and_the_thread_answers_its_next_message(
+    backend: str, slack: FakeSlack, openai_fake: FakeOpenAI, sender: SlackSender, rdb: redis.Redis
+) -> None:
+    openai_fake.script(
+        Reply(text=LONG_ANSWER, chunk_size=4, chunk_delay=0.05), Reply(text="Here is a short answer.")
+    )
+    root = mention(CHANNEL, ALICE, "Write me a very long essay")
+    sender.send_event(root)
+    slack.wait_for(lambda: any(m.streaming and m.text for m in slack.messages(CHANNEL, root["ts"])))
+    assert sender.send_event(slack.stop_session(CHANNEL, root["ts"], ALICE)).status == 200
+    wait_active(slack, root["ts"])
+    [answer] = answers(slack, CHANNEL, root["ts"])
+    assert answer.stopped_by_user and answer.text.endswith("\n\n_Stopped._")
+    assert len(answer.text) < len(LONG_ANSWER)
+    sender.send_event(mention(CHANNEL, ALICE, "Just a short one then", thread_ts=root["ts"]))
+    [_, second] = answers(slack, CHANNEL, root["ts"], count=2)
+    assert second.text == "Here is a short answer."
+    # The stopped answer's unfinished text is not in the thread: the model never reads it back.
+    assert not any(LONG_ANSWER[:40] in line for line in sent(openai_fake))
+    assert sent(openai_fake)[-1] == "user: Just a short one then"
+
+
+def test_stopped_during_a_tool_call_the_call_is_closed_and_the_thread_goes_on(
+    backend: str,
+    slack: FakeSlack,
+    openai_fake: FakeOpenAI,
+    launch: Callable[..., SlackSender],
+    rdb: redis.Redis,
+) -> None:
+    sender = launch(**TEAM_TOOLS)
+    openai_fake.script(
+        Reply(tool_calls=(ToolCall("nap", {"seconds": 30}, call_id="call_nap"),)),
+        Reply(text="Back to work."),
+    )
+    root = mention(CHANNEL, ALICE, "Take a nap first")
+    sender.send_event(root)
+    slack.wait_for(lambda: "in_progress" in task_statuses(stream_chunks(slack, root["ts"]), "call_nap"))
+    sender.send_event(slack.stop_session(CHANNEL, root["ts"], ALICE))
+    wait_active(slack, root["ts"])
+    [answer] = answers(slack, CHANNEL, root["ts"])
+    assert answer.text.endswith("_Stopped._")
+    sender.send_event(mention(CHANNEL, ALICE, "Wake up", thread_ts=root["ts"]))
+    [_, second] = answers(slack, CHANNEL, root["ts"], count=2)
+    assert second.text == "Back to work."
+    thread = f"sa:{{-:{TEAM}}}:thread:c:{CHANNEL}:{root['ts']}"
+    items = thread_items(backend, openai_fake, rdb, thread)
+    [closed] = [i for i in items if i["type"] == "function_call_output" and i["call_id"] == "call_nap"]
+    assert "stopped" in closed["output"]

@@ -267,11 +267,11 @@ class HeldBackend(abc.ABC):
         return (await self._read(response_id)).text
 
     async def cancel(self, response_id: str) -> None:
-        """A stopped response: the user's input stays in the thread (as OpenAI keeps a cancelled
-        response's input), its unfinished output does not."""
+        """A stopped response adds nothing to the thread, as a cancelled response adds nothing to an
+        OpenAI conversation (the turn closes the calls it left open itself)."""
         try:
             pending = await self._read(response_id)
-            await self._finish(response_id, pending, "cancelled", "", [])
+            await self._finish(response_id, pending, "cancelled", "", [], add_input=False)
         except (ResponseVanished, StoreUnavailable, NoAssistantThread) as exc:
             log.warning("held response %s not cancelled: %s", response_id, type(exc).__name__)
 
@@ -298,9 +298,10 @@ class HeldBackend(abc.ABC):
                         text.append(piece)
                     yield piece
         except BotError:
-            # As OpenAI keeps a failed response's input in its conversation: the thread keeps the user's
-            # message (a turn asked again finds it with `holds_message` and does not add it twice).
-            await self._finish(response_id, pending, "failed", "", [])
+            # A failed response adds nothing, but the outputs it was given: the calls they answer are in
+            # the thread already, and a call left unanswered would make every later request fail.
+            outputs = [i for i in pending.input if i.get("type") == "function_call_output"]
+            await self._finish(response_id, pending, "failed", "", outputs, add_input=False)
             raise
         result.response_id = response_id  # ours, not the server's (which kept nothing)
         await self._finish(response_id, pending, "done", "".join(text), output, result.calls)
@@ -313,9 +314,12 @@ class HeldBackend(abc.ABC):
         text: str,
         output: list[dict[str, Any]],
         calls: list[FunctionCall] | None = None,
+        *,
+        add_input: bool = True,
     ) -> None:
+        """End a pending response once: `state`, and (done) its input and `output` join the thread."""
         keys = thread_keys(pending.conversation_id)
-        entries = [_entry(i) for i in [*pending.input, *output]]
+        entries = [_entry(i) for i in [*(pending.input if add_input else []), *output]]
         encoded_calls = json.dumps([[c.call_id, c.name, c.arguments] for c in calls or []])
         committed = await self._call(
             self._commit(
