@@ -105,8 +105,7 @@ class Bot:
             web_client=web_client,
             store=store,
             backend=backend,
-            # A Redis-held backend's server has no Files API: shared files are refused in the thread.
-            files=None if settings.held_threads else self._files,
+            files=self._files,
             registry=tools,
             generated=GeneratedFiles(
                 openai_client,

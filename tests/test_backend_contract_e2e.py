@@ -25,6 +25,7 @@ from tests.harness import TEAM, SlackSender, mention, message
 from tests.test_agent_e2e import LONG_ANSWER, stream_chunks, task_statuses, wait_active
 from tests.test_bridge_e2e import ALICE, CHANNEL, DM, answers, user_texts
 from tests.test_commands_e2e import command
+from tests.test_feedback_e2e import click
 from tests.test_follow_e2e import deleted
 from tests.test_tools_e2e import TEAM_TOOLS
 
@@ -237,3 +238,26 @@ def test_stopped_during_a_tool_call_the_call_is_closed_and_the_thread_goes_on(
     items = thread_items(backend, openai_fake, rdb, thread)
     [closed] = [i for i in items if i["type"] == "function_call_output" and i["call_id"] == "call_nap"]
     assert "stopped" in closed["output"]
+
+
+def test_a_rating_of_an_answer_is_kept_in_the_threads_metadata(
+    backend: str, slack: FakeSlack, openai_fake: FakeOpenAI, sender: SlackSender, rdb: redis.Redis
+) -> None:
+    root = mention(CHANNEL, ALICE, "hi")
+    sender.send_event(root)
+    [answer] = answers(slack, CHANNEL, root["ts"])
+    assert click(sender, answer, "good", user=ALICE) == 200
+    thread = f"sa:{{-:{TEAM}}}:thread:c:{CHANNEL}:{root['ts']}"
+    conversation_id = str(rdb.hget(thread, "conversation_id"))
+
+    def metadata() -> dict[str, str]:
+        if backend == "conversations":
+            return dict(openai_fake.conversation(conversation_id)["metadata"])
+        return dict(json.loads(rdb.hget(Keys(TEAM).held_thread(conversation_id), "metadata") or "{}"))
+
+    slack.wait_for(lambda: metadata().get("feedback_rating") == "good=1 bad=0")
+    assert metadata()["slack_user"] == ALICE
+    sender.send_event(mention(CHANNEL, ALICE, "meta", thread_ts=root["ts"]))
+    slack.wait_for(lambda: bool(slack.ephemerals(CHANNEL, ALICE)))
+    [shown] = slack.ephemerals(CHANNEL, ALICE)
+    assert "`feedback_rating`: good=1 bad=0 _(set by the bot)_" in shown.text

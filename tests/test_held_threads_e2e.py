@@ -5,6 +5,7 @@ every backend shares is in test_backend_contract_e2e.py."""
 
 from __future__ import annotations
 
+import base64
 import json
 import signal
 from typing import Any
@@ -21,7 +22,7 @@ from tests.fakes.slack_api import FakeSlack
 from tests.harness import TEAM, SlackSender, mention, message
 from tests.test_backend_contract_e2e import THREAD, ask, sent
 from tests.test_bridge_e2e import ALICE, BOB, CHANNEL, DM, answers, user_texts
-from tests.test_files_e2e import share
+from tests.test_files_e2e import PNG, share
 from tests.test_reliability_e2e import FAST
 
 HELD = ("responses", "chat_completions")
@@ -137,3 +138,26 @@ def test_hosted_tools_are_refused_at_start_up(
     assert named in str(refused.value) and f"ASSISTANT_BACKEND={name}" in str(refused.value)
     monkeypatch.setenv("ASSISTANT_BACKEND", "conversations")  # OpenAI hosts them: fine there
     assert load_settings(Mode.HTTP).assistant_backend == "conversations"
+
+
+def test_a_shared_image_goes_inline_as_an_image_input(
+    backend: str, slack: FakeSlack, openai_fake: FakeOpenAI, start_bot: BotFactory, rdb: redis.Redis
+) -> None:
+    sender = SlackSender(start_bot(ASSISTANT_BACKEND=backend).url)
+    png = slack.add_file("chart.png", PNG, mimetype="image/png")
+    event = share(DM, ALICE, "What does this chart show?", [png])
+    assert sender.send_event(event).status == 200
+    [reply] = answers(slack, DM, event["ts"])
+    assert reply.text.startswith("Echo: What does this chart show?")
+    # No Files API on such a server: the image went with the message, as a data URL.
+    assert openai_fake.files == {}
+    [item] = openai_fake.model_inputs[-1]["input_items"]
+    [image] = [p for p in item["content"] if p["type"] == "input_image"]
+    assert image["image_url"] == "data:image/png;base64," + base64.b64encode(PNG).decode()
+    if backend == "chat_completions":  # the request itself carried an image_url part
+        [_, user_message] = openai_fake.model_inputs[-1]["messages"]
+        assert [p["type"] for p in user_message["content"]] == ["text", "image_url"]
+    # The thread keeps it: a later turn sends it again.
+    assert ask(slack, sender, "And the trend?") == "Echo: And the trend?"
+    earlier = openai_fake.model_inputs[-1]["input_items"][0]
+    assert any(p["type"] == "input_image" for p in earlier["content"])

@@ -32,7 +32,6 @@ from bot.errors import (
     AnswerStopped,
     BotError,
     NoAssistantThread,
-    NotOnThisServer,
     ResponseVanished,
     SlackDeliveryError,
     TurnAbandoned,
@@ -434,9 +433,6 @@ class TurnRunner:
         """The turn's text and files (issue 3: shared files in, file_search on, citations on the answer);
         None when nothing is left to answer."""
         if self._files is None:
-            if turn.files and not resuming:
-                # No Files API on this server (a Redis-held backend): say so rather than drop them.
-                raise NotOnThisServer(f"{len(turn.files)} shared file(s)")
             return TurnInput(turn.text)
         if resuming:
             return await self._files.recorded_input(turn.workspace.keys, turn.thread)
