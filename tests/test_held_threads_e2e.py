@@ -18,12 +18,14 @@ from bot.keys import Keys
 from bot.settings import Mode, load_settings
 from tests.conftest import BotFactory
 from tests.fakes.openai_api import FakeOpenAI, Reply
+from tests.fakes.openai_tools import ToolCall
 from tests.fakes.slack_api import FakeSlack
 from tests.harness import TEAM, SlackSender, mention, message
+from tests.redis_topologies import on_topologies
 from tests.test_backend_contract_e2e import THREAD, ask, sent
 from tests.test_bridge_e2e import ALICE, BOB, CHANNEL, DM, answers, user_texts
 from tests.test_files_e2e import PNG, share
-from tests.test_reliability_e2e import FAST
+from tests.test_reliability_e2e import FAST, all_turns_done
 
 HELD = ("responses", "chat_completions")
 
@@ -66,6 +68,7 @@ def test_a_turn_over_the_budget_on_its_own_is_told_to_start_over(
     assert openai_fake.model_inputs == []
 
 
+@on_topologies("cluster")  # the commit script's keys share the workspace's slot
 def test_kill_9_mid_answer_answers_once_and_adds_nothing_twice(
     backend: str, slack: FakeSlack, openai_fake: FakeOpenAI, start_bot: BotFactory, rdb: redis.Redis
 ) -> None:
@@ -99,6 +102,43 @@ def test_kill_9_mid_answer_answers_once_and_adds_nothing_twice(
         "user: and then this",
         "assistant: Echo: and then this",
     ]
+
+
+def test_kill_9_after_a_tool_round_reruns_only_the_unfinished_round(
+    backend: str, slack: FakeSlack, openai_fake: FakeOpenAI, start_bot: BotFactory, rdb: redis.Redis
+) -> None:
+    doomed = start_bot(ASSISTANT_BACKEND=backend, **FAST)
+    text = "".join(f"word{i} " for i in range(60))
+    openai_fake.script(
+        Reply(tool_calls=(ToolCall("current_time", {}, call_id="call_now"),)),
+        Reply(text=text, chunk_size=8, chunk_delay=0.06),
+        Reply(text=text),
+    )
+    root = mention(CHANNEL, ALICE, "what time is it, at length")
+    SlackSender(doomed.url).send_event(root)
+    slack.wait_for(lambda: any(m.streaming and len(m.text) > 40 for m in slack.messages(CHANNEL, root["ts"])))
+    doomed.stop(signal.SIGKILL)
+
+    start_bot(ASSISTANT_BACKEND=backend, **FAST)
+    # The retry stops the stream it adopts before it writes the answer again: wait for the turn's end.
+    slack.wait_for(lambda: all_turns_done(rdb), timeout=30)
+    [answer] = answers(slack, CHANNEL, root["ts"], timeout=30)
+    assert answer.text == text
+    # The first round had ended: it was not asked again, and its tool did not run again. The second was
+    # run again with the same input (the call's output, from the record).
+    assert len(openai_fake.model_inputs) == 3
+
+    def read(index: int) -> list[dict[str, Any]]:  # what the model read (the fake gives items new ids)
+        return [
+            {k: v for k, v in i.items() if k != "id"} for i in openai_fake.model_inputs[index]["input_items"]
+        ]
+
+    assert read(2) == read(1)
+    assert [i["type"] for i in read(2)] == ["message", "function_call", "function_call_output"]
+    thread = f"sa:{{-:{TEAM}}}:thread:c:{CHANNEL}:{root['ts']}"
+    items = held_items(rdb, str(rdb.hget(thread, "conversation_id")))
+    assert [i["type"] for i in items] == ["message", "function_call", "function_call_output", "message"]
+    assert user_texts(items) == ["user: what time is it, at length", f"assistant: {text}"]
 
 
 def test_a_shared_file_asks_for_file_search_and_is_refused_clearly(
