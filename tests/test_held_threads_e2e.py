@@ -141,6 +141,25 @@ def test_kill_9_after_a_tool_round_reruns_only_the_unfinished_round(
     assert user_texts(items) == ["user: what time is it, at length", f"assistant: {text}"]
 
 
+def test_a_dropped_stream_is_asked_again_and_the_thread_holds_the_question_once(
+    backend: str, slack: FakeSlack, openai_fake: FakeOpenAI, start_bot: BotFactory, rdb: redis.Redis
+) -> None:
+    sender = SlackSender(start_bot(ASSISTANT_BACKEND=backend).url)
+    # The server kept nothing to resume: the answer is asked again, and rewritten in place.
+    openai_fake.script(Reply(text="a first try that breaks", chunk_size=4, drop_after_chunks=2))
+    event = message(DM, ALICE, "hello there")
+    sender.send_event(event)
+    slack.wait_for(lambda: len(openai_fake.model_inputs) == 2 and all_turns_done(rdb))
+    [answer] = answers(slack, DM, event["ts"])
+    assert answer.text == "Echo: hello there"
+    assert sent(openai_fake, 0) == sent(openai_fake, 1) == ["user: hello there"]
+    conversation_id = str(rdb.hget(THREAD, "conversation_id"))
+    assert user_texts(held_items(rdb, conversation_id)) == [
+        "user: hello there",
+        "assistant: Echo: hello there",
+    ]
+
+
 def test_a_shared_file_asks_for_file_search_and_is_refused_clearly(
     backend: str, slack: FakeSlack, openai_fake: FakeOpenAI, start_bot: BotFactory
 ) -> None:

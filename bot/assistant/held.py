@@ -16,6 +16,7 @@ Ids carry their workspace, so every call finds its keys: `hconv.<enterprise>.<te
 from __future__ import annotations
 
 import abc
+import asyncio
 import contextlib
 import json
 import logging
@@ -279,9 +280,13 @@ class HeldBackend(abc.ABC):
         self, response_id: str, pending: Pending, result: RoundResult, citations: Annotator | None
     ) -> AsyncGenerator[Piece, None]:
         history = [e["item"] for e in await self._entries(pending.conversation_id)]
-        count = tokens.counter(pending.model)
         budget = self._settings.history_token_budget
-        context, used = tokens.trim(history, pending.input, pending.instructions, budget, count)
+        # Loading an encoding and counting a long history take a while: off the event loop, which meanwhile
+        # acks Slack and streams other turns.
+        count = await asyncio.to_thread(tokens.counter, pending.model)
+        context, used = await asyncio.to_thread(
+            tokens.trim, history, pending.input, pending.instructions, budget, count
+        )
         if used > budget:
             raise ContextTooLong(f"{self.api}: the turn's own input is {used} tokens, over {budget}")
         if len(context) < len(history):

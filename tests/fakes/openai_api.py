@@ -2037,37 +2037,42 @@ class FakeOpenAI:
         def piece(delta: Json, end: str | None = None) -> Json:
             return chat.chunk(completion_id, model, created, delta, end)
 
-        await chat.write_event(response, piece({"role": "assistant", "content": ""}))
-        size = max(1, reply.chunk_size)
-        for index, start in enumerate(range(0, len(text), size)):
-            if index == reply.drop_after_chunks:
+        try:
+            await chat.write_event(response, piece({"role": "assistant", "content": ""}))
+            size = max(1, reply.chunk_size)
+            for index, start in enumerate(range(0, len(text), size)):
+                if index == reply.drop_after_chunks:
+                    self._cut(request)
+                    return response
+                if index and reply.chunk_delay:
+                    await asyncio.sleep(reply.chunk_delay)
+                await chat.write_event(response, piece({"content": text[start : start + size]}))
+            if reply.drop_after_chunks is not None and reply.drop_after_chunks >= len(
+                range(0, len(text), size)
+            ):
                 self._cut(request)
                 return response
-            if index and reply.chunk_delay:
-                await asyncio.sleep(reply.chunk_delay)
-            await chat.write_event(response, piece({"content": text[start : start + size]}))
-        if reply.drop_after_chunks is not None and reply.drop_after_chunks >= len(range(0, len(text), size)):
-            self._cut(request)
+            for n, call in enumerate(calls):
+                head = {
+                    "index": n,
+                    "id": call.call_id or _new_id("call"),
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": ""},
+                }
+                await chat.write_event(response, piece({"tool_calls": [head]}))
+                args = {"index": n, "function": {"arguments": call.arguments_json}}
+                await chat.write_event(response, piece({"tool_calls": [args]}))
+            await chat.write_event(response, piece({}, finish))
+            if (body.get("stream_options") or {}).get("include_usage"):
+                last = chat.chunk(completion_id, model, created, {})
+                last["choices"] = []
+                last["usage"] = chat.usage(prompt, completion)
+                await chat.write_event(response, last)
+            await chat.write_event(response, "[DONE]")
+            await response.write_eof()
             return response
-        for n, call in enumerate(calls):
-            head = {
-                "index": n,
-                "id": call.call_id or _new_id("call"),
-                "type": "function",
-                "function": {"name": call.name, "arguments": ""},
-            }
-            await chat.write_event(response, piece({"tool_calls": [head]}))
-            args = {"index": n, "function": {"arguments": call.arguments_json}}
-            await chat.write_event(response, piece({"tool_calls": [args]}))
-        await chat.write_event(response, piece({}, finish))
-        if (body.get("stream_options") or {}).get("include_usage"):
-            last = chat.chunk(completion_id, model, created, {})
-            last["choices"] = []
-            last["usage"] = chat.usage(prompt, completion)
-            await chat.write_event(response, last)
-        await chat.write_event(response, "[DONE]")
-        await response.write_eof()
-        return response
+        except (ConnectionError, RuntimeError):  # the client hung up (a stopped answer): nothing to send
+            return response
 
     # ---- tool use in responses (under the lock) -------------------------------------------------------
 
