@@ -1,19 +1,25 @@
-"""Units of the Redis-held backends (issue 17): token counting and trimming, items as chat messages, and
-the fake's Chat Completions API refusing what the real one refuses."""
+"""Units of the Redis-held backends (issue 17): token counting and trimming, items as chat messages, held
+ids, one backend's round trip on the real Redis (commit once, replay, failure, delete), and the fake's Chat
+Completions and store-less Responses styles refusing what the real servers refuse."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import openai
 import pytest
+import redis.asyncio as aredis
+from openai import AsyncOpenAI
 
 from bot.assistant import tokens
-from bot.assistant.chat import chat_tools, messages
+from bot.assistant.backend import RoundResult, TurnRequest, user_message
+from bot.assistant.chat import ChatCompletionsBackend, chat_tools, messages
 from bot.assistant.held import assistant_message, thread_keys
-from bot.errors import NoAssistantThread
+from bot.errors import AssistantUnavailable, NoAssistantThread, ResponseVanished
 from bot.keys import Keys
-from tests.fakes.openai_api import FakeOpenAI
+from bot.settings import Settings
+from tests.fakes.openai_api import FakeOpenAI, Reply
 
 
 def user(text: str) -> dict[str, Any]:
@@ -149,3 +155,64 @@ def test_the_store_less_responses_fake_keeps_nothing(openai_fake: FakeOpenAI) ->
     answer = client.responses.create(model="gpt-5.1", input="hi", store=False)
     assert answer.output_text == "Echo: hi"
     client.close()
+
+
+def _backend_run(openai_fake: FakeOpenAI, redis_url: str, work: Any) -> Any:
+    """Run `work(backend, redis)` with a chat-completions held backend on the test Redis and fake."""
+
+    async def run() -> Any:
+        settings = Settings(openai_api_key="sk-test", assistant_backend="chat_completions")  # type: ignore[arg-type]
+        client = AsyncOpenAI(api_key=openai_fake.api_key, base_url=openai_fake.base_url, max_retries=0)
+        rdb = aredis.Redis.from_url(redis_url, decode_responses=True)
+        try:
+            return await work(ChatCompletionsBackend(client, rdb, settings), rdb)
+        finally:
+            await rdb.aclose()
+            await client.close()
+
+    return asyncio.run(run())
+
+
+def test_a_held_response_is_committed_once_and_shown_again_from_redis(
+    openai_fake: FakeOpenAI, rdb: Any, redis_url: str
+) -> None:
+    openai_fake.set_api_style("chat_completions")
+    openai_fake.script(Reply(text="first answer"), Reply(http_status=400, error_message="no."))
+
+    async def work(backend: Any, redis: Any) -> None:
+        conv = await backend.create_conversation({"slack_team": "T0UNIT"}, keys=Keys("T0UNIT"))
+        turn = TurnRequest(conv, "Be brief.", user_key="T0UNIT:U1")
+        created: list[str] = []
+
+        async def on_created(response_id: str) -> None:
+            created.append(response_id)
+
+        pieces = [p async for p in backend.answer(turn, [user_message("hi")], on_created=on_created,
+                                                  result=RoundResult())]  # fmt: skip
+        assert "".join(pieces) == "first answer"
+        [done] = created
+        assert (await backend.info(conv)).metadata == {"slack_team": "T0UNIT"}
+        assert await backend.count_items(conv) == 2
+        # A retry of the turn shows the answer from Redis: no model call, nothing added.
+        again = [p async for p in backend.resume(done, result=RoundResult())]
+        assert again == ["first answer"] and len(openai_fake.model_inputs) == 1
+        assert await backend.count_items(conv) == 2
+        # A failed response adds nothing; resuming it asks the turn to ask again.
+        with pytest.raises(AssistantUnavailable):
+            async for _ in backend.answer(turn, [user_message("again")], on_created=on_created,
+                                          result=RoundResult()):  # fmt: skip
+                pass
+        assert await backend.count_items(conv) == 2
+        with pytest.raises(ResponseVanished):
+            async for _ in backend.resume(created[-1], result=RoundResult()):
+                pass
+        # Deleting items, and the thread.
+        turn_items = await backend.turn_items(conv)
+        assert turn_items is not None and len(turn_items.user) == len(turn_items.answer) == 1
+        assert await backend.delete_items(conv, turn_items.user) == 1
+        assert [line.role for line in await backend.newest_items(conv, 5)] == ["assistant"]
+        await backend.delete_conversation(conv)
+        with pytest.raises(NoAssistantThread):
+            await backend.info(conv)
+
+    _backend_run(openai_fake, redis_url, work)

@@ -259,6 +259,8 @@ class HeldBackend(abc.ABC):
                 async for piece in pieces:
                     yield piece
             return
+        if pending.state != "done":  # failed or stopped: nothing of it to show; the turn asks again
+            raise ResponseVanished(f"held response {response_id} ended {pending.state}")
         result.response_id = response_id
         result.calls.extend(pending.calls)
         if pending.text:
