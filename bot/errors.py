@@ -160,3 +160,13 @@ class AnswerStopped(BotError):
     `stopped_by_user`): the turn ends there, with a short note; it is done, never retried."""
 
     user_message = "_Stopped._"
+
+
+class NotOnThisServer(BotError):
+    """Asked for what only OpenAI hosts (file search, code interpreter, web search, hosted MCP) on a
+    Redis-held backend (issue 17): refused in the thread, never silently dropped."""
+
+    user_message = (
+        "This assistant runs on a server without OpenAI's hosted tools, so it can't search files, run "
+        "code or search the web here. Paste the text you want me to read into your message instead."
+    )

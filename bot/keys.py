@@ -75,6 +75,11 @@ SESSION_TURN_TTL = timedelta(hours=1)
 # A stop's mark in the workspace's `stopping` set outlives any turn that could still be running.
 STOPPING_TTL = SESSION_TURN_TTL
 
+# A Redis-held assistant thread (issue 17) lives as long as the Slack thread map that points at it; a
+# response record as long as any retry of its turn.
+HELD_THREAD_TTL = THREAD_TTL
+HELD_RESPONSE_TTL = TURN_RECORD_TTL
+
 # The files a thread uses (and its vector store id) are kept as long as the thread itself.
 FILES_TTL = THREAD_TTL
 # Held (for the sweep interval) by the replica that last swept orphaned files: one sweep per interval.
@@ -318,6 +323,22 @@ class Keys:
         conversation item ids, "out": the answer's item ids, "answers": the answer's Slack ts}, and
         `a:<answer ts>` -> the user message ts it answers. Reset deletes it."""
         return f"{self.ns}:items:{thread_ref}"
+
+    # --- assistant threads held in Redis (issue 17) -------------------------------------------------------
+
+    def held_thread(self, conversation_id: str) -> str:
+        """HASH (HELD_THREAD_TTL, refreshed by each turn): created_at, metadata (JSON)."""
+        return f"{self.ns}:held:{conversation_id}"
+
+    def held_items(self, conversation_id: str) -> str:
+        """LIST (HELD_THREAD_TTL): the thread's items, oldest first, each JSON {"id", "item"} (the item in
+        the Responses API's input shape)."""
+        return f"{self.ns}:helditems:{conversation_id}"
+
+    def held_response(self, response_id: str) -> str:
+        """HASH (HELD_RESPONSE_TTL): one response of a held thread: state (pending, done, cancelled), the
+        request and input it runs with, and once done its text and function calls."""
+        return f"{self.ns}:heldresp:{response_id}"
 
     # --- uninstall (issue 13) ----------------------------------------------------------------------------
 

@@ -13,7 +13,10 @@ from openai import AsyncOpenAI
 from redis.exceptions import RedisError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.assistant.backend import AssistantBackend
 from bot.assistant.catalog import Catalog
+from bot.assistant.chat import ChatCompletionsBackend
+from bot.assistant.held_responses import HeldResponsesBackend
 from bot.assistant.knowledge import KnowledgeStores, check_forever
 from bot.assistant.responses import ResponsesBackend, build_openai_client
 from bot.files.generated import GeneratedFiles
@@ -84,7 +87,7 @@ class Bot:
         self.oauth_states = RedisOAuthStateStore(redis.client)
         self.uninstall = Uninstall(redis.client, self.workspaces)
         self._knowledge = KnowledgeStores(openai_client, settings.knowledge_vector_store_ids)
-        backend = ResponsesBackend(openai_client, settings, self._knowledge, self.metrics)
+        backend = _backend(settings, openai_client, redis, self._knowledge, self.metrics)
         self._files = FileService(
             settings, redis=redis.client, web_client=web_client, openai_client=openai_client
         )
@@ -281,6 +284,21 @@ class Bot:
         if self.web_client.session is not None:
             await self.web_client.session.close()
         await self._redis.close()
+
+
+def _backend(
+    settings: Settings,
+    client: AsyncOpenAI,
+    redis: RedisHandle,
+    knowledge: KnowledgeStores,
+    metrics: Metrics,
+) -> AssistantBackend:
+    """ASSISTANT_BACKEND: OpenAI Conversations, or a thread held in Redis (issue 17)."""
+    if settings.assistant_backend == "responses":
+        return HeldResponsesBackend(client, redis.client, settings)
+    if settings.assistant_backend == "chat_completions":
+        return ChatCompletionsBackend(client, redis.client, settings)
+    return ResponsesBackend(client, settings, knowledge, metrics)
 
 
 def _workspaces(settings: Settings, redis: RedisHandle, web_client: AsyncWebClient) -> Workspaces:

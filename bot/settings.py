@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from dotenv import dotenv_values
-from pydantic import BaseModel, Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.errors import ConfigError
@@ -40,6 +48,11 @@ class SuggestedPrompt(BaseModel):
 
 # Built-in tools, each switchable: hosted by OpenAI (web search, code interpreter) or run by the bot.
 ToolName = Literal["web_search", "code_interpreter", "current_time", "slack_user_profile"]
+# Where assistant threads live (issue 17): OpenAI Conversations, or Redis for servers without them (their
+# Responses API with store=false, or their Chat Completions API).
+BackendName = Literal["conversations", "responses", "chat_completions"]
+# Built-in tools only OpenAI hosts: refused at start-up on a Redis-held backend.
+HOSTED_TOOLS = frozenset({"web_search", "code_interpreter"})
 DEFAULT_TOOLS: list[ToolName] = ["current_time", "slack_user_profile"]
 
 # The bot scopes an OAuth install asks for: manifest.yml's `oauth_config.scopes.bot` (a test keeps the two
@@ -104,6 +117,13 @@ class Settings(BaseSettings):
     redis_cluster: bool = False
     data_dir: Path = Path("data")
 
+    # conversations: threads are OpenAI Conversations; responses / chat_completions: threads are held in
+    # Redis and sent, trimmed to HISTORY_TOKEN_BUDGET, to a server's /v1/responses (store=false) or
+    # /v1/chat/completions (bot/assistant/held.py).
+    assistant_backend: BackendName = "conversations"
+    # A Redis-held thread's history sent with each turn, at most (the instructions and the turn's own
+    # input always go; the oldest items go first). Keep it inside the model's context window.
+    history_token_budget: int = Field(default=100_000, ge=1000)
     assistant_model: str = Field(default="gpt-5.1", min_length=1)
     assistant_instructions: str = DEFAULT_INSTRUCTIONS
     assistant_tools: Annotated[list[ToolName], NoDecode] = Field(default_factory=lambda: list(DEFAULT_TOOLS))
@@ -319,6 +339,29 @@ class Settings(BaseSettings):
     @property
     def thread_file_quota_bytes(self) -> int:
         return int(self.thread_file_quota_mb * 1024 * 1024)
+
+    @property
+    def held_threads(self) -> bool:
+        """Assistant threads are held in Redis (the server has no Conversations API)."""
+        return self.assistant_backend != "conversations"
+
+    @model_validator(mode="after")
+    def _hosted_tools_need_openai(self) -> Settings:
+        """What only OpenAI hosts is refused up front on a Redis-held backend, never silently dropped."""
+        if not self.held_threads:
+            return self
+        hosted = [t for t in self.assistant_tools if t in HOSTED_TOOLS]
+        if hosted:
+            raise ValueError(
+                f"ASSISTANT_TOOLS has {', '.join(hosted)}, which only OpenAI hosts: not available with "
+                f"ASSISTANT_BACKEND={self.assistant_backend}"
+            )
+        if self.knowledge_vector_store_ids:
+            raise ValueError(
+                "KNOWLEDGE_VECTOR_STORE_IDS needs OpenAI's file search: not available with "
+                f"ASSISTANT_BACKEND={self.assistant_backend}"
+            )
+        return self
 
     @property
     def code_interpreter(self) -> bool:

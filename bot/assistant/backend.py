@@ -1,6 +1,7 @@
 """The assistant backend's interface: what turns and thread commands need from whatever holds assistant
-threads and runs the model. Today's implementation is `responses.ResponsesBackend` (OpenAI Conversations +
-Responses); a second backend is one more module that satisfies `AssistantBackend`.
+threads and runs the model. `responses.ResponsesBackend` holds threads as OpenAI Conversations;
+`held.HeldBackend` holds them in Redis for servers without conversations (`held_responses`: /v1/responses
+with store=false; `chat`: /v1/chat/completions), chosen by ASSISTANT_BACKEND (issue 17).
 
 Input items use the Responses API's shapes (`user_message`, `tool_output`): the lingua franca a backend
 translates from, so the callers never change.
@@ -11,6 +12,8 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+
+from bot.keys import Keys
 
 # Runs with the response id before any text is shown (the caller records it); raising cancels the response.
 OnCreated = Callable[[str], Awaitable[None]]
@@ -145,7 +148,9 @@ class AssistantBackend(Protocol):
     """Assistant threads and the responses that run on them."""
 
     # --- threads ---
-    async def create_conversation(self, metadata: dict[str, str]) -> str: ...
+    async def create_conversation(self, metadata: dict[str, str], *, keys: Keys | None = None) -> str:
+        """A new assistant thread; `keys`: the workspace it belongs to (where a Redis-held one lives)."""
+        ...
 
     async def delete_conversation(self, conversation_id: str) -> None: ...
 

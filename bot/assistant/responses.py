@@ -53,6 +53,7 @@ from bot.errors import (
     ContextTooLong,
     ResponseVanished,
 )
+from bot.keys import Keys
 from bot.ops.metrics import Metrics
 from bot.settings import Settings
 
@@ -167,7 +168,7 @@ class ResponsesBackend(ConversationAdmin):
         self._settings = settings
         self.knowledge = knowledge or KnowledgeStores(client, settings.knowledge_vector_store_ids)
 
-    async def create_conversation(self, metadata: dict[str, str]) -> str:
+    async def create_conversation(self, metadata: dict[str, str], *, keys: Keys | None = None) -> str:
         try:
             conversation = await self._client.conversations.create(metadata=metadata)
         except openai.RateLimitError as exc:

@@ -16,6 +16,7 @@ turn answers without it. A thread takes in at most `THREAD_FILE_QUOTA_FILES` fil
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import time
@@ -28,13 +29,14 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.errors import StoreUnavailable
+from bot.errors import NotOnThisServer, StoreUnavailable
 from bot.files.downloads import FileKind, SlackFiles, check_declared_size, classify
 from bot.files.errors import (
     FileIndexFailed,
     FileNotReady,
     FileProblem,
     FileQuotaReached,
+    FileTooLarge,
     FileUploadFailed,
     human_size,
     quoted,
@@ -51,6 +53,9 @@ from bot.slack.client import SLACK_CALL_ERRORS, slack_error
 log = logging.getLogger(__name__)
 
 StatusFn = Callable[[str], Awaitable[None]]
+# An image sent inline to a server without a Files API (a Redis-held thread keeps it in its history, and
+# every later turn sends it again): at most this big.
+INLINE_IMAGE_MAX_BYTES = 5 * 1024 * 1024
 
 NOTICE_ICON = ":warning:"
 EXPIRED_NOTICE = (
@@ -104,6 +109,8 @@ class FileService:
             raise StoreUnavailable(f"files: {type(exc).__name__}") from exc
 
     async def _prepare(self, turn: Turn, status: StatusFn) -> TurnInput:
+        if self._settings.held_threads:
+            return await self._inline(turn, status)
         keys, thread = turn.workspace.keys, turn.thread
         state = await self.store.load(keys, thread)
         notices: list[str] = []
@@ -140,6 +147,38 @@ class FileService:
         if state.files:
             await self.store.touch(keys, thread)
         return self._input(turn, state, parts, notes, answer_needed=bool(turn.text.strip()) or used > 0)
+
+    async def _inline(self, turn: Turn, status: StatusFn) -> TurnInput:
+        """A Redis-held thread's server has no Files API (issue 17): images go inline, as data URLs (an
+        `input_image` with `image_url`); any other file would need file search, and is refused."""
+        parts: list[dict[str, Any]] = []
+        notes: list[str] = []
+        notices: list[str] = []
+        limit = min(self._settings.file_max_bytes, INLINE_IMAGE_MAX_BYTES)
+        for shared in list({f.id: f for f in turn.files}.values()):
+            try:
+                shared = await self._slack.resolve(shared)
+                if classify(shared, self._settings) != "image":
+                    raise NotOnThisServer(f"turn {turn.id}: file {shared.id} needs file search")
+                check_declared_size(shared, limit)
+                await status(f"is reading {shared.display_name[:60]}…")
+                data = await self._slack.download(shared)
+                if len(data) > limit:
+                    raise FileTooLarge(shared.display_name, len(data), limit)
+            except FileProblem as exc:
+                notices.append(exc.user_message)
+                notes.append(f"{shared.display_name} (could not be read)")
+                continue
+            url = f"data:{shared.mimetype or 'image/png'};base64,{base64.b64encode(data).decode()}"
+            parts.append({"type": "input_image", "image_url": url, "detail": "auto"})
+            notes.append(f"{shared.display_name} (attached as an image)")
+        if turn.files:
+            await status("")
+        if notices:
+            await self._notify(turn, notices)
+        return self._input(
+            turn, ThreadFiles(), parts, notes, answer_needed=bool(turn.text.strip()) or bool(parts)
+        )
 
     def _input(
         self,

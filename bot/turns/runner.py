@@ -510,7 +510,9 @@ class TurnRunner:
         )
 
     async def _new_conversation(self, turn: Turn, progress: TurnProgress) -> str:
-        created = await self._backend.create_conversation(conversation_metadata(turn))
+        created = await self._backend.create_conversation(
+            conversation_metadata(turn), keys=turn.workspace.keys
+        )
         try:
             bound = await progress.bind_conversation(created)
         except TurnInterrupted:

@@ -88,6 +88,7 @@ from multidict import MultiMapping
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from tests.fakes import openai_chat as chat
 from tests.fakes import openai_tools as tools
 from tests.fakes.openai_files import POLL_AFTER_MS, ApiError, FilesState, Hit
 from tests.fakes.openai_tools import ContainerFile, ToolCall
@@ -701,6 +702,14 @@ def _normalize_item(item: Json) -> Json:
     return stored
 
 
+def _last_turn_start(items: list[Json]) -> int:
+    """Where the items after the last assistant message start (the request's new part)."""
+    for index in range(len(items) - 1, -1, -1):
+        if items[index].get("type") in ("message", "function_call") and items[index].get("role") != "user":
+            return index + 1
+    return 0
+
+
 def _item_text(item: Json) -> str:
     content = item.get("content")
     if isinstance(content, str):
@@ -1013,6 +1022,7 @@ class FakeOpenAI:
         self._compactions: list[Json] = []
         self._vanished: list[str] = []
         self._models: dict[str, Json] = _default_models()
+        self._api_style = "openai"  # set_api_style (tests/fakes/openai_chat.py)
         self._server: ServerThread | None = None
         self.app = self._build_app()
 
@@ -1223,6 +1233,12 @@ class FakeOpenAI:
                 self._files.vs_files[vs["id"]][file["id"]].obj["status"] = "completed"
             return str(vs["id"])
 
+    def set_api_style(self, style: str) -> None:
+        """Play a server with only some of OpenAI's APIs (see tests/fakes/openai_chat.py)."""
+        assert style in chat.STYLES, style
+        with self._lock:
+            self._api_style = style
+
     def set_models(self, *model_ids: str) -> None:
         """The models this key's project can use (GET /v1/models/{model}); reset() restores the default."""
         with self._lock:
@@ -1279,6 +1295,7 @@ class FakeOpenAI:
             self._compactions.clear()
             self._vanished.clear()
             self._models = _default_models()
+            self._api_style = "openai"
 
     # ---- app and cross-cutting checks --------------------------------------------------------------
 
@@ -1297,6 +1314,7 @@ class FakeOpenAI:
             ("GET", "/v1/conversations/{conversation_id}/items/{item_id}", self._get_item),
             ("DELETE", "/v1/conversations/{conversation_id}/items/{item_id}", self._delete_item),
             ("POST", "/v1/responses", self._create_response),
+            ("POST", "/v1/chat/completions", self._create_chat_completion),
             ("GET", "/v1/responses/{response_id}", self._get_response),
             ("POST", "/v1/files", self._create_file),
             ("GET", "/v1/files", self._list_files),
@@ -1375,7 +1393,9 @@ class FakeOpenAI:
         if problems:
             limit = self.spec.limit_error(request.method, api_path, body)
             return self._violation(request, problems, limit)
-        if request.match_info.http_exception is not None:
+        if request.match_info.http_exception is not None or not chat.served(
+            self._api_style, request.method, request.path
+        ):
             return _error(404, f"Invalid URL ({request.method} {request.path})")
         if delay := self._take_delay(request):
             await asyncio.sleep(delay)
@@ -1830,6 +1850,8 @@ class FakeOpenAI:
 
         with self._lock:
             self._expire_background()
+            if (refused := chat.responses_problem(self._api_style, body)) is not None:
+                return _error(400, refused, param="store")
             if conv_id and previous_id:
                 return _error(
                     400,
@@ -1959,6 +1981,123 @@ class FakeOpenAI:
             return await self._respond_once(request, run)
         finally:
             self._finish(run, "cancelled")  # no-op unless the handler died midway
+
+    async def _create_chat_completion(self, request: web.Request) -> web.StreamResponse:
+        """POST /v1/chat/completions (see tests/fakes/openai_chat.py)."""
+        body: Json = request[_JSON]
+        messages: list[Json] = body.get("messages") or []
+        items = [_normalize_item(i) for i in chat.as_items(messages)]
+        instructions = "".join(
+            chat._content_text(m.get("content")) for m in messages if m.get("role") in ("system", "developer")
+        )
+        with self._lock:
+            if (problem := chat.pairing_problem(messages)) is not None:
+                return _error(400, problem, param="messages")
+            if context_tokens(items, instructions) > self._context_window:
+                return _error(400, _CONTEXT_EXCEEDED, param="messages", code="context_length_exceeded")
+            reply = self._scripts.popleft() if self._scripts else self.default_reply
+            if reply.http_status is not None:
+                return self._scripted_error(reply)
+            completion_id = chat.new_id("chatcmpl")
+            functions = {
+                str((t.get("function") or {}).get("name"))
+                for t in body.get("tools") or []
+                if isinstance(t, dict)
+            }
+            calls = [c for c in reply.tool_calls if c.name in functions]
+            for call in reply.tool_calls:
+                if call.name not in functions:
+                    self._tool_mismatches.append(f"{completion_id}: function call {call.name!r} not declared")
+            new = items[_last_turn_start(items) :]
+            users = [i for i in items if i.get("type") == "message" and i.get("role") == "user"]
+            if reply.text is not None:
+                text = reply.text
+            elif reply.echo_tool_outputs:
+                text = tools.echo_text(new)
+            elif calls:
+                text = ""
+            else:
+                text = f"Echo: {_item_text(users[-1]) if users else ''}"
+            self._model_inputs.append(
+                {
+                    "response_id": completion_id,
+                    "conversation": None,
+                    "api": "chat_completions",
+                    "model": body.get("model"),
+                    "instructions": instructions,
+                    "tools": copy.deepcopy(body.get("tools") or []),
+                    "input_items": copy.deepcopy(items),
+                    "messages": copy.deepcopy(messages),
+                }
+            )
+        model, created = str(body.get("model")), chat.now()
+        finish = "length" if reply.incomplete_reason else ("tool_calls" if calls else "stop")
+        prompt = context_tokens(items, instructions)
+        completion = _estimate_tokens(text + "".join(c.arguments_json for c in calls))
+        if not body.get("stream"):
+            message: Json = {"role": "assistant", "content": text or None, "refusal": None}
+            if calls:
+                message["tool_calls"] = [
+                    {
+                        "id": c.call_id or _new_id("call"),
+                        "type": "function",
+                        "function": {"name": c.name, "arguments": c.arguments_json},
+                    }
+                    for c in calls
+                ]
+            choice = {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
+            return web.json_response(
+                {
+                    "id": completion_id,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": model,
+                    "choices": [choice],
+                    "usage": chat.usage(prompt, completion),
+                }
+            )
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
+        await response.prepare(request)
+
+        def piece(delta: Json, end: str | None = None) -> Json:
+            return chat.chunk(completion_id, model, created, delta, end)
+
+        try:
+            await chat.write_event(response, piece({"role": "assistant", "content": ""}))
+            size = max(1, reply.chunk_size)
+            for index, start in enumerate(range(0, len(text), size)):
+                if index == reply.drop_after_chunks:
+                    self._cut(request)
+                    return response
+                if index and reply.chunk_delay:
+                    await asyncio.sleep(reply.chunk_delay)
+                await chat.write_event(response, piece({"content": text[start : start + size]}))
+            if reply.drop_after_chunks is not None and reply.drop_after_chunks >= len(
+                range(0, len(text), size)
+            ):
+                self._cut(request)
+                return response
+            for n, call in enumerate(calls):
+                head = {
+                    "index": n,
+                    "id": call.call_id or _new_id("call"),
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": ""},
+                }
+                await chat.write_event(response, piece({"tool_calls": [head]}))
+                args = {"index": n, "function": {"arguments": call.arguments_json}}
+                await chat.write_event(response, piece({"tool_calls": [args]}))
+            await chat.write_event(response, piece({}, finish))
+            if (body.get("stream_options") or {}).get("include_usage"):
+                last = chat.chunk(completion_id, model, created, {})
+                last["choices"] = []
+                last["usage"] = chat.usage(prompt, completion)
+                await chat.write_event(response, last)
+            await chat.write_event(response, "[DONE]")
+            await response.write_eof()
+            return response
+        except (ConnectionError, RuntimeError):  # the client hung up (a stopped answer): nothing to send
+            return response
 
     # ---- tool use in responses (under the lock) -------------------------------------------------------
 
