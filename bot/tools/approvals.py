@@ -39,7 +39,7 @@ APPROVAL_BLOCK = "mcp_approval"
 # Slack's limit on a button's value (docs.slack.dev/reference/block-kit/block-elements/button-element).
 VALUE_MAX_CHARS = 2000
 # What the message shows of the call's arguments (the model's text), at most.
-SHOWN_ARGUMENTS = 500
+SHOWN_ARGUMENTS = 300  # escaped, even all `&`, the section stays within 3000 characters
 POLL_SECONDS = 0.25
 
 NOT_YOURS = "Only <@{user}> can answer this request: they asked the question."
