@@ -234,6 +234,7 @@ def test_the_askers_approve_continues_the_answer_and_anyone_elses_click_changes_
     state = approval_state(rdb)
     assert state["decision"] == "approved" and state["by"] == ALICE and state["user"] == ALICE
     assert "web" not in json.dumps(state)  # the arguments are not kept
+    assert "is waiting for your approval…" in [s.status for s in slack.statuses(CHANNEL, event["ts"])]
 
 
 def test_deny_ends_the_answer_with_a_clear_note(

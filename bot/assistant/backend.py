@@ -91,8 +91,7 @@ OnUsage = Callable[[str, TokenUsage], Awaitable[None]]
 @dataclass
 class RoundResult:
     """What one response left for the turn to do: function calls to run, MCP calls to approve, files its
-    code wrote; and the
-    tokens it used, once it ended."""
+    code wrote; and the tokens it used, once it ended."""
 
     response_id: str | None = None
     usage: TokenUsage | None = None

@@ -153,7 +153,7 @@ class ToolLoop:
             if rounds > self._settings.tool_max_rounds or out_of_time:
                 opened.clear()  # closed by _give_up
                 await self._give_up(request, result.calls, rounds - 1, out_of_time)
-            asks = self._asks(result)
+            asks = self._asks(result, ctx)
             decisions: dict[str, Decision] = {}
             if asks:
                 waited = loop.time()
@@ -205,12 +205,14 @@ class ToolLoop:
                     await self._backend.add_items(request.conversation_id, items)
             raise
 
-    def _asks(self, result: RoundResult) -> list[ApprovalAsk]:
+    def _asks(self, result: RoundResult, ctx: ToolContext) -> list[ApprovalAsk]:
         """What of this round waits for the asker's yes: the hosted servers' approval requests, and the
-        calls of bot-side MCP tools that need one (keyed by call id, stable across retries)."""
+        calls of bot-side MCP tools that need one (keyed by call id, stable across retries). A call of a
+        tool the turn did not offer is not asked about: the registry refuses it."""
         asks = list(result.approvals)
         for call in result.calls:
-            if self._registry.needs_approval(call.name):
+            offered = ctx.offered is None or call.name in ctx.offered
+            if offered and not ctx.external and self._registry.needs_approval(call.name):
                 server, _, tool = call.name.partition("__")
                 asks.append(ApprovalAsk(call.call_id, server, tool, call.arguments))
         return asks
