@@ -16,14 +16,14 @@ import json
 import logging
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mcp import ClientSession
-from mcp.client.stdio import StdioServerParameters, stdio_client
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
+import httpx2
 
 from bot.settings import McpServer, Settings
+
+if TYPE_CHECKING:
+    from mcp import ClientSession
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ SEP = "__"  # between a server's label and its tool's name
 _FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # A server that does not answer its handshake or tool list in this time is left out of the turn.
 CONNECT_SECONDS = 10.0
+HTTP_TIMEOUT, HTTP_READ_TIMEOUT = 30.0, 300.0
 # Tool descriptions are the server's text: kept to a sensible size for the model's context.
 MAX_DESCRIPTION = 1024
 
@@ -102,6 +103,10 @@ class _Connection:
             raise McpError("did not connect" if not done else "connection failed")
 
     async def _hold(self) -> None:
+        # The SDK is imported here, on first use: it takes about a second to import, which every bot
+        # process (and every worker) would pay at start-up even with no bot-side server configured.
+        from mcp import ClientSession
+
         try:
             async with contextlib.AsyncExitStack() as stack:
                 read, write = await stack.enter_async_context(self._transport(stack))
@@ -117,12 +122,17 @@ class _Connection:
             self._session = None
 
     def _transport(self, stack: contextlib.AsyncExitStack) -> Any:
+        from mcp.client.stdio import StdioServerParameters, stdio_client
+        from mcp.client.streamable_http import streamable_http_client
+
         server = self.server
         if server.transport == "stdio":
             assert server.command
             return stdio_client(StdioServerParameters(command=server.command[0], args=server.command[1:]))
         assert server.url is not None
-        client = create_mcp_http_client(headers=Settings.mcp_headers(server))
+        # The SDK's own default timeouts (mcp.shared._httpx_utils): a server may hold a stream open.
+        timeout = httpx2.Timeout(HTTP_TIMEOUT, read=HTTP_READ_TIMEOUT)
+        client = httpx2.AsyncClient(headers=Settings.mcp_headers(server), timeout=timeout)
         stack.push_async_callback(client.aclose)
         return streamable_http_client(server.url, http_client=client)
 
