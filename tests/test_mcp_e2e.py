@@ -227,6 +227,7 @@ def test_the_askers_approve_continues_the_answer_and_anyone_elses_click_changes_
     [answered] = [i for i in second["input_items"] if i["type"] == "mcp_approval_response"]
     assert answered["approval_request_id"] == request["id"] and answered["approve"] is True
     # One answer message, continued; the question now says who approved it (no buttons left).
+    slack.wait_for(lambda: "approved" in slack.messages(CHANNEL, event["ts"])[-1].text)
     posts = [m for m in slack.messages(CHANNEL, event["ts"]) if m.kind == "post"]
     assert [m.ts for m in posts] == [asked.ts]
     assert posts[0].text.startswith(f":white_check_mark: <@{ALICE}> approved `deploy` on `deploys`")

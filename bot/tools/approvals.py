@@ -139,6 +139,16 @@ def _field(container: object, key: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+# KEYS: the approval. ARGV: decision, who. The first decision wins, recorded with who made it at once.
+_DECIDE = """
+if redis.call('HSETNX', KEYS[1], 'decision', ARGV[1]) == 1 then
+  redis.call('HSET', KEYS[1], 'by', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
 class Approvals:
     def __init__(
         self, redis: Redis, client: AsyncWebClient, *, seconds: float, poll_seconds: float = POLL_SECONDS
@@ -148,6 +158,7 @@ class Approvals:
         self._ephemeral = Ephemeral(client)
         self._seconds = seconds
         self._poll = poll_seconds
+        self._decide = redis.register_script(_DECIDE)
 
     async def decide(
         self, keys: Keys, ask: ApprovalAsk, *, user: str, channel: str, thread_ts: str | None
@@ -230,8 +241,7 @@ class Approvals:
                 told = NOT_YOURS.format(user=state.get("user"))
             elif state.get("decision"):
                 told = ALREADY if state["decision"] != "timed_out" else GONE
-            elif await self._redis.hsetnx(key, "decision", "approved" if click.approve else "denied"):
-                await self._redis.hset(key, "by", click.user)
+            elif await self._decide(keys=[key], args=["approved" if click.approve else "denied", click.user]):
                 told = None
             else:
                 told = ALREADY
