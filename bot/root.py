@@ -99,7 +99,9 @@ class Bot:
         # The agent session's stop button: any front marks the running turn, its worker stops it.
         self.stops = Stops(redis.client)
         # Tool calls waiting for a person's yes (issue 16): asked by turns, answered by the buttons.
-        self.approvals = Approvals(redis.client, web_client, seconds=settings.mcp_approval_seconds)
+        self.approvals = Approvals(
+            redis.client, web_client, seconds=settings.mcp_approval_seconds, metrics=self.metrics
+        )
         self._tools = tools
         runner = TurnRunner(
             settings=settings,

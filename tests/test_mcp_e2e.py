@@ -27,6 +27,7 @@ from tests.harness import BOT_USER, TEAM, SlackSender, free_port, mention, new_t
 from tests.test_agent_e2e import stream_chunks, task_statuses
 from tests.test_bridge_e2e import ALICE, BOB, CHANNEL, answers
 from tests.test_commands_e2e import command
+from tests.test_observability_e2e import scrape, value
 from tests.test_reliability_e2e import FAST, NO_LIMITS
 from tests.test_tools_e2e import tool_names
 
@@ -202,7 +203,8 @@ def test_a_hosted_server_set_for_one_channel_is_offered_only_in_its_threads(
 def test_the_askers_approve_continues_the_answer_and_anyone_elses_click_changes_nothing(
     slack: FakeSlack, openai_fake: FakeOpenAI, start_bot: BotFactory, rdb: redis.Redis
 ) -> None:
-    sender = SlackSender(start_bot(**NO_LIMITS, MCP_SERVERS=servers(DEPLOYS)).url)
+    bot = start_bot(**NO_LIMITS, MCP_SERVERS=servers(DEPLOYS))
+    sender = SlackSender(bot.url)
     openai_fake.script(Reply(mcp=DEPLOY), Reply(mcp=DEPLOY))
     event = mention(CHANNEL, ALICE, "Deploy web please")
     sender.send_event(event)
@@ -236,6 +238,9 @@ def test_the_askers_approve_continues_the_answer_and_anyone_elses_click_changes_
     assert state["decision"] == "approved" and state["by"] == ALICE and state["user"] == ALICE
     assert "web" not in json.dumps(state)  # the arguments are not kept
     assert "is waiting for your approval…" in [s.status for s in slack.statuses(CHANNEL, event["ts"])]
+    samples = scrape(bot)
+    assert value(samples, "mcp_approvals_total", result="not_yours") == 1
+    assert value(samples, "mcp_approvals_total", result="approved") == 1
 
 
 def test_deny_ends_the_answer_with_a_clear_note(

@@ -26,6 +26,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.assistant.backend import ApprovalAsk
 from bot.keys import APPROVAL_KEPT, Keys
 from bot.models import Workspace
+from bot.ops.metrics import Metrics
 from bot.slack.client import SLACK_CALL_ERRORS, slack_error
 from bot.slack.ephemeral import Ephemeral
 from bot.slack.events import workspace_of
@@ -151,8 +152,15 @@ return 0
 
 class Approvals:
     def __init__(
-        self, redis: Redis, client: AsyncWebClient, *, seconds: float, poll_seconds: float = POLL_SECONDS
+        self,
+        redis: Redis,
+        client: AsyncWebClient,
+        *,
+        seconds: float,
+        metrics: Metrics | None = None,
+        poll_seconds: float = POLL_SECONDS,
     ) -> None:
+        self._metrics = metrics or Metrics()
         self._redis = redis
         self._client = client
         self._ephemeral = Ephemeral(client)
@@ -193,6 +201,7 @@ class Approvals:
             expires = int(state.get("expires") or 0)
             if time.time() * 1000 >= expires:
                 if await self._redis.hsetnx(key, "decision", "timed_out"):
+                    self._metrics.approval("timed_out")  # counted once: by the attempt that ended it
                     await self._show(
                         channel, state.get("message_ts"), outcome_text("timed_out", _tool(ask), None)
                     )
@@ -249,9 +258,12 @@ class Approvals:
             log.warning("approval answer not recorded: Redis %s", type(exc).__name__)
             told = NOT_RECORDED
         if told is not None:
+            refused = {NOT_RECORDED: "error", GONE: "gone", ALREADY: "already"}.get(told, "not_yours")
+            self._metrics.approval(refused)
             await self._ephemeral.whisper(click.channel, click.user, told, click.thread_ts)
             return
         decision: Decision = "approved" if click.approve else "denied"
+        self._metrics.approval(decision)
         ask = ApprovalAsk(click.ask_id, state.get("server", ""), state.get("tool", ""), "")
         log.info("approval %s: %s by %s", click.ask_id, decision, click.user)
         await self._show(click.channel, click.message_ts, outcome_text(decision, _tool(ask), click.user))
