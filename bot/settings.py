@@ -6,6 +6,7 @@ since prompt objects are shut down on 2026-11-30.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -359,7 +360,7 @@ class Settings(BaseSettings):
                 raise ConfigError(f"MCP server {server.label}: `url` must be an http(s) URL")
             if server.transport == "stdio" and not server.command:
                 raise ConfigError(f"MCP server {server.label}: a stdio server needs `command`")
-            missing = [var for var in server.headers_from_env.values() if not os.environ.get(var)]
+            missing = [var for var in server.headers_from_env.values() if not _env_value(var)]
             if missing:
                 # The variable's name only: its value is the secret.
                 raise ConfigError(
@@ -370,7 +371,7 @@ class Settings(BaseSettings):
     @staticmethod
     def mcp_headers(server: McpServer) -> dict[str, str]:
         """The server's headers with their secret values, read from the environment when they are sent."""
-        return {header: os.environ.get(var, "") for header, var in server.headers_from_env.items()}
+        return {header: _env_value(var) for header, var in server.headers_from_env.items()}
 
     @field_validator("redis_url")
     @classmethod
@@ -443,6 +444,19 @@ def _given(field: str, settings: Settings | None, overrides: dict[str, object]) 
     from_file = dotenv_values(env_file) if env_file.is_file() else {}
     name = field.upper()
     return bool(overrides.get(field) or os.environ.get(name) or from_file.get(name))
+
+
+@functools.cache
+def _dotenv() -> dict[str, str | None]:
+    """`.env` of the working folder, as the settings read it (read once)."""
+    env_file = Path(".env")
+    return dotenv_values(env_file) if env_file.is_file() else {}
+
+
+def _env_value(name: str) -> str:
+    """A variable's value from the environment, else from `.env` (MCP header secrets: never settings fields,
+    so they are never echoed with the configuration)."""
+    return os.environ.get(name) or _dotenv().get(name) or ""
 
 
 def load_settings(mode: Mode, **overrides: object) -> Settings:

@@ -157,3 +157,23 @@ def test_a_bot_side_tool_is_refused_when_not_offered_or_for_a_guest() -> None:
 
     hidden, guest = asyncio.run(run())
     assert json.loads(hidden) == json.loads(guest) == {"error": "there is no tool named tix__lookup"}
+
+
+def test_a_header_secret_may_live_in_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from bot import settings as settings_module
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DOTENV_MCP_KEY", raising=False)
+    (tmp_path / ".env").write_text("DOTENV_MCP_KEY=from-the-file\n")
+    settings_module._dotenv.cache_clear()
+    try:
+        hosted = {
+            "label": "d",
+            "transport": "hosted",
+            "url": "https://x",
+            "headers_from_env": {"K": "DOTENV_MCP_KEY"},
+        }
+        [server] = settings(mcp_servers=json.dumps([hosted])).mcp_server_list()
+        assert Settings.mcp_headers(server) == {"K": "from-the-file"}
+    finally:
+        settings_module._dotenv.cache_clear()
