@@ -3,7 +3,8 @@ tool, scripted at the fake OpenAI) is offered only where a channel policy names 
 becomes Approve / Deny buttons only the asker can answer, whose answer continues or ends the same message
 (no answer in time is a Deny, and a worker restart loses nothing); a server only the bot can reach
 (tests/mcp_server.py, over stdio or streamable HTTP) is called through the tool loop, and when it dies the
-model gets an error and the user an answer. No secret header value reaches Redis, the logs or Slack."""
+model gets an error and the user an answer. A Slack Connect guest gets no MCP servers. No secret header value
+reaches Redis, the logs or Slack."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from tests.test_bridge_e2e import ALICE, BOB, CHANNEL, answers
 from tests.test_commands_e2e import command
 from tests.test_observability_e2e import scrape, value
 from tests.test_reliability_e2e import FAST, NO_LIMITS
+from tests.test_slack_connect_e2e import PARTNER, SHARED, guest_mention, host_mention
 from tests.test_tools_e2e import tool_names
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -417,3 +419,19 @@ def test_an_http_servers_tool_needing_approval_runs_once_approved_and_its_key_st
     assert task_statuses(chunks, "call_deploy")[-1] == "complete"
     bot.stop()
     assert_secret_nowhere(OPS_KEY, rdb, slack, bot.logs())
+
+
+def test_a_slack_connect_guest_gets_no_mcp_servers(
+    slack: FakeSlack, openai_fake: FakeOpenAI, start_bot: BotFactory
+) -> None:
+    bot = start_bot(**NO_LIMITS, allow_external_users="true", MCP_SERVERS=servers(DEPLOYS, LOCAL))
+    sender = SlackSender(bot.url)
+    asked = guest_mention("Deploy web please")
+    sender.send_connect_event(asked, sender_team=PARTNER)
+    answers(slack, SHARED, asked["ts"])
+    host = host_mention("Deploy web please", user=BOB)
+    sender.send_connect_event(host, sender_team=TEAM)
+    answers(slack, SHARED, host["ts"])
+    guest_request, host_request = openai_fake.model_inputs
+    assert not [n for n in tool_names(guest_request["tools"]) if n == "mcp" or n.startswith("tix__")]
+    assert "mcp" in tool_names(host_request["tools"]) and "tix__deploy" in tool_names(host_request["tools"])
