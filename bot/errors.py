@@ -117,6 +117,11 @@ class TurnAbandoned(BotError):
     user_message = "Sorry, I couldn't answer this message after several tries. Please send it again."
 
 
+class ApprovalDenied(BotError):
+    """A tool call that needed the asker's yes was denied, or not answered in time (issue 16): the call was
+    not run, and the answer ends here. The user message names the tool (names from the configuration)."""
+
+
 class ToolLoopStopped(BotError):
     """The tool loop hit its limit on rounds or time; the calls left were closed with an error output."""
 

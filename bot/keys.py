@@ -87,6 +87,10 @@ ORPHAN_SWEEP_LOCK = f"{PREFIX}:orphan-sweep"
 # The in-process sweep leaves younger objects alone: a running turn may not have recorded them yet.
 ORPHAN_MIN_AGE = timedelta(hours=1)
 
+# MCP approvals (issue 16): a request waits MCP_APPROVAL_SECONDS for its answer; its record is kept a day
+# longer, so a retried turn still finds the decision (and a late click is told the request is over).
+APPROVAL_KEPT = timedelta(days=1)
+
 
 def ms(td: timedelta) -> int:
     return int(td.total_seconds() * 1000)
@@ -269,6 +273,14 @@ class Keys:
     def usage_counted(self, response_id: str) -> str:
         """STRING (SET NX, USAGE_COUNTED_TTL): this response's usage is counted."""
         return f"{self.ns}:usage:counted:{response_id}"
+
+    # --- MCP approvals (issue 16) --------------------------------------------------------------------------
+
+    def approval(self, ask_id: str) -> str:
+        """HASH (until `expires` + APPROVAL_KEPT): one tool call waiting for a person's yes: user, channel,
+        thread_ts, server, tool, expires (epoch ms), message_ts; once answered, decision and by. No argument
+        values and no header values are kept."""
+        return f"{self.ns}:approval:{ask_id}"
 
     # --- feedback on answers (issue 15) -------------------------------------------------------------------
 

@@ -51,6 +51,7 @@ from bot.threads.targets import Targets
 from bot.threads.uninstall import Uninstall
 from bot.threads.usage import Admins, UsageLedger, UsageReport
 from bot.tools import ToolRegistry, registry_from
+from bot.tools.approvals import Approvals
 from bot.turns.runner import TurnRunner
 from bot.turns.stops import Stops
 
@@ -100,6 +101,11 @@ class Bot:
         items = ThreadItems(redis.client)
         # The agent session's stop button: any front marks the running turn, its worker stops it.
         self.stops = Stops(redis.client)
+        # Tool calls waiting for a person's yes (issue 16): asked by turns, answered by the buttons.
+        self.approvals = Approvals(
+            redis.client, web_client, seconds=settings.mcp_approval_seconds, metrics=self.metrics
+        )
+        self._tools = tools
         runner = TurnRunner(
             settings=settings,
             web_client=web_client,
@@ -123,6 +129,7 @@ class Bot:
             items=items,
             remover=ItemRemover(store, items, ephemeral),
             stops=self.stops,
+            approvals=self.approvals,
         )
         limits = SpendLimits(redis.client, settings)
         self._dispatcher = Dispatcher(
@@ -143,6 +150,7 @@ class Bot:
             PolicyAdmins(admins, settings.policy_admins),
             Validator(Catalog(openai_client)),
             known_tools=[*get_args(ToolName), *tools.names],
+            known_servers=[s.label for s in settings.mcp_server_list()],
         )
         self.policy_form = PolicyForm(policies, web_client)
         self.intake = Intake(
@@ -280,6 +288,7 @@ class Bot:
         await self._stop_sweep()
         await self._background.drain(min(grace_seconds, COMMAND_GRACE_SECONDS))
         await self._dispatcher.shutdown(grace_seconds)
+        await self._tools.mcp.close()
         await self._openai.close()
         if self.web_client.session is not None:
             await self.web_client.session.close()

@@ -6,7 +6,10 @@ since prompt objects are shut down on 2026-11-30.
 
 from __future__ import annotations
 
+import functools
+import json
 import os
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
@@ -79,6 +82,53 @@ DEFAULT_DATA_TYPES = ["csv", "tsv", "xlsx", "xls", "parquet", "xml", "zip"]
 # REDIS_URL schemes that name a Sentinel service instead of a server (bot.queue.connection).
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 
+# MCP servers (issue 16). A label names a server in policies, steps and approvals; a bot-side server's tools
+# reach the model as `<label>__<tool>` function tools, whose names the Responses API limits to 64 characters
+# of [A-Za-z0-9_-] (spec `FunctionTool.name`).
+McpTransport = Literal["hosted", "http", "stdio"]
+_MCP_LABEL = r"^[A-Za-z0-9_-]{1,32}$"
+_HEADER_NAME = r"^[A-Za-z0-9-]{1,100}$"
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+
+
+class McpServer(BaseModel):
+    """One MCP server, as MCP_SERVERS (or MCP_SERVERS_FILE) declares it.
+
+    `hosted`: OpenAI calls it (the Responses `mcp` tool; `url` must be reachable from OpenAI). `http`
+    (streamable HTTP) and `stdio` (`command`): the bot is the client. `headers_from_env` maps a header to
+    the environment variable holding its value: secrets stay in the environment, never in this config,
+    Redis, the logs or Slack. `approval`: the tools (or "always" / "never") that need the asker's yes in
+    Slack before they run. `default`: offered where no channel policy names its servers (`mcp`)."""
+
+    model_config = {"extra": "forbid", "frozen": True}
+
+    label: str = Field(pattern=_MCP_LABEL)
+    transport: McpTransport
+    url: str | None = None
+    command: list[str] | None = Field(default=None, min_length=1)
+    description: str | None = Field(default=None, max_length=1000)
+    allowed_tools: list[str] | None = None
+    approval: Literal["always", "never"] | list[str] = "never"
+    headers_from_env: dict[str, str] = Field(default_factory=dict)
+    default: bool = True
+
+    @field_validator("headers_from_env")
+    @classmethod
+    def _header_shapes(cls, v: dict[str, str]) -> dict[str, str]:
+        for header, var in v.items():
+            if not re.fullmatch(_HEADER_NAME, header) or not re.fullmatch(_ENV_NAME, var):
+                raise ValueError("maps header names to environment variable names")
+        return v
+
+    def needs_approval(self, tool: str) -> bool:
+        if isinstance(self.approval, list):
+            return tool in self.approval
+        return self.approval == "always"
+
+    def allows(self, tool: str) -> bool:
+        return self.allowed_tools is None or tool in self.allowed_tools
+
+
 DEFAULT_PROMPTS = [
     SuggestedPrompt(title="Summarize a topic", message="Give me a short overview of "),
     SuggestedPrompt(title="Draft a message", message="Help me write a friendly message to my team about "),
@@ -133,6 +183,11 @@ class Settings(BaseSettings):
     tool_max_rounds: int = Field(default=8, ge=1, le=50)
     tool_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     tool_loop_seconds: float = Field(default=300.0, gt=0, le=3600)
+    # MCP servers (issue 16): a JSON list of `McpServer` objects, or a JSON file holding one (the file wins).
+    mcp_servers: Annotated[list[McpServer], NoDecode] = Field(default_factory=list)
+    mcp_servers_file: Path | None = None
+    # How long an approval request waits for the asker's answer; no answer counts as Deny.
+    mcp_approval_seconds: float = Field(default=600.0, gt=0, le=24 * 3600)
     # Server-side compaction (Responses `context_management`): once a thread's context passes this many
     # tokens, OpenAI summarizes its earlier part, so a thread of any length keeps answering. The API's
     # minimum is 1,000; keep it well inside the model's window.
@@ -294,6 +349,59 @@ class Settings(BaseSettings):
             return [str(x).strip() for x in v if str(x).strip()]
         return v
 
+    @field_validator("mcp_servers", mode="before")
+    @classmethod
+    def _mcp_json(cls, v: object) -> object:
+        return json.loads(v) if isinstance(v, str) and v.strip() else ([] if isinstance(v, str) else v)
+
+    @field_validator("mcp_servers_file")
+    @classmethod
+    def _mcp_file_readable(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError("must name a readable JSON file")
+        return v
+
+    def mcp_server_list(self) -> list[McpServer]:
+        """The MCP servers configured (MCP_SERVERS_FILE over MCP_SERVERS), each checked: a transport's
+        own fields present, labels unique, every header's variable set. Raises ConfigError."""
+        servers = self.mcp_servers
+        if self.mcp_servers_file is not None:
+            try:
+                raw = json.loads(self.mcp_servers_file.read_text())
+                servers = [McpServer.model_validate(s) for s in raw]
+            except (OSError, ValueError, TypeError) as exc:
+                raise ConfigError(
+                    f"MCP_SERVERS_FILE: not a JSON list of servers ({type(exc).__name__})"
+                ) from exc
+        labels = [s.label for s in servers]
+        if len(set(labels)) != len(labels):
+            raise ConfigError("MCP servers: two servers share a label")
+        for server in servers:
+            if server.transport in ("hosted", "http") and not (server.url or "").startswith(
+                ("https://", "http://")
+            ):
+                raise ConfigError(f"MCP server {server.label}: `url` must be an http(s) URL")
+            if server.transport == "stdio" and not server.command:
+                raise ConfigError(f"MCP server {server.label}: a stdio server needs `command`")
+            if server.transport == "hosted" and self.held_threads:
+                # Refused up front, as the other hosted tools are: only OpenAI's Responses API calls it.
+                raise ConfigError(
+                    f"MCP server {server.label}: a hosted server needs OpenAI (not available with "
+                    f"ASSISTANT_BACKEND={self.assistant_backend}); use transport http or stdio"
+                )
+            missing = [var for var in server.headers_from_env.values() if not _env_value(var)]
+            if missing:
+                # The variable's name only: its value is the secret.
+                raise ConfigError(
+                    f"MCP server {server.label}: environment variable(s) not set: {', '.join(missing)}"
+                )
+        return servers
+
+    @staticmethod
+    def mcp_headers(server: McpServer) -> dict[str, str]:
+        """The server's headers with their secret values, read from the environment when they are sent."""
+        return {header: _env_value(var) for header, var in server.headers_from_env.items()}
+
     @field_validator("redis_url")
     @classmethod
     def _redis_url_shape(cls, v: str | None) -> str | None:
@@ -388,6 +496,19 @@ def _given(field: str, settings: Settings | None, overrides: dict[str, object]) 
     from_file = dotenv_values(env_file) if env_file.is_file() else {}
     name = field.upper()
     return bool(overrides.get(field) or os.environ.get(name) or from_file.get(name))
+
+
+@functools.cache
+def _dotenv() -> dict[str, str | None]:
+    """`.env` of the working folder, as the settings read it (read once)."""
+    env_file = Path(".env")
+    return dotenv_values(env_file) if env_file.is_file() else {}
+
+
+def _env_value(name: str) -> str:
+    """A variable's value from the environment, else from `.env` (MCP header secrets: never settings fields,
+    so they are never echoed with the configuration)."""
+    return os.environ.get(name) or _dotenv().get(name) or ""
 
 
 def load_settings(mode: Mode, **overrides: object) -> Settings:

@@ -40,6 +40,7 @@ from bot.threads.commands import COMMAND
 from bot.threads.home import HOME_RESET_ACTION, HOME_SETTINGS_ACTION
 from bot.threads.policy_modal import INPUT_ACTION, POLICY_CALLBACK
 from bot.threads.settings_modal import META_BLOCK, META_INPUT, SETTINGS_CALLBACK
+from bot.tools.approvals import APPROVE_ACTION, DENY_ACTION, parse_approval_click
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +202,15 @@ def register(app: AsyncApp, bot: Bot) -> None:
         click = parse_feedback_click(body, context)
         if click is not None:
             bot.later(bot.feedback.clicked(click, trigger_id=trigger_id_of(body)), name="feedback")
+
+    # Approve / Deny of an MCP tool call (issue 16): recorded after the ack; the waiting turn reads it.
+    @app.action(APPROVE_ACTION)
+    @app.action(DENY_ACTION)
+    async def on_approval(ack: AsyncAck, body: dict[str, Any], context: dict[str, Any]) -> None:
+        await ack()
+        click = parse_approval_click(body, context)
+        if click is not None:
+            bot.later(bot.approvals.clicked(click), name="approval")
 
     @app.view(COMMENT_CALLBACK)
     async def on_feedback_comment(ack: AsyncAck, body: dict[str, Any], context: dict[str, Any]) -> None:

@@ -21,7 +21,7 @@ from openai.types.responses import (
 )
 
 from tests.fakes.openai_api import ContainerFile, FakeOpenAI, Reply, ToolCall, get_spec
-from tests.fakes.openai_tools import CONTENT_CHUNK, pattern_bytes
+from tests.fakes.openai_tools import CONTENT_CHUNK, McpScript, pattern_bytes
 
 MODEL = "gpt-4.1-mini"
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(64))
@@ -698,3 +698,93 @@ def test_container_file_content_is_made_lazily_and_stops_where_the_reader_does(
         with pytest.raises(openai.BadRequestError):
             client.containers.files.list(container.id, limit=limit)
     assert fake.spec_violations == []
+
+
+# ---- hosted MCP servers (issue 16) --------------------------------------------------------------------
+
+MCP_TOOL: Any = {
+    "type": "mcp",
+    "server_label": "ops",
+    "server_url": "https://mcp.example.com/mcp",
+    "require_approval": {"always": {"tool_names": ["deploy"]}, "never": {"tool_names": ["status"]}},
+    "headers": {"Authorization": "Bearer x"},
+}
+
+
+def test_mcp_list_approval_and_call_follow_the_spec(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    spec, headers = get_spec(), _headers(fake)
+    conv = httpx2.post(f"{fake.base_url}/conversations", json={}, headers=headers).json()
+    deploy = McpScript("ops", "deploy", {"service": "web"}, output="deployed web")
+    body = {"model": MODEL, "conversation": conv["id"], "tools": [MCP_TOOL], "stream": True}
+
+    # Round 1: the tools are listed, the call needs approval: a request and no message.
+    fake.script(Reply(mcp=deploy))
+    events = _raw_sse(fake, {**body, "input": [{"role": "user", "content": "deploy web"}]})
+    _assert_events_follow_spec(events)
+    first = events[-1]["response"]
+    assert [o["type"] for o in first["output"]] == ["mcp_list_tools", "mcp_approval_request"]
+    assert "response.mcp_list_tools.completed" in _types(events)
+    request = first["output"][1]
+    assert (request["server_label"], request["name"], request["arguments"]) == (
+        "ops",
+        "deploy",
+        '{"service": "web"}',
+    )
+    # openai-python reads the items as its own types.
+    typed = client.responses.retrieve(first["id"])
+    assert [type(o).__name__ for o in typed.output] == ["McpListTools", "McpApprovalRequest"]
+
+    # An answer to no request of the conversation is refused.
+    bad = httpx2.post(
+        f"{fake.base_url}/responses",
+        json={**body, "stream": False, "input": [approval("mcpr_nope", True)]},
+        headers=headers,
+    )
+    assert bad.status_code == 400 and "mcpr_nope" in bad.json()["error"]["message"]
+
+    # Round 2: approved: the call runs (listed once per conversation: not again) and the text uses it.
+    fake.script(Reply(mcp=deploy))
+    events = _raw_sse(fake, {**body, "input": [approval(request["id"], True)]})
+    _assert_events_follow_spec(events)
+    second = events[-1]["response"]
+    assert [o["type"] for o in second["output"]] == ["mcp_call", "message"]
+    call = second["output"][0]
+    assert call["approval_request_id"] == request["id"] and call["output"] == "deployed web"
+    assert {"response.mcp_call_arguments.done", "response.mcp_call.completed"} <= set(_types(events))
+    assert second["output"][1]["content"][0]["text"] == "MCP said: deployed web"
+
+    # Round 3: a tool that needs no approval is called at once; a failing one says so.
+    fake.script(Reply(mcp=McpScript("ops", "status", error="server down")))
+    events = _raw_sse(fake, {**body, "input": [{"role": "user", "content": "status?"}]})
+    _assert_events_follow_spec(events)
+    failed = events[-1]["response"]["output"][0]
+    assert failed["status"] == "failed" and failed["error"]["type"] == "mcp_tool_execution_error"
+    assert "response.mcp_call.failed" in _types(events)
+    items = httpx2.get(f"{fake.base_url}/conversations/{conv['id']}/items", headers=headers).json()
+    assert spec.schema_errors("ConversationItemList", items) == []
+    assert fake.mcp_tools_seen[0]["headers"] == {"Authorization": "Bearer x"}
+    assert fake.spec_violations == [] and fake.tool_mismatches == []
+
+
+def test_a_denied_mcp_call_is_not_made(fake: FakeOpenAI) -> None:
+    headers = _headers(fake)
+    conv = httpx2.post(f"{fake.base_url}/conversations", json={}, headers=headers).json()
+    deploy = McpScript("ops", "deploy", output="deployed web")
+    body = {"model": MODEL, "conversation": conv["id"], "tools": [MCP_TOOL], "stream": True}
+    fake.script(Reply(mcp=deploy), Reply(mcp=deploy))
+    first = _raw_sse(fake, {**body, "input": [{"role": "user", "content": "deploy"}]})[-1]["response"]
+    request_id = first["output"][-1]["id"]
+    events = _raw_sse(fake, {**body, "input": [approval(request_id, False)]})
+    _assert_events_follow_spec(events)
+    output = events[-1]["response"]["output"]
+    assert [o["type"] for o in output] == ["message"]
+    assert "not approved" in output[0]["content"][0]["text"]
+    # Not declared: not called (the model can't use a server it was not given).
+    fake.script(Reply(mcp=McpScript("elsewhere", "deploy")))
+    _raw_sse(fake, {**body, "input": [{"role": "user", "content": "again"}]})
+    assert any("MCP server 'elsewhere'" in m for m in fake.tool_mismatches)
+    assert fake.spec_violations == []
+
+
+def approval(request_id: str, approve: bool) -> dict[str, Any]:
+    return {"type": "mcp_approval_response", "approval_request_id": request_id, "approve": approve}

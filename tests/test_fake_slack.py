@@ -1011,3 +1011,64 @@ def test_feedback_buttons_within_limits_land_on_the_message(fake: FakeSlack) -> 
     streamed, whole = fake.messages(DM, THREAD)
     assert streamed.text == "hi there" and streamed.blocks == [at_limits] and not streamed.streaming
     assert whole.blocks == [at_limits]
+
+
+# ---------------------------------------------------------------- buttons in actions blocks (issue 16)
+
+
+def actions_block(**changes: Any) -> dict[str, Any]:
+    """An actions block with one button; `changes` override the button's fields (`elements` / `block_id`:
+    the block's own)."""
+    element: dict[str, Any] = {
+        "type": "button",
+        "action_id": "approve",
+        "text": {"type": "plain_text", "text": "Approve"},
+        "value": "mcpr_1",
+        "style": "primary",
+    }
+    block: dict[str, Any] = {"type": "actions", "block_id": "ask"}
+    for key, value in changes.items():
+        (block if key in ("elements", "block_id") else element)[key] = value
+    block.setdefault("elements", [element])
+    return block
+
+
+@pytest.mark.parametrize(
+    ("blocks", "pointer"),
+    [
+        ([actions_block(elements=[])], "/blocks/0/elements"),
+        ([actions_block(elements=[actions_block()["elements"][0]] * 26)], "/blocks/0/elements"),
+        ([actions_block(block_id="b" * 256)], "/blocks/0/block_id"),
+        ([actions_block(action_id="a" * 256)], "/elements/0/action_id"),
+        ([actions_block(text={"type": "plain_text", "text": "x" * 76})], "/elements/0/text/text"),
+        ([actions_block(text={"type": "mrkdwn", "text": "*x*"})], "/elements/0/text"),
+        ([actions_block(value="v" * 2001)], "/elements/0/value"),
+        ([actions_block(style="loud")], "/elements/0/style"),
+        ([{"type": "section", "text": {"type": "mrkdwn", "text": "t" * 3001}}], "/blocks/0/text/text"),
+    ],
+)
+def test_buttons_and_sections_over_block_kit_limits_are_refused(
+    fake: FakeSlack, blocks: list[dict[str, Any]], pointer: str
+) -> None:
+    client = web(fake)
+    posted = client.chat_postMessage(channel=CHANNEL, text="ask")
+    for call in (
+        lambda: client.chat_postMessage(channel=CHANNEL, text="ask", blocks=blocks),
+        lambda: client.chat_update(channel=CHANNEL, ts=posted["ts"], text="ask", blocks=blocks),
+    ):
+        err = api_error(call)
+        assert err.response["error"] == "invalid_blocks"
+        assert any(pointer in m for m in err.response["response_metadata"]["messages"]), err.response
+    assert [m.blocks for m in fake.messages(CHANNEL)] == [[]]
+
+
+def test_buttons_within_limits_land_on_the_message(fake: FakeSlack) -> None:
+    at_limits = actions_block(
+        block_id="b" * 255,
+        action_id="a" * 255,
+        value="v" * 2000,
+        text={"type": "plain_text", "text": "x" * 75},
+    )
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": "t" * 3000}}, at_limits]
+    web(fake).chat_postMessage(channel=CHANNEL, text="ask", blocks=blocks)
+    assert [m.blocks for m in fake.messages(CHANNEL)] == [blocks]

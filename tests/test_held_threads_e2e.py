@@ -8,6 +8,9 @@ from __future__ import annotations
 import base64
 import json
 import signal
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -197,6 +200,21 @@ def test_hosted_tools_are_refused_at_start_up(
     assert named in str(refused.value) and f"ASSISTANT_BACKEND={name}" in str(refused.value)
     monkeypatch.setenv("ASSISTANT_BACKEND", "conversations")  # OpenAI hosts them: fine there
     assert load_settings(Mode.HTTP).assistant_backend == "conversations"
+
+
+@pytest.mark.parametrize("name", HELD)
+def test_a_hosted_mcp_server_is_refused_at_start_up(tmp_path: Path, name: str) -> None:
+    """The command itself stops with a clear line (exit 2) when a hosted MCP server is configured on a
+    Redis-held backend: OpenAI's Responses API calls those, and this server has no such tool."""
+    hosted = [{"label": "ops", "transport": "hosted", "url": "https://mcp.example.com/mcp"}]
+    env = {"PATH": "/usr/bin:/bin", "SLACK_BOT_TOKEN": "xoxb-x", "OPENAI_API_KEY": "sk-x"}
+    env |= {"SLACK_SIGNING_SECRET": "s", "ASSISTANT_BACKEND": name, "MCP_SERVERS": json.dumps(hosted)}
+    exe = Path(sys.executable).with_name("slack-assistant")
+    cmd = [str(exe), "--http", "--port", "1"]
+    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "MCP server ops: a hosted server needs OpenAI" in result.stderr
+    assert f"ASSISTANT_BACKEND={name}" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_a_shared_image_goes_inline_as_an_image_input(

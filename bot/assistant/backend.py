@@ -57,6 +57,17 @@ class FunctionCall:
 
 
 @dataclass(frozen=True)
+class ApprovalAsk:
+    """A tool call waiting for a person's yes (issue 16): a hosted MCP server's `mcp_approval_request`
+    (`id` is its id) or a bot-side MCP tool's function call (`id` is its call id)."""
+
+    id: str
+    server: str
+    tool: str
+    arguments: str
+
+
+@dataclass(frozen=True)
 class GeneratedFile:
     """A file the code interpreter wrote in its container."""
 
@@ -82,14 +93,15 @@ OnUsage = Callable[[str, TokenUsage], Awaitable[None]]
 
 @dataclass
 class RoundResult:
-    """What one response left for the turn to do: function calls to run, files its code wrote; and the
-    tokens it used, once it ended."""
+    """What one response left for the turn to do: function calls to run, MCP calls to approve, files its
+    code wrote; and the tokens it used, once it ended."""
 
     response_id: str | None = None
     usage: TokenUsage | None = None
     calls: list[FunctionCall] = field(default_factory=list)
     files: dict[str, GeneratedFile] = field(default_factory=dict)  # cited files, by container file id
     containers: list[str] = field(default_factory=list)  # containers its code ran in
+    approvals: list[ApprovalAsk] = field(default_factory=list)  # hosted MCP calls waiting for a yes
 
 
 @dataclass(frozen=True)
@@ -196,3 +208,8 @@ def user_message(text: str, parts: list[dict[str, Any]] | None = None) -> dict[s
 
 def tool_output(call_id: str, output: str) -> dict[str, Any]:
     return {"type": "function_call_output", "call_id": call_id, "output": output}
+
+
+def approval_response(request_id: str, approve: bool) -> dict[str, Any]:
+    """The answer to a hosted MCP server's approval request (spec `MCPApprovalResponse`)."""
+    return {"type": "mcp_approval_response", "approval_request_id": request_id, "approve": approve}

@@ -30,6 +30,7 @@ from openai.types.responses import Response
 from bot.assistant import sse
 from bot.assistant.backend import (
     Annotator,
+    ApprovalAsk,
     FunctionCall,
     GeneratedFile,
     OnCreated,
@@ -81,6 +82,8 @@ HOSTED_TOOL_STATUS = {
     "code_interpreter_call": "is running Python…",
     "web_search_call": "is searching the web…",
     "file_search_call": "is searching the files…",
+    "mcp_list_tools": "is listing its tools…",
+    "mcp_call": "is calling a tool…",
 }
 # The same tools as steps of the answer (task cards in the streamed message).
 HOSTED_TOOL_STEP = {
@@ -514,6 +517,8 @@ def _absorb(result: RoundResult, response: Response) -> None:
     for item in response.output:
         if item.type == "function_call":
             result.calls.append(FunctionCall(item.call_id, item.name, item.arguments))
+        elif item.type == "mcp_approval_request":
+            result.approvals.append(ApprovalAsk(item.id, item.server_label, item.name, item.arguments))
         elif item.type == "code_interpreter_call" and item.container_id not in result.containers:
             result.containers.append(item.container_id)
         elif item.type == "message":
@@ -527,10 +532,27 @@ def _absorb(result: RoundResult, response: Response) -> None:
                         )
 
 
+def _mcp_title(item: Any) -> str | None:
+    """A hosted MCP item's step title (issue 16): server and tool names keep only their own characters."""
+    kind = getattr(item, "type", None)
+    server = _NOT_IN_NAME.sub("", str(getattr(item, "server_label", "")))[:64] or "a server"
+    if kind == "mcp_list_tools":
+        return f"Listing the tools of {server}"
+    if kind == "mcp_call":
+        return f"Calling {server}.{_NOT_IN_NAME.sub('', str(getattr(item, 'name', '')))[:64] or 'a tool'}"
+    return None
+
+
 def _step(item: Any, *, done: bool) -> Step | None:
     """The step an output item is (read from a `LightEvent`'s item), or None: a hosted tool's call while it
     runs and once it ended; a function call when it is asked for (the tool loop reports its run)."""
     kind = getattr(item, "type", None)
+    if (mcp := _mcp_title(item)) is not None:
+        item_id = getattr(item, "id", None)
+        if not isinstance(item_id, str) or not item_id:
+            return None
+        failed = getattr(item, "status", None) in FAILED_ITEM_STATUSES or bool(getattr(item, "error", None))
+        return Step(item_id, mcp, ("error" if failed else "complete") if done else "in_progress")
     if kind == "function_call":
         if done:
             return None

@@ -124,7 +124,7 @@ class LightCompleted:
 
 # Output the bot reads from a finished response (function calls, code-interpreter containers, files the
 # code interpreter wrote): a response holding any of these is built by openai-python.
-_READ_ITEMS = frozenset({"function_call", "code_interpreter_call"})
+_READ_ITEMS = frozenset({"function_call", "code_interpreter_call", "mcp_approval_request"})
 _READ_NOTES = frozenset({"container_file_citation"})
 
 

@@ -83,6 +83,13 @@ class Metrics:
         self._feedback_comments = Counter(
             f"{PREFIX}_feedback_comments", "Comments stored with a thumbs-down.", registry=r
         )
+        self._approvals = Counter(
+            f"{PREFIX}_mcp_approvals",
+            "MCP tool calls' approval requests, by how each ended (approved, denied, timed_out) or how a "
+            "click was refused (not_yours, already, gone).",
+            ["result"],
+            registry=r,
+        )
         for outcome in OUTCOMES:  # present from the start, so rate() sees the first one
             self._turns.labels(outcome)
         for kind in ("input", "output"):
@@ -121,6 +128,10 @@ class Metrics:
     def feedback(self, rating: str, result: str) -> None:
         """A click on an answer's feedback buttons (`rating` good or bad; `result` see the counter)."""
         self._feedback.labels(rating, result).inc()
+
+    def approval(self, result: str) -> None:
+        """An approval request ended (`approved`, `denied` by a click, `timed_out`) or a click was refused."""
+        self._approvals.labels(result).inc()
 
     def feedback_comment(self) -> None:
         self._feedback_comments.inc()

@@ -68,7 +68,7 @@ class Command(StrEnum):
 
 
 # The settings of a channel policy (`bot.threads.policy.SETTINGS`), and the flag for the workspace default.
-POLICY_KEYS = ("instructions", "model", "tools", "knowledge", "user_per_minute", "thread_answers")
+POLICY_KEYS = ("instructions", "model", "tools", "mcp", "knowledge", "user_per_minute", "thread_answers")
 WORKSPACE_FLAG = "--workspace"
 
 

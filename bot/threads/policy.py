@@ -1,7 +1,8 @@
 """Channel policy (issue 15 item 4): a workspace default and a policy per channel, set by admins.
 
 A policy holds instructions (added to the assistant's), a model, a hard allowlist of tools (a tool not in it
-is never offered to the model, hosted or function), the knowledge stores searched (instead of
+is never offered to the model, hosted or function), the MCP servers offered (issue 16: by label, from those
+the configuration declares; unset, the servers marked `default`), the knowledge stores searched (instead of
 KNOWLEDGE_VECTOR_STORE_IDS), and two spend limits: answers per person per minute in the channel, and answers
 per thread per day. A channel's value of a setting replaces the default's, except instructions, which add
 to them (the default's first). DMs follow the workspace default.
@@ -40,7 +41,8 @@ log = logging.getLogger(__name__)
 # The settings, as written in `config set` and in the modal (`commands.POLICY_KEYS` is the same list).
 INSTRUCTIONS, MODEL, TOOLS, KNOWLEDGE = "instructions", "model", "tools", "knowledge"
 USER_PER_MINUTE, THREAD_ANSWERS = "user_per_minute", "thread_answers"
-SETTINGS = (INSTRUCTIONS, MODEL, TOOLS, KNOWLEDGE, USER_PER_MINUTE, THREAD_ANSWERS)
+MCP = "mcp"  # the MCP servers offered (issue 16), by label
+SETTINGS = (INSTRUCTIONS, MODEL, TOOLS, MCP, KNOWLEDGE, USER_PER_MINUTE, THREAD_ANSWERS)
 # Instructions fit the form's text box (Slack's plain_text_input max_length is 1..3000,
 # docs.slack.dev/reference/block-kit/block-elements/plain-text-input-element). Our own bound (OpenAI
 # documents none): a short list of stores keeps file search fast.
@@ -66,6 +68,7 @@ class Policy:
     instructions: str | None = None
     model: str | None = None
     tools: tuple[str, ...] | None = None
+    mcp: tuple[str, ...] | None = None
     knowledge: tuple[str, ...] | None = None
     user_per_minute: int | None = None
     thread_answers: int | None = None
@@ -87,6 +90,7 @@ class Policy:
                 instructions=_opt(data, INSTRUCTIONS, str),
                 model=_opt(data, MODEL, str),
                 tools=_opt_names(data, TOOLS),
+                mcp=_opt_names(data, MCP),
                 knowledge=_opt_names(data, KNOWLEDGE),
                 user_per_minute=_opt(data, USER_PER_MINUTE, int),
                 thread_answers=_opt(data, THREAD_ANSWERS, int),
@@ -98,6 +102,11 @@ class Policy:
     def offers(self, tool: str) -> bool:
         """Whether the allowlist lets the model have this tool (no allowlist: every configured tool)."""
         return self.tools is None or tool in self.tools
+
+    def offers_server(self, label: str, *, default: bool) -> bool:
+        """Whether the model has this MCP server's tools here: the policy's list when it sets one, else
+        the server's own `default` from the configuration."""
+        return default if self.mcp is None else label in self.mcp
 
     def over(self, base: Policy) -> Policy:
         """This (channel) policy on top of `base` (the workspace default): each setting set here replaces
@@ -206,10 +215,13 @@ def _limit(key: str, value: str) -> int:
     return int(text)
 
 
-def changed(current: Policy, pairs: Mapping[str, str], known_tools: Iterable[str]) -> Policy:
+def changed(
+    current: Policy, pairs: Mapping[str, str], known_tools: Iterable[str], known_servers: Iterable[str] = ()
+) -> Policy:
     """`current` with the settings given (an empty value unsets one), every value's form checked (which
     models and stores exist is `Validator`'s). Raises PolicyInvalid naming each problem."""
     known = set(known_tools)
+    servers = set(known_servers)
     problems: list[str] = []
     updates: dict[str, Any] = {}
     for key, value in pairs.items():
@@ -234,6 +246,16 @@ def changed(current: Policy, pairs: Mapping[str, str], known_tools: Iterable[str
                     f"Known: {', '.join(f'`{n}`' for n in sorted(known))} (or `none`)."
                 )
             updates[key] = names
+        elif key == MCP:
+            labels = _names(value)
+            unknown = [n for n in labels if n not in servers]
+            if unknown:
+                listed = ", ".join(f"`{n}`" for n in sorted(servers)) or "none are configured"
+                problems.append(
+                    f"Unknown MCP server(s): {', '.join(f'`{_shown(n, 40)}`' for n in unknown)}. "
+                    f"Known: {listed} (or `none`)."
+                )
+            updates[key] = labels
         elif key == KNOWLEDGE:
             ids = _names(value)
             bad = [i for i in ids if not _STORE_ID.fullmatch(i)]
@@ -344,12 +366,18 @@ class ChannelPolicies:
     """`/assistant config …`: show, set, reset a channel's policy or the workspace default."""
 
     def __init__(
-        self, store: PolicyStore, admins: PolicyAdmins, validator: Validator, known_tools: Iterable[str]
+        self,
+        store: PolicyStore,
+        admins: PolicyAdmins,
+        validator: Validator,
+        known_tools: Iterable[str],
+        known_servers: Iterable[str] = (),
     ) -> None:
         self.store = store
         self.admins = admins
         self._validator = validator
         self.known_tools = tuple(dict.fromkeys([*HOSTED_TOOLS, *known_tools]))
+        self.known_servers = tuple(known_servers)  # MCP server labels (issue 16)
 
     async def show(self, workspace: Workspace, scope: str) -> str:
         keys = workspace.keys
@@ -385,7 +413,7 @@ class ChannelPolicies:
                 fallback = "configuration" if scope == POLICY_WORKSPACE else "workspace default"
                 return f"Reset {_where(scope)}: the {fallback} applies."
             base = Policy() if replace_all else current
-            updated = changed(base, pairs, self.known_tools)
+            updated = changed(base, pairs, self.known_tools, self.known_servers)
             try:
                 await asyncio.wait_for(self._validator.check(current, updated), CHECK_SECONDS)
             except TimeoutError as exc:

@@ -15,6 +15,7 @@ from slack_sdk.errors import SlackApiError
 from bot.errors import ConfigError
 from bot.settings import Settings
 from bot.slack.client import slack_error
+from bot.tools.mcp import McpTools
 from bot.tools.registry import MARK, FunctionTool, ToolContext, ToolRegistry, tool, tools_in
 
 log = logging.getLogger(__name__)
@@ -79,4 +80,5 @@ def registry_from(settings: Settings) -> ToolRegistry:
         if not module_tools:
             raise ConfigError(f"ASSISTANT_TOOL_MODULES: {module_name} defines no @tool functions")
         found += module_tools
-    return ToolRegistry(found, timeout_seconds=settings.tool_timeout_seconds)
+    mcp = McpTools(settings.mcp_server_list())
+    return ToolRegistry(found, timeout_seconds=settings.tool_timeout_seconds, mcp=mcp)

@@ -33,6 +33,8 @@ from pydantic import BaseModel, ValidationError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import ConfigError
+from bot.keys import Keys
+from bot.tools.mcp import McpError, McpTools
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,8 @@ class ToolContext:
     external: bool = False
     # The function tools the turn offered the model (a channel policy's allowlist); None: all of them.
     offered: frozenset[str] | None = None
+    # The turn's workspace (where approvals are kept); None outside a turn.
+    keys: Keys | None = None
 
 
 ToolFunc = Callable[[Any, ToolContext], Awaitable[object]]
@@ -125,7 +129,9 @@ def tools_in(module_name: str) -> list[FunctionTool]:
 
 
 class ToolRegistry:
-    def __init__(self, tools: list[FunctionTool], *, timeout_seconds: float = 30.0) -> None:
+    def __init__(
+        self, tools: list[FunctionTool], *, timeout_seconds: float = 30.0, mcp: McpTools | None = None
+    ) -> None:
         names = [t.name for t in tools]
         duplicates = {n for n in names if names.count(n) > 1}
         if duplicates:
@@ -135,9 +141,10 @@ class ToolRegistry:
         self._specs = [t.spec() for t in tools]
         self._guest_specs = [s for t, s in zip(tools, self._specs, strict=True) if not t.reads_workspace]
         self._timeout = timeout_seconds
+        self.mcp = mcp if mcp is not None else McpTools([])
 
     def __bool__(self) -> bool:
-        return bool(self._tools)
+        return bool(self._tools) or bool(self.mcp)
 
     @property
     def names(self) -> list[str]:
@@ -148,8 +155,19 @@ class ToolRegistry:
         workspace."""
         return list(self._guest_specs if external else self._specs)
 
+    async def mcp_specs(self, labels: list[str], *, external: bool = False) -> list[dict[str, Any]]:
+        """The function tools of these bot-side MCP servers (issue 16); none for a Slack Connect guest's
+        turn: they reach the company's own systems."""
+        return [] if external or not labels else await self.mcp.specs(labels)
+
+    def needs_approval(self, name: str) -> bool:
+        """Whether a call of this tool waits for the asker's yes (a bot-side MCP server's setting)."""
+        return self.mcp.needs_approval(name)
+
     async def run(self, name: str, arguments: str, ctx: ToolContext) -> str:
         """The call's output as the model will read it: the tool's result, or an error it can act on."""
+        if name not in self._tools and self.mcp.owns(name):
+            return await self._run_mcp(name, arguments, ctx)
         found = self._tools.get(name)
         if found is None or (ctx.offered is not None and name not in ctx.offered):
             # Never offered (not a tool, or not allowed in this channel): refused, whatever the model asks.
@@ -172,6 +190,20 @@ class ToolRegistry:
             log.warning("tool %s raised %s at %s", name, type(exc).__name__, _where(exc))
             return _error(f"the tool failed ({type(exc).__name__})")
         return result if isinstance(result, str) else json.dumps(result, default=str)
+
+    async def _run_mcp(self, name: str, arguments: str, ctx: ToolContext) -> str:
+        if ctx.external or (ctx.offered is not None and name not in ctx.offered):
+            return _error(f"there is no tool named {name}")
+        try:
+            return await asyncio.wait_for(self.mcp.call(name, arguments), self._timeout)
+        except TimeoutError:
+            log.warning("MCP tool %s timed out after %ss", name, self._timeout)
+            return _error(f"the tool did not answer within {self._timeout:g} seconds")
+        except ValueError:
+            return _error("invalid arguments: a JSON object is expected")
+        except McpError as exc:
+            log.warning("MCP tool %s failed: %s", name, exc)
+            return _error("the tool's server failed or could not be reached")
 
 
 def _error(message: str) -> str:

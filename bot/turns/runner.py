@@ -59,6 +59,8 @@ from bot.threads.policy import Policy, PolicyStore
 from bot.threads.store import ThreadStore
 from bot.threads.usage import UsageLedger, channel_of
 from bot.tools import ToolContext, ToolRegistry
+from bot.tools.approvals import Approvals
+from bot.tools.mcp import hosted_tool
 from bot.turns.status import StatusLine
 from bot.turns.steps import PLAN_WORKING, Steps, plan_chunk, plan_done, task_chunk
 from bot.turns.stops import Stops, until_stopped
@@ -149,8 +151,10 @@ class TurnRunner:
         items: ThreadItems | None = None,
         remover: ItemRemover | None = None,
         stops: Stops | None = None,
+        approvals: Approvals | None = None,
     ) -> None:
         self._policies = policies
+        self._mcp_servers = settings.mcp_server_list()  # issue 16
         self._settings = settings
         self._feedback = feedback
         self._items = items  # which conversation items each message became (issue 15)
@@ -167,7 +171,7 @@ class TurnRunner:
         self._backend = backend
         self._files = files
         self._registry = registry if registry is not None else ToolRegistry([])
-        self._loop = ToolLoop(backend, self._registry, settings, generated)
+        self._loop = ToolLoop(backend, self._registry, settings, generated, approvals)
 
     async def __call__(self, turn: Turn, progress: TurnProgress) -> None:
         try:
@@ -368,6 +372,7 @@ class TurnRunner:
             self._client,
             turn.external,
             offered,
+            turn.workspace.keys,
         )
         pieces = self._loop.run(
             request,
@@ -492,6 +497,7 @@ class TurnRunner:
             for t in tools
             if policy.offers(str(t.get("name") if t.get("type") == "function" else t.get("type")))
         ]
+        tools += await self._mcp_tools(turn, policy)
         knowledge = not turn.external and policy.offers("file_search")
         shared = self._settings.knowledge_vector_store_ids if policy.knowledge is None else policy.knowledge
         searching = any(t.get("type") == "file_search" for t in tools)
@@ -508,6 +514,16 @@ class TurnRunner:
             model=policy.model,
             knowledge_ids=policy.knowledge,
         )
+
+    async def _mcp_tools(self, turn: Turn, policy: Policy) -> list[dict[str, Any]]:
+        """The MCP servers the channel's policy offers (issue 16): hosted ones as the Responses `mcp` tool,
+        bot-side ones as their function tools. None for a Slack Connect guest: they reach company systems."""
+        if turn.external:
+            return []
+        servers = [s for s in self._mcp_servers if policy.offers_server(s.label, default=s.default)]
+        hosted = [hosted_tool(s) for s in servers if s.transport == "hosted"]
+        bot_side = [s.label for s in servers if s.transport != "hosted"]
+        return hosted + await self._registry.mcp_specs(bot_side)
 
     async def _new_conversation(self, turn: Turn, progress: TurnProgress) -> str:
         created = await self._backend.create_conversation(

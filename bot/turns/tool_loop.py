@@ -19,6 +19,7 @@ from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 from bot.assistant.backend import (
+    ApprovalAsk,
     AssistantBackend,
     FunctionCall,
     OnCreated,
@@ -28,17 +29,20 @@ from bot.assistant.backend import (
     Status,
     Step,
     TurnRequest,
+    approval_response,
     tool_output,
 )
-from bot.errors import BotError, ToolLoopStopped
+from bot.errors import ApprovalDenied, BotError, ToolLoopStopped
 from bot.files.generated import AnswerFiles, GeneratedFiles, SandboxLinks
 from bot.settings import Settings
 from bot.slack.citations import CitationRenderer
 from bot.tools import ToolContext, ToolRegistry
+from bot.tools.approvals import Approvals, Decision
 
 log = logging.getLogger(__name__)
 
 THINKING_STATUS = "is thinking…"
+APPROVAL_STATUS = "is waiting for your approval…"
 ROUND_BREAK = "\n\n"  # between the text of one response and the next
 
 
@@ -50,6 +54,11 @@ def calling_status(calls: Sequence[FunctionCall]) -> str:
     names = list(dict.fromkeys(_NOT_IN_NAME.sub("", c.name)[:64] for c in calls))
     shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
     return f"is calling {shown}…"
+
+
+def _named(name: str) -> str:
+    """A tool or server name as shown: only a name's own characters."""
+    return _NOT_IN_NAME.sub("", name)[:64] or "?"
 
 
 def call_title(call: FunctionCall) -> str:
@@ -72,11 +81,13 @@ class ToolLoop:
         registry: ToolRegistry,
         settings: Settings,
         generated: GeneratedFiles | None = None,
+        approvals: Approvals | None = None,
     ) -> None:
         self._backend = backend
         self._registry = registry
         self._settings = settings
         self._generated = generated
+        self._approvals = approvals
 
     async def run(
         self,
@@ -135,19 +146,33 @@ class ToolLoop:
             # The round ended: the outputs it was given are in the conversation; its own calls are open.
             opened[:] = result.calls
             await self._share_files(result, ctx, citations, answer_files)
-            if not result.calls:
+            if not result.calls and not result.approvals:
                 return
             rounds += 1
             out_of_time = loop.time() > deadline
             if rounds > self._settings.tool_max_rounds or out_of_time:
                 opened.clear()  # closed by _give_up
                 await self._give_up(request, result.calls, rounds - 1, out_of_time)
-            yield Status(calling_status(result.calls))
-            for call in result.calls:
-                yield Step(call.call_id, call_title(call), "in_progress")
-            items = await self._run_calls(result.calls, ctx)
-            for call, item in zip(result.calls, items, strict=True):
-                yield Step(call.call_id, call_title(call), "error" if _failed(item) else "complete")
+            asks = self._asks(result, ctx)
+            decisions: dict[str, Decision] = {}
+            if asks:
+                waited = loop.time()
+                async with contextlib.aclosing(self._ask(asks, ctx, decisions)) as asking:
+                    async for piece in asking:
+                        yield piece
+                deadline += loop.time() - waited  # waiting for a person is not the tools' time
+            items = [approval_response(a.id, decisions[a.id] == "approved") for a in result.approvals]
+            if any(d != "approved" for d in decisions.values()):
+                opened.clear()  # closed by _refuse
+                await self._refuse(request, result.calls, items, asks, decisions)
+            if result.calls:
+                yield Status(calling_status(result.calls))
+                for call in result.calls:
+                    yield Step(call.call_id, call_title(call), "in_progress")
+                outputs = await self._run_calls(result.calls, ctx)
+                for call, item in zip(result.calls, outputs, strict=True):
+                    yield Step(call.call_id, call_title(call), "error" if _failed(item) else "complete")
+                items += outputs
             yield Status(THINKING_STATUS)
 
     async def _answer(
@@ -179,6 +204,65 @@ class ToolLoop:
                 with contextlib.suppress(BotError):
                     await self._backend.add_items(request.conversation_id, items)
             raise
+
+    def _asks(self, result: RoundResult, ctx: ToolContext) -> list[ApprovalAsk]:
+        """What of this round waits for the asker's yes: the hosted servers' approval requests, and the
+        calls of bot-side MCP tools that need one (keyed by call id, stable across retries). A call of a
+        tool the turn did not offer is not asked about: the registry refuses it."""
+        asks = list(result.approvals)
+        for call in result.calls:
+            offered = ctx.offered is None or call.name in ctx.offered
+            if offered and not ctx.external and self._registry.needs_approval(call.name):
+                server, _, tool = call.name.partition("__")
+                asks.append(ApprovalAsk(call.call_id, server, tool, call.arguments))
+        return asks
+
+    async def _ask(
+        self, asks: list[ApprovalAsk], ctx: ToolContext, decisions: dict[str, Decision]
+    ) -> AsyncGenerator[Piece, None]:
+        """Ask for each call in turn (a denial ends the round: the rest are not asked)."""
+        yield Status(APPROVAL_STATUS)
+        for ask in asks:
+            title = f"Waiting for approval: {_named(ask.server)}.{_named(ask.tool)}"
+            yield Step(ask.id, title, "pending")
+            if self._approvals is None or ctx.keys is None:
+                decision: Decision = "timed_out"
+            else:
+                decision = await self._approvals.decide(
+                    ctx.keys, ask, user=ctx.user_id, channel=ctx.channel, thread_ts=ctx.thread_ts
+                )
+            decisions[ask.id] = decision
+            yield Step(ask.id, title, "complete" if decision == "approved" else "error")
+            if decision != "approved":
+                break
+        for ask in asks:
+            decisions.setdefault(ask.id, "denied")  # not asked: a call before it was refused
+
+    async def _refuse(
+        self,
+        request: TurnRequest,
+        calls: Sequence[FunctionCall],
+        answers: list[dict[str, Any]],
+        asks: list[ApprovalAsk],
+        decisions: dict[str, Decision],
+    ) -> None:
+        """A call was denied (or not answered in time): every call of the round is closed unrun, the
+        approval requests answered no, and the answer ends with a note saying why."""
+        refused = next(a for a in asks if decisions[a.id] != "approved")
+        why = "the user did not approve it" if decisions[refused.id] == "timed_out" else "the user denied it"
+        outputs = [tool_output(c.call_id, json.dumps({"error": f"not run: {why}"})) for c in calls]
+        try:
+            await self._backend.add_items(request.conversation_id, answers + outputs)
+        except BotError as exc:
+            log.warning("could not close %d refused call(s): %s", len(answers + outputs), exc)
+        tool = f"`{_NOT_IN_NAME.sub('', refused.tool)[:64]}` on `{_NOT_IN_NAME.sub('', refused.server)[:64]}`"
+        if decisions[refused.id] == "timed_out":
+            seconds = self._settings.mcp_approval_seconds
+            within = f"{seconds:g} second(s)" if seconds < 120 else f"{round(seconds / 60)} minutes"
+            message = f"No one approved {tool} within {within}: it was not run and I stopped here."
+        else:
+            message = f"You denied {tool}: it was not run and I stopped here."
+        raise ApprovalDenied(f"approval {refused.id}: {decisions[refused.id]}", user_message=message)
 
     async def _run_calls(self, calls: Sequence[FunctionCall], ctx: ToolContext) -> list[dict[str, Any]]:
         log.info("running %d tool call(s): %s", len(calls), ", ".join(c.name for c in calls))

@@ -52,7 +52,8 @@ Spec quirks handled when loading (see ``_prepare``): OpenAPI's ``nullable: true`
 ``null`` type; ``oneOf`` becomes ``anyOf`` because the spec's discriminated unions overlap (an
 ``EasyInputMessage`` is also a valid ``InputMessage``), which strict ``oneOf`` would wrongly reject, while
 the real API picks the first match; ``discriminator`` is left as a no-op annotation; the two
-``$recursiveRef: "#"`` (2019-09 syntax) become a ``$ref`` to their enclosing component.
+``$recursiveRef: "#"`` (2019-09 syntax) become a ``$ref`` to their enclosing component;
+``MCPApprovalResponse`` loses the ``request_id`` it requires but never defines (see ``_prepare_spec``).
 """
 
 from __future__ import annotations
@@ -91,13 +92,13 @@ from referencing.jsonschema import DRAFT202012
 from tests.fakes import openai_chat as chat
 from tests.fakes import openai_tools as tools
 from tests.fakes.openai_files import POLL_AFTER_MS, ApiError, FilesState, Hit
-from tests.fakes.openai_tools import ContainerFile, ToolCall
+from tests.fakes.openai_tools import ContainerFile, McpScript, ToolCall
 from tests.fakes.server import ServerThread
 
 SPEC_PATH = Path(__file__).resolve().parents[2].parent / "shared" / "specs" / "openai-openapi.yaml"
 _SPEC_URI = "urn:openai-openapi"
 # Bump when _prepare changes so stale cache files are not reused.
-_PREPARE_VERSION = 2
+_PREPARE_VERSION = 3
 
 Json = dict[str, Any]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -167,6 +168,13 @@ def _prepare_spec(raw: Json) -> Json:
     schemas = components.pop("schemas", {})
     spec["components"] = {key: _prepare(value) for key, value in components.items()}
     spec["components"]["schemas"] = {name: _prepare(schema, name) for name, schema in schemas.items()}
+    # The spec's MCPApprovalResponse requires a `request_id` it never defines (openai-python's
+    # `McpApprovalResponse` has no such field, and the API guide's example sends none): a spec slip,
+    # dropped, or every approval answer would be refused.
+    for name in ("MCPApprovalResponse", "MCPApprovalResponseResource"):
+        required = spec["components"]["schemas"].get(name, {}).get("required")
+        if isinstance(required, list) and "request_id" in required:
+            required.remove("request_id")
     return spec
 
 
@@ -555,6 +563,8 @@ class Reply:
     # Tool use (see tests/fakes/openai_tools.py). Function calls stream after the text; with tool calls and
     # no `text` the response has no message at all.
     tool_calls: tuple[ToolCall, ...] = ()
+    # A hosted MCP server's use (see tests/fakes/openai_tools.py, McpScript).
+    mcp: McpScript | None = None
     # The text is "Tool said: <output>" per function_call_output item of the request (one line each).
     echo_tool_outputs: bool = False
     # A code interpreter run (needs a declared code_interpreter tool): its code, the files it writes to its
@@ -1015,6 +1025,7 @@ class FakeOpenAI:
         self._code_runs: list[Json] = []
         self._content_downloads: list[ContentDownload] = []  # GET .../files/{id}/content, as served
         self._tool_mismatches: list[str] = []
+        self._mcp_tools_seen: list[Json] = []
         # Limits (see set_context_window / set_background_retention / vanish_next_response)
         self._context_window = DEFAULT_CONTEXT_WINDOW
         self._retention = DEFAULT_BACKGROUND_RETENTION
@@ -1085,6 +1096,12 @@ class FakeOpenAI:
         """Scripted replies not used yet."""
         with self._lock:
             return len(self._scripts)
+
+    @property
+    def mcp_tools_seen(self) -> list[Json]:
+        """The hosted ``mcp`` tools of every request that scripted an MCP use, as sent (headers included)."""
+        with self._lock:
+            return copy.deepcopy(self._mcp_tools_seen)
 
     @property
     def tool_outputs(self) -> list[Json]:
@@ -1289,6 +1306,7 @@ class FakeOpenAI:
             self._code_runs.clear()
             self._content_downloads.clear()
             self._tool_mismatches.clear()
+            self._mcp_tools_seen.clear()
             self._context_window = DEFAULT_CONTEXT_WINDOW
             self._retention = DEFAULT_BACKGROUND_RETENTION
             self._vanish_after = None
@@ -2106,6 +2124,8 @@ class FakeOpenAI:
     ) -> web.Response | None:
         """The real API's rejection of unpaired function calls/outputs or unknown containers/files."""
         message = tools.tool_call_problem(history + new_items, new_items)
+        if message is None:
+            message = tools.mcp_approval_problem(history, new_items)
         if message is not None:
             return _error(400, message, param="input")
         interpreter = tools.declared_code_interpreter(body.get("tools") or [])
@@ -2169,6 +2189,11 @@ class FakeOpenAI:
                     citations.append(
                         (annotation, (f"[{f.filename}](sandbox:{f.path})", f"sandbox:{f.path}", f.filename))
                     )
+        mcp_text: str | None = None
+        if reply.mcp is not None:
+            mcp_text = self._plan_mcp(run, reply.mcp, declared, mismatch)
+            if mcp_text == "":
+                return  # only the approval request: no message
         if reply.tool_calls:
             functions = tools.declared_functions(declared)
             calls = [c for c in reply.tool_calls if c.name in functions]
@@ -2187,6 +2212,8 @@ class FakeOpenAI:
         base: str | None = None  # None: the echo (quoting the search hits)
         if reply.text is not None:
             base = reply.text
+        elif mcp_text is not None:
+            base = mcp_text
         elif reply.echo_tool_outputs:
             base = tools.echo_text(run.new_items)
         elif run.items_after and not hits:
@@ -2199,6 +2226,50 @@ class FakeOpenAI:
         for annotation, where in citations:
             start, end = tools.span(run.text, *where)
             run.annotations.append({**annotation, "start_index": start, "end_index": end})
+
+    def _plan_mcp(
+        self, run: _Run, script: tools.McpScript, declared: list[Json], mismatch: Callable[[str], None]
+    ) -> str | None:
+        """A hosted MCP server's items (see ``McpScript``); the text the reply falls back on, "" when the
+        response only asks for approval, None when the request declared no such server."""
+        server = tools.declared_mcp(declared, script.server_label)
+        self._mcp_tools_seen.extend(copy.deepcopy(t) for t in declared if t.get("type") == "mcp")
+        if server is None:
+            mismatch(f"MCP server {script.server_label!r} scripted, but the request declared no such server")
+            return None
+        allowed = server.get("allowed_tools")
+        if isinstance(allowed, list) and script.tool not in allowed:
+            mismatch(f"MCP tool {script.tool!r} scripted, but the request's allowed_tools leave it out")
+            return None
+        listed = any(
+            i.get("type") == "mcp_list_tools" and i.get("server_label") == script.server_label
+            for i in run.seen_items
+        )
+        if not listed:  # listed once per conversation: the list stays in its context
+            run.items_before.append(
+                tools.mcp_list_tools_item(script.server_label, script.tools or (script.tool,))
+            )
+        asked = [
+            i
+            for i in run.seen_items
+            if i.get("type") == "mcp_approval_request" and i.get("server_label") == script.server_label
+        ]
+        answers = {
+            i.get("approval_request_id"): bool(i.get("approve"))
+            for i in run.new_items
+            if i.get("type") == "mcp_approval_response"
+        }
+        request_id = next((a["id"] for a in reversed(asked) if a.get("id") in answers), None)
+        if request_id is None and tools.mcp_needs_approval(server, script.tool):
+            run.items_after.append(tools.mcp_approval_request_item(script))
+            run.has_message = False
+            return ""
+        if request_id is not None and not answers[request_id]:
+            return f"The call to {script.tool} was not approved, so I did not run it."
+        run.items_before.append(tools.mcp_call_item(script, request_id))
+        if script.error is not None:
+            return f"The {script.tool} tool failed: {script.error}"
+        return f"MCP said: {script.output}"
 
     def _container_for(self, spec: Any) -> tools.StoredContainer:
         """The container a code_interpreter tool names (already checked), or a new one for "auto"."""

@@ -6,6 +6,10 @@ follow the spec's ``FunctionToolCall``, ``CodeInterpreterToolCall``, ``WebSearch
 ``ContainerFileCitationBody``, ``UrlCitationBody``, ``ContainerResource`` and ``ContainerFileResource``
 schemas, and the ``response.*`` events of the ``ResponseStreamEvent`` union.
 
+Hosted MCP servers (``McpScript``) follow the spec's ``MCPListTools``, ``MCPApprovalRequest``, ``MCPToolCall``
+and ``MCPApprovalResponse`` schemas and the ``response.mcp_*`` events; the fake calls no server (the output
+is scripted) and records each request's ``mcp`` tools (headers included) in ``FakeOpenAI.mcp_tools_seen``.
+
 Choices where the real API is vague:
 
 * A scripted tool the request did not declare is not called (the real model cannot call a tool it was not
@@ -62,6 +66,26 @@ class ToolCall:
 
 
 @dataclass(frozen=True)
+class McpScript:
+    """A hosted MCP server's use in one response (the Responses ``mcp`` tool; OpenAI makes the calls): the
+    server's tool list (``mcp_list_tools``, once per conversation and server), then, if the request's
+    ``require_approval`` asks for it and the input does not answer it yet, an ``mcp_approval_request`` and
+    no message; else the ``mcp_call`` (``output``, or ``error``: the call failed) and the text. An
+    ``mcp_approval_response`` that says no: no call, and the text says it was not approved."""
+
+    server_label: str
+    tool: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+    output: str = ""
+    error: str | None = None
+    tools: tuple[str, ...] = ()  # listed by mcp_list_tools; empty: just ``tool``
+
+    @property
+    def arguments_json(self) -> str:
+        return json.dumps(self.arguments)
+
+
+@dataclass(frozen=True)
 class ContainerFile:
     """A file a scripted code interpreter run writes to its container (then cited in the reply). With
     ``size``, its content is ``size`` bytes of a fixed pattern, made chunk by chunk as it is downloaded."""
@@ -107,6 +131,31 @@ def declared_functions(tools: Iterable[Json]) -> set[str]:
 
 def declared_web_search(tools: Iterable[Json]) -> bool:
     return any(t.get("type") in WEB_SEARCH_TOOLS for t in tools)
+
+
+def declared_mcp(tools: Iterable[Json], label: str) -> Json | None:
+    return next((t for t in tools if t.get("type") == "mcp" and t.get("server_label") == label), None)
+
+
+def mcp_needs_approval(server: Json, tool: str) -> bool:
+    """Spec ``MCPTool.require_approval``: "always" (the default), "never", or filters by tool name."""
+    setting = server.get("require_approval")
+    if setting is None or setting == "always":
+        return True
+    if setting == "never":
+        return False
+    # Named in "always", or not named at all (the default): approval; named in "never": none.
+    return tool not in ((setting.get("never") or {}).get("tool_names") or [])
+
+
+def mcp_approval_problem(seen: list[Json], new_items: list[Json]) -> str | None:
+    """A 400 for an ``mcp_approval_response`` that answers no approval request of the conversation (the
+    real API's message is not documented; this one says what is wrong)."""
+    asked = {i.get("id") for i in seen if i.get("type") == "mcp_approval_request"}
+    for item in new_items:
+        if item.get("type") == "mcp_approval_response" and item.get("approval_request_id") not in asked:
+            return f"No approval request found with id {item.get('approval_request_id')}."
+    return None
 
 
 def declared_code_interpreter(tools: Iterable[Json]) -> Json | None:
@@ -182,6 +231,45 @@ def code_interpreter_item(container_id: str, code: str, logs: str | None) -> Jso
     }
 
 
+def mcp_list_tools_item(label: str, names: Iterable[str]) -> Json:
+    tools = [
+        {"name": n, "description": f"The {n} tool.", "input_schema": {"type": "object"}, "annotations": None}
+        for n in names
+    ]
+    return {
+        "id": new_id("mcpl"),
+        "type": "mcp_list_tools",
+        "server_label": label,
+        "tools": tools,
+        "error": None,
+    }
+
+
+def mcp_approval_request_item(script: McpScript) -> Json:
+    return {
+        "id": new_id("mcpr"),
+        "type": "mcp_approval_request",
+        "server_label": script.server_label,
+        "name": script.tool,
+        "arguments": script.arguments_json,
+    }
+
+
+def mcp_call_item(script: McpScript, approval_request_id: str | None) -> Json:
+    failed = script.error is not None
+    return {
+        "id": new_id("mcp"),
+        "type": "mcp_call",
+        "server_label": script.server_label,
+        "name": script.tool,
+        "arguments": script.arguments_json,
+        "output": None if failed else script.output,
+        "error": {"type": "mcp_tool_execution_error", "content": script.error} if failed else None,
+        "status": "failed" if failed else "completed",
+        "approval_request_id": approval_request_id,
+    }
+
+
 def stream_item(
     event: EventFactory, index: int, item: Json, *, chunk_size: int = 8
 ) -> list[tuple[Json, bool]]:
@@ -239,6 +327,26 @@ def stream_item(
         add("response.output_item.added", output_index=index, item=added)
         for phase in ("in_progress", "searching", "completed"):
             add(f"response.file_search_call.{phase}", output_index=index, item_id=item_id)
+    elif kind == "mcp_list_tools":
+        add("response.output_item.added", output_index=index, item={**item, "tools": []})
+        add("response.mcp_list_tools.in_progress", output_index=index, item_id=item_id)
+        add("response.mcp_list_tools.completed", output_index=index, item_id=item_id)
+    elif kind == "mcp_call":
+        added = {**item, "status": "in_progress", "arguments": "", "output": None, "error": None}
+        add("response.output_item.added", output_index=index, item=added)
+        for piece in chunked(item["arguments"], chunk_size):
+            add("response.mcp_call_arguments.delta", True, item_id=item_id, output_index=index, delta=piece)
+        add(
+            "response.mcp_call_arguments.done",
+            item_id=item_id,
+            output_index=index,
+            arguments=item["arguments"],
+        )
+        add("response.mcp_call.in_progress", output_index=index, item_id=item_id)
+        ended = "response.mcp_call.failed" if item["status"] == "failed" else "response.mcp_call.completed"
+        add(ended, output_index=index, item_id=item_id)
+    elif kind == "mcp_approval_request":
+        add("response.output_item.added", output_index=index, item=item)
     else:  # pragma: no cover - only the kinds above are scripted
         raise ValueError(kind)
     add("response.output_item.done", output_index=index, item=item)

@@ -211,6 +211,18 @@ TEXT_INPUT_LIMIT = 3000
 # most 75 characters, `value` (required) at most 2000, `accessibility_label` at most 75 (slack_sdk
 # FeedbackButtonObject text_max_length / value_max_length).
 CONTEXT_ACTIONS_MAX_ELEMENTS = 5
+# Buttons in an actions block (issue 16's Approve / Deny). actions (docs.slack.dev/reference/block-kit/
+# blocks/actions-block): "There is a maximum of 25 elements in each action block"; block_id at most 255.
+# button (docs.slack.dev/reference/block-kit/block-elements/button-element): `text` plain_text "Maximum
+# length for the text in this field is 75 characters", action_id at most 255, `value` "Maximum length for
+# this field is 2000 characters", `style` primary or danger (slack_sdk ButtonElement text_max_length,
+# value_max_length). section (docs.slack.dev/reference/block-kit/blocks/section-block): `text` "Maximum
+# length for the text in this field is 3000 characters" (slack_sdk SectionBlock text_max_length).
+ACTIONS_MAX_ELEMENTS = 25
+BUTTON_TEXT_LIMIT = 75
+BUTTON_VALUE_LIMIT = 2000
+BUTTON_STYLES = frozenset({"primary", "danger"})
+SECTION_TEXT_LIMIT = 3000
 CONTEXT_ACTIONS_ELEMENTS = frozenset({"feedback_buttons", "icon_button"})
 FEEDBACK_TEXT_LIMIT = 75
 FEEDBACK_VALUE_LIMIT = 2000
@@ -575,6 +587,10 @@ def _message_block_problems(blocks: list[JsonDict]) -> list[str]:
     for i, block in enumerate(blocks):
         at = f"/blocks/{i}"
         elements = block.get("elements")
+        if block.get("type") == "section" and _too_long(_text_of(block.get("text")), SECTION_TEXT_LIMIT):
+            problems.append(_over(SECTION_TEXT_LIMIT, f"{at}/text/text"))
+        if block.get("type") == "actions":
+            problems += _actions_problems(block, at)
         if block.get("type") != "context_actions":
             # A feedback_buttons element anywhere else (an actions block's elements, say) is refused.
             for j, element in enumerate(elements if isinstance(elements, list) else []):
@@ -596,6 +612,34 @@ def _message_block_problems(blocks: list[JsonDict]) -> list[str]:
                 problems.append(f"[ERROR] must be feedback_buttons or icon_button [json-pointer:{where}]")
             elif element["type"] == "feedback_buttons":
                 problems += _feedback_problems(element, where)
+    return problems
+
+
+def _actions_problems(block: JsonDict, at: str) -> list[str]:
+    problems: list[str] = []
+    if _too_long(block.get("block_id"), BLOCK_ID_LIMIT):
+        problems.append(_over(BLOCK_ID_LIMIT, f"{at}/block_id"))
+    elements = block.get("elements")
+    if not isinstance(elements, list) or not 1 <= len(elements) <= ACTIONS_MAX_ELEMENTS:
+        problems.append(f"[ERROR] must have 1 to {ACTIONS_MAX_ELEMENTS} items [json-pointer:{at}/elements]")
+        return problems
+    for j, element in enumerate(elements):
+        where = f"{at}/elements/{j}"
+        if not isinstance(element, dict) or element.get("type") != "button":
+            continue  # other interactive elements: not used by the bot, not checked
+        text = element.get("text")
+        if not (
+            isinstance(text, dict) and text.get("type") == "plain_text" and isinstance(text.get("text"), str)
+        ):
+            problems.append(f"[ERROR] missing required field: text [json-pointer:{where}/text]")
+        elif _too_long(text["text"], BUTTON_TEXT_LIMIT):
+            problems.append(_over(BUTTON_TEXT_LIMIT, f"{where}/text/text"))
+        if _too_long(element.get("action_id"), ACTION_ID_LIMIT):
+            problems.append(_over(ACTION_ID_LIMIT, f"{where}/action_id"))
+        if _too_long(element.get("value"), BUTTON_VALUE_LIMIT):
+            problems.append(_over(BUTTON_VALUE_LIMIT, f"{where}/value"))
+        if "style" in element and element["style"] not in BUTTON_STYLES:
+            problems.append(f"[ERROR] must be primary or danger [json-pointer:{where}/style]")
     return problems
 
 
