@@ -146,13 +146,16 @@ def test_a_stop_recorded_while_its_worker_is_dead_is_final_for_the_retry(
     openai_fake.script(Reply(text=essay, chunk_size=4, chunk_delay=0.05))
     root = mention(CHANNEL, ALICE, "An endless essay please")
     sender.send_event(root)
+    record_key = f"sa:{{-:{TEAM}}}:turn:{CHANNEL}:{root['ts']}"
     slack.wait_for(
         lambda: any(m.streaming and m.text for m in slack.messages(CHANNEL, root["ts"])), timeout=30
     )
+    # The message is in Slack a moment before its ts is in the turn's record: killed in between, the retry
+    # could not know it (and would post another). Killed once it is recorded, as this test means.
+    slack.wait_for(lambda: bool(rdb.hget(record_key, "message_ts")))
     doomed.stop(signal.SIGKILL)
     # The user stops the answer while nobody runs it: the front records the stop for that turn.
     assert sender.send_event(slack.stop_session(CHANNEL, root["ts"], ALICE)).status == 200
-    record_key = f"sa:{{-:{TEAM}}}:turn:{CHANNEL}:{root['ts']}"
     slack.wait_for(lambda: rdb.hget(record_key, "stopped") == "1")
 
     # Another worker takes the turn over: it ends it as stopped, without running or resuming the answer.

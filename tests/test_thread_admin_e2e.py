@@ -12,6 +12,7 @@ from tests.fakes.slack_api import FakeSlack
 from tests.harness import TEAM, SlackSender, mention, message, new_trigger_id, new_ts
 from tests.test_bridge_e2e import ALICE, BOB, CHANNEL, DM, answers
 from tests.test_commands_e2e import command, shortcut
+from tests.test_reliability_e2e import all_turns_done
 
 BOT_META = {"slack_team": TEAM, "slack_channel": DM, "slack_thread_ts": "", "slack_user": ALICE}
 
@@ -25,11 +26,13 @@ def metadata_writes(openai_fake: FakeOpenAI) -> list[dict]:
 
 
 @pytest.fixture
-def dm_thread(slack: FakeSlack, openai_fake: FakeOpenAI, sender: SlackSender) -> str:
-    """Alice has talked to the bot in her DM: returns her conversation id."""
+def dm_thread(slack: FakeSlack, openai_fake: FakeOpenAI, sender: SlackSender, rdb: redis.Redis) -> str:
+    """Alice has talked to the bot in her DM, and that turn has ended: returns her conversation id."""
     first = message(DM, ALICE, "hello")
     sender.send_event(first)
     answers(slack, DM, first["ts"])
+    # The answer is complete in Slack before the turn records its last run and leaves the queue.
+    slack.wait_for(lambda: all_turns_done(rdb))
     [conv_id] = list(openai_fake.conversations)
     return conv_id
 
