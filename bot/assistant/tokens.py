@@ -14,8 +14,6 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import bpe_openai  # type: ignore[import-untyped]
-
 # Per message: the role and the separators a chat template wraps it in.
 ITEM_OVERHEAD = 4
 # An image input, whatever its size (OpenAI bills a high-detail 2048x2048 image about 1,100 tokens).
@@ -45,6 +43,10 @@ def encoding_name(model: str) -> str | None:
 
 @functools.cache
 def _encoding(name: str) -> Any:
+    # Imported here: loading the package takes ~0.7 s, which every process (and every conversations-backend
+    # one, which never counts tokens) would pay at start-up.
+    import bpe_openai  # type: ignore[import-untyped]
+
     return bpe_openai.get_encoding(name)
 
 
