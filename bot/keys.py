@@ -238,8 +238,8 @@ class Keys:
         return f"{self.ns}:rate:policy-thread:{thread_ref}"
 
     def stopping(self) -> str:
-        """SET (STOPPING_TTL): ids of the workspace's turns that a stop marked; a worker reads it once per
-        poll for all the workspace's turns it runs (instead of each turn's record)."""
+        """ZSET (STOPPING_TTL): ids of the workspace's turns that a stop marked, scored by when; a worker
+        reads it once per poll for all the workspace's turns it runs (instead of each turn's record)."""
         return f"{self.ns}:stopping"
 
     def session_turn(self, channel: str, thread_ts: str) -> str:

@@ -130,7 +130,7 @@ def test_one_stop_watch_sees_the_stopped_turn_of_a_workspace_and_no_other(redis_
             await asyncio.wait_for(a1.wait(), timeout=30)
             await asyncio.sleep(0.05)  # a few more polls: nothing else is set
             seen = [a1.is_set(), a2.is_set(), g1.is_set()]
-        stopping = await client.smembers(acme.keys.stopping())
+        stopping = set(await client.zrange(acme.keys.stopping(), 0, -1))
         await client.aclose()
         return seen, marked, stopping
 

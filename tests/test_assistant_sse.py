@@ -109,3 +109,48 @@ def test_a_dropped_stream_raises_what_the_sdk_raises_after_the_same_deltas(fake:
             return deltas, type(info.value)
 
     assert asyncio.run(read(True)) == asyncio.run(read(False)) == (["01", "23"], openai.APIConnectionError)
+
+
+def test_the_openai_transport_names_connection_failures_as_they_are() -> None:
+    """The SDK's aiohttp transport reports every aiohttp connection error as a connect timeout; the bot's
+    transport gives a refused connection, a dropped one and a malformed answer their own errors (all
+    `TransportError`s, which openai-python retries), so the metrics count them as connection errors."""
+    import socket
+
+    import httpx2
+    from httpx_aiohttp.httpx2 import AiohttpTransport
+
+    from bot.assistant.responses import _CountingTransport
+    from bot.ops.metrics import Metrics
+
+    async def run() -> list[str]:
+        seen: list[str] = []
+        free = socket.socket()
+        free.bind(("127.0.0.1", 0))
+        refused_port = free.getsockname()[1]
+        free.close()
+
+        async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.close()
+
+        async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readline()
+            writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+            await writer.drain()
+            writer.close()
+
+        closer = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+        liar = await asyncio.start_server(garbage, "127.0.0.1", 0)
+        transport = _CountingTransport(Metrics(), AiohttpTransport())
+        ports = [refused_port, closer.sockets[0].getsockname()[1], liar.sockets[0].getsockname()[1]]
+        for port in ports:
+            try:
+                await transport.handle_async_request(httpx2.Request("GET", f"http://127.0.0.1:{port}/"))
+            except httpx2.TransportError as exc:
+                seen.append(type(exc).__name__)
+        await transport.aclose()
+        closer.close()
+        liar.close()
+        return seen
+
+    assert asyncio.run(run()) == ["ConnectError", "RemoteProtocolError", "RemoteProtocolError"]

@@ -79,16 +79,22 @@ def test_deleting_a_message_removes_its_item_from_the_conversation(
     items = openai_fake.conversation(conv_id)["items"]
     first_item = items[0]["id"]
 
-    # The turn recorded what each message became (one EVALSHA per turn).
+    # The turn recorded which response each message became (one EVALSHA per turn): the items themselves are
+    # looked up only when a message is removed, not on every answer.
     record = rdb.hgetall(f"{NS}:items:u:{ALICE}")
     first_entry = json.loads(record[first["ts"]])
-    assert first_entry["in"] == [first_item] and first_entry["out"] == [items[1]["id"]]
+    assert first_entry["responses"] == [openai_fake.model_inputs[0]["response_id"]]
+    assert first_entry["in"] == [] and first_entry["out"] == []
     [answer] = slack.messages(DM, first["ts"])
     assert first_entry["answers"] == [answer.ts] and record[f"a:{answer.ts}"] == first["ts"]
     assert rdb.pttl(f"{NS}:items:u:{ALICE}") > 0
+    assert not [r for r in openai_fake.requests if r["method"] == "GET" and r["path"].endswith("/items")]
 
     sender.send_event(deleted(first, channel_type="im"))
     slack.wait_for(lambda: first_item not in [i["id"] for i in openai_fake.conversation(conv_id)["items"]])
+    # Looked up then, from the response: the message's item, and (kept, for "Forget") its answer's.
+    kept = json.loads(rdb.hget(f"{NS}:items:u:{ALICE}", first["ts"]) or "{}")
+    assert kept == {"in": [], "out": [items[1]["id"]], "answers": [answer.ts]}
     assert conversation_texts(openai_fake, conv_id) == [
         "assistant: Echo: my card number is 4242",
         "user: what is the weather",

@@ -60,9 +60,15 @@ async def _scripts_of_one_moment(url: str, callers: int) -> tuple[list[Any], int
         calls += [picky(keys=["test:picky"], args=[arg]) for arg in ("a", "boom", "b")]
         answers = await asyncio.gather(*calls, return_exceptions=True)
         connections = len(client.connection_pool._available_connections)  # type: ignore[attr-defined]
-        # Plain commands of one moment share a pipeline too.
-        plain = await asyncio.gather(*(client.incr("test:plain") for _ in range(100)))
-        assert sorted(plain) == list(range(1, 101))
+        # Plain commands of one moment share a pipeline too; one that Redis can't be sent (a None argument)
+        # fails its own caller only.
+        plain = await asyncio.gather(
+            *(client.incr("test:plain") for _ in range(100)),
+            client.set("test:bad", None),  # type: ignore[arg-type]
+            return_exceptions=True,
+        )
+        assert sorted(plain[:100]) == list(range(1, 101))  # type: ignore[type-var]
+        assert isinstance(plain[100], redis.exceptions.DataError)
         connections = max(connections, len(client.connection_pool._available_connections))  # type: ignore[attr-defined]
         # A script run in a pipeline of the caller's own goes there, as redis-py's does.
         async with client.pipeline(transaction=False) as pipe:

@@ -9,7 +9,7 @@ translates from, so the callers never change.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -178,7 +178,14 @@ class AssistantBackend(Protocol):
 
     async def add_items(self, conversation_id: str, items: list[dict[str, Any]]) -> None: ...
 
-    async def turn_items(self, conversation_id: str) -> TurnItems | None: ...
+    # True: `turn_items` can find a turn's items later, from the turn's response ids (the runner then
+    # records only those when the turn ends, and the items are looked up if a message is ever deleted or
+    # forgotten); False: it can only read the turn that just ended, and is asked right then.
+    defers_turn_items: bool
+
+    async def turn_items(
+        self, conversation_id: str, response_ids: Sequence[str] = ()
+    ) -> TurnItems | None: ...
 
     async def delete_items(self, conversation_id: str, item_ids: list[str]) -> int: ...
 

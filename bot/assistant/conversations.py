@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from typing import Any
 
 import openai
 from openai import AsyncOpenAI
@@ -73,31 +75,59 @@ class ConversationAdmin:
                 return True
         return False
 
-    async def turn_items(self, conversation_id: str) -> TurnItems | None:
-        """The items the turn that just ended added, read newest first: the answer's, down to the user's
-        message that started it (a turn adds exactly one user message; tool outputs are not messages).
-        None when no user message is in reach. Only meaningful right after an answered turn, while the
-        thread's runner lock keeps every other turn away."""
-        try:
-            # Read as JSON: every answered turn asks this, and the typed page (a union model per item) cost
-            # more CPU than the request itself; only ids, types and roles are read.
-            raw = await self._client.conversations.items.with_raw_response.list(
-                conversation_id, order="desc", limit=TURN_ITEMS_LIMIT
-            )
-            body: object = json.loads(raw.content)
-        except (openai.APIError, ValueError) as exc:
-            raise AssistantUnavailable(f"conversations.items.list: {type(exc).__name__}") from exc
-        data = body.get("data") if isinstance(body, dict) else None
-        answer: list[str] = []
-        for item in data if isinstance(data, list) else []:  # newest first
-            if not isinstance(item, dict):
-                continue
+    defers_turn_items = True
+
+    async def turn_items(self, conversation_id: str, response_ids: Sequence[str] = ()) -> TurnItems | None:
+        """The items one turn added: the answer's (messages, reasoning, tool calls and outputs), down to the
+        user's message that started it (a turn adds exactly one user message; tool outputs are not
+        messages). With `response_ids` (the turn's responses, oldest first) that turn, found from its last
+        response's last output item, at any time; without, the newest turn (only meaningful right after it
+        ended, while the thread's runner lock keeps every other turn away). None when not found."""
+        last: str | None = None
+        if response_ids:
+            last = await self._last_output_item(response_ids[-1])
+            if last is None:
+                return None
+        # Read as JSON: only ids, types and roles are read, and the typed page (a union model per item) costs
+        # more CPU than the request itself.
+        data = await self._items_page(conversation_id, after=last)
+        answer: list[str] = [last] if last else []
+        for item in data:  # newest first
             item_id = str(item.get("id") or "")
             if item.get("type") == "message" and item.get("role") == "user":
                 return TurnItems(user=[item_id], answer=list(reversed(answer)))
             if item_id:
                 answer.append(item_id)
         return None
+
+    async def _last_output_item(self, response_id: str) -> str | None:
+        """The id of the response's last output item (the last item it added to its conversation)."""
+        try:
+            raw = await self._client.responses.with_raw_response.retrieve(response_id)
+            body: object = json.loads(raw.content)
+        except openai.NotFoundError:
+            return None
+        except (openai.APIError, ValueError) as exc:
+            raise AssistantUnavailable(f"responses.retrieve: {type(exc).__name__}") from exc
+        output = body.get("output") if isinstance(body, dict) else None
+        if not isinstance(output, list) or not output or not isinstance(output[-1], dict):
+            return None
+        last = output[-1].get("id")
+        return last if isinstance(last, str) and last else None
+
+    async def _items_page(self, conversation_id: str, *, after: str | None) -> list[dict[str, Any]]:
+        """One page of the conversation's items, newest first (older than `after`, when given)."""
+        try:
+            page = self._client.conversations.items.with_raw_response
+            if after is None:
+                raw = await page.list(conversation_id, order="desc", limit=TURN_ITEMS_LIMIT)
+            else:
+                raw = await page.list(conversation_id, order="desc", limit=TURN_ITEMS_LIMIT, after=after)
+            body: object = json.loads(raw.content)
+        except (openai.APIError, ValueError) as exc:
+            raise AssistantUnavailable(f"conversations.items.list: {type(exc).__name__}") from exc
+        data = body.get("data") if isinstance(body, dict) else None
+        return [item for item in data if isinstance(item, dict)] if isinstance(data, list) else []
 
     async def delete_items(self, conversation_id: str, item_ids: list[str]) -> int:
         """Delete items from the conversation; one already gone counts as deleted. The number deleted now.

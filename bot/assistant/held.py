@@ -22,7 +22,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -190,7 +190,12 @@ class HeldBackend(abc.ABC):
         except RedisError as exc:
             raise StoreUnavailable(f"held items: {type(exc).__name__}") from exc
 
-    async def turn_items(self, conversation_id: str) -> TurnItems | None:
+    # The thread is in Redis: the turn that just ended is read at once, cheaply.
+    defers_turn_items = False
+
+    async def turn_items(self, conversation_id: str, response_ids: Sequence[str] = ()) -> TurnItems | None:
+        if response_ids:
+            return None  # never recorded that way here: a held turn's items are read when it ends
         answer: list[str] = []
         for entry in reversed(await self._entries(conversation_id, TURN_ITEMS_LIMIT)):
             item = entry["item"]

@@ -21,6 +21,7 @@ from collections.abc import AsyncGenerator
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 import httpx2
 import openai
 from httpx_aiohttp.httpx2 import AiohttpTransport
@@ -122,12 +123,17 @@ class _CountingTransport(httpx2.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         try:
             response = await self._inner.handle_async_request(request)
-        except httpx2.TimeoutException:
-            self._metrics.openai_error("timeout")
-            raise
-        except httpx2.TransportError:
+        except httpx2.TransportError as exc:
+            mapped = _transport_error(exc, request)
+            self._metrics.openai_error(
+                "timeout" if isinstance(mapped, httpx2.TimeoutException) else "connection"
+            )
+            if mapped is exc:
+                raise
+            raise mapped from exc
+        except aiohttp.ClientError as exc:  # one the transport does not map (e.g. a malformed response)
             self._metrics.openai_error("connection")
-            raise
+            raise httpx2.RemoteProtocolError(type(exc).__name__, request=request) from exc
         if response.status_code >= 400:
             kind = _STATUS_KINDS.get(response.status_code)
             self._metrics.openai_error(kind or ("server_error" if response.status_code >= 500 else "other"))
@@ -135,6 +141,19 @@ class _CountingTransport(httpx2.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+def _transport_error(exc: httpx2.TransportError, request: httpx2.Request) -> httpx2.TransportError:
+    """What the error really was: the aiohttp transport maps every aiohttp connection error (refused,
+    reset, disconnected) to `ConnectTimeout`; only a real timeout stays one."""
+    cause = exc.__cause__
+    if not isinstance(exc, httpx2.ConnectTimeout) or isinstance(cause, aiohttp.ServerTimeoutError):
+        return exc
+    if isinstance(cause, aiohttp.ClientConnectorError):
+        return httpx2.ConnectError(type(cause).__name__, request=request)
+    if isinstance(cause, aiohttp.ClientConnectionError):
+        return httpx2.RemoteProtocolError(type(cause).__name__, request=request)
+    return exc
 
 
 def build_openai_client(settings: Settings, metrics: Metrics | None = None) -> AsyncOpenAI:

@@ -139,6 +139,9 @@ class _CommandPipe:
             task.add_done_callback(self._sending.discard)
 
     async def _send(self, batch: list[_Command]) -> None:
+        batch = [c for c in batch if not c.done.done()]  # a caller cancelled before it went out
+        if not batch:
+            return
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for command in batch:
@@ -171,7 +174,9 @@ class BatchingRedis(Redis):
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         if self.single_connection_client or str(args[0]).split(" ", 1)[0].upper() in _UNBATCHED:
             return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
-        command = _Command(args, options)
+        # Encoded now: an argument Redis can't take fails its own caller, not the whole pipeline.
+        encoder = self.get_encoder()  # type: ignore[no-untyped-call]
+        command = _Command((args[0], *(encoder.encode(a) for a in args[1:])), options)
         self._commands.send(command)
         return await command.done
 

@@ -258,6 +258,7 @@ class Dispatcher:
         # Threads with an entry offered while their drain was registered here (see `_drain`).
         self._offered: set[tuple[str, str]] = set()
         self._slot_freed = asyncio.Event()
+        self._released: set[asyncio.Future[Any]] = set()  # locks given back after a cancelled offer
         self._background: list[asyncio.Task[None]] = []
         self._stopping = False
 
@@ -433,8 +434,10 @@ class Dispatcher:
                     await asyncio.sleep(READ_BLOCK_MS / 1000)
                     continue
                 by_stream = {keys.turns(): keys for keys in workspaces}
+                # XREADGROUP's COUNT is per stream: the batch is shared out over the workspaces' streams.
+                count = max(1, min(free, READ_BATCH) // len(by_stream))
                 try:
-                    batches = await self._streams.read(list(by_stream), min(free, READ_BATCH))
+                    batches = await self._streams.read(list(by_stream), count)
                 except ResponseError as exc:
                     if "NOGROUP" not in str(exc):
                         raise
@@ -522,13 +525,28 @@ class Dispatcher:
             return False  # this process is draining the thread already
         token = secrets.token_hex(8)
         # Taking the lock and reading the thread's head are one script: one round trip fewer per drain.
-        head = await self._next_head(keys, thread, token)
+        taking = asyncio.ensure_future(self._next_head(keys, thread, token))
+        try:
+            head = await asyncio.shield(taking)
+        except asyncio.CancelledError:
+            # Shut down while the script was on its way: a lock it takes has no drain to hold it, so it is
+            # given back (else the thread would wait the lock's TTL on every replica).
+            taking.add_done_callback(lambda done: self._give_back(keys, thread, token, done))
+            raise
         if head[0] != "turn":
             return False  # another worker holds the thread ('lost'), or nothing is left ('empty')
         task = asyncio.create_task(self._drain(keys, thread, token, head), name=f"drain {thread}")
         self._drains[(keys.ns, thread)] = task
         task.add_done_callback(lambda done: self._drain_done(keys.ns, thread, done))
         return True
+
+    def _give_back(self, keys: Keys, thread: str, token: str, taking: asyncio.Future[list[Any]]) -> None:
+        if taking.cancelled() or taking.exception() is not None or taking.result()[0] != "turn":
+            return
+        release = asyncio.ensure_future(self._release(keys=[keys.runner(thread)], args=[token]))
+        self._released.add(release)
+        release.add_done_callback(self._released.discard)
+        release.add_done_callback(lambda done: done.cancelled() or done.exception())  # best effort
 
     def _drain_done(self, ns: str, thread: str, task: asyncio.Task[None]) -> None:
         if self._drains.get((ns, thread)) is task:  # not a newer drain of the thread

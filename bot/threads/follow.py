@@ -43,7 +43,7 @@ from bot.models import MessageAction, MessageChange, Turn
 from bot.queue.dispatcher import Dispatcher
 from bot.slack.ephemeral import Ephemeral
 from bot.threads.guests import Guests
-from bot.threads.items import ThreadItems
+from bot.threads.items import MessageItems, ThreadItems
 from bot.threads.spending import Spending
 from bot.threads.store import ThreadStore
 from bot.threads.targets import Targets, ThreadTarget
@@ -285,8 +285,9 @@ class ItemRemover:
             log.info("turn %s: nothing recorded for %s; nothing to remove", turn.id, turn.target_ts)
             text = NOTHING_TO_FORGET
         else:
-            ids = entry.user + (entry.answer if forget else [])
             try:
+                entry = await self._resolved(entry, conversation_id, backend)
+                ids = entry.user + (entry.answer if forget else [])
                 removed = await backend.delete_items(conversation_id, ids)
             except BotError as exc:
                 log.warning("turn %s: items of %s not removed: %s", turn.id, turn.target_ts, exc)
@@ -304,6 +305,18 @@ class ItemRemover:
             text = FORGOTTEN
         if forget:
             await self._tell(turn, text)
+
+    @staticmethod
+    async def _resolved(entry: MessageItems, conversation_id: str, backend: AssistantBackend) -> MessageItems:
+        """The entry with its item ids, looked up from its turn's responses when it was recorded with those
+        only. Found nowhere (the response expired, or its items were compacted away), it has none."""
+        if not entry.unresolved:
+            return entry
+        found = await backend.turn_items(conversation_id, entry.responses)
+        if found is None:
+            log.warning("items of %s not found from its responses", entry.ts)
+            return MessageItems(entry.ts, [], [], entry.answer_ts)
+        return MessageItems(entry.ts, found.user, found.answer, entry.answer_ts)
 
     async def _tell(self, turn: Turn, text: str) -> None:
         await self._ephemeral.whisper(turn.channel, turn.user, text, turn.reply_thread_ts)

@@ -5,7 +5,10 @@ too, and Slack names messages by ts while the conversation names items by id. On
 (`Keys.thread_items`) maps them, written once per answered turn (one EVALSHA: the fields and the TTL):
 
 - `<ts of the user's message>` -> JSON {"in": the user message's item ids, "out": the answer's item ids
-  (messages, reasoning, tool calls and outputs), "answers": the Slack ts of the answer's messages};
+  (messages, reasoning, tool calls and outputs), "answers": the Slack ts of the answer's messages}; where the
+  backend can find a turn's items later (`defers_turn_items`), an answered turn records {"responses": its
+  response ids, "answers": ...} instead, and the ids are looked up the day a message is deleted or forgotten
+  (a request to OpenAI then, not on every answer);
 - `a:<ts of an answer message>` -> the ts of the user's message it answers (the shortcut may be used on
   either).
 """
@@ -38,14 +41,23 @@ class MessageItems:
     user: list[str] = field(default_factory=list)
     answer: list[str] = field(default_factory=list)
     answer_ts: list[str] = field(default_factory=list)
+    responses: list[str] = field(default_factory=list)  # the turn's responses, its items not looked up yet
+
+    @property
+    def unresolved(self) -> bool:
+        return bool(self.responses) and not self.user and not self.answer
 
     def dump(self) -> str:
-        return json.dumps({"in": self.user, "out": self.answer, "answers": self.answer_ts})
+        data: dict[str, list[str]] = {"in": self.user, "out": self.answer, "answers": self.answer_ts}
+        if self.unresolved:
+            data["responses"] = self.responses
+        return json.dumps(data)
 
     @classmethod
     def load(cls, ts: str, raw: str) -> MessageItems:
         data = json.loads(raw)
-        return cls(ts, list(data.get("in", [])), list(data.get("out", [])), list(data.get("answers", [])))
+        fields = [list(data.get(k, [])) for k in ("in", "out", "answers", "responses")]
+        return cls(ts, *fields)
 
 
 class ThreadItems:
@@ -53,9 +65,15 @@ class ThreadItems:
         self._redis = redis
         self._record = redis.register_script(_RECORD)
 
-    async def record(self, keys: Keys, thread: str, ts: str, items: TurnItems, answer_ts: list[str]) -> None:
-        """What the turn for message `ts` added to the conversation, and the Slack messages of its answer."""
-        entry = MessageItems(ts, items.user, items.answer, answer_ts)
+    async def record(
+        self, keys: Keys, thread: str, ts: str, items: TurnItems | list[str], answer_ts: list[str]
+    ) -> None:
+        """What the turn for message `ts` added to the conversation (its items, or the ids of its responses
+        to find them by later), and the Slack messages of its answer."""
+        if isinstance(items, TurnItems):
+            entry = MessageItems(ts, items.user, items.answer, answer_ts)
+        else:
+            entry = MessageItems(ts, [], [], answer_ts, responses=items)
         args: list[str | int] = [ms(ITEMS_TTL), ts, entry.dump()]
         for answer in answer_ts:
             args += [ANSWER_PREFIX + answer, ts]

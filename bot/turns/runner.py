@@ -257,7 +257,7 @@ class TurnRunner:
                 if live.conversation_id is not None and progress.record.response_ids:
                     # Answered, stopped or failed, OpenAI holds the message now: record its items (out of
                     # the stop's reach) so deleting or forgetting it in Slack can remove them.
-                    await self._remember_items(turn, live.conversation_id, progress)
+                    await self._remember_items(turn, live.conversation_id, progress, outcome)
                 await live.session.active()
                 if self._stops is not None:
                     await self._stops.ended(keys, turn.channel, thread_ts, turn.id)
@@ -337,17 +337,23 @@ class TurnRunner:
             fresh = CitationRenderer(extras.citations.files) if items else None
             await self._stream(turn, reply, progress, request, again, [], fresh, live)
 
-    async def _remember_items(self, turn: Turn, conversation_id: str, progress: TurnProgress) -> None:
+    async def _remember_items(
+        self, turn: Turn, conversation_id: str, progress: TurnProgress, outcome: str
+    ) -> None:
         """Record which conversation items the message and its answer became (so deleting or forgetting
         the message in Slack can remove them). Best effort: the answer stands either way."""
         if self._items is None:
             return
         try:
+            keys, responses = turn.workspace.keys, list(progress.record.response_ids)
+            if outcome == "answered" and self._backend.defers_turn_items:
+                # The responses name the turn's items: they are looked up if the message is ever removed.
+                await self._items.record(keys, turn.thread, turn.ts, responses, progress.record.message_ts)
+                return
             added = await self._backend.turn_items(conversation_id)
             if added is None:
                 log.warning("turn %s: its conversation items were not found", turn.id)
                 return
-            keys = turn.workspace.keys
             await self._items.record(keys, turn.thread, turn.ts, added, progress.record.message_ts)
         except (BotError, RedisError) as exc:
             log.warning("turn %s: conversation items not recorded: %s", turn.id, type(exc).__name__)

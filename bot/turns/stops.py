@@ -31,12 +31,17 @@ T = TypeVar("T")
 # How often a running turn looks for a stop: the button's latency, at one HGET per running turn.
 STOP_POLL_SECONDS = 0.5
 
-# KEYS: the turn's progress record, the workspace's stopping set. ARGV: turn id, the set's TTL (ms). Marks
-# the turn stopped unless it is done (or gone), and names it in the set its worker reads. 1 when marked.
+# KEYS: the turn's progress record, the workspace's stopping set. ARGV: turn id, how long a mark is kept
+# (ms). Marks the turn stopped unless it is done (or gone), and names it in the set its worker reads (a ZSET
+# scored by time: marks older than that are dropped here, so the set holds only the last hour's stops).
+# 1 when marked.
 _MARK = """
 if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HGET', KEYS[1], 'done') == '1' then return 0 end
 redis.call('HSET', KEYS[1], 'stopped', '1')
-redis.call('SADD', KEYS[2], ARGV[1])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[2], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[2]))
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return 1
 """
@@ -121,9 +126,9 @@ class StopWatch:
             try:
                 async with self._redis.pipeline(transaction=False) as pipe:
                     for key in sets:
-                        pipe.smembers(key)
+                        pipe.zrange(key, 0, -1)
                     found = await pipe.execute()
-            except RedisError as exc:  # a blip reads as "no stop": the next poll asks again
+            except Exception as exc:  # a blip reads as "no stop": the next poll asks again
                 log.debug("stop watch: %s", type(exc).__name__)
                 continue
             for key, members in zip(sets, found, strict=True):
