@@ -106,14 +106,14 @@ def test_the_policy_names_known_servers_and_a_channel_replaces_the_default() -> 
 
 def test_the_question_passes_block_kit_and_its_arguments_stay_inert() -> None:
     ask = ApprovalAsk("mcpr_1", "ops", "deploy", json.dumps({"note": "<!channel> <@U0BOSS> ``` &amp; " * 40}))
-    blocks = request_blocks(ask, "U0ALICE")
+    blocks = request_blocks(ask, "U0ALICE", "C0GENERAL:1.1")
     assert _message_block_problems(blocks) == []
     text = blocks[0]["text"]["text"]
     assert live_tokens(text) == [("user", "<@U0ALICE>")]  # only the asker is mentioned
     assert text.count("```") == 2
     buttons = blocks[1]["elements"]
     assert [b["action_id"] for b in buttons] == [APPROVE_ACTION, DENY_ACTION]
-    assert {b["value"] for b in buttons} == {"mcpr_1"}
+    assert {b["value"] for b in buttons} == {"C0GENERAL:1.1|mcpr_1"}
 
 
 def click(**changes: Any) -> dict[str, Any]:
@@ -123,7 +123,7 @@ def click(**changes: Any) -> dict[str, Any]:
         "user": {"id": "U0ALICE"},
         "channel": {"id": "C0GENERAL"},
         "message": {"ts": "1.2", "thread_ts": "1.1"},
-        "actions": [{"type": "button", "action_id": DENY_ACTION, "value": "call_1"}],
+        "actions": [{"type": "button", "action_id": DENY_ACTION, "value": "C0GENERAL:1.1|call_1"}],
     }
     body.update(changes)
     return body
@@ -138,6 +138,7 @@ def test_clicks_are_parsed_or_refused() -> None:
         click(actions=[{"type": "button", "action_id": APPROVE_ACTION, "value": "x" * 2001}]),
         click(user=None),
         click(actions="nope"),
+        click(actions=[{"type": "button", "action_id": APPROVE_ACTION, "value": "call_1"}]),  # no turn
     ):
         assert parse_approval_click(bad, {}) is None
 

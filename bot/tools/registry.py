@@ -57,6 +57,8 @@ class ToolContext:
     offered: frozenset[str] | None = None
     # The turn's workspace (where approvals are kept); None outside a turn.
     keys: Keys | None = None
+    # The turn's id (approvals are kept per turn and call); None outside a turn.
+    turn_id: str | None = None
 
 
 ToolFunc = Callable[[Any, ToolContext], Awaitable[object]]

@@ -373,6 +373,7 @@ class TurnRunner:
             turn.external,
             offered,
             turn.workspace.keys,
+            turn.id,
         )
         pieces = self._loop.run(
             request,
