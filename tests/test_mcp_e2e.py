@@ -61,8 +61,15 @@ DEPLOYS = {
     "transport": "hosted",
     "url": "https://deploys.example.com/mcp",
     "approval": "always",
+    "default": True,
 }
-LOCAL = {"label": "tix", "transport": "stdio", "command": [sys.executable, SERVER], "approval": ["deploy"]}
+LOCAL = {
+    "label": "tix",
+    "transport": "stdio",
+    "command": [sys.executable, SERVER],
+    "approval": ["deploy"],
+    "default": True,
+}
 DEPLOY = McpScript("deploys", "deploy", {"service": "web"}, output="deployed web")
 
 
@@ -397,6 +404,7 @@ def test_an_http_servers_tool_needing_approval_runs_once_approved_and_its_key_st
         "allowed_tools": ["deploy", "lookup_ticket"],
         "approval": ["deploy"],
         "headers_from_env": {"X-Api-Key": "OPS_KEY"},
+        "default": True,
     }
     bot = start_bot(**NO_LIMITS, MCP_SERVERS=servers(ops), OPS_KEY=OPS_KEY)
     sender = SlackSender(bot.url)

@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 import httpx2
 
-from bot.settings import McpServer, Settings
+from bot.settings import SEP_IN_NAMES, McpServer, Settings
 
 if TYPE_CHECKING:
     from mcp import ClientSession
 
 log = logging.getLogger(__name__)
 
-SEP = "__"  # between a server's label and its tool's name
+SEP = SEP_IN_NAMES  # between a server's label and its tool's name
 # Function names the Responses API accepts (spec `FunctionTool.name`).
 _FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # A server that does not answer its handshake or tool list in this time is left out of the turn.
