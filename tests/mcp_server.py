@@ -3,19 +3,26 @@ path talks to it over stdio (`python -m tests.mcp_server stdio`) or streamable H
 (`python -m tests.mcp_server http PORT`).
 
 Tools: `lookup_ticket` answers from a fixed table; `deploy` says what it deployed (a tool a team would put
-behind an approval); `crash` ends the server process at once (a server that dies mid-call). Over HTTP, every
+behind an approval) and, given `--runs PATH`, appends a line to that file per run (what a test counts: the
+side effect, not what the model was told); `crash` ends the server process at once (a server that dies
+mid-call); `refuse` answers with a JSON-RPC error (the connection stays fine); `hang` never answers; `pid`
+names the server's process (which connection answered); `big` answers 200,000 characters. Over HTTP, every
 request must carry the header `X-Api-Key` with the value of the `MCP_TEST_KEY` environment variable (how a
 secret header reaches a server); a request without it gets 401.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 
 from mcp.server.mcpserver import MCPServer
+from mcp.shared.exceptions import MCPError
 
 TICKETS = {"T-42": "open: printer on fire", "T-7": "closed: coffee machine fixed"}
+# `--runs PATH` (anywhere after the mode): where `deploy` records its runs.
+RUNS = sys.argv[sys.argv.index("--runs") + 1] if "--runs" in sys.argv else None
 
 server = MCPServer("test-tickets")
 
@@ -29,7 +36,35 @@ def lookup_ticket(ticket_id: str) -> str:
 @server.tool()
 def deploy(service: str) -> str:
     """Deploy a service to production."""
+    if RUNS:
+        with open(RUNS, "a") as runs:
+            runs.write(f"{service}\n")
     return f"deployed {service}"
+
+
+@server.tool()
+def refuse() -> str:
+    """Always refused with a JSON-RPC error."""
+    raise MCPError(code=-32602, message="refused on purpose")
+
+
+@server.tool()
+async def hang() -> str:
+    """Never answers (a hung server)."""
+    await asyncio.sleep(3600)
+    return "late"
+
+
+@server.tool()
+def pid() -> str:
+    """This server's process id."""
+    return str(os.getpid())
+
+
+@server.tool()
+def big() -> str:
+    """A very long answer."""
+    return "x" * 200_000
 
 
 @server.tool()
