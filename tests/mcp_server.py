@@ -3,10 +3,11 @@ path talks to it over stdio (`python -m tests.mcp_server stdio`) or streamable H
 (`python -m tests.mcp_server http PORT`).
 
 Tools: `lookup_ticket` answers from a fixed table; `deploy` says what it deployed (a tool a team would put
-behind an approval) and, given `--runs PATH`, appends a line to that file per run (what a test counts: the
-side effect, not what the model was told); `crash` ends the server process at once (a server that dies
-mid-call); `refuse` answers with a JSON-RPC error (the connection stays fine); `hang` never answers; `pid`
-names the server's process (which connection answered); `big` answers 200,000 characters. Over HTTP, every
+behind an approval; a `slow-…` service takes 3 s) and, given `--runs PATH`, appends a line to that file per
+run (what a test counts: the side effect, not what the model was told); `crash` ends the server process at
+once (a server that dies mid-call); `refuse` answers with a JSON-RPC error (the connection stays fine);
+`hang` never answers; `pid` names the server's process (which connection answered); `big` answers 200,000
+characters. Over HTTP, every
 request must carry the header `X-Api-Key` with the value of the `MCP_TEST_KEY` environment variable (how a
 secret header reaches a server); a request without it gets 401.
 """
@@ -34,12 +35,18 @@ def lookup_ticket(ticket_id: str) -> str:
 
 
 @server.tool()
-def deploy(service: str) -> str:
+async def deploy(service: str) -> str:
     """Deploy a service to production."""
+    _record(service)
+    if service.startswith("slow-"):  # a long deploy: a test stops the bot while it runs
+        await asyncio.sleep(3)
+    return f"deployed {service}"
+
+
+def _record(service: str) -> None:
     if RUNS:
         with open(RUNS, "a") as runs:
             runs.write(f"{service}\n")
-    return f"deployed {service}"
 
 
 @server.tool()
@@ -100,4 +107,7 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["http"]:
         _http(int(sys.argv[2]))
     else:
-        server.run("stdio")
+        try:
+            server.run("stdio")
+        except Exception:  # its client went away (a bot killed by a test): end quietly, no traceback
+            sys.exit(1)
