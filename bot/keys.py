@@ -276,11 +276,13 @@ class Keys:
 
     # --- MCP approvals (issue 16) --------------------------------------------------------------------------
 
-    def approval(self, ask_id: str) -> str:
-        """HASH (until `expires` + APPROVAL_KEPT): one tool call waiting for a person's yes: user, channel,
-        thread_ts, server, tool, expires (epoch ms), message_ts; once answered, decision and by. No argument
-        values and no header values are kept."""
-        return f"{self.ns}:approval:{ask_id}"
+    def approval(self, turn_id: str, ask_id: str) -> str:
+        """HASH (until `expires` + APPROVAL_KEPT): one tool call of one turn waiting for a person's yes: user,
+        channel, thread_ts, server, tool, expires (epoch ms), message_ts; once answered, decision and by; a
+        bot-side call once approved: `ran` when it starts, `output` (capped) when it ended. Keyed by the turn
+        too: call ids are the model's or a server's (they may repeat, even be empty). No argument values and
+        no header values are kept."""
+        return f"{self.ns}:approval:{turn_id}:{ask_id}"
 
     # --- feedback on answers (issue 15) -------------------------------------------------------------------
 

@@ -150,7 +150,7 @@ class Bot:
             PolicyAdmins(admins, settings.policy_admins),
             Validator(Catalog(openai_client)),
             known_tools=[*get_args(ToolName), *tools.names],
-            known_servers=[s.label for s in settings.mcp_server_list()],
+            servers=settings.mcp_server_list(),
         )
         self.policy_form = PolicyForm(policies, web_client)
         self.intake = Intake(

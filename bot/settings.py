@@ -86,7 +86,9 @@ SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 # reach the model as `<label>__<tool>` function tools, whose names the Responses API limits to 64 characters
 # of [A-Za-z0-9_-] (spec `FunctionTool.name`).
 McpTransport = Literal["hosted", "http", "stdio"]
+SEP_IN_NAMES = "__"  # between a bot-side server's label and its tool's name
 _MCP_LABEL = r"^[A-Za-z0-9_-]{1,32}$"
+_TEAM_ID = r"^[TE][A-Z0-9]{1,20}$"
 _HEADER_NAME = r"^[A-Za-z0-9-]{1,100}$"
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 
@@ -98,7 +100,9 @@ class McpServer(BaseModel):
     (streamable HTTP) and `stdio` (`command`): the bot is the client. `headers_from_env` maps a header to
     the environment variable holding its value: secrets stay in the environment, never in this config,
     Redis, the logs or Slack. `approval`: the tools (or "always" / "never") that need the asker's yes in
-    Slack before they run. `default`: offered where no channel policy names its servers (`mcp`)."""
+    Slack before they run. `default`: offered where no channel policy names its servers (`mcp`); off unless
+    set, so a new server reaches no channel before someone chooses it. `workspaces`: the team ids it serves
+    (unset: every workspace of the install); elsewhere it is neither offered nor nameable in a policy."""
 
     model_config = {"extra": "forbid", "frozen": True}
 
@@ -110,7 +114,28 @@ class McpServer(BaseModel):
     allowed_tools: list[str] | None = None
     approval: Literal["always", "never"] | list[str] = "never"
     headers_from_env: dict[str, str] = Field(default_factory=dict)
-    default: bool = True
+    default: bool = False
+    workspaces: list[str] | None = None
+
+    @field_validator("label")
+    @classmethod
+    def _label_routes(cls, v: str) -> str:
+        # Tools are named `<label>__<tool>` and split at the first `__`: a label holding `__` or ending in
+        # `_` would route a call to the wrong server or tool.
+        if SEP_IN_NAMES in v or v.endswith("_"):
+            raise ValueError("a label may not contain `__` or end with `_`")
+        return v
+
+    @field_validator("workspaces")
+    @classmethod
+    def _team_ids(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and not all(re.fullmatch(_TEAM_ID, t) for t in v):
+            raise ValueError("lists Slack team ids (T… or E…)")
+        return v
+
+    def serves(self, team_id: str) -> bool:
+        """Whether this workspace may have the server (offered, or named in its policies)."""
+        return self.workspaces is None or team_id in self.workspaces
 
     @field_validator("headers_from_env")
     @classmethod

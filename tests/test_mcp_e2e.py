@@ -61,9 +61,26 @@ DEPLOYS = {
     "transport": "hosted",
     "url": "https://deploys.example.com/mcp",
     "approval": "always",
+    "default": True,
 }
-LOCAL = {"label": "tix", "transport": "stdio", "command": [sys.executable, SERVER], "approval": ["deploy"]}
+LOCAL = {
+    "label": "tix",
+    "transport": "stdio",
+    "command": [sys.executable, SERVER],
+    "approval": ["deploy"],
+    "default": True,
+}
 DEPLOY = McpScript("deploys", "deploy", {"service": "web"}, output="deployed web")
+
+
+def local(runs: Path, **changes: Any) -> dict[str, Any]:
+    """LOCAL, its `deploy` recording each run in `runs` (what shows whether it ran, and how often)."""
+    return {**LOCAL, "command": [*LOCAL["command"], "--runs", str(runs)], **changes}
+
+
+def deploys_run(runs: Path) -> list[str]:
+    """The services the test server's `deploy` ran, in order."""
+    return runs.read_text().splitlines() if runs.exists() else []
 
 
 def approval_message(slack: FakeSlack, thread_ts: str) -> Message:
@@ -356,18 +373,20 @@ def test_a_local_servers_tool_runs_in_the_tool_loop_and_a_dead_server_still_gets
 
 
 @pytest.fixture
-def http_server() -> Iterator[str]:
-    """tests/mcp_server.py over streamable HTTP on loopback, requiring `X-Api-Key: OPS_KEY`."""
+def http_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """tests/mcp_server.py over streamable HTTP on loopback, requiring `X-Api-Key: OPS_KEY`: its URL, and
+    the file where its `deploy` records its runs."""
     port = free_port()
+    runs = tmp_path / "http-runs"
     proc = subprocess.Popen(
-        [sys.executable, SERVER, "http", str(port)],
+        [sys.executable, SERVER, "http", str(port), "--runs", str(runs)],
         env={**os.environ, "MCP_TEST_KEY": OPS_KEY},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
         _wait_listening(port)
-        yield f"http://127.0.0.1:{port}/mcp"
+        yield f"http://127.0.0.1:{port}/mcp", runs
     finally:
         proc.terminate()
         proc.wait(10)
@@ -390,13 +409,15 @@ def _wait_listening(port: int) -> None:
 def test_an_http_servers_tool_needing_approval_runs_once_approved_and_its_key_stays_secret(
     slack: FakeSlack, openai_fake: FakeOpenAI, start_bot: BotFactory, rdb: redis.Redis, http_server: str
 ) -> None:
+    url, runs = http_server
     ops = {
         "label": "ops",
         "transport": "http",
-        "url": http_server,
+        "url": url,
         "allowed_tools": ["deploy", "lookup_ticket"],
         "approval": ["deploy"],
         "headers_from_env": {"X-Api-Key": "OPS_KEY"},
+        "default": True,
     }
     bot = start_bot(**NO_LIMITS, MCP_SERVERS=servers(ops), OPS_KEY=OPS_KEY)
     sender = SlackSender(bot.url)
@@ -407,11 +428,12 @@ def test_an_http_servers_tool_needing_approval_runs_once_approved_and_its_key_st
     event = mention(CHANNEL, ALICE, "Deploy web")
     sender.send_event(event)
     asked = approval_message(slack, event["ts"])
-    assert len(openai_fake.tool_outputs) == 0  # not run before the yes
+    assert deploys_run(runs) == []  # not run before the yes
     assert click(sender, asked, True, user=ALICE) == 200
 
     answer = answer_of(slack, event["ts"])
     assert answer.text == "Tool said: deployed web"  # the server took the key: it answered
+    assert deploys_run(runs) == ["web"]
     # Only the allowed tools are offered (the server's `crash` is not).
     offered = [n for n in tool_names(openai_fake.model_inputs[0]["tools"]) if n.startswith("ops__")]
     assert sorted(offered) == ["ops__deploy", "ops__lookup_ticket"]
@@ -439,12 +461,14 @@ def test_a_slack_connect_guest_gets_no_mcp_servers(
 
 @pytest.mark.parametrize("style", ["responses", "chat_completions"])
 def test_a_local_servers_tool_asks_approval_and_runs_on_a_redis_held_backend(
-    style: str, slack: FakeSlack, openai_fake: FakeOpenAI, start_bot: BotFactory
+    style: str, slack: FakeSlack, openai_fake: FakeOpenAI, start_bot: BotFactory, tmp_path: Path
 ) -> None:
     """Bot-side MCP tools are function tools of the tool loop: the same on a server without Conversations
     (issue 17), approval included."""
     openai_fake.set_api_style(style)
-    sender = SlackSender(start_bot(**NO_LIMITS, ASSISTANT_BACKEND=style, MCP_SERVERS=servers(LOCAL)).url)
+    runs = tmp_path / "runs"
+    env = {**NO_LIMITS, "ASSISTANT_BACKEND": style, "MCP_SERVERS": servers(local(runs))}
+    sender = SlackSender(start_bot(**env).url)
     openai_fake.script(
         Reply(tool_calls=(ToolCall("tix__deploy", {"service": "web"}, call_id="call_dep"),)),
         Reply(echo_tool_outputs=True),
@@ -452,6 +476,90 @@ def test_a_local_servers_tool_asks_approval_and_runs_on_a_redis_held_backend(
     event = mention(CHANNEL, ALICE, "Deploy web")
     sender.send_event(event)
     asked = approval_message(slack, event["ts"])
-    assert len(openai_fake.tool_outputs) == 0  # not run before the yes
+    assert deploys_run(runs) == []  # not run before the yes
     assert click(sender, asked, True, user=ALICE) == 200
     assert answer_of(slack, event["ts"]).text == "Tool said: deployed web"
+    assert deploys_run(runs) == ["web"]
+
+
+# ---- review of issue 16 --------------------------------------------------------------------------------
+
+
+def approve_deploy(sender: SlackSender, slack: FakeSlack, thread_ts: str) -> None:
+    asked = approval_message(slack, thread_ts)
+    assert click(sender, asked, True, user=ALICE) == 200
+
+
+def test_a_call_id_used_again_by_a_later_turn_is_asked_about_again(
+    slack: FakeSlack, openai_fake: FakeOpenAI, start_bot: BotFactory, tmp_path: Path
+) -> None:
+    """Call ids are the model's (a server may use "0" every time): an old yes never approves a new call."""
+    runs = tmp_path / "runs"
+    sender = SlackSender(start_bot(**NO_LIMITS, MCP_SERVERS=servers(local(runs))).url)
+    openai_fake.script(
+        Reply(tool_calls=(ToolCall("tix__deploy", {"service": "web"}, call_id="0"),)),
+        Reply(echo_tool_outputs=True),
+    )
+    first = mention(CHANNEL, ALICE, "Deploy web")
+    sender.send_event(first)
+    approve_deploy(sender, slack, first["ts"])
+    assert answer_of(slack, first["ts"]).text == "Tool said: deployed web"
+
+    openai_fake.script(
+        Reply(tool_calls=(ToolCall("tix__deploy", {"service": "api"}, call_id="0"),)),
+        Reply(echo_tool_outputs=True),
+    )
+    second = mention(CHANNEL, ALICE, "Deploy api")
+    sender.send_event(second)
+    asked = approval_message(slack, second["ts"])  # asked again, in the new thread
+    assert deploys_run(runs) == ["web"]  # and not run before that yes
+    assert click(sender, asked, True, user=ALICE) == 200
+    assert answer_of(slack, second["ts"]).text == "Tool said: deployed api"
+    assert deploys_run(runs) == ["web", "api"]
+
+
+def test_an_approved_call_is_not_run_twice_when_its_worker_dies(
+    slack: FakeSlack, openai_fake: FakeOpenAI, start_bot: BotFactory, tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs"
+    env = {**NO_LIMITS, **FAST, "MCP_SERVERS": servers(local(runs))}
+    doomed = start_bot(**env)
+    sender = SlackSender(doomed.url)
+    openai_fake.script(
+        Reply(tool_calls=(ToolCall("tix__deploy", {"service": "slow-web"}, call_id="call_slow"),)),
+        Reply(echo_tool_outputs=True),
+    )
+    event = mention(CHANNEL, ALICE, "Deploy web slowly")
+    sender.send_event(event)
+    approve_deploy(sender, slack, event["ts"])
+    # The deploy started (the server recorded it); the worker dies before it ends.
+    slack.wait_for(lambda: deploys_run(runs) == ["slow-web"])
+    doomed.stop(signal.SIGKILL)
+
+    start_bot(**env)  # the turn is retried there: approved already, but the call is not run again
+    answer = answer_of(slack, event["ts"])
+    assert deploys_run(runs) == ["slow-web"]
+    assert "its result is unknown and it was not run again" in answer.text
+
+
+def test_a_server_is_offered_only_in_its_workspaces_and_never_with_tools_none(
+    slack: FakeSlack, openai_fake: FakeOpenAI, start_bot: BotFactory, tmp_path: Path
+) -> None:
+    partner = {**DEPLOYS, "label": "partner", "workspaces": ["T0OTHER"]}
+    bot = start_bot(**NO_LIMITS, MCP_SERVERS=servers(partner, LOCAL), POLICY_ADMINS=CAROL)
+    sender = SlackSender(bot.url)
+    # This workspace's admins can't name a server that does not serve it.
+    assert "Unknown MCP server(s): `partner`" in command(
+        sender, "config set mcp=partner", channel=CHANNEL, user=CAROL
+    )
+    assert command(sender, "config set tools=none", channel=RANDOM, user=CAROL).startswith("Saved.")
+    openai_fake.script(Reply(text="here"), Reply(text="there"))
+    here = mention(CHANNEL, ALICE, "Deploy web please")
+    sender.send_event(here)
+    answers(slack, CHANNEL, here["ts"])
+    there = mention(RANDOM, ALICE, "Deploy web please")
+    sender.send_event(there)
+    answers(slack, RANDOM, there["ts"])
+    general, random = openai_fake.model_inputs
+    assert "tix__deploy" in tool_names(general["tools"]) and "mcp" not in tool_names(general["tools"])
+    assert not [n for n in tool_names(random["tools"]) if n == "mcp" or n.startswith("tix__")]

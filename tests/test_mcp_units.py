@@ -16,8 +16,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.assistant.backend import ApprovalAsk
 from bot.errors import ConfigError, PolicyInvalid
 from bot.keys import Keys
+from bot.models import Workspace
 from bot.settings import McpServer, Settings
-from bot.threads.policy import Policy, changed
+from bot.threads.policy import ChannelPolicies, Policy, changed
 from bot.tools import ToolContext, ToolRegistry
 from bot.tools.approvals import APPROVE_ACTION, DENY_ACTION, parse_approval_click, request_blocks
 from bot.tools.mcp import McpTools, hosted_tool
@@ -106,14 +107,14 @@ def test_the_policy_names_known_servers_and_a_channel_replaces_the_default() -> 
 
 def test_the_question_passes_block_kit_and_its_arguments_stay_inert() -> None:
     ask = ApprovalAsk("mcpr_1", "ops", "deploy", json.dumps({"note": "<!channel> <@U0BOSS> ``` &amp; " * 40}))
-    blocks = request_blocks(ask, "U0ALICE")
+    blocks = request_blocks(ask, "U0ALICE", "C0GENERAL:1.1")
     assert _message_block_problems(blocks) == []
     text = blocks[0]["text"]["text"]
     assert live_tokens(text) == [("user", "<@U0ALICE>")]  # only the asker is mentioned
     assert text.count("```") == 2
     buttons = blocks[1]["elements"]
     assert [b["action_id"] for b in buttons] == [APPROVE_ACTION, DENY_ACTION]
-    assert {b["value"] for b in buttons} == {"mcpr_1"}
+    assert {b["value"] for b in buttons} == {"C0GENERAL:1.1|mcpr_1"}
 
 
 def click(**changes: Any) -> dict[str, Any]:
@@ -123,7 +124,7 @@ def click(**changes: Any) -> dict[str, Any]:
         "user": {"id": "U0ALICE"},
         "channel": {"id": "C0GENERAL"},
         "message": {"ts": "1.2", "thread_ts": "1.1"},
-        "actions": [{"type": "button", "action_id": DENY_ACTION, "value": "call_1"}],
+        "actions": [{"type": "button", "action_id": DENY_ACTION, "value": "C0GENERAL:1.1|call_1"}],
     }
     body.update(changes)
     return body
@@ -138,6 +139,7 @@ def test_clicks_are_parsed_or_refused() -> None:
         click(actions=[{"type": "button", "action_id": APPROVE_ACTION, "value": "x" * 2001}]),
         click(user=None),
         click(actions="nope"),
+        click(actions=[{"type": "button", "action_id": APPROVE_ACTION, "value": "call_1"}]),  # no turn
     ):
         assert parse_approval_click(bad, {}) is None
 
@@ -177,3 +179,35 @@ def test_a_header_secret_may_live_in_dotenv(monkeypatch: pytest.MonkeyPatch, tmp
         assert Settings.mcp_headers(server) == {"K": "from-the-file"}
     finally:
         settings_module._dotenv.cache_clear()
+
+
+def test_a_label_that_would_route_wrongly_is_refused_and_servers_are_off_unless_chosen() -> None:
+    for label in ("a__b", "ops_", "__"):
+        with pytest.raises(ValueError, match="may not contain"):
+            McpServer(label=label, transport="stdio", command=["srv"])
+    server = McpServer(label="a_b-c", transport="stdio", command=["srv"])
+    assert server.default is False and server.serves(TEAM)
+    tools = McpTools([McpServer(label="a", transport="stdio", command=["srv"])])
+    assert tools.server_of("a__b__c") is not None and tools.owns("a__b__c")
+
+
+def test_a_server_serves_only_its_workspaces_and_only_theirs_may_name_it() -> None:
+    ops = McpServer(label="ops", transport="stdio", command=["srv"], workspaces=[TEAM])
+    docs = McpServer(label="docs", transport="stdio", command=["srv"])
+    assert ops.serves(TEAM) and not ops.serves("T0OTHER")
+    with pytest.raises(ValueError):
+        McpServer(label="x", transport="stdio", command=["srv"], workspaces=["acme"])
+    policies = ChannelPolicies(None, None, None, [], servers=[ops, docs])  # type: ignore[arg-type]
+    assert policies.known_servers(Workspace(team_id=TEAM)) == ["ops", "docs"]
+    other = policies.known_servers(Workspace(team_id="T0OTHER"))
+    assert other == ["docs"]
+    with pytest.raises(PolicyInvalid, match="Unknown MCP server"):
+        changed(Policy(), {"mcp": "ops"}, [], other)
+
+
+def test_tools_none_turns_mcp_servers_off_and_a_tools_list_leaves_them_to_mcp() -> None:
+    assert not Policy(tools=()).offers_server("ops", default=True)
+    assert not Policy(tools=()).over(Policy(mcp=("ops",))).offers_server("ops", default=True)
+    assert not Policy(tools=(), mcp=("ops",)).offers_server("ops", default=False)
+    assert Policy(tools=("web_search",), mcp=("ops",)).offers_server("ops", default=False)
+    assert Policy(tools=("web_search",)).offers_server("ops", default=True)

@@ -1,8 +1,9 @@
 """Channel policy (issue 15 item 4): a workspace default and a policy per channel, set by admins.
 
 A policy holds instructions (added to the assistant's), a model, a hard allowlist of tools (a tool not in it
-is never offered to the model, hosted or function), the MCP servers offered (issue 16: by label, from those
-the configuration declares; unset, the servers marked `default`), the knowledge stores searched (instead of
+is never offered to the model, hosted or function; `none` turns MCP servers off too), the MCP servers offered
+(issue 16: by label, from those the configuration declares for the workspace; unset, the servers marked
+`default`), the knowledge stores searched (instead of
 KNOWLEDGE_VECTOR_STORE_IDS), and two spend limits: answers per person per minute in the channel, and answers
 per thread per day. A channel's value of a setting replaces the default's, except instructions, which add
 to them (the default's first). DMs follow the workspace default.
@@ -33,6 +34,7 @@ from bot.errors import NotPolicyAdmin, PolicyInvalid, PolicyLimited, StoreUnavai
 from bot.keys import POLICY_THREAD_WINDOW, POLICY_WORKSPACE, SPEND_WINDOW, Keys, ms
 from bot.models import Workspace
 from bot.queue.spend import BUCKETS_LUA
+from bot.settings import McpServer
 from bot.slack.inert import escape_mrkdwn
 from bot.threads.usage import Admins
 
@@ -104,8 +106,11 @@ class Policy:
         return self.tools is None or tool in self.tools
 
     def offers_server(self, label: str, *, default: bool) -> bool:
-        """Whether the model has this MCP server's tools here: the policy's list when it sets one, else
-        the server's own `default` from the configuration."""
+        """Whether the model has this MCP server's tools here: never with `tools=none` (no tool at all);
+        else the policy's list when it sets one, else the server's own `default` from the configuration.
+        A `tools` list that names tools leaves MCP servers to `mcp`."""
+        if self.tools == ():
+            return False
         return default if self.mcp is None else label in self.mcp
 
     def over(self, base: Policy) -> Policy:
@@ -371,13 +376,17 @@ class ChannelPolicies:
         admins: PolicyAdmins,
         validator: Validator,
         known_tools: Iterable[str],
-        known_servers: Iterable[str] = (),
+        servers: Iterable[McpServer] = (),
     ) -> None:
         self.store = store
         self.admins = admins
         self._validator = validator
         self.known_tools = tuple(dict.fromkeys([*HOSTED_TOOLS, *known_tools]))
-        self.known_servers = tuple(known_servers)  # MCP server labels (issue 16)
+        self._servers = tuple(servers)  # the MCP servers configured (issue 16)
+
+    def known_servers(self, workspace: Workspace) -> list[str]:
+        """The labels a policy of this workspace may name: the servers that serve it."""
+        return [s.label for s in self._servers if s.serves(workspace.team_id)]
 
     async def show(self, workspace: Workspace, scope: str) -> str:
         keys = workspace.keys
@@ -413,7 +422,7 @@ class ChannelPolicies:
                 fallback = "configuration" if scope == POLICY_WORKSPACE else "workspace default"
                 return f"Reset {_where(scope)}: the {fallback} applies."
             base = Policy() if replace_all else current
-            updated = changed(base, pairs, self.known_tools, self.known_servers)
+            updated = changed(base, pairs, self.known_tools, self.known_servers(workspace))
             try:
                 await asyncio.wait_for(self._validator.check(current, updated), CHECK_SECONDS)
             except TimeoutError as exc:

@@ -3,9 +3,12 @@ ones only the bot can reach (`http`: streamable HTTP, `stdio`: a local command) 
 `mcp` SDK, and their tools become function tools of the tool loop, named `<label>__<tool>`.
 
 One connection per bot-side server per worker process, opened on first use and kept: a server that died
-(its call failed, its process exited) is reconnected on the next use. The connection lives in a task of its
-own, since the SDK's transports are anyio context managers that must be left in the task that entered them.
-A call that fails gives the model an error result, like a function tool that raised.
+(its connection closed, its process exited) or hung (a call past TOOL_TIMEOUT_SECONDS) is reconnected on the
+next use; a JSON-RPC error reply is the tool's error, the connection stays. A failed connect is not tried
+again for RETRY_SECONDS: the turns waiting on it fail at once instead of each waiting out its own connect.
+The connection lives in a task of its own, since the SDK's transports are anyio context managers that must
+be left in the task that entered them. A call that fails gives the model an error result, like a function
+tool that raised; an output is capped at MAX_OUTPUT_CHARS.
 """
 
 from __future__ import annotations
@@ -20,14 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 import httpx2
 
-from bot.settings import McpServer, Settings
+from bot.settings import SEP_IN_NAMES, McpServer, Settings
 
 if TYPE_CHECKING:
     from mcp import ClientSession
 
 log = logging.getLogger(__name__)
 
-SEP = "__"  # between a server's label and its tool's name
+SEP = SEP_IN_NAMES  # between a server's label and its tool's name
 # Function names the Responses API accepts (spec `FunctionTool.name`).
 _FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # A server that does not answer its handshake or tool list in this time is left out of the turn.
@@ -35,6 +38,11 @@ CONNECT_SECONDS = 10.0
 HTTP_TIMEOUT, HTTP_READ_TIMEOUT = 30.0, 300.0
 # Tool descriptions are the server's text: kept to a sensible size for the model's context.
 MAX_DESCRIPTION = 1024
+# An output is the server's text, of any size: capped for the model's context (the API's own bound on a
+# function call's output is 10,485,760 characters, spec `FunctionCallOutputItemParam.output`).
+MAX_OUTPUT_CHARS = 100_000
+# After a failed connect, the server is left alone this long (turns meanwhile get an error at once).
+RETRY_SECONDS = 5.0
 
 
 def hosted_tool(server: McpServer) -> dict[str, Any]:
@@ -78,12 +86,23 @@ class _Connection:
         self._ready: asyncio.Event = asyncio.Event()
         self._closing: asyncio.Event = asyncio.Event()
         self._lock = asyncio.Lock()
+        self._retry_at = 0.0  # loop time before which a failed connect is not tried again
         self.tools: list[Any] | None = None  # the server's tool list, read when it connects
 
     async def session(self) -> ClientSession:
+        """The open session, or one opened now. Callers queue on the lock: one attempt at a time, and
+        after it failed the others fail at once (until RETRY_SECONDS passed)."""
         async with self._lock:
             if self._session is None or self._task is None or self._task.done():
-                await self._open()
+                loop = asyncio.get_running_loop()
+                if loop.time() < self._retry_at:
+                    raise McpError("a recent connect failed: not tried again yet")
+                try:
+                    await self._open()
+                except McpError:
+                    self._retry_at = loop.time() + RETRY_SECONDS
+                    raise
+                self._retry_at = 0.0
             assert self._session is not None
             return self._session
 
@@ -136,10 +155,12 @@ class _Connection:
         stack.push_async_callback(client.aclose)
         return streamable_http_client(server.url, http_client=client)
 
-    async def lost(self) -> None:
-        """The connection failed a request: dropped, so the next use starts the server again."""
+    async def lost(self, session: ClientSession) -> None:
+        """`session` failed a request: dropped (if it is still the open one: another call may have opened a
+        new one since), so the next use starts the server again."""
         async with self._lock:
-            await self._close_task()
+            if self._session is session:
+                await self._close_task()
 
     async def _close_task(self) -> None:
         task, self._task, self._session = self._task, None, None
@@ -211,9 +232,13 @@ class McpTools:
         server = self.server_of(name)
         return server is not None and server.needs_approval(name.partition(SEP)[2])
 
-    async def call(self, name: str, arguments: str) -> str:
-        """The call's output as the model reads it. Raises McpError (the server failed: reconnected next
-        time) or ValueError (arguments that are not a JSON object)."""
+    async def call(self, name: str, arguments: str, *, seconds: float) -> str:
+        """The call's output as the model reads it (at most MAX_OUTPUT_CHARS). Raises McpError (the
+        server failed: reconnected next time), TimeoutError (no answer in `seconds`: the server may hang,
+        reconnected next time) or ValueError (arguments that are not a JSON object)."""
+        from mcp.shared.exceptions import MCPError  # loaded already: a session is open
+        from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
+
         label, _, tool = name.partition(SEP)
         args = json.loads(arguments or "{}")
         if not isinstance(args, dict):
@@ -221,21 +246,37 @@ class McpTools:
         connection = self._connections[label]
         session = await connection.session()
         try:
-            result = await session.call_tool(tool, args)
+            result = await asyncio.wait_for(session.call_tool(tool, args), seconds)
         except asyncio.CancelledError:
             raise
+        except TimeoutError:
+            await connection.lost(session)
+            raise
+        except MCPError as exc:
+            if exc.code not in (CONNECTION_CLOSED, REQUEST_TIMEOUT):
+                # The server answered with a JSON-RPC error: the call failed, the connection is fine.
+                log.info("MCP tool %s: error reply %s", name, exc.code)
+                return json.dumps({"error": f"the server refused the call (JSON-RPC error {exc.code})"})
+            await connection.lost(session)
+            raise McpError(f"{label}: connection closed or timed out") from exc
         except Exception as exc:
-            await connection.lost()
+            await connection.lost(session)
             raise McpError(f"{label}: {type(exc).__name__}") from exc
         text = "\n".join(_content_text(part) for part in result.content)
         if result.is_error:
-            return json.dumps({"error": text or "the tool failed"})
+            return _capped(json.dumps({"error": text[:MAX_OUTPUT_CHARS] or "the tool failed"}))
         if not text and result.structured_content is not None:
-            return json.dumps(result.structured_content, default=str)
-        return text
+            return _capped(json.dumps(result.structured_content, default=str))
+        return _capped(text)
 
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self._connections.values()))
+
+
+def _capped(output: str) -> str:
+    if len(output) <= MAX_OUTPUT_CHARS:
+        return output
+    return output[:MAX_OUTPUT_CHARS] + f"\n[output cut at {MAX_OUTPUT_CHARS:,} characters]"
 
 
 def _content_text(part: Any) -> str:

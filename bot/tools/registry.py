@@ -57,6 +57,8 @@ class ToolContext:
     offered: frozenset[str] | None = None
     # The turn's workspace (where approvals are kept); None outside a turn.
     keys: Keys | None = None
+    # The turn's id (approvals are kept per turn and call); None outside a turn.
+    turn_id: str | None = None
 
 
 ToolFunc = Callable[[Any, ToolContext], Awaitable[object]]
@@ -195,7 +197,8 @@ class ToolRegistry:
         if ctx.external or (ctx.offered is not None and name not in ctx.offered):
             return _error(f"there is no tool named {name}")
         try:
-            return await asyncio.wait_for(self.mcp.call(name, arguments), self._timeout)
+            # The timeout is the call's own (connecting has its own bound): a hung server is reset.
+            return await self.mcp.call(name, arguments, seconds=self._timeout)
         except TimeoutError:
             log.warning("MCP tool %s timed out after %ss", name, self._timeout)
             return _error(f"the tool did not answer within {self._timeout:g} seconds")

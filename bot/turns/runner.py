@@ -379,6 +379,7 @@ class TurnRunner:
             turn.external,
             offered,
             turn.workspace.keys,
+            turn.id,
         )
         pieces = self._loop.run(
             request,
@@ -523,10 +524,16 @@ class TurnRunner:
 
     async def _mcp_tools(self, turn: Turn, policy: Policy) -> list[dict[str, Any]]:
         """The MCP servers the channel's policy offers (issue 16): hosted ones as the Responses `mcp` tool,
-        bot-side ones as their function tools. None for a Slack Connect guest: they reach company systems."""
+        bot-side ones as their function tools; only those that serve the turn's workspace. None for a Slack
+        Connect guest: they reach company systems."""
         if turn.external:
             return []
-        servers = [s for s in self._mcp_servers if policy.offers_server(s.label, default=s.default)]
+        team = turn.workspace.team_id
+        servers = [
+            s
+            for s in self._mcp_servers
+            if s.serves(team) and policy.offers_server(s.label, default=s.default)
+        ]
         hosted = [hosted_tool(s) for s in servers if s.transport == "hosted"]
         bot_side = [s.label for s in servers if s.transport != "hosted"]
         return hosted + await self._registry.mcp_specs(bot_side)

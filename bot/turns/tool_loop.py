@@ -37,7 +37,7 @@ from bot.files.generated import AnswerFiles, GeneratedFiles, SandboxLinks
 from bot.settings import Settings
 from bot.slack.citations import CitationRenderer
 from bot.tools import ToolContext, ToolRegistry
-from bot.tools.approvals import Approvals, Decision
+from bot.tools.approvals import LOST_OUTPUT, Approvals, Decision
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,8 @@ class ToolLoop:
                 yield Status(calling_status(result.calls))
                 for call in result.calls:
                     yield Step(call.call_id, call_title(call), "in_progress")
-                outputs = await self._run_calls(result.calls, ctx)
+                approved = {a.id for a in asks} - {a.id for a in result.approvals}
+                outputs = await self._run_calls(result.calls, ctx, approved)
                 for call, item in zip(result.calls, outputs, strict=True):
                     yield Step(call.call_id, call_title(call), "error" if _failed(item) else "complete")
                 items += outputs
@@ -225,11 +226,11 @@ class ToolLoop:
         for ask in asks:
             title = f"Waiting for approval: {_named(ask.server)}.{_named(ask.tool)}"
             yield Step(ask.id, title, "pending")
-            if self._approvals is None or ctx.keys is None:
+            if self._approvals is None or ctx.keys is None or ctx.turn_id is None:
                 decision: Decision = "timed_out"
             else:
                 decision = await self._approvals.decide(
-                    ctx.keys, ask, user=ctx.user_id, channel=ctx.channel, thread_ts=ctx.thread_ts
+                    ctx.keys, ctx.turn_id, ask, user=ctx.user_id, channel=ctx.channel, thread_ts=ctx.thread_ts
                 )
             decisions[ask.id] = decision
             yield Step(ask.id, title, "complete" if decision == "approved" else "error")
@@ -264,10 +265,25 @@ class ToolLoop:
             message = f"You denied {tool}: it was not run and I stopped here."
         raise ApprovalDenied(f"approval {refused.id}: {decisions[refused.id]}", user_message=message)
 
-    async def _run_calls(self, calls: Sequence[FunctionCall], ctx: ToolContext) -> list[dict[str, Any]]:
+    async def _run_calls(
+        self, calls: Sequence[FunctionCall], ctx: ToolContext, approved: set[str]
+    ) -> list[dict[str, Any]]:
         log.info("running %d tool call(s): %s", len(calls), ", ".join(c.name for c in calls))
-        outputs = await asyncio.gather(*(self._registry.run(c.name, c.arguments, ctx) for c in calls))
+        outputs = await asyncio.gather(*(self._run_call(c, ctx, once=c.call_id in approved) for c in calls))
         return [tool_output(c.call_id, out) for c, out in zip(calls, outputs, strict=True)]
+
+    async def _run_call(self, call: FunctionCall, ctx: ToolContext, *, once: bool) -> str:
+        """One call's output. An approved call runs once across the turn's attempts: a retry after a crash
+        gets the kept output (or an error, when the attempt that ran it died before it ended)."""
+        if not once or self._approvals is None or ctx.keys is None or ctx.turn_id is None:
+            return await self._registry.run(call.name, call.arguments, ctx)
+        kind, kept = await self._approvals.run_once(ctx.keys, ctx.turn_id, call.call_id)
+        if kind != "run":
+            log.info("approved call %s: %s by an earlier attempt, not run again", call.call_id, kind)
+            return kept if kind == "ran" else LOST_OUTPUT
+        output = await self._registry.run(call.name, call.arguments, ctx)
+        await self._approvals.ran(ctx.keys, ctx.turn_id, call.call_id, output)
+        return output
 
     async def _give_up(
         self, request: TurnRequest, calls: Sequence[FunctionCall], rounds: int, out_of_time: bool
