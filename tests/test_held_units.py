@@ -16,7 +16,12 @@ from bot.assistant import tokens
 from bot.assistant.backend import RoundResult, TurnRequest, user_message
 from bot.assistant.chat import ChatCompletionsBackend, chat_tools, messages
 from bot.assistant.held import assistant_message, thread_keys
-from bot.errors import AssistantUnavailable, NoAssistantThread, ResponseVanished
+from bot.errors import (
+    AssistantUnavailable,
+    ContextTooLong,
+    NoAssistantThread,
+    ResponseVanished,
+)
 from bot.keys import Keys
 from bot.settings import Settings
 from tests.fakes.openai_api import FakeOpenAI, Reply
@@ -157,11 +162,13 @@ def test_the_store_less_responses_fake_keeps_nothing(openai_fake: FakeOpenAI) ->
     client.close()
 
 
-def _backend_run(openai_fake: FakeOpenAI, redis_url: str, work: Any) -> Any:
+def _backend_run(
+    openai_fake: FakeOpenAI, redis_url: str, work: Any, style: str = "chat_completions", **settings_: Any
+) -> Any:
     """Run `work(backend, redis)` with a chat-completions held backend on the test Redis and fake."""
 
     async def run() -> Any:
-        settings = Settings(openai_api_key="sk-test", assistant_backend="chat_completions")  # type: ignore[arg-type]
+        settings = Settings(openai_api_key="sk-test", assistant_backend=style, **settings_)  # type: ignore[arg-type]
         client = AsyncOpenAI(api_key=openai_fake.api_key, base_url=openai_fake.base_url, max_retries=0)
         rdb = aredis.Redis.from_url(redis_url, decode_responses=True)
         try:
@@ -216,3 +223,54 @@ def test_a_held_response_is_committed_once_and_shown_again_from_redis(
             await backend.info(conv)
 
     _backend_run(openai_fake, redis_url, work)
+
+
+def test_trimming_keeps_the_question_and_calls_a_tool_round_answers() -> None:
+    """A tool round's outputs (the new input) never go without their calls, nor the calls without the
+    question: that group goes even when it doesn't fit, and the count says so (the turn is refused)."""
+    estimate = tokens.estimate
+    old = [user("old question"), assistant_message("old answer")]
+    round_one = [user("q" * 400), call("c1")]
+    kept, used = tokens.trim([*old, *round_one], [output("c1")], "inst", 150, estimate)
+    assert kept == round_one and used > 150
+    # With room, the older turns go too, as before.
+    kept, used = tokens.trim([*old, *round_one], [output("c1")], "inst", 1_000, estimate)
+    assert kept == [*old, *round_one] and used <= 1_000
+    # A new question answers no call: the last group is trimmed like any other.
+    kept, _ = tokens.trim([*old, *round_one, output("c1")], [user("next")], "inst", 30, estimate)
+    assert kept == []
+
+
+TIME_TOOL = {"type": "function", "name": "current_time", "description": "d", "parameters": {"type": "object"}}
+
+
+async def _ignore(response_id: str) -> None:
+    pass
+
+
+async def _drain(pieces: Any) -> list[Any]:
+    return [p async for p in pieces]
+
+
+def test_a_tool_output_too_long_to_send_still_closes_its_call(
+    openai_fake: FakeOpenAI, rdb: Any, redis_url: str
+) -> None:
+    """A tool round whose output is over the history budget is refused before any request, and the
+    output joins the thread all the same: the call is answered, so the thread's next turn goes."""
+    openai_fake.set_api_style("chat_completions")
+
+    async def work(backend: Any, redis: Any) -> None:
+        conv = await backend.create_conversation({"slack_team": "T0UNIT"}, keys=Keys("T0UNIT"))
+        await backend.add_items(conv, [user("what time"), call("c1")])
+        turn = TurnRequest(conv, "Be brief.", user_key="T0UNIT:U1", tools=[TIME_TOOL])
+        big = output("c1", " alpha" * 3_000)
+        with pytest.raises(ContextTooLong):
+            await _drain(backend.answer(turn, [big], on_created=_ignore, result=RoundResult()))
+        assert openai_fake.model_inputs == []
+        roles = [line.role for line in await backend.newest_items(conv, 5)]
+        assert roles == ["function call output", "function call", "user"]  # newest first
+        openai_fake.script(Reply(text="fine"))
+        pieces = await _drain(backend.answer(turn, [user("hi")], on_created=_ignore, result=RoundResult()))
+        assert "".join(pieces) == "fine"
+
+    _backend_run(openai_fake, redis_url, work, history_token_budget=1_000)

@@ -281,24 +281,13 @@ class HeldBackend(abc.ABC):
     async def _run(
         self, response_id: str, pending: Pending, result: RoundResult, citations: Annotator | None
     ) -> AsyncGenerator[Piece, None]:
-        history = [e["item"] for e in await self._entries(pending.conversation_id)]
-        budget = self._settings.history_token_budget
-        # Loading an encoding and counting a long history take a while: off the event loop, which meanwhile
-        # acks Slack and streams other turns.
-        count = await asyncio.to_thread(tokens.counter, pending.model)
-        context, used = await asyncio.to_thread(
-            tokens.trim, history, pending.input, pending.instructions, budget, count
-        )
-        if used > budget:
-            raise ContextTooLong(f"{self.api}: the turn's own input is {used} tokens, over {budget}")
-        if len(context) < len(history):
-            log.info("held thread %s: sent %d of %d items (%d tokens)", pending.conversation_id,
-                     len(context), len(history), used)  # fmt: skip
         output: list[dict[str, Any]] = []
         text: list[str] = []
-        request = _Request(pending, [*context, *pending.input])
         result.response_id = response_id
         try:
+            # Inside the `try`: a turn's input too long to send (a large tool output, say) must still
+            # close the calls it answers, or the thread is stuck with an unanswered call.
+            request = await self._request(pending)
             async with contextlib.aclosing(self._generate(request, result, output, citations)) as pieces:
                 async for piece in pieces:
                     if isinstance(piece, str):
@@ -312,6 +301,24 @@ class HeldBackend(abc.ABC):
             raise
         result.response_id = response_id  # ours, not the server's (which kept nothing)
         await self._finish(response_id, pending, "done", "".join(text), output, result.calls)
+
+    async def _request(self, pending: Pending) -> _Request:
+        """The thread's history, trimmed to the budget, and the turn's input; ContextTooLong when even
+        the input (with the turn's own question and calls, which its outputs can't go without) is over."""
+        history = [e["item"] for e in await self._entries(pending.conversation_id)]
+        budget = self._settings.history_token_budget
+        # Loading an encoding and counting a long history take a while: off the event loop, which meanwhile
+        # acks Slack and streams other turns.
+        count = await asyncio.to_thread(tokens.counter, pending.model)
+        context, used = await asyncio.to_thread(
+            tokens.trim, history, pending.input, pending.instructions, budget, count
+        )
+        if used > budget:
+            raise ContextTooLong(f"{self.api}: the turn's own input is {used} tokens, over {budget}")
+        if len(context) < len(history):
+            log.info("held thread %s: sent %d of %d items (%d tokens)", pending.conversation_id,
+                     len(context), len(history), used)  # fmt: skip
+        return _Request(pending, [*context, *pending.input])
 
     async def _finish(
         self,
