@@ -5,6 +5,7 @@ Completions and store-less Responses styles refusing what the real servers refus
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import openai
@@ -13,7 +14,7 @@ import redis.asyncio as aredis
 from openai import AsyncOpenAI
 
 from bot.assistant import tokens
-from bot.assistant.backend import RoundResult, TurnRequest, user_message
+from bot.assistant.backend import FunctionCall, RoundResult, TurnRequest, user_message
 from bot.assistant.chat import ChatCompletionsBackend, chat_tools, messages
 from bot.assistant.held import assistant_message, thread_keys
 from bot.errors import (
@@ -25,6 +26,7 @@ from bot.errors import (
 from bot.keys import Keys
 from bot.settings import Settings
 from tests.fakes.openai_api import FakeOpenAI, Reply
+from tests.fakes.openai_tools import ToolCall
 
 
 def user(text: str) -> dict[str, Any]:
@@ -274,3 +276,37 @@ def test_a_tool_output_too_long_to_send_still_closes_its_call(
         assert "".join(pieces) == "fine"
 
     _backend_run(openai_fake, redis_url, work, history_token_budget=1_000)
+
+
+def test_a_run_that_loses_the_commit_goes_on_with_the_committed_calls(
+    openai_fake: FakeOpenAI, rdb: Any, redis_url: str
+) -> None:
+    """Two runs of one response (a turn retried while its first worker still streams): the one that
+    commits second adds nothing, and its turn's tool loop gets the calls the thread holds, not its own."""
+    openai_fake.set_api_style("chat_completions")
+    loser = Reply(text="first run", tool_calls=(ToolCall("current_time", call_id="c_lost"),))
+    winner = Reply(text="second run", tool_calls=(ToolCall("current_time", call_id="c_kept"),))
+    openai_fake.script(loser, winner)
+
+    async def work(backend: Any, redis: Any) -> None:
+        conv = await backend.create_conversation({"slack_team": "T0UNIT"}, keys=Keys("T0UNIT"))
+        turn = TurnRequest(conv, "Be brief.", user_key="T0UNIT:U1", tools=[TIME_TOOL])
+        created: list[str] = []
+
+        async def on_created(response_id: str) -> None:
+            created.append(response_id)
+
+        first = RoundResult()
+        pieces = backend.answer(turn, [user("hi")], on_created=on_created, result=first)
+        assert isinstance(await anext(pieces), str)  # the first run is streaming
+        second = RoundResult()
+        await _drain(backend.resume(created[0], result=second))  # the retry runs it again, and commits
+        await _drain(pieces)
+        assert second.calls == first.calls == [FunctionCall("c_kept", "current_time", "{}")]
+        items = [
+            json.loads(raw)["item"] for raw in await redis.lrange(Keys("T0UNIT").held_items(conv), 0, -1)
+        ]
+        assert [i.get("call_id") for i in items if i["type"] == "function_call"] == ["c_kept"]
+        assert len(items) == 3  # the question, the committed answer and its call: once
+
+    _backend_run(openai_fake, redis_url, work)

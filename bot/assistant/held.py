@@ -300,7 +300,11 @@ class HeldBackend(abc.ABC):
             await self._finish(response_id, pending, "failed", "", outputs, add_input=False)
             raise
         result.response_id = response_id  # ours, not the server's (which kept nothing)
-        await self._finish(response_id, pending, "done", "".join(text), output, result.calls)
+        if not await self._finish(response_id, pending, "done", "".join(text), output, result.calls):
+            # Another run of this response (a retried turn) ended it first, or the turn was stopped: the
+            # calls this run got are not in the thread, so the tool loop goes on with the ones that are (the
+            # committed run's; none when it was stopped or failed).
+            result.calls[:] = (await self._read(response_id)).calls
 
     async def _request(self, pending: Pending) -> _Request:
         """The thread's history, trimmed to the budget, and the turn's input; ContextTooLong when even
@@ -330,8 +334,9 @@ class HeldBackend(abc.ABC):
         calls: list[FunctionCall] | None = None,
         *,
         add_input: bool = True,
-    ) -> None:
-        """End a pending response once: `state`, and (done) its input and `output` join the thread."""
+    ) -> bool:
+        """End a pending response once: `state`, and (done) its input and `output` join the thread.
+        False when another run ended it first."""
         keys = thread_keys(pending.conversation_id)
         entries = [_entry(i) for i in [*(pending.input if add_input else []), *output]]
         encoded_calls = json.dumps([[c.call_id, c.name, c.arguments] for c in calls or []])
@@ -349,6 +354,7 @@ class HeldBackend(abc.ABC):
             log.warning("held response %s was already %s elsewhere", response_id, state)
         elif committed == -1:
             log.warning("held response %s: its thread is gone (reset meanwhile)", response_id)
+        return bool(committed != 0)
 
     async def _write_pending(self, response_id: str, pending: Pending) -> None:
         key = thread_keys(pending.conversation_id).held_response(response_id)
