@@ -310,3 +310,31 @@ def test_a_run_that_loses_the_commit_goes_on_with_the_committed_calls(
         assert len(items) == 3  # the question, the committed answer and its call: once
 
     _backend_run(openai_fake, redis_url, work)
+
+
+def test_outputs_a_turn_adds_itself_go_once_and_never_to_a_reset_thread(
+    openai_fake: FakeOpenAI, rdb: Any, redis_url: str
+) -> None:
+    """A refusal's or a stopped loop's outputs (`add_items`) added again by a retried turn are there once;
+    added after a reset, they bring no thread back."""
+
+    async def work(backend: Any, redis: Any) -> None:
+        conv = await backend.create_conversation({"slack_team": "T0UNIT"}, keys=Keys("T0UNIT"))
+        items_key = Keys("T0UNIT").held_items(conv)
+        await backend.add_items(conv, [user("what time"), call("c1"), call("c2")])
+        refusal = [assistant_message("Not allowed."), output("c1", "refused"), output("c2", "refused")]
+        await backend.add_items(conv, refusal)
+        await backend.add_items(conv, refusal)  # the retried turn
+        assert await redis.llen(items_key) == 6
+        # A batch with one output new and one there already: only the new one goes.
+        await backend.add_items(conv, [call("c3")])
+        await backend.add_items(conv, [output("c2", "again"), output("c3", "stopped")])
+        kinds = [json.loads(raw)["item"].get("call_id") for raw in await redis.lrange(items_key, 6, -1)]
+        assert kinds == ["c3", "c3"]
+        await backend.delete_conversation(conv)
+        await backend.add_items(conv, [output("c4", "late")])
+        assert await redis.exists(items_key, Keys("T0UNIT").held_thread(conv)) == 0
+        with pytest.raises(NoAssistantThread):
+            await backend.info(conv)
+
+    _backend_run(openai_fake, redis_url, work)

@@ -77,6 +77,45 @@ redis.call('PEXPIRE', KEYS[3], ARGV[4])
 return 1
 """
 
+# Items a turn adds itself (a refusal's or a stopped loop's outputs), at most once and only to a thread
+# that is still there: a retried turn adds them again, and a reset thread must stay gone. A batch whose
+# outputs the thread holds already adds nothing (its other items went with them); otherwise every item
+# but an output already there goes. KEYS items, thread; ARGV thread TTL ms, entries… -> items added, -1
+# thread gone.
+_ADD = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
+local answered = {}
+for _, raw in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  -- Only entries that may be outputs are decoded (not every message, images inline and all).
+  if string.find(raw, 'function_call_output', 1, true) then
+    local item = cjson.decode(raw)['item']
+    if item['type'] == 'function_call_output' then answered[tostring(item['call_id'])] = true end
+  end
+end
+local outputs, repeated = 0, 0
+for i = 2, #ARGV do
+  local item = cjson.decode(ARGV[i])['item']
+  if item['type'] == 'function_call_output' then
+    outputs = outputs + 1
+    if answered[tostring(item['call_id'])] then repeated = repeated + 1 end
+  end
+end
+if outputs > 0 and repeated == outputs then return 0 end
+local added = 0
+for i = 2, #ARGV do
+  local item = cjson.decode(ARGV[i])['item']
+  local output = item['type'] == 'function_call_output'
+  if not (output and answered[tostring(item['call_id'])]) then
+    redis.call('RPUSH', KEYS[1], ARGV[i])
+    added = added + 1
+    if output then answered[tostring(item['call_id'])] = true end
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+return added
+"""
+
 
 def thread_keys(conversation_id: str) -> Keys:
     """The workspace a held thread (or one of its responses) belongs to, read from its id."""
@@ -121,6 +160,7 @@ class HeldBackend(abc.ABC):
         self._redis = redis
         self._settings = settings
         self._commit = redis.register_script(_COMMIT)
+        self._add = redis.register_script(_ADD)
 
     # ---- threads -------------------------------------------------------------------------------------
 
@@ -182,13 +222,18 @@ class HeldBackend(abc.ABC):
         if not items:
             return
         keys = thread_keys(conversation_id)
-        try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.rpush(keys.held_items(conversation_id), *(_entry(i) for i in items))
-                pipe.pexpire(keys.held_items(conversation_id), ms(HELD_THREAD_TTL))
-                await pipe.execute()
-        except RedisError as exc:
-            raise StoreUnavailable(f"held items: {type(exc).__name__}") from exc
+        added = await self._call(
+            self._add(
+                keys=[keys.held_items(conversation_id), keys.held_thread(conversation_id)],
+                args=[ms(HELD_THREAD_TTL), *(_entry(i) for i in items)],
+            )
+        )
+        if added == -1:
+            log.warning("held thread %s is gone (reset meanwhile): %d items not added", conversation_id,
+                        len(items))  # fmt: skip
+        elif added < len(items):
+            log.info("held thread %s: %d of %d items were there already", conversation_id,
+                     len(items) - added, len(items))  # fmt: skip
 
     async def turn_items(self, conversation_id: str) -> TurnItems | None:
         answer: list[str] = []
