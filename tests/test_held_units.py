@@ -17,6 +17,7 @@ from bot.assistant import tokens
 from bot.assistant.backend import FunctionCall, RoundResult, TurnRequest, user_message
 from bot.assistant.chat import ChatCompletionsBackend, chat_tools, messages
 from bot.assistant.held import assistant_message, thread_keys
+from bot.assistant.held_responses import HeldResponsesBackend
 from bot.errors import (
     AssistantUnavailable,
     ContextTooLong,
@@ -167,14 +168,16 @@ def test_the_store_less_responses_fake_keeps_nothing(openai_fake: FakeOpenAI) ->
 def _backend_run(
     openai_fake: FakeOpenAI, redis_url: str, work: Any, style: str = "chat_completions", **settings_: Any
 ) -> Any:
-    """Run `work(backend, redis)` with a chat-completions held backend on the test Redis and fake."""
+    """Run `work(backend, redis)` with a held backend (chat completions unless `style` says "responses")
+    on the test Redis and fake."""
 
     async def run() -> Any:
         settings = Settings(openai_api_key="sk-test", assistant_backend=style, **settings_)  # type: ignore[arg-type]
         client = AsyncOpenAI(api_key=openai_fake.api_key, base_url=openai_fake.base_url, max_retries=0)
         rdb = aredis.Redis.from_url(redis_url, decode_responses=True)
+        kind = HeldResponsesBackend if style == "responses" else ChatCompletionsBackend
         try:
-            return await work(ChatCompletionsBackend(client, rdb, settings), rdb)
+            return await work(kind(client, rdb, settings), rdb)
         finally:
             await rdb.aclose()
             await client.close()
@@ -338,3 +341,39 @@ def test_outputs_a_turn_adds_itself_go_once_and_never_to_a_reset_thread(
             await backend.info(conv)
 
     _backend_run(openai_fake, redis_url, work)
+
+
+@pytest.mark.parametrize("style", ["chat_completions", "responses"])
+def test_calls_without_an_id_or_with_a_reused_one_get_ids_of_their_own(
+    openai_fake: FakeOpenAI, rdb: Any, redis_url: str, style: str
+) -> None:
+    """A server that gives no call id, or numbers its calls "0" every round: each call gets an id of its
+    own, the same in the turn's calls (which approvals and outputs are keyed by) and in the thread."""
+    openai_fake.set_api_style(style)
+    nameless = (ToolCall("current_time", call_id=""), ToolCall("current_time", call_id=""))
+    openai_fake.script(
+        Reply(tool_calls=nameless),
+        Reply(tool_calls=(ToolCall("current_time", call_id="0"),)),
+        Reply(tool_calls=(ToolCall("current_time", call_id="0"),)),
+        Reply(text="done"),
+    )
+
+    async def work(backend: Any, redis: Any) -> None:
+        conv = await backend.create_conversation({"slack_team": "T0UNIT"}, keys=Keys("T0UNIT"))
+        turn = TurnRequest(conv, "Be brief.", user_key="T0UNIT:U1", tools=[TIME_TOOL])
+        seen: list[str] = []
+        items = [user("what time")]
+        for _ in range(3):
+            result = RoundResult()
+            await _drain(backend.answer(turn, items, on_created=_ignore, result=result))
+            seen += [c.call_id for c in result.calls]
+            items = [output(c.call_id) for c in result.calls]
+        await _drain(backend.answer(turn, items, on_created=_ignore, result=RoundResult()))
+        assert len(seen) == len(set(seen)) == 4 and all(seen)
+        assert seen[2] == "0"  # a server's id is kept while it is new to the thread
+        held = [json.loads(raw)["item"] for raw in await redis.lrange(Keys("T0UNIT").held_items(conv), 0, -1)]
+        assert [i["call_id"] for i in held if i["type"] == "function_call"] == seen
+        assert [i["call_id"] for i in held if i["type"] == "function_call_output"] == seen
+        assert held[-1] == assistant_message("done")
+
+    _backend_run(openai_fake, redis_url, work, style)

@@ -367,7 +367,8 @@ class HeldBackend(abc.ABC):
         if len(context) < len(history):
             log.info("held thread %s: sent %d of %d items (%d tokens)", pending.conversation_id,
                      len(context), len(history), used)  # fmt: skip
-        return _Request(pending, [*context, *pending.input])
+        taken = {str(i["call_id"]) for i in [*history, *pending.input] if i.get("type") == "function_call"}
+        return _Request(pending, [*context, *pending.input], frozenset(taken))
 
     async def _finish(
         self,
@@ -455,10 +456,21 @@ class HeldBackend(abc.ABC):
 class _Request:
     pending: Pending
     items: list[dict[str, Any]]  # the trimmed history and the turn's input
+    call_ids: frozenset[str] = frozenset()  # the thread's calls so far (all of them, trimmed or not)
 
     @property
     def function_tools(self) -> list[dict[str, Any]]:
         return [t for t in self.pending.tools if t.get("type") == "function"]
+
+
+def own_call_id(call_id: str, taken: set[str]) -> str:
+    """The server's id for a call, or one of ours when it gave none or one the thread or this response
+    has already (servers may send none, or number them "0", "1"… every time): the thread's outputs and the
+    turn's approvals (keyed by call id) must find exactly one call. Adds it to `taken`."""
+    if not call_id or call_id in taken:
+        call_id = f"call_{secrets.token_hex(12)}"
+    taken.add(call_id)
+    return call_id
 
 
 def _check_metadata(metadata: dict[str, str]) -> None:

@@ -2102,6 +2102,10 @@ class FakeOpenAI:
                     "type": "function",
                     "function": {"name": call.name, "arguments": ""},
                 }
+                if call.call_id == "":
+                    # The spec's ChatCompletionMessageToolCallChunk requires only `index`: a server may
+                    # give no id (some local servers don't).
+                    del head["id"]
                 await chat.write_event(response, piece({"tool_calls": [head]}))
                 args = {"index": n, "function": {"arguments": call.arguments_json}}
                 await chat.write_event(response, piece({"tool_calls": [args]}))
