@@ -21,6 +21,7 @@ from bot.assistant.held_responses import HeldResponsesBackend
 from bot.errors import (
     AssistantUnavailable,
     ContextTooLong,
+    MetadataError,
     NoAssistantThread,
     ResponseVanished,
 )
@@ -377,3 +378,25 @@ def test_calls_without_an_id_or_with_a_reused_one_get_ids_of_their_own(
         assert held[-1] == assistant_message("done")
 
     _backend_run(openai_fake, redis_url, work, style)
+
+
+def test_metadata_over_the_limits_on_a_held_thread_tells_the_limit(
+    openai_fake: FakeOpenAI, rdb: Any, redis_url: str
+) -> None:
+    """Over OpenAI's metadata limits a held thread refuses the write as the checks before a write do (the
+    limit named, the same error), not as an assistant it couldn't reach; nothing is written."""
+
+    async def work(backend: Any, redis: Any) -> None:
+        conv = await backend.create_conversation({"slack_team": "T0UNIT"}, keys=Keys("T0UNIT"))
+        too_many = {f"k{n}": "v" for n in range(17)}
+        with pytest.raises(MetadataError) as caught:
+            await backend.set_metadata(conv, too_many)
+        assert not isinstance(caught.value, AssistantUnavailable)
+        assert caught.value.user_message == "• That makes 17 metadata pairs; the limit is 16."
+        with pytest.raises(MetadataError, match="the limit is 512"):
+            await backend.set_metadata(conv, {"slack_team": "T0UNIT", "note": "x" * 513})
+        with pytest.raises(MetadataError, match="the limit is 64"):
+            await backend.create_conversation({"k" * 65: "v"}, keys=Keys("T0UNIT"))
+        assert (await backend.info(conv)).metadata == {"slack_team": "T0UNIT"}
+
+    _backend_run(openai_fake, redis_url, work)

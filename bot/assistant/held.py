@@ -43,9 +43,9 @@ from bot.assistant.backend import (
 )
 from bot.assistant.conversations import COUNT_CAP, RECENT_ITEMS, TURN_ITEMS_LIMIT, _cut
 from bot.errors import (
-    AssistantUnavailable,
     BotError,
     ContextTooLong,
+    MetadataError,
     NoAssistantThread,
     NotOnThisServer,
     ResponseVanished,
@@ -474,10 +474,18 @@ def own_call_id(call_id: str, taken: set[str]) -> str:
 
 
 def _check_metadata(metadata: dict[str, str]) -> None:
-    if len(metadata) > METADATA_PAIRS or any(
-        len(k) > METADATA_KEY_CHARS or len(str(v)) > METADATA_VALUE_CHARS for k, v in metadata.items()
-    ):
-        raise AssistantUnavailable("held thread metadata over OpenAI's limits")
+    """OpenAI's limits, told to the user as the checks before a write tell them (no key or value quoted:
+    this layer has no Slack escaping, and the rule is what they need)."""
+    problems: list[str] = []
+    if len(metadata) > METADATA_PAIRS:
+        problems.append(f"That makes {len(metadata)} metadata pairs; the limit is {METADATA_PAIRS}.")
+    for key, value in metadata.items():
+        if len(key) > METADATA_KEY_CHARS:
+            problems.append(f"A key is {len(key)} characters; the limit is {METADATA_KEY_CHARS}.")
+        if len(str(value)) > METADATA_VALUE_CHARS:
+            problems.append(f"A value is {len(str(value))} characters; the limit is {METADATA_VALUE_CHARS}.")
+    if problems:
+        raise MetadataError(problems)
 
 
 def _line(item: dict[str, Any]) -> ItemLine:
