@@ -247,7 +247,13 @@ def test_trimming_keeps_the_question_and_calls_a_tool_round_answers() -> None:
     assert kept == []
 
 
-TIME_TOOL = {"type": "function", "name": "current_time", "description": "d", "parameters": {"type": "object"}}
+TIME_TOOL = {
+    "type": "function",
+    "name": "current_time",
+    "description": "d",
+    "parameters": {"type": "object"},
+    "strict": False,  # required by the spec's FunctionTool
+}
 
 
 async def _ignore(response_id: str) -> None:
