@@ -18,6 +18,15 @@ class BotError(Exception):
             self.user_message = user_message
 
 
+class MetadataError(BotError):
+    """A metadata change that breaks a rule; `user_message` says which and by how much. Raised where the
+    rules are checked before a write (bot/threads/metadata.py) and by a backend that keeps them itself."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems), user_message="\n".join(f"• {p}" for p in problems))
+        self.problems = problems
+
+
 class ConfigError(BotError):
     """Start-up configuration is missing or malformed; the message names each variable."""
 

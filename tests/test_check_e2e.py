@@ -362,3 +362,62 @@ def test_oauth_mode_checks_the_app_credentials_and_the_requested_scopes(
     assert (credentials.outcome, credentials.detail) == ("FAIL", "Slack refused them: bad_client_secret")
     assert "SLACK_CLIENT_SECRET" in credentials.hint
     assert scopes.outcome == "FAIL" and scopes.detail.startswith("SLACK_SCOPES leaves out app_mentions:read")
+
+
+@pytest.mark.parametrize("style", ["chat_completions", "responses"])
+def test_a_held_backend_is_checked_with_the_request_it_makes(
+    openai_fake: FakeOpenAI, env: dict[str, str], tmp_path: Path, style: str
+) -> None:
+    """On a server with no Conversations API (issue 17) the check makes one minimal request of the API
+    ASSISTANT_BACKEND names, storing nothing: the models endpoint says nothing about that API."""
+    openai_fake.set_api_style(style)
+    env["ASSISTANT_BACKEND"] = style
+    result = run_check(env, tmp_path)
+
+    assert result.status == 0, result.stdout
+    assert list(result.rows) == list(ROWS)
+    path = "/v1/chat/completions" if style == "chat_completions" else "/v1/responses"
+    model = result.rows["openai model"]
+    assert (model.outcome, model.detail) == (
+        "pass",
+        f"gpt-5.1 answered POST {path} (ASSISTANT_BACKEND={style}, nothing stored)",
+    )
+    assert result.rows["knowledge stores"].outcome == "skip"
+    assert [(r["method"], r["path"]) for r in openai_fake.requests] == [("POST", path)]
+    assert openai_fake.spec_violations == []
+
+
+def test_a_held_backend_naming_an_api_the_server_lacks_or_a_model_it_lacks(
+    openai_fake: FakeOpenAI, env: dict[str, str], tmp_path: Path
+) -> None:
+    openai_fake.set_api_style("chat_completions")
+    env["ASSISTANT_BACKEND"] = "responses"  # a chat-only server (Ollama, llama.cpp)
+    result = run_check(env, tmp_path)
+    assert result.status == 1
+    assert result.rows["openai key"].outcome == "pass"
+    model = result.rows["openai model"]
+    assert (model.outcome, model.detail) == ("FAIL", "gpt-5.1: POST /v1/responses answered 404")
+    assert "ASSISTANT_BACKEND" in model.hint and "ASSISTANT_MODEL" in model.hint
+
+    env["ASSISTANT_BACKEND"] = "chat_completions"
+    env["ASSISTANT_MODEL"] = "llama-imaginary"
+    result = run_check(env, tmp_path)
+    model = result.rows["openai model"]
+    assert (model.outcome, model.detail) == (
+        "FAIL",
+        "llama-imaginary: POST /v1/chat/completions answered 404",
+    )
+
+
+def test_a_held_backends_server_refusing_the_key(
+    openai_fake: FakeOpenAI, env: dict[str, str], tmp_path: Path
+) -> None:
+    openai_fake.set_api_style("responses")
+    env["ASSISTANT_BACKEND"] = "responses"
+    env["OPENAI_API_KEY"] = "sk-wrong-local-key-never-printed"
+    result = run_check(env, tmp_path, secrets=(env["OPENAI_API_KEY"],))
+    assert result.status == 1
+    key = result.rows["openai key"]
+    assert key.outcome == "FAIL" and key.detail.endswith("refused it (401)")
+    assert "OPENAI_API_KEY" in key.hint
+    assert result.rows["openai model"] == Row("skip", "needs a key the server takes", "")

@@ -29,6 +29,7 @@ from tests.test_backend_contract_e2e import THREAD, ask, sent
 from tests.test_bridge_e2e import ALICE, BOB, CHANNEL, DM, answers, user_texts
 from tests.test_files_e2e import PNG, share
 from tests.test_reliability_e2e import FAST, all_turns_done
+from tests.test_tools_e2e import TEAM_TOOLS
 
 HELD = ("responses", "chat_completions")
 
@@ -69,6 +70,26 @@ def test_a_turn_over_the_budget_on_its_own_is_told_to_start_over(
     answer = ask(slack, sender, "alpha " * 1200)
     assert "grown too long" in answer
     assert openai_fake.model_inputs == []
+
+
+def test_a_tool_output_over_the_budget_is_told_and_the_thread_goes_on(
+    backend: str, slack: FakeSlack, openai_fake: FakeOpenAI, start_bot: BotFactory, rdb: redis.Redis
+) -> None:
+    """A tool round whose output doesn't fit HISTORY_TOKEN_BUDGET (with the question and call it answers)
+    is told to start over, and the output still joins the thread: the call is answered, so the next
+    message is answered too (before, the call stayed open and every later request was refused)."""
+    sender = SlackSender(start_bot(ASSISTANT_BACKEND=backend, HISTORY_TOKEN_BUDGET="1000", **TEAM_TOOLS).url)
+    city = "alpha " * 700  # the tool's output repeats it: with the call's arguments, over 1,000 tokens
+    weather = ToolCall("get_weather", {"city": city, "unit": "celsius"}, call_id="call_big")
+    openai_fake.script(Reply(tool_calls=(weather,)))
+    assert "grown too long" in ask(slack, sender, "weather?")
+    assert len(openai_fake.model_inputs) == 1  # the round with the output was never sent
+    conversation_id = str(rdb.hget(THREAD, "conversation_id"))
+    kinds = [(i["type"], i.get("call_id")) for i in held_items(rdb, conversation_id)]
+    assert kinds == [("message", None), ("function_call", "call_big"), ("function_call_output", "call_big")]
+    assert ask(slack, sender, "thanks") == "Echo: thanks"
+    # The tool round, over the budget, went out of what the model reads, whole.
+    assert sent(openai_fake) == ["user: thanks"]
 
 
 @on_topologies("cluster")  # the commit script's keys share the workspace's slot

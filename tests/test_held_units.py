@@ -5,6 +5,7 @@ Completions and store-less Responses styles refusing what the real servers refus
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import openai
@@ -13,13 +14,21 @@ import redis.asyncio as aredis
 from openai import AsyncOpenAI
 
 from bot.assistant import tokens
-from bot.assistant.backend import RoundResult, TurnRequest, user_message
+from bot.assistant.backend import FunctionCall, RoundResult, TurnRequest, user_message
 from bot.assistant.chat import ChatCompletionsBackend, chat_tools, messages
 from bot.assistant.held import assistant_message, thread_keys
-from bot.errors import AssistantUnavailable, NoAssistantThread, ResponseVanished
+from bot.assistant.held_responses import HeldResponsesBackend
+from bot.errors import (
+    AssistantUnavailable,
+    ContextTooLong,
+    MetadataError,
+    NoAssistantThread,
+    ResponseVanished,
+)
 from bot.keys import Keys
 from bot.settings import Settings
 from tests.fakes.openai_api import FakeOpenAI, Reply
+from tests.fakes.openai_tools import ToolCall
 
 
 def user(text: str) -> dict[str, Any]:
@@ -157,15 +166,19 @@ def test_the_store_less_responses_fake_keeps_nothing(openai_fake: FakeOpenAI) ->
     client.close()
 
 
-def _backend_run(openai_fake: FakeOpenAI, redis_url: str, work: Any) -> Any:
-    """Run `work(backend, redis)` with a chat-completions held backend on the test Redis and fake."""
+def _backend_run(
+    openai_fake: FakeOpenAI, redis_url: str, work: Any, style: str = "chat_completions", **settings_: Any
+) -> Any:
+    """Run `work(backend, redis)` with a held backend (chat completions unless `style` says "responses")
+    on the test Redis and fake."""
 
     async def run() -> Any:
-        settings = Settings(openai_api_key="sk-test", assistant_backend="chat_completions")  # type: ignore[arg-type]
+        settings = Settings(openai_api_key="sk-test", assistant_backend=style, **settings_)  # type: ignore[arg-type]
         client = AsyncOpenAI(api_key=openai_fake.api_key, base_url=openai_fake.base_url, max_retries=0)
         rdb = aredis.Redis.from_url(redis_url, decode_responses=True)
+        kind = HeldResponsesBackend if style == "responses" else ChatCompletionsBackend
         try:
-            return await work(ChatCompletionsBackend(client, rdb, settings), rdb)
+            return await work(kind(client, rdb, settings), rdb)
         finally:
             await rdb.aclose()
             await client.close()
@@ -214,5 +227,182 @@ def test_a_held_response_is_committed_once_and_shown_again_from_redis(
         await backend.delete_conversation(conv)
         with pytest.raises(NoAssistantThread):
             await backend.info(conv)
+
+    _backend_run(openai_fake, redis_url, work)
+
+
+def test_trimming_keeps_the_question_and_calls_a_tool_round_answers() -> None:
+    """A tool round's outputs (the new input) never go without their calls, nor the calls without the
+    question: that group goes even when it doesn't fit, and the count says so (the turn is refused)."""
+    estimate = tokens.estimate
+    old = [user("old question"), assistant_message("old answer")]
+    round_one = [user("q" * 400), call("c1")]
+    kept, used = tokens.trim([*old, *round_one], [output("c1")], "inst", 150, estimate)
+    assert kept == round_one and used > 150
+    # With room, the older turns go too, as before.
+    kept, used = tokens.trim([*old, *round_one], [output("c1")], "inst", 1_000, estimate)
+    assert kept == [*old, *round_one] and used <= 1_000
+    # A new question answers no call: the last group is trimmed like any other.
+    kept, _ = tokens.trim([*old, *round_one, output("c1")], [user("next")], "inst", 30, estimate)
+    assert kept == []
+
+
+TIME_TOOL = {
+    "type": "function",
+    "name": "current_time",
+    "description": "d",
+    "parameters": {"type": "object"},
+    "strict": False,  # required by the spec's FunctionTool
+}
+
+
+async def _ignore(response_id: str) -> None:
+    pass
+
+
+async def _drain(pieces: Any) -> list[Any]:
+    return [p async for p in pieces]
+
+
+def test_a_tool_output_too_long_to_send_still_closes_its_call(
+    openai_fake: FakeOpenAI, rdb: Any, redis_url: str
+) -> None:
+    """A tool round whose output is over the history budget is refused before any request, and the
+    output joins the thread all the same: the call is answered, so the thread's next turn goes."""
+    openai_fake.set_api_style("chat_completions")
+
+    async def work(backend: Any, redis: Any) -> None:
+        conv = await backend.create_conversation({"slack_team": "T0UNIT"}, keys=Keys("T0UNIT"))
+        await backend.add_items(conv, [user("what time"), call("c1")])
+        turn = TurnRequest(conv, "Be brief.", user_key="T0UNIT:U1", tools=[TIME_TOOL])
+        big = output("c1", " alpha" * 3_000)
+        with pytest.raises(ContextTooLong):
+            await _drain(backend.answer(turn, [big], on_created=_ignore, result=RoundResult()))
+        assert openai_fake.model_inputs == []
+        roles = [line.role for line in await backend.newest_items(conv, 5)]
+        assert roles == ["function call output", "function call", "user"]  # newest first
+        openai_fake.script(Reply(text="fine"))
+        pieces = await _drain(backend.answer(turn, [user("hi")], on_created=_ignore, result=RoundResult()))
+        assert "".join(pieces) == "fine"
+
+    _backend_run(openai_fake, redis_url, work, history_token_budget=1_000)
+
+
+def test_a_run_that_loses_the_commit_goes_on_with_the_committed_calls(
+    openai_fake: FakeOpenAI, rdb: Any, redis_url: str
+) -> None:
+    """Two runs of one response (a turn retried while its first worker still streams): the one that
+    commits second adds nothing, and its turn's tool loop gets the calls the thread holds, not its own."""
+    openai_fake.set_api_style("chat_completions")
+    loser = Reply(text="first run", tool_calls=(ToolCall("current_time", call_id="c_lost"),))
+    winner = Reply(text="second run", tool_calls=(ToolCall("current_time", call_id="c_kept"),))
+    openai_fake.script(loser, winner)
+
+    async def work(backend: Any, redis: Any) -> None:
+        conv = await backend.create_conversation({"slack_team": "T0UNIT"}, keys=Keys("T0UNIT"))
+        turn = TurnRequest(conv, "Be brief.", user_key="T0UNIT:U1", tools=[TIME_TOOL])
+        created: list[str] = []
+
+        async def on_created(response_id: str) -> None:
+            created.append(response_id)
+
+        first = RoundResult()
+        pieces = backend.answer(turn, [user("hi")], on_created=on_created, result=first)
+        assert isinstance(await anext(pieces), str)  # the first run is streaming
+        second = RoundResult()
+        await _drain(backend.resume(created[0], result=second))  # the retry runs it again, and commits
+        await _drain(pieces)
+        assert second.calls == first.calls == [FunctionCall("c_kept", "current_time", "{}")]
+        items = [
+            json.loads(raw)["item"] for raw in await redis.lrange(Keys("T0UNIT").held_items(conv), 0, -1)
+        ]
+        assert [i.get("call_id") for i in items if i["type"] == "function_call"] == ["c_kept"]
+        assert len(items) == 3  # the question, the committed answer and its call: once
+
+    _backend_run(openai_fake, redis_url, work)
+
+
+def test_outputs_a_turn_adds_itself_go_once_and_never_to_a_reset_thread(
+    openai_fake: FakeOpenAI, rdb: Any, redis_url: str
+) -> None:
+    """A refusal's or a stopped loop's outputs (`add_items`) added again by a retried turn are there once;
+    added after a reset, they bring no thread back."""
+
+    async def work(backend: Any, redis: Any) -> None:
+        conv = await backend.create_conversation({"slack_team": "T0UNIT"}, keys=Keys("T0UNIT"))
+        items_key = Keys("T0UNIT").held_items(conv)
+        await backend.add_items(conv, [user("what time"), call("c1"), call("c2")])
+        refusal = [assistant_message("Not allowed."), output("c1", "refused"), output("c2", "refused")]
+        await backend.add_items(conv, refusal)
+        await backend.add_items(conv, refusal)  # the retried turn
+        assert await redis.llen(items_key) == 6
+        # A batch with one output new and one there already: only the new one goes.
+        await backend.add_items(conv, [call("c3")])
+        await backend.add_items(conv, [output("c2", "again"), output("c3", "stopped")])
+        kinds = [json.loads(raw)["item"].get("call_id") for raw in await redis.lrange(items_key, 6, -1)]
+        assert kinds == ["c3", "c3"]
+        await backend.delete_conversation(conv)
+        await backend.add_items(conv, [output("c4", "late")])
+        assert await redis.exists(items_key, Keys("T0UNIT").held_thread(conv)) == 0
+        with pytest.raises(NoAssistantThread):
+            await backend.info(conv)
+
+    _backend_run(openai_fake, redis_url, work)
+
+
+@pytest.mark.parametrize("style", ["chat_completions", "responses"])
+def test_calls_without_an_id_or_with_a_reused_one_get_ids_of_their_own(
+    openai_fake: FakeOpenAI, rdb: Any, redis_url: str, style: str
+) -> None:
+    """A server that gives no call id, or numbers its calls "0" every round: each call gets an id of its
+    own, the same in the turn's calls (which approvals and outputs are keyed by) and in the thread."""
+    openai_fake.set_api_style(style)
+    nameless = (ToolCall("current_time", call_id=""), ToolCall("current_time", call_id=""))
+    openai_fake.script(
+        Reply(tool_calls=nameless),
+        Reply(tool_calls=(ToolCall("current_time", call_id="0"),)),
+        Reply(tool_calls=(ToolCall("current_time", call_id="0"),)),
+        Reply(text="done"),
+    )
+
+    async def work(backend: Any, redis: Any) -> None:
+        conv = await backend.create_conversation({"slack_team": "T0UNIT"}, keys=Keys("T0UNIT"))
+        turn = TurnRequest(conv, "Be brief.", user_key="T0UNIT:U1", tools=[TIME_TOOL])
+        seen: list[str] = []
+        items = [user("what time")]
+        for _ in range(3):
+            result = RoundResult()
+            await _drain(backend.answer(turn, items, on_created=_ignore, result=result))
+            seen += [c.call_id for c in result.calls]
+            items = [output(c.call_id) for c in result.calls]
+        await _drain(backend.answer(turn, items, on_created=_ignore, result=RoundResult()))
+        assert len(seen) == len(set(seen)) == 4 and all(seen)
+        assert seen[2] == "0"  # a server's id is kept while it is new to the thread
+        held = [json.loads(raw)["item"] for raw in await redis.lrange(Keys("T0UNIT").held_items(conv), 0, -1)]
+        assert [i["call_id"] for i in held if i["type"] == "function_call"] == seen
+        assert [i["call_id"] for i in held if i["type"] == "function_call_output"] == seen
+        assert held[-1] == assistant_message("done")
+
+    _backend_run(openai_fake, redis_url, work, style)
+
+
+def test_metadata_over_the_limits_on_a_held_thread_tells_the_limit(
+    openai_fake: FakeOpenAI, rdb: Any, redis_url: str
+) -> None:
+    """Over OpenAI's metadata limits a held thread refuses the write as the checks before a write do (the
+    limit named, the same error), not as an assistant it couldn't reach; nothing is written."""
+
+    async def work(backend: Any, redis: Any) -> None:
+        conv = await backend.create_conversation({"slack_team": "T0UNIT"}, keys=Keys("T0UNIT"))
+        too_many = {f"k{n}": "v" for n in range(17)}
+        with pytest.raises(MetadataError) as caught:
+            await backend.set_metadata(conv, too_many)
+        assert not isinstance(caught.value, AssistantUnavailable)
+        assert caught.value.user_message == "• That makes 17 metadata pairs; the limit is 16."
+        with pytest.raises(MetadataError, match="the limit is 512"):
+            await backend.set_metadata(conv, {"slack_team": "T0UNIT", "note": "x" * 513})
+        with pytest.raises(MetadataError, match="the limit is 64"):
+            await backend.create_conversation({"k" * 65: "v"}, keys=Keys("T0UNIT"))
+        assert (await backend.info(conv)).metadata == {"slack_team": "T0UNIT"}
 
     _backend_run(openai_fake, redis_url, work)

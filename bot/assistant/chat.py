@@ -17,7 +17,7 @@ from openai import AsyncOpenAI
 from redis.asyncio import Redis
 
 from bot.assistant.backend import Annotator, FunctionCall, Piece, RoundResult, Step, TokenUsage
-from bot.assistant.held import HeldBackend, _Request, assistant_message, function_call
+from bot.assistant.held import HeldBackend, _Request, assistant_message, function_call, own_call_id
 from bot.assistant.responses import _NOT_IN_NAME, _describe, _error_code
 from bot.errors import (
     AnswerIncomplete,
@@ -138,6 +138,7 @@ class ChatCompletionsBackend(HeldBackend):
         stream = await self._create(request)
         text: list[str] = []
         calls: dict[int, _Call] = {}
+        taken = set(request.call_ids)
         finish: str | None = None
         try:
             async with contextlib.aclosing(stream):
@@ -150,8 +151,9 @@ class ChatCompletionsBackend(HeldBackend):
                             text.append(delta.content)
                             yield citations.text(delta.content) if citations is not None else delta.content
                         for part in delta.tool_calls or []:
-                            call = calls.setdefault(part.index, _Call())
-                            call.call_id = call.call_id or (part.id or "")
+                            if part.index not in calls:  # its first chunk: the id, if the server gives one
+                                calls[part.index] = _Call(own_call_id(part.id or "", taken))
+                            call = calls[part.index]
                             if part.function is not None:
                                 if part.function.name and not call.name:
                                     call.name = part.function.name

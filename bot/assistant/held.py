@@ -43,9 +43,9 @@ from bot.assistant.backend import (
 )
 from bot.assistant.conversations import COUNT_CAP, RECENT_ITEMS, TURN_ITEMS_LIMIT, _cut
 from bot.errors import (
-    AssistantUnavailable,
     BotError,
     ContextTooLong,
+    MetadataError,
     NoAssistantThread,
     NotOnThisServer,
     ResponseVanished,
@@ -75,6 +75,45 @@ redis.call('PEXPIRE', KEYS[1], ARGV[5])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 redis.call('PEXPIRE', KEYS[3], ARGV[4])
 return 1
+"""
+
+# Items a turn adds itself (a refusal's or a stopped loop's outputs), at most once and only to a thread
+# that is still there: a retried turn adds them again, and a reset thread must stay gone. A batch whose
+# outputs the thread holds already adds nothing (its other items went with them); otherwise every item
+# but an output already there goes. KEYS items, thread; ARGV thread TTL ms, entries… -> items added, -1
+# thread gone.
+_ADD = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
+local answered = {}
+for _, raw in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  -- Only entries that may be outputs are decoded (not every message, images inline and all).
+  if string.find(raw, 'function_call_output', 1, true) then
+    local item = cjson.decode(raw)['item']
+    if item['type'] == 'function_call_output' then answered[tostring(item['call_id'])] = true end
+  end
+end
+local outputs, repeated = 0, 0
+for i = 2, #ARGV do
+  local item = cjson.decode(ARGV[i])['item']
+  if item['type'] == 'function_call_output' then
+    outputs = outputs + 1
+    if answered[tostring(item['call_id'])] then repeated = repeated + 1 end
+  end
+end
+if outputs > 0 and repeated == outputs then return 0 end
+local added = 0
+for i = 2, #ARGV do
+  local item = cjson.decode(ARGV[i])['item']
+  local output = item['type'] == 'function_call_output'
+  if not (output and answered[tostring(item['call_id'])]) then
+    redis.call('RPUSH', KEYS[1], ARGV[i])
+    added = added + 1
+    if output then answered[tostring(item['call_id'])] = true end
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+return added
 """
 
 
@@ -121,6 +160,7 @@ class HeldBackend(abc.ABC):
         self._redis = redis
         self._settings = settings
         self._commit = redis.register_script(_COMMIT)
+        self._add = redis.register_script(_ADD)
 
     # ---- threads -------------------------------------------------------------------------------------
 
@@ -182,13 +222,18 @@ class HeldBackend(abc.ABC):
         if not items:
             return
         keys = thread_keys(conversation_id)
-        try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.rpush(keys.held_items(conversation_id), *(_entry(i) for i in items))
-                pipe.pexpire(keys.held_items(conversation_id), ms(HELD_THREAD_TTL))
-                await pipe.execute()
-        except RedisError as exc:
-            raise StoreUnavailable(f"held items: {type(exc).__name__}") from exc
+        added = await self._call(
+            self._add(
+                keys=[keys.held_items(conversation_id), keys.held_thread(conversation_id)],
+                args=[ms(HELD_THREAD_TTL), *(_entry(i) for i in items)],
+            )
+        )
+        if added == -1:
+            log.warning("held thread %s is gone (reset meanwhile): %d items not added", conversation_id,
+                        len(items))  # fmt: skip
+        elif added < len(items):
+            log.info("held thread %s: %d of %d items were there already", conversation_id,
+                     len(items) - added, len(items))  # fmt: skip
 
     # The thread is in Redis: the turn that just ended is read at once, cheaply.
     defers_turn_items = False
@@ -286,6 +331,34 @@ class HeldBackend(abc.ABC):
     async def _run(
         self, response_id: str, pending: Pending, result: RoundResult, citations: Annotator | None
     ) -> AsyncGenerator[Piece, None]:
+        output: list[dict[str, Any]] = []
+        text: list[str] = []
+        result.response_id = response_id
+        try:
+            # Inside the `try`: a turn's input too long to send (a large tool output, say) must still
+            # close the calls it answers, or the thread is stuck with an unanswered call.
+            request = await self._request(pending)
+            async with contextlib.aclosing(self._generate(request, result, output, citations)) as pieces:
+                async for piece in pieces:
+                    if isinstance(piece, str):
+                        text.append(piece)
+                    yield piece
+        except BotError:
+            # A failed response adds nothing, but the outputs it was given: the calls they answer are in
+            # the thread already, and a call left unanswered would make every later request fail.
+            outputs = [i for i in pending.input if i.get("type") == "function_call_output"]
+            await self._finish(response_id, pending, "failed", "", outputs, add_input=False)
+            raise
+        result.response_id = response_id  # ours, not the server's (which kept nothing)
+        if not await self._finish(response_id, pending, "done", "".join(text), output, result.calls):
+            # Another run of this response (a retried turn) ended it first, or the turn was stopped: the
+            # calls this run got are not in the thread, so the tool loop goes on with the ones that are (the
+            # committed run's; none when it was stopped or failed).
+            result.calls[:] = (await self._read(response_id)).calls
+
+    async def _request(self, pending: Pending) -> _Request:
+        """The thread's history, trimmed to the budget, and the turn's input; ContextTooLong when even
+        the input (with the turn's own question and calls, which its outputs can't go without) is over."""
         history = [e["item"] for e in await self._entries(pending.conversation_id)]
         budget = self._settings.history_token_budget
         # Loading an encoding and counting a long history take a while: off the event loop, which meanwhile
@@ -299,24 +372,8 @@ class HeldBackend(abc.ABC):
         if len(context) < len(history):
             log.info("held thread %s: sent %d of %d items (%d tokens)", pending.conversation_id,
                      len(context), len(history), used)  # fmt: skip
-        output: list[dict[str, Any]] = []
-        text: list[str] = []
-        request = _Request(pending, [*context, *pending.input])
-        result.response_id = response_id
-        try:
-            async with contextlib.aclosing(self._generate(request, result, output, citations)) as pieces:
-                async for piece in pieces:
-                    if isinstance(piece, str):
-                        text.append(piece)
-                    yield piece
-        except BotError:
-            # A failed response adds nothing, but the outputs it was given: the calls they answer are in
-            # the thread already, and a call left unanswered would make every later request fail.
-            outputs = [i for i in pending.input if i.get("type") == "function_call_output"]
-            await self._finish(response_id, pending, "failed", "", outputs, add_input=False)
-            raise
-        result.response_id = response_id  # ours, not the server's (which kept nothing)
-        await self._finish(response_id, pending, "done", "".join(text), output, result.calls)
+        taken = {str(i["call_id"]) for i in [*history, *pending.input] if i.get("type") == "function_call"}
+        return _Request(pending, [*context, *pending.input], frozenset(taken))
 
     async def _finish(
         self,
@@ -328,8 +385,9 @@ class HeldBackend(abc.ABC):
         calls: list[FunctionCall] | None = None,
         *,
         add_input: bool = True,
-    ) -> None:
-        """End a pending response once: `state`, and (done) its input and `output` join the thread."""
+    ) -> bool:
+        """End a pending response once: `state`, and (done) its input and `output` join the thread.
+        False when another run ended it first."""
         keys = thread_keys(pending.conversation_id)
         entries = [_entry(i) for i in [*(pending.input if add_input else []), *output]]
         encoded_calls = json.dumps([[c.call_id, c.name, c.arguments] for c in calls or []])
@@ -347,6 +405,7 @@ class HeldBackend(abc.ABC):
             log.warning("held response %s was already %s elsewhere", response_id, state)
         elif committed == -1:
             log.warning("held response %s: its thread is gone (reset meanwhile)", response_id)
+        return bool(committed != 0)
 
     async def _write_pending(self, response_id: str, pending: Pending) -> None:
         key = thread_keys(pending.conversation_id).held_response(response_id)
@@ -402,17 +461,36 @@ class HeldBackend(abc.ABC):
 class _Request:
     pending: Pending
     items: list[dict[str, Any]]  # the trimmed history and the turn's input
+    call_ids: frozenset[str] = frozenset()  # the thread's calls so far (all of them, trimmed or not)
 
     @property
     def function_tools(self) -> list[dict[str, Any]]:
         return [t for t in self.pending.tools if t.get("type") == "function"]
 
 
+def own_call_id(call_id: str, taken: set[str]) -> str:
+    """The server's id for a call, or one of ours when it gave none or one the thread or this response
+    has already (servers may send none, or number them "0", "1"… every time): the thread's outputs and the
+    turn's approvals (keyed by call id) must find exactly one call. Adds it to `taken`."""
+    if not call_id or call_id in taken:
+        call_id = f"call_{secrets.token_hex(12)}"
+    taken.add(call_id)
+    return call_id
+
+
 def _check_metadata(metadata: dict[str, str]) -> None:
-    if len(metadata) > METADATA_PAIRS or any(
-        len(k) > METADATA_KEY_CHARS or len(str(v)) > METADATA_VALUE_CHARS for k, v in metadata.items()
-    ):
-        raise AssistantUnavailable("held thread metadata over OpenAI's limits")
+    """OpenAI's limits, told to the user as the checks before a write tell them (no key or value quoted:
+    this layer has no Slack escaping, and the rule is what they need)."""
+    problems: list[str] = []
+    if len(metadata) > METADATA_PAIRS:
+        problems.append(f"That makes {len(metadata)} metadata pairs; the limit is {METADATA_PAIRS}.")
+    for key, value in metadata.items():
+        if len(key) > METADATA_KEY_CHARS:
+            problems.append(f"A key is {len(key)} characters; the limit is {METADATA_KEY_CHARS}.")
+        if len(str(value)) > METADATA_VALUE_CHARS:
+            problems.append(f"A value is {len(str(value))} characters; the limit is {METADATA_VALUE_CHARS}.")
+    if problems:
+        raise MetadataError(problems)
 
 
 def _line(item: dict[str, Any]) -> ItemLine:

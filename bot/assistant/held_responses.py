@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncGenerator
+from dataclasses import replace
 from typing import Any
 
 import httpx2
@@ -15,7 +16,7 @@ from redis.asyncio import Redis
 
 from bot.assistant import sse
 from bot.assistant.backend import Annotator, Piece, RoundResult
-from bot.assistant.held import HeldBackend, _Request, assistant_message, function_call
+from bot.assistant.held import HeldBackend, _Request, assistant_message, function_call, own_call_id
 from bot.assistant.responses import _absorb, _describe, _error_code, _failure, _note_usage, _step
 from bot.errors import (
     AnswerIncomplete,
@@ -96,7 +97,12 @@ class HeldResponsesBackend(HeldBackend):
                 elif kind == "response.content_part.added" and citations is not None:
                     citations.next_part()
                 elif kind == "response.completed":
+                    before = len(result.calls)
                     _absorb(result, event.response)
+                    taken = set(request.call_ids)
+                    result.calls[before:] = [
+                        replace(c, call_id=own_call_id(c.call_id, taken)) for c in result.calls[before:]
+                    ]
                     if text:
                         output.append(assistant_message("".join(text)))
                     output.extend(function_call(c) for c in result.calls)

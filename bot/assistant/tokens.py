@@ -110,14 +110,24 @@ def trim(
 ) -> tuple[list[dict[str, Any]], int]:
     """The newest part of `history` that fits `budget` with the instructions and the new items (which
     always go), whole groups only (see `_units`); and the tokens of what goes. A history that starts with
-    an output whose call was trimmed away never happens: the two are one group."""
-    fixed = count(instructions) + ITEM_OVERHEAD + sum(item_tokens(i, count) for i in new)
+    an output whose call was trimmed away never happens: the two are one group. Nor does an output in
+    `new` go without its call: the group holding the calls `new` answers (a tool round's question and
+    calls) goes too, like `new`, even past the budget (the caller refuses the turn then)."""
+    used = count(instructions) + ITEM_OVERHEAD + sum(item_tokens(i, count) for i in new)
+    units = _units(history)
     kept: list[list[dict[str, Any]]] = []
-    used = fixed
-    for unit in reversed(_units(history)):
+    answered = {str(i.get("call_id")) for i in new if i.get("type") == "function_call_output"}
+    if units and answered & _calls(units[-1]):
+        kept.append(units.pop())
+        used += sum(item_tokens(i, count) for i in kept[0])
+    for unit in reversed(units):
         size = sum(item_tokens(i, count) for i in unit)
         if used + size > budget:
             break
         kept.append(unit)
         used += size
     return [item for unit in reversed(kept) for item in unit], used
+
+
+def _calls(unit: list[dict[str, Any]]) -> set[str]:
+    return {str(i.get("call_id")) for i in unit if i.get("type") == "function_call"}

@@ -342,6 +342,8 @@ async def check_openai(settings: Settings, seconds: float) -> list[Row]:
 
 
 async def _openai_rows(client: AsyncOpenAI, settings: Settings) -> list[Row]:
+    if settings.held_threads:
+        return await _held_rows(client, settings)
     host = _host(settings.openai_base_url, "api.openai.com")
     model = settings.assistant_model
     no_key = [
@@ -375,6 +377,62 @@ async def _openai_rows(client: AsyncOpenAI, settings: Settings) -> list[Row]:
     if found.shutdown_date:
         detail += f"; shuts down on {found.shutdown_date}"
     return [key_ok, passed("openai model", detail), *await _knowledge_rows(client, settings)]
+
+
+def _held_path(settings: Settings) -> str:
+    return "/v1/chat/completions" if settings.assistant_backend == "chat_completions" else "/v1/responses"
+
+
+async def _probe(client: AsyncOpenAI, settings: Settings) -> None:
+    """The smallest request of the kind the bot sends to a server with no Conversations API: it keeps
+    nothing (a /v1/responses server may keep nothing) and costs a handful of tokens (16: OpenAI's minimum)."""
+    model = settings.assistant_model
+    if settings.assistant_backend == "chat_completions":
+        ping: Any = [{"role": "user", "content": "ping"}]
+        await client.chat.completions.create(model=model, messages=ping, max_completion_tokens=16)
+    else:
+        await client.responses.create(model=model, input="ping", store=False, max_output_tokens=16)
+
+
+async def _held_rows(client: AsyncOpenAI, settings: Settings) -> list[Row]:
+    """A Redis-held backend's server (issue 17): one minimal request of the API ASSISTANT_BACKEND names,
+    as the bot makes them (the models endpoint proves nothing about that API being there)."""
+    host = _host(settings.openai_base_url, "api.openai.com")
+    model, path = settings.assistant_model, _held_path(settings)
+    backend = f"ASSISTANT_BACKEND={settings.assistant_backend}"
+    stores = skipped("knowledge stores", f"none on a Redis-held backend ({backend})")
+    no_key = [skipped("openai model", "needs a key the server takes"), stores]
+    key_ok = passed("openai key", f"accepted by {host}")
+    try:
+        await _probe(client, settings)
+    except openai.AuthenticationError:
+        hint = (
+            "put the key the server at OPENAI_BASE_URL expects in OPENAI_API_KEY (any text if it needs none)"
+        )
+        return [failed("openai key", f"{host} refused it (401)", hint), *no_key]
+    except openai.NotFoundError:
+        hint = (
+            f"set ASSISTANT_MODEL to a model the server serves, and check that it serves {path} under "
+            f"OPENAI_BASE_URL (else set {backend.split('=')[0]} to the API it has)"
+        )
+        return [key_ok, failed("openai model", f"{model}: POST {path} answered 404", hint), stores]
+    except openai.PermissionDeniedError:
+        hint = "allow the model for this key on the server, or use another ASSISTANT_MODEL"
+        return [key_ok, failed("openai model", f"{model}: not allowed for this key (403)", hint), stores]
+    except openai.RateLimitError:
+        hint = "the server is rate limiting this key: check its limits and try again"
+        return [failed("openai key", "rate limited or out of quota (429)", hint), *no_key]
+    except openai.BadRequestError:
+        hint = f"the server refused a minimal request: check ASSISTANT_MODEL and {backend} against its docs"
+        return [key_ok, failed("openai model", f"{model}: POST {path} answered 400", hint), stores]
+    except openai.APIConnectionError as exc:  # APITimeoutError included
+        hint = "check OPENAI_BASE_URL (it ends in /v1) and that the server runs and this host can reach it"
+        return [failed("openai key", f"no answer from {host} ({type(exc).__name__})", hint), *no_key]
+    except openai.APIStatusError as exc:
+        hint = "the server at OPENAI_BASE_URL had a problem: see its log, then run the check again"
+        return [failed("openai key", f"{host} answered HTTP {exc.status_code}", hint), *no_key]
+    detail = f"{model} answered POST {path} ({backend}, nothing stored)"
+    return [key_ok, passed("openai model", detail), stores]
 
 
 async def _knowledge_rows(client: AsyncOpenAI, settings: Settings) -> list[Row]:

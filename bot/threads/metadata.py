@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-from bot.errors import BotError
+from bot.errors import MetadataError as MetadataError  # re-exported: raised by the checks below
 from bot.slack.inert import escape_mrkdwn
 
 MAX_PAIRS = 16
@@ -29,14 +29,6 @@ BOT_KEYS = ("slack_team", "slack_channel", "slack_thread_ts", "slack_user")
 # users like the keys above, but not reserved (it takes a pair only once it is there).
 FEEDBACK_KEY = "feedback_rating"
 READ_ONLY_KEYS = (*BOT_KEYS, FEEDBACK_KEY)
-
-
-class MetadataError(BotError):
-    """A metadata change that breaks a rule; `user_message` says which and by how much."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("; ".join(problems), user_message="\n".join(f"• {p}" for p in problems))
-        self.problems = problems
 
 
 def _shown(text: str, limit: int = 40) -> str:

@@ -2009,6 +2009,13 @@ class FakeOpenAI:
             chat._content_text(m.get("content")) for m in messages if m.get("role") in ("system", "developer")
         )
         with self._lock:
+            if str(body.get("model")) not in self._models:
+                # As GET /v1/models/{model}: a model the server doesn't serve is 404 `model_not_found`.
+                return _error(
+                    404,
+                    f"The model `{body.get('model')}` does not exist or you do not have access to it.",
+                    code="model_not_found",
+                )
             if (problem := chat.pairing_problem(messages)) is not None:
                 return _error(400, problem, param="messages")
             if context_tokens(items, instructions) > self._context_window:
@@ -2102,6 +2109,10 @@ class FakeOpenAI:
                     "type": "function",
                     "function": {"name": call.name, "arguments": ""},
                 }
+                if call.call_id == "":
+                    # The spec's ChatCompletionMessageToolCallChunk requires only `index`: a server may
+                    # give no id (some local servers don't).
+                    del head["id"]
                 await chat.write_event(response, piece({"tool_calls": [head]}))
                 args = {"index": n, "function": {"arguments": call.arguments_json}}
                 await chat.write_event(response, piece({"tool_calls": [args]}))

@@ -58,7 +58,7 @@ class ToolCall:
 
     name: str
     arguments: dict[str, Any] | str = field(default_factory=dict)  # a dict is sent JSON-encoded
-    call_id: str | None = None  # None: a fresh "call_..." id
+    call_id: str | None = None  # None: a fresh "call_..." id; "": none (a chat stream then omits `id`)
 
     @property
     def arguments_json(self) -> str:
