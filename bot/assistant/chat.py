@@ -11,13 +11,19 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, cast
 
-import httpx2
 import openai
 from openai import AsyncOpenAI
 from redis.asyncio import Redis
 
 from bot.assistant.backend import Annotator, FunctionCall, Piece, RoundResult, Step, TokenUsage
-from bot.assistant.held import HeldBackend, _Request, assistant_message, function_call, own_call_id
+from bot.assistant.held import (
+    STREAM_BREAKS,
+    HeldBackend,
+    _Request,
+    assistant_message,
+    function_call,
+    own_call_id,
+)
 from bot.assistant.responses import _NOT_IN_NAME, _describe, _error_code
 from bot.errors import (
     AnswerIncomplete,
@@ -28,8 +34,6 @@ from bot.errors import (
     ResponseVanished,
 )
 from bot.settings import Settings
-
-_STREAM_BREAKS = (openai.APIConnectionError, httpx2.HTTPError, OSError, ValueError)
 
 
 def _user_content(content: Any) -> Any:
@@ -160,7 +164,7 @@ class ChatCompletionsBackend(HeldBackend):
                                     yield _calling(call)
                                 call.arguments += part.function.arguments or ""
                         finish = choice.finish_reason or finish
-        except _STREAM_BREAKS as exc:
+        except STREAM_BREAKS as exc:
             raise ResponseVanished(f"chat stream broke: {type(exc).__name__}") from exc
         except openai.APIError as exc:
             raise AssistantUnavailable(f"chat stream: {_describe(exc)}") from exc

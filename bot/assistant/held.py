@@ -26,6 +26,8 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import httpx2
+import openai
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -55,6 +57,10 @@ from bot.keys import HELD_RESPONSE_TTL, HELD_THREAD_TTL, Keys, ms
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# A server's stream that breaks mid-answer (a dropped connection, a malformed event): nothing was kept on the
+# server, so the answer is asked again.
+STREAM_BREAKS = (openai.APIConnectionError, httpx2.HTTPError, OSError, ValueError)
 
 THREAD_PREFIX = "hconv"
 # OpenAI's metadata limits, kept for held threads too (spec: `Metadata`): 16 pairs, keys <= 64

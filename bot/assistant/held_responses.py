@@ -9,14 +9,20 @@ from collections.abc import AsyncGenerator
 from dataclasses import replace
 from typing import Any
 
-import httpx2
 import openai
 from openai import AsyncOpenAI
 from redis.asyncio import Redis
 
 from bot.assistant import sse
 from bot.assistant.backend import Annotator, Piece, RoundResult
-from bot.assistant.held import HeldBackend, _Request, assistant_message, function_call, own_call_id
+from bot.assistant.held import (
+    STREAM_BREAKS,
+    HeldBackend,
+    _Request,
+    assistant_message,
+    function_call,
+    own_call_id,
+)
 from bot.assistant.responses import _absorb, _describe, _error_code, _failure, _note_usage, _step
 from bot.errors import (
     AnswerIncomplete,
@@ -27,11 +33,6 @@ from bot.errors import (
     ResponseVanished,
 )
 from bot.settings import Settings
-
-# What a stored answer keeps of the server's output items: messages and function calls. Reasoning items
-# are left out (with store=false the server can only read them back encrypted, which not every server
-# offers), as are the ids of items that were never stored anywhere.
-_STREAM_BREAKS = (openai.APIConnectionError, httpx2.HTTPError, OSError, ValueError)
 
 
 def _input_item(item: dict[str, Any]) -> dict[str, Any]:
@@ -103,6 +104,9 @@ class HeldResponsesBackend(HeldBackend):
                     result.calls[before:] = [
                         replace(c, call_id=own_call_id(c.call_id, taken)) for c in result.calls[before:]
                     ]
+                    # The thread keeps the answer's text and calls. Reasoning items are left out (with
+                    # store=false the server can only read them back encrypted, which not every server
+                    # offers), as are the ids of items that were never stored anywhere.
                     if text:
                         output.append(assistant_message("".join(text)))
                     output.extend(function_call(c) for c in result.calls)
@@ -115,7 +119,7 @@ class HeldResponsesBackend(HeldBackend):
                     raise AnswerIncomplete(f"response incomplete: {details.reason if details else '?'}")
                 elif kind == "error":
                     raise AssistantFailed(f"stream error event: {event.code}")
-        except _STREAM_BREAKS as exc:
+        except STREAM_BREAKS as exc:
             raise ResponseVanished(f"held responses stream broke: {type(exc).__name__}") from exc
         except openai.APIError as exc:
             raise AssistantUnavailable(f"held responses stream: {_describe(exc)}") from exc
