@@ -503,12 +503,13 @@ class Settings(BaseSettings):
 
 def _describe(err: dict[str, object]) -> str:
     loc = err.get("loc") or ()
-    name = str(loc[0]).upper() if isinstance(loc, tuple) and loc else "SETTINGS"
+    name = str(loc[0]).upper() if isinstance(loc, tuple) and loc else ""
     if err.get("type") == "missing":
-        return f"{name} is not set"
+        return f"{name or 'A setting'} is not set"
     # Never echo the input: it may be a secret.
     msg = str(err.get("msg", "is invalid")).removeprefix("Value error, ")
-    return f"{name}: {msg}"
+    # A check of several settings together names them itself.
+    return f"{name}: {msg}" if name else msg
 
 
 def _given(field: str, settings: Settings | None, overrides: dict[str, object]) -> bool:
