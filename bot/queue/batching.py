@@ -9,7 +9,6 @@ waits at most for the pipeline in flight (one round trip) before its own goes ou
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,8 +57,7 @@ class ScriptBatcher:
                 await self._send(batch)
             except Exception as exc:  # every caller of the batch gets the error
                 for call in batch:
-                    if not call.done.done():
-                        call.done.set_exception(exc)
+                    _settle(call.done, exception=exc)
 
     async def _send(self, batch: list[_Call]) -> None:
         for attempt in range(2):
@@ -75,22 +73,14 @@ class ScriptBatcher:
                 if isinstance(result, NoScriptError) and attempt == 0:
                     unknown.append(call)
                 elif isinstance(result, Exception):
-                    _settle(call, exception=result)
+                    _settle(call.done, exception=result)
                 else:
-                    _settle(call, result=result)
+                    _settle(call.done, result=result)
             if not unknown:
                 return
             # Redis restarted, or SCRIPT FLUSH: load it once and send those again.
             await self._redis.script_load(self._script.script)
             batch = unknown
-
-
-def _settle(call: _Call, *, result: Any = None, exception: BaseException | None = None) -> None:
-    with contextlib.suppress(asyncio.InvalidStateError):  # the caller was cancelled meanwhile
-        if exception is not None:
-            call.done.set_exception(exception)
-        else:
-            call.done.set_result(result)
 
 
 # Commands never sent in a shared pipeline: those that block (a pipeline would wait for them), that change
@@ -153,13 +143,13 @@ class _CommandPipe:
             raise
         except Exception as exc:  # the connection failed: every caller gets the error
             for command in batch:
-                _settle_future(command.done, exception=exc)
+                _settle(command.done, exception=exc)
             return
         for command, result in zip(batch, results, strict=True):
             if isinstance(result, Exception):  # that command's own error (a script's, NOSCRIPT, ...)
-                _settle_future(command.done, exception=result)
+                _settle(command.done, exception=result)
             else:
-                _settle_future(command.done, result=result)
+                _settle(command.done, result=result)
 
 
 class BatchingRedis(Redis):
@@ -170,21 +160,20 @@ class BatchingRedis(Redis):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._commands = _CommandPipe(self)
+        self._encoder = self.get_encoder()  # type: ignore[no-untyped-call]  # (a new one per call otherwise)
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         if self.single_connection_client or str(args[0]).split(" ", 1)[0].upper() in _UNBATCHED:
             return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
         # Encoded now: an argument Redis can't take fails its own caller, not the whole pipeline.
-        encoder = self.get_encoder()  # type: ignore[no-untyped-call]
-        command = _Command((args[0], *(encoder.encode(a) for a in args[1:])), options)
+        command = _Command((args[0], *(self._encoder.encode(a) for a in args[1:])), options)
         self._commands.send(command)
         return await command.done
 
 
-def _settle_future(
-    done: asyncio.Future[Any], *, result: Any = None, exception: BaseException | None = None
-) -> None:
-    if done.done():  # the caller was cancelled meanwhile
+def _settle(done: asyncio.Future[Any], *, result: Any = None, exception: BaseException | None = None) -> None:
+    """A caller's answer, unless it gave up (was cancelled) meanwhile."""
+    if done.done():
         return
     if exception is not None:
         done.set_exception(exception)

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# How often a running turn looks for a stop: the button's latency, at one HGET per running turn.
+# How often a worker looks for stops: the button's latency, at one ZRANGE per workspace with turns running.
 STOP_POLL_SECONDS = 0.5
 
 # KEYS: the turn's progress record, the workspace's stopping set. ARGV: turn id, how long a mark is kept
