@@ -406,6 +406,36 @@ class SlackSender:
     def send_form(self, payload: dict[str, str]) -> Reply:
         return self.post(urllib.parse.urlencode(payload), content_type="application/x-www-form-urlencoded")
 
+    def click_on_message(self, msg: Any, action: dict[str, Any], *, user: str, channel: str) -> int:
+        """A click on an element of one of the bot's messages (a fake Slack `Message`), as Slack posts it:
+        `block_actions` carrying the message and `action` (its type, action_id, block_id, value, text)."""
+        payload = {
+            "type": "block_actions",
+            "team": {"id": TEAM, "domain": "acme"},
+            "user": {"id": user, "team_id": TEAM},
+            "api_app_id": "A0APP",
+            "trigger_id": self.trigger_id(),
+            "container": {
+                "type": "message",
+                "message_ts": msg.ts,
+                "channel_id": channel,
+                "is_ephemeral": False,
+                "thread_ts": msg.thread_ts,
+            },
+            "channel": {"id": channel, "name": "general"},
+            "message": {
+                "type": "message",
+                "user": BOT_USER,
+                "ts": msg.ts,
+                "thread_ts": msg.thread_ts,
+                "text": msg.text,
+                "blocks": msg.blocks,
+            },
+            "response_url": self.response_url(),
+            "actions": [{**action, "action_ts": new_ts()}],
+        }
+        return self.send_form({"payload": json.dumps(payload)}).status
+
 
 def mention(
     channel: str, user: str, text: str, *, ts: str | None = None, thread_ts: str | None = None

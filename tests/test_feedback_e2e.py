@@ -12,7 +12,7 @@ import redis
 
 from tests.fakes.openai_api import FakeOpenAI, Reply
 from tests.fakes.slack_api import FakeSlack, Message
-from tests.harness import BOT_USER, TEAM, BotProcess, SlackSender, mention, message, new_ts
+from tests.harness import TEAM, BotProcess, SlackSender, mention, message
 from tests.test_bridge_e2e import ALICE, BOB, CHANNEL, DM, answers
 from tests.test_commands_e2e import command
 from tests.test_observability_e2e import scrape, value
@@ -35,41 +35,9 @@ def click(sender: SlackSender, msg: Message, rating: str, *, user: str, channel:
     the feedback_buttons element with the chosen button's value (bolt-js `FeedbackButtonsAction`)."""
     element = buttons(msg)
     chosen = element["positive_button" if rating == "good" else "negative_button"]
-    payload = {
-        "type": "block_actions",
-        "team": {"id": TEAM, "domain": "acme"},
-        "user": {"id": user, "team_id": TEAM},
-        "api_app_id": "A0APP",
-        "trigger_id": sender.trigger_id(),
-        "container": {
-            "type": "message",
-            "message_ts": msg.ts,
-            "channel_id": channel,
-            "is_ephemeral": False,
-            "thread_ts": msg.thread_ts,
-        },
-        "channel": {"id": channel, "name": "general"},
-        "message": {
-            "type": "message",
-            "user": BOT_USER,
-            "ts": msg.ts,
-            "thread_ts": msg.thread_ts,
-            "text": msg.text,
-            "blocks": msg.blocks,
-        },
-        "response_url": sender.response_url(),
-        "actions": [
-            {
-                "type": "feedback_buttons",
-                "action_id": element["action_id"],
-                "block_id": element["block_id"],
-                "action_ts": new_ts(),
-                "value": chosen["value"],
-                "text": chosen["text"],
-            }
-        ],
-    }
-    return sender.send_form({"payload": json.dumps(payload)}).status
+    action = {"type": "feedback_buttons", "action_id": element["action_id"], "block_id": element["block_id"]}
+    action |= {"value": chosen["value"], "text": chosen["text"]}
+    return sender.click_on_message(msg, action, user=user, channel=channel)
 
 
 def comment(sender: SlackSender, view: dict[str, Any], text: str, *, user: str = ALICE) -> int:

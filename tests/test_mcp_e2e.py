@@ -24,7 +24,7 @@ from tests.conftest import BotFactory
 from tests.fakes.openai_api import FakeOpenAI, Reply
 from tests.fakes.openai_tools import McpScript, ToolCall
 from tests.fakes.slack_api import FakeSlack, Message
-from tests.harness import BOT_USER, TEAM, SlackSender, free_port, mention, new_ts
+from tests.harness import TEAM, SlackSender, free_port, mention
 from tests.test_agent_e2e import stream_chunks, task_statuses
 from tests.test_bridge_e2e import ALICE, BOB, CHANNEL, answers
 from tests.test_commands_e2e import command
@@ -99,40 +99,9 @@ def click(sender: SlackSender, msg: Message, approve: bool, *, user: str) -> int
     """A click on Approve or Deny, as Slack posts it (`block_actions` with the button's value)."""
     [actions] = [b for b in msg.blocks if b["type"] == "actions"]
     button = actions["elements"][0 if approve else 1]
-    payload = {
-        "type": "block_actions",
-        "team": {"id": TEAM, "domain": "acme"},
-        "user": {"id": user, "team_id": TEAM},
-        "api_app_id": "A0APP",
-        "trigger_id": sender.trigger_id(),
-        "container": {
-            "type": "message",
-            "message_ts": msg.ts,
-            "channel_id": CHANNEL,
-            "is_ephemeral": False,
-            "thread_ts": msg.thread_ts,
-        },
-        "channel": {"id": CHANNEL, "name": "general"},
-        "message": {
-            "type": "message",
-            "user": BOT_USER,
-            "ts": msg.ts,
-            "thread_ts": msg.thread_ts,
-            "blocks": msg.blocks,
-        },
-        "response_url": sender.response_url(),
-        "actions": [
-            {
-                "type": "button",
-                "action_id": button["action_id"],
-                "block_id": actions["block_id"],
-                "action_ts": new_ts(),
-                "value": button["value"],
-                "text": button["text"],
-            }
-        ],
-    }
-    return sender.send_form({"payload": json.dumps(payload)}).status
+    action = {"type": "button", "block_id": actions["block_id"]}
+    action |= {k: button[k] for k in ("action_id", "value", "text")}
+    return sender.click_on_message(msg, action, user=user, channel=CHANNEL)
 
 
 def approval_state(rdb: redis.Redis) -> dict[str, str]:
