@@ -157,10 +157,10 @@ class ToolRegistry:
         workspace."""
         return list(self._guest_specs if external else self._specs)
 
-    async def mcp_specs(self, labels: list[str], *, external: bool = False) -> list[dict[str, Any]]:
-        """The function tools of these bot-side MCP servers (issue 16); none for a Slack Connect guest's
-        turn: they reach the company's own systems."""
-        return [] if external or not labels else await self.mcp.specs(labels)
+    async def mcp_specs(self, labels: list[str]) -> list[dict[str, Any]]:
+        """The function tools of these bot-side MCP servers (issue 16). (A Slack Connect guest's turn gets
+        none: the runner offers it no server.)"""
+        return await self.mcp.specs(labels) if labels else []
 
     def needs_approval(self, name: str) -> bool:
         """Whether a call of this tool waits for the asker's yes (a bot-side MCP server's setting)."""
